@@ -1,0 +1,499 @@
+// Command custos is the one command-line tool for people: the admin (users, tokens,
+// audit), key holders (keys, signing, requests) and developers (`custos dev up`).
+//
+// It only parses flags and prints results; the admin and node/client SDKs do the work.
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/custos/custos/admin"
+	"github.com/custos/custos/internal/devcluster"
+	"github.com/custos/custos/node/client"
+)
+
+const usage = `custos — command-line tool for a custos threshold-signing cluster
+
+  custos dev up                                  start the local 3-node dev cluster (make run)
+  custos cluster                                 show the cluster (as the admin)
+
+  custos admin create-user --name NAME [--permissions p1,p2]
+  custos admin token --user-id N --public-key HEX [--ttl 24h]   issue a user token offline
+  custos admin users | user ID | disable ID | enable ID | revoke-tokens ID
+  custos admin set-permissions ID p1,p2,...
+  custos admin audit [--after N] [--limit N]
+
+  custos keys new-identity --out FILE            create a user's Ed25519 request-signing key
+  custos keys create --curve secp256k1|ed25519 [--threshold K] [--label L]
+  custos keys list | get KEY_ID
+  custos sign --key KEY_ID (--digest HEX | --message HEX | --text STRING) [--path m/0/7]
+  custos requests get REQUEST_ID
+
+Connection (every command):
+  --cluster FILE     dev cluster file (default .devcluster/cluster.json); --node N picks a node (1-based)
+  --url URL          a node's API URL (overrides --cluster)
+  --admin-key-file F the ADMIN_KEY (default: the cluster file's admin_key_file)
+User credentials (keys, sign, requests):
+  --token TOKEN or $CUSTOS_TOKEN          the user token the admin issued
+  --identity FILE or $CUSTOS_IDENTITY     the user's Ed25519 key file (custos keys new-identity)`
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		var ae *client.APIError
+		if errors.As(err, &ae) {
+			fmt.Fprintf(os.Stderr, "custos: %s (HTTP %d): %s [request %s]\n", ae.Code, ae.Status, ae.Detail, ae.RequestID)
+		} else {
+			fmt.Fprintln(os.Stderr, "custos:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, usage)
+		return errors.New("no command")
+	}
+	switch args[0] {
+	case "dev":
+		return cmdDev(args[1:], stdout, stderr)
+	case "admin":
+		return cmdAdmin(args[1:], stdout)
+	case "cluster":
+		return cmdCluster(args[1:], stdout)
+	case "keys":
+		return cmdKeys(args[1:], stdout)
+	case "sign":
+		return cmdSign(args[1:], stdout)
+	case "requests":
+		return cmdRequests(args[1:], stdout)
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, usage)
+		return nil
+	}
+	return fmt.Errorf("unknown command %q (custos help lists them)", args[0])
+}
+
+// conn holds the connection flags every command takes.
+type conn struct {
+	cluster, url, adminKeyFile, token, identity string
+	node                                        int
+}
+
+func (c *conn) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.cluster, "cluster", ".devcluster/cluster.json", "dev cluster file")
+	fs.IntVar(&c.node, "node", 1, "which node of the cluster file to talk to (1-based)")
+	fs.StringVar(&c.url, "url", "", "a node's API URL")
+	fs.StringVar(&c.adminKeyFile, "admin-key-file", "", "file holding the ADMIN_KEY (64 hex characters)")
+	fs.StringVar(&c.token, "token", os.Getenv("CUSTOS_TOKEN"), "user token")
+	fs.StringVar(&c.identity, "identity", os.Getenv("CUSTOS_IDENTITY"), "user's Ed25519 key file")
+}
+
+func (c *conn) clusterFile() (*devcluster.Cluster, string, error) {
+	dir := filepath.Dir(c.cluster)
+	cl, err := devcluster.Load(dir)
+	if err != nil {
+		return nil, "", fmt.Errorf("no --url given and cannot read %s: %w", c.cluster, err)
+	}
+	return cl, filepath.Dir(dir), nil
+}
+
+func (c *conn) baseURL() (string, error) {
+	if c.url != "" {
+		return strings.TrimRight(c.url, "/"), nil
+	}
+	cl, _, err := c.clusterFile()
+	if err != nil {
+		return "", err
+	}
+	if c.node < 1 || c.node > len(cl.Nodes) {
+		return "", fmt.Errorf("--node must be between 1 and %d", len(cl.Nodes))
+	}
+	return cl.Nodes[c.node-1].API, nil
+}
+
+func (c *conn) adminKey() ([]byte, error) {
+	if c.adminKeyFile != "" {
+		b, err := os.ReadFile(c.adminKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		k, err := hex.DecodeString(strings.TrimSpace(string(b)))
+		if err != nil || len(k) != 32 {
+			return nil, fmt.Errorf("%s must hold 64 hex characters", c.adminKeyFile)
+		}
+		return k, nil
+	}
+	cl, base, err := c.clusterFile()
+	if err != nil {
+		return nil, err
+	}
+	return cl.AdminKey(base)
+}
+
+func (c *conn) admin() (*admin.Admin, error) {
+	k, err := c.adminKey()
+	if err != nil {
+		return nil, err
+	}
+	u, err := c.baseURL()
+	if err != nil {
+		return nil, err
+	}
+	return admin.New(k, u)
+}
+
+func (c *conn) user() (*client.Client, error) {
+	if c.token == "" {
+		return nil, errors.New("no user token: pass --token or set CUSTOS_TOKEN (the admin issues one with `custos admin token`)")
+	}
+	if c.identity == "" {
+		return nil, errors.New("no identity: pass --identity or set CUSTOS_IDENTITY (create one with `custos keys new-identity`)")
+	}
+	key, err := readIdentity(c.identity)
+	if err != nil {
+		return nil, err
+	}
+	u, err := c.baseURL()
+	if err != nil {
+		return nil, err
+	}
+	return client.New(u, strings.TrimSpace(c.token), key)
+}
+
+func readIdentity(path string) (ed25519.PrivateKey, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s is readable by others (mode %v): chmod 600 it", path, st.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	seed, err := hex.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(seed) != ed25519.SeedSize {
+		return nil, fmt.Errorf("%s must hold a 32-byte Ed25519 seed as 64 hex characters", path)
+	}
+	return ed25519.NewKeyFromSeed(seed), nil
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 2*time.Minute)
+}
+
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	// Allow flags after positional arguments: custos keys get KEY --url X.
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+func cmdAdmin(args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return errors.New("usage: custos admin create-user|token|users|user|disable|enable|revoke-tokens|set-permissions|audit")
+	}
+	sub := args[0]
+	fs := flag.NewFlagSet("admin "+sub, flag.ContinueOnError)
+	var c conn
+	c.register(fs)
+	name := fs.String("name", "", "user name")
+	perms := fs.String("permissions", "", "comma-separated permissions")
+	userID := fs.Uint64("user-id", 0, "user id")
+	pub := fs.String("public-key", "", "the user's Ed25519 public key (64 hex)")
+	ttl := fs.Duration("ttl", 24*time.Hour, "token lifetime")
+	after := fs.Uint64("after", 0, "audit: entries after this seq")
+	limit := fs.Int("limit", 100, "audit: at most this many entries")
+	pos, err := parse(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	if sub == "token" {
+		k, err := c.adminKey()
+		if err != nil {
+			return err
+		}
+		a, err := admin.New(k, "http://offline.invalid")
+		if err != nil {
+			return err
+		}
+		if *userID == 0 || *pub == "" {
+			return errors.New("admin token needs --user-id and --public-key")
+		}
+		tok, err := a.GenUserToken(*userID, *pub, *ttl)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, tok)
+		return nil
+	}
+	a, err := c.admin()
+	if err != nil {
+		return err
+	}
+	cx, cancel := ctx()
+	defer cancel()
+	idArg := func() (uint64, error) {
+		if len(pos) < 1 {
+			return 0, fmt.Errorf("admin %s needs a user id", sub)
+		}
+		return strconv.ParseUint(pos[0], 10, 64)
+	}
+	switch sub {
+	case "create-user":
+		if *name == "" {
+			return errors.New("create-user needs --name")
+		}
+		var ps []string
+		if *perms != "" {
+			ps = strings.Split(*perms, ",")
+		}
+		id, err := a.CreateUser(cx, *name, ps...)
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, map[string]any{"user_id": id, "name": *name})
+	case "users":
+		us, err := a.ListUsers(cx)
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, us)
+	case "user", "disable", "enable", "revoke-tokens", "set-permissions":
+		id, err := idArg()
+		if err != nil {
+			return err
+		}
+		switch sub {
+		case "disable":
+			err = a.DisableUser(cx, id)
+		case "enable":
+			err = a.EnableUser(cx, id)
+		case "revoke-tokens":
+			err = a.RevokeTokens(cx, id)
+		case "set-permissions":
+			if len(pos) < 2 {
+				return errors.New("set-permissions needs ID and a comma-separated list")
+			}
+			err = a.SetPermissions(cx, id, strings.Split(pos[1], ","))
+		}
+		if err != nil {
+			return err
+		}
+		u, err := a.GetUser(cx, id)
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, u)
+	case "audit":
+		es, err := a.Audit(cx, *after, *limit)
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, es)
+	}
+	return fmt.Errorf("unknown admin command %q", sub)
+}
+
+func cmdCluster(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("cluster", flag.ContinueOnError)
+	var c conn
+	c.register(fs)
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	a, err := c.admin()
+	if err != nil {
+		return err
+	}
+	cx, cancel := ctx()
+	defer cancel()
+	cl, err := a.Cluster(cx)
+	if err != nil {
+		return err
+	}
+	return printJSON(stdout, cl)
+}
+
+func cmdKeys(args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return errors.New("usage: custos keys new-identity|create|list|get")
+	}
+	sub := args[0]
+	fs := flag.NewFlagSet("keys "+sub, flag.ContinueOnError)
+	var c conn
+	c.register(fs)
+	out := fs.String("out", "", "new-identity: file to write the key to (mode 0600)")
+	curve := fs.String("curve", "secp256k1", "create: secp256k1 or ed25519")
+	threshold := fs.Int("threshold", 2, "create: signers needed (k)")
+	label := fs.String("label", "", "create: a label")
+	idem := fs.String("idempotency-key", "", "create: idempotency key")
+	pos, err := parse(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	if sub == "new-identity" {
+		if *out == "" {
+			return errors.New("new-identity needs --out FILE")
+		}
+		pub, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return err
+		}
+		f, err := os.OpenFile(*out, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		if err != nil {
+			return fmt.Errorf("write identity (never overwritten): %w", err)
+		}
+		if _, err := fmt.Fprintln(f, hex.EncodeToString(priv.Seed())); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+		return printJSON(stdout, map[string]string{"public_key": hex.EncodeToString(pub), "file": *out})
+	}
+	cl, err := c.user()
+	if err != nil {
+		return err
+	}
+	cx, cancel := ctx()
+	defer cancel()
+	switch sub {
+	case "create":
+		k, req, err := cl.CreateKey(cx, *curve, *threshold, *label, *idem)
+		if err != nil {
+			return err
+		}
+		if k == nil {
+			fmt.Fprintln(os.Stderr, "keygen still running; waiting…")
+			r, err := cl.WaitRequest(cx, req.RequestID, 500*time.Millisecond)
+			if err != nil {
+				return err
+			}
+			return printJSON(stdout, r)
+		}
+		return printJSON(stdout, k)
+	case "list":
+		ks, err := cl.ListKeys(cx)
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, ks)
+	case "get":
+		if len(pos) < 1 {
+			return errors.New("keys get needs a key id")
+		}
+		k, err := cl.GetKey(cx, pos[0])
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, k)
+	}
+	return fmt.Errorf("unknown keys command %q", sub)
+}
+
+func cmdSign(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("sign", flag.ContinueOnError)
+	var c conn
+	c.register(fs)
+	key := fs.String("key", "", "key id")
+	digest := fs.String("digest", "", "secp256k1: the 32-byte digest to sign, hex")
+	message := fs.String("message", "", "ed25519: the raw message, hex")
+	text := fs.String("text", "", "ed25519: the raw message as text")
+	path := fs.String("path", "", "secp256k1: non-hardened derivation path, e.g. m/0/7")
+	idem := fs.String("idempotency-key", "", "idempotency key")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	var msg []byte
+	var err error
+	switch {
+	case *key == "":
+		return errors.New("sign needs --key")
+	case *digest != "":
+		msg, err = hex.DecodeString(*digest)
+	case *message != "":
+		msg, err = hex.DecodeString(*message)
+	case *text != "":
+		msg = []byte(*text)
+	default:
+		return errors.New("sign needs --digest, --message or --text")
+	}
+	if err != nil {
+		return fmt.Errorf("message is not hex: %w", err)
+	}
+	cl, err := c.user()
+	if err != nil {
+		return err
+	}
+	cx, cancel := ctx()
+	defer cancel()
+	r, err := cl.Sign(cx, *key, msg, *path, *idem)
+	if err != nil {
+		return err
+	}
+	if r.Status != "signed" && r.Status != "failed" {
+		if r, err = cl.WaitRequest(cx, r.RequestID, 300*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return printJSON(stdout, r)
+}
+
+func cmdRequests(args []string, stdout io.Writer) error {
+	if len(args) == 0 || args[0] != "get" {
+		return errors.New("usage: custos requests get REQUEST_ID")
+	}
+	fs := flag.NewFlagSet("requests get", flag.ContinueOnError)
+	var c conn
+	c.register(fs)
+	pos, err := parse(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	if len(pos) < 1 {
+		return errors.New("requests get needs a request id")
+	}
+	cl, err := c.user()
+	if err != nil {
+		return err
+	}
+	cx, cancel := ctx()
+	defer cancel()
+	r, err := cl.GetRequest(cx, pos[0])
+	if err != nil {
+		return err
+	}
+	return printJSON(stdout, r)
+}

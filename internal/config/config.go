@@ -1,0 +1,277 @@
+// Package config owns custosd's configuration: the file format, environment overrides,
+// defaults and validation. It refuses insecure settings under a production configuration,
+// so that test shortcuts can never reach a real deployment by accident. It never reads
+// secrets itself beyond checking that their sources are named.
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Modes.
+const (
+	ModeProduction = "production"
+	ModeDev        = "dev"
+)
+
+// Member is one node in the bootstrap configuration.
+type Member struct {
+	ID       string   `json:"id"`
+	PeerID   string   `json:"peer_id"`
+	P2PAddrs []string `json:"p2p_addrs"`
+	API      string   `json:"api"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("30s") in JSON.
+type Duration struct{ time.Duration }
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string like \"30s\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("duration %q: %w", s, err)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalJSON implements json.Marshaler.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// Config is custosd's configuration file.
+type Config struct {
+	// Mode is "production" (default) or "dev". Insecure settings require dev.
+	Mode    string `json:"mode"`
+	NodeID  string `json:"node_id"`
+	DataDir string `json:"data_dir"`
+
+	Cluster struct {
+		Name      string   `json:"name"`
+		Threshold int      `json:"threshold"`
+		Members   []Member `json:"members"`
+	} `json:"cluster"`
+
+	API struct {
+		Listen      string   `json:"listen"`
+		WaitTimeout Duration `json:"wait_timeout"`
+		MaxBody     int64    `json:"max_body"`
+	} `json:"api"`
+
+	P2P struct {
+		Listen []string `json:"listen"`
+		QUIC   bool     `json:"quic"`
+	} `json:"p2p"`
+
+	MasterKey struct {
+		File string `json:"file"`
+		Env  string `json:"env"`
+	} `json:"master_key"`
+
+	Admin struct {
+		// KeyFile holds the shared HS256 ADMIN_KEY as 64 hex characters.
+		KeyFile string `json:"key_file"`
+		// KeyEnv names an environment variable holding the ADMIN_KEY in hex.
+		KeyEnv string `json:"key_env"`
+		// PublicKey is the admin's Ed25519 public key (hex) for key-pair mode.
+		PublicKey string `json:"public_key"`
+		// AllowSharedKey opts in to the shared HS256 key in production.
+		AllowSharedKey bool `json:"allow_shared_key"`
+	} `json:"admin"`
+
+	Auth struct {
+		RequireAudience bool     `json:"require_audience"`
+		MaxTokenTTL     Duration `json:"max_token_ttl"`
+	} `json:"auth"`
+
+	PreParams struct {
+		Target int `json:"target"`
+		// InsecureFixturesDir seeds the pool from pre-generated test fixtures. Dev only.
+		InsecureFixturesDir string `json:"insecure_fixtures_dir"`
+	} `json:"preparams"`
+
+	Ceremony struct {
+		SignTimeout   Duration `json:"sign_timeout"`
+		KeygenTimeout Duration `json:"keygen_timeout"`
+	} `json:"ceremony"`
+
+	Log struct {
+		Level string `json:"level"`
+	} `json:"log"`
+}
+
+// Load reads a configuration file, applies environment overrides and defaults, and
+// validates the result.
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	c, err := Parse(io.LimitReader(f, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if c.DataDir != "" && !filepath.IsAbs(c.DataDir) {
+		c.DataDir = filepath.Join(filepath.Dir(path), c.DataDir)
+	}
+	return c, nil
+}
+
+// Parse decodes a configuration, applies environment overrides and defaults, and validates.
+func Parse(r io.Reader) (*Config, error) {
+	c := &Config{}
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(c); err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	c.applyEnv(os.Getenv)
+	c.applyDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// applyEnv applies CUSTOS_* environment overrides for the settings operators change per
+// host.
+func (c *Config) applyEnv(get func(string) string) {
+	if v := get("CUSTOS_NODE_ID"); v != "" {
+		c.NodeID = v
+	}
+	if v := get("CUSTOS_DATA_DIR"); v != "" {
+		c.DataDir = v
+	}
+	if v := get("CUSTOS_API_LISTEN"); v != "" {
+		c.API.Listen = v
+	}
+	if v := get("CUSTOS_P2P_LISTEN"); v != "" {
+		c.P2P.Listen = strings.Split(v, ",")
+	}
+	if v := get("CUSTOS_MASTER_KEY_FILE"); v != "" {
+		c.MasterKey.File = v
+	}
+	if v := get("CUSTOS_ADMIN_KEY_FILE"); v != "" {
+		c.Admin.KeyFile = v
+	}
+	if v := get("CUSTOS_LOG_LEVEL"); v != "" {
+		c.Log.Level = v
+	}
+}
+
+func (c *Config) applyDefaults() {
+	if c.Mode == "" {
+		c.Mode = ModeProduction
+	}
+	if c.API.WaitTimeout.Duration == 0 {
+		c.API.WaitTimeout.Duration = 30 * time.Second
+	}
+	if c.API.MaxBody == 0 {
+		c.API.MaxBody = 1 << 20
+	}
+	if c.PreParams.Target == 0 {
+		c.PreParams.Target = 4
+	}
+	if c.Ceremony.SignTimeout.Duration == 0 {
+		c.Ceremony.SignTimeout.Duration = 20 * time.Second
+	}
+	if c.Ceremony.KeygenTimeout.Duration == 0 {
+		c.Ceremony.KeygenTimeout.Duration = 3 * time.Minute
+	}
+	if c.MasterKey.File == "" && c.MasterKey.Env == "" {
+		c.MasterKey.Env = "CUSTOS_MASTER_KEY"
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+}
+
+// ErrInsecure is wrapped by every refusal of an insecure setting in production.
+var ErrInsecure = errors.New("insecure setting refused in a production configuration")
+
+// Validate checks the configuration for completeness and safety.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if c.Mode != ModeProduction && c.Mode != ModeDev {
+		add("mode must be %q or %q", ModeProduction, ModeDev)
+	}
+	if c.NodeID == "" {
+		add("node_id is required")
+	}
+	if c.DataDir == "" {
+		add("data_dir is required")
+	}
+	if c.Cluster.Name == "" {
+		add("cluster.name is required")
+	}
+	n := len(c.Cluster.Members)
+	if n < 2 {
+		add("cluster.members needs at least 2 nodes")
+	}
+	if c.Cluster.Threshold < 2 || c.Cluster.Threshold > n {
+		add("cluster.threshold must be between 2 and the number of members")
+	}
+	self := false
+	seen := map[string]bool{}
+	for _, m := range c.Cluster.Members {
+		if m.ID == "" || m.PeerID == "" || len(m.P2PAddrs) == 0 || m.API == "" {
+			add("cluster member %q needs id, peer_id, p2p_addrs and api", m.ID)
+		}
+		if seen[m.ID] {
+			add("cluster member %q listed twice", m.ID)
+		}
+		seen[m.ID] = true
+		if u, err := url.Parse(m.API); m.API != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https")) {
+			add("cluster member %q: api must be an http(s) URL", m.ID)
+		}
+		self = self || m.ID == c.NodeID
+	}
+	if c.NodeID != "" && n > 0 && !self {
+		add("node_id %q is not among cluster.members", c.NodeID)
+	}
+	if c.API.Listen == "" {
+		add("api.listen is required")
+	}
+	if len(c.P2P.Listen) == 0 {
+		add("p2p.listen is required")
+	}
+	if c.API.MaxBody < 1024 || c.API.MaxBody > 1<<20 {
+		add("api.max_body must be between 1 KiB and 1 MiB")
+	}
+	shared := c.Admin.KeyFile != "" || c.Admin.KeyEnv != ""
+	if shared == (c.Admin.PublicKey != "") {
+		add("configure exactly one admin credential: admin.key_file/key_env (shared HS256 key) or admin.public_key (key pair)")
+	}
+	if c.Mode == ModeProduction {
+		if c.PreParams.InsecureFixturesDir != "" {
+			errs = append(errs, fmt.Errorf("preparams.insecure_fixtures_dir loads test pre-parameters: %w (use mode \"dev\" for a local cluster)", ErrInsecure))
+		}
+		if shared && !c.Admin.AllowSharedKey {
+			errs = append(errs, fmt.Errorf("the shared admin key lets any node mint tokens: %w unless admin.allow_shared_key is true (prefer admin.public_key)", ErrInsecure))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Self returns this node's member entry.
+func (c *Config) Self() Member {
+	for _, m := range c.Cluster.Members {
+		if m.ID == c.NodeID {
+			return m
+		}
+	}
+	return Member{}
+}

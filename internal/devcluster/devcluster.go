@@ -1,0 +1,162 @@
+// Package devcluster creates and describes a local custos cluster on loopback: keys,
+// identities, per-node configurations and the cluster.json of API.md's dev cluster
+// contract. `custos dev up` and the end-to-end tests use it. It only writes dev-mode
+// configurations (insecure fixtures, shared admin key) and never starts processes.
+package devcluster
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/custos/custos/internal/config"
+	"github.com/custos/custos/node"
+)
+
+// Cluster is cluster.json.
+type Cluster struct {
+	Name         string `json:"name"`
+	Threshold    int    `json:"threshold"`
+	Nodes        []Node `json:"nodes"`
+	AdminKeyFile string `json:"admin_key_file"`
+}
+
+// Node is one node of cluster.json.
+type Node struct {
+	ID  string `json:"id"`
+	API string `json:"api"`
+}
+
+// Spec says what to create.
+type Spec struct {
+	// Dir is where the cluster lives; AdminKeyFile in cluster.json is written relative to
+	// RelDir when it is set (the dev contract's ".devcluster/admin.key"), else absolute.
+	Dir, RelDir string
+	Threshold   int
+	APIPorts    []int
+	P2PPorts    []int
+	// FixturesDir seeds ECDSA pre-parameters (INSECURE; dev mode only).
+	FixturesDir string
+	// Extra is merged into every node's configuration (for tests: timeouts, log level).
+	Extra map[string]any
+}
+
+// ConfigPath is the configuration file of a node.
+func ConfigPath(dir, nodeID string) string { return filepath.Join(dir, nodeID, "config.json") }
+
+// LogPath is where a node's log goes.
+func LogPath(dir, nodeID string) string { return filepath.Join(dir, nodeID, "custosd.log") }
+
+// Load reads an existing cluster.json, or returns os.ErrNotExist.
+func Load(dir string) (*Cluster, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "cluster.json"))
+	if err != nil {
+		return nil, err
+	}
+	var cl Cluster
+	if err := json.Unmarshal(b, &cl); err != nil {
+		return nil, fmt.Errorf("%s/cluster.json: %w", dir, err)
+	}
+	return &cl, nil
+}
+
+// AdminKey reads the cluster's ADMIN_KEY (32 bytes).
+func (c *Cluster) AdminKey(base string) ([]byte, error) {
+	p := c.AdminKeyFile
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(base, p)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	k, err := hex.DecodeString(string(trimNL(b)))
+	if err != nil || len(k) != 32 {
+		return nil, fmt.Errorf("%s must hold 64 hex characters", p)
+	}
+	return k, nil
+}
+
+func trimNL(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// Create makes a new cluster in spec.Dir: admin key, per-node master keys, identities and
+// configurations, and cluster.json.
+func Create(spec Spec) (*Cluster, error) {
+	n := len(spec.APIPorts)
+	if n < 2 || len(spec.P2PPorts) != n || spec.Threshold < 2 || spec.Threshold > n {
+		return nil, errors.New("devcluster: need at least 2 nodes, a p2p port per node and 2 ≤ threshold ≤ nodes")
+	}
+	fixtures, err := filepath.Abs(spec.FixturesDir)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(spec.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	adminKey := make([]byte, 32)
+	if _, err := rand.Read(adminKey); err != nil {
+		return nil, err
+	}
+	adminKeyFile := filepath.Join(spec.Dir, "admin.key")
+	if err := os.WriteFile(adminKeyFile, []byte(hex.EncodeToString(adminKey)+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	cl := &Cluster{Name: "dev", Threshold: spec.Threshold, AdminKeyFile: adminKeyFile}
+	if spec.RelDir != "" {
+		cl.AdminKeyFile = filepath.Join(spec.RelDir, "admin.key")
+	}
+	var members []config.Member
+	for i := 0; i < n; i++ {
+		id := fmt.Sprintf("node%d", i+1)
+		dataDir := filepath.Join(spec.Dir, id)
+		peerID, err := node.InitDataDir(dataDir, filepath.Join(dataDir, "master.key"))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", id, err)
+		}
+		api := fmt.Sprintf("http://127.0.0.1:%d", spec.APIPorts[i])
+		members = append(members, config.Member{ID: id, PeerID: peerID, P2PAddrs: []string{fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", spec.P2PPorts[i])}, API: api})
+		cl.Nodes = append(cl.Nodes, Node{ID: id, API: api})
+	}
+	for i, m := range members {
+		c := map[string]any{
+			"mode":       config.ModeDev,
+			"node_id":    m.ID,
+			"data_dir":   filepath.Join(spec.Dir, m.ID),
+			"cluster":    map[string]any{"name": cl.Name, "threshold": spec.Threshold, "members": members},
+			"api":        map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", spec.APIPorts[i])},
+			"p2p":        map[string]any{"listen": m.P2PAddrs},
+			"master_key": map[string]any{"file": filepath.Join(spec.Dir, m.ID, "master.key")},
+			"admin":      map[string]any{"key_file": adminKeyFile, "allow_shared_key": true},
+			"preparams":  map[string]any{"insecure_fixtures_dir": fixtures},
+		}
+		for k, v := range spec.Extra {
+			base, isMap := c[k].(map[string]any)
+			add, addMap := v.(map[string]any)
+			if isMap && addMap {
+				for kk, vv := range add {
+					base[kk] = vv
+				}
+				continue
+			}
+			c[k] = v
+		}
+		b, _ := json.MarshalIndent(c, "", "  ")
+		if err := os.WriteFile(ConfigPath(spec.Dir, m.ID), append(b, '\n'), 0o600); err != nil {
+			return nil, err
+		}
+	}
+	b, _ := json.MarshalIndent(cl, "", "  ")
+	if err := os.WriteFile(filepath.Join(spec.Dir, "cluster.json"), append(b, '\n'), 0o600); err != nil {
+		return nil, err
+	}
+	return cl, nil
+}

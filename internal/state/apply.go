@@ -1,0 +1,576 @@
+package state
+
+import (
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strconv"
+	"unicode/utf8"
+)
+
+// applier applies one entry; it holds the entry's stamp and collects events.
+type applier struct {
+	d        *data
+	stamp    int64
+	verifier Verifier
+	events   *[]Event
+}
+
+func (a *applier) emit(kind, requestID, keyID string) {
+	*a.events = append(*a.events, Event{Kind: kind, RequestID: requestID, KeyID: keyID, Stamp: a.stamp})
+}
+
+func refuse(code, detail string) Result { return Result{Code: code, Detail: detail} }
+
+func (a *applier) clusterInit(c *ClusterInit) Result {
+	if len(a.d.Members) > 0 {
+		return refuse("request.conflict", "cluster already initialised")
+	}
+	if c.Name == "" || len(c.Members) < 2 || c.Threshold < 2 || c.Threshold > len(c.Members) {
+		return refuse("request.malformed", "invalid cluster definition")
+	}
+	a.d.Name = c.Name
+	a.d.Threshold = c.Threshold
+	a.d.Members = slices.Clone(c.Members)
+	slices.SortFunc(a.d.Members, func(x, y Member) int { return cmpString(x.ID, y.ID) })
+	a.audit("cluster", "cluster.init", c.Name, "allowed", "")
+	return Result{}
+}
+
+func cmpString(x, y string) int {
+	switch {
+	case x < y:
+		return -1
+	case x > y:
+		return 1
+	}
+	return 0
+}
+
+// call authenticates and authorises an API request in API.md's order, then acts on it.
+func (a *applier) call(c *Call) Result {
+	res := a.callInner(c)
+	outcome := "allowed"
+	if !res.OK() {
+		outcome = "refused"
+	}
+	object := c.KeyID
+	switch {
+	case res.RequestID != "":
+		object = res.RequestID
+	case res.UserID != 0:
+		object = "user:" + strconv.FormatUint(res.UserID, 10)
+	case c.TargetUserID != 0:
+		object = "user:" + strconv.FormatUint(c.TargetUserID, 10)
+	case c.RequestID != "":
+		object = c.RequestID
+	}
+	a.audit(c.Caller.Actor(), c.Op, object, outcome, res.Code)
+	return res
+}
+
+func (a *applier) callInner(c *Call) Result {
+	user, r := a.authenticate(&c.Caller)
+	if !r.OK() {
+		return r
+	}
+	if c.Malformed != "" {
+		return refuse("request.malformed", c.Malformed)
+	}
+	admin := c.Caller.Kind == "admin"
+	if c.Caller.SigpairOnly && c.Op != OpSigpairCreate {
+		return refuse("perm.denied", "a Sigpair-style admin token is accepted only on /v1/create-user")
+	}
+	switch c.Op {
+	case OpClusterGet:
+		return Result{}
+	case OpUserCreate, OpSigpairCreate, OpUserList, OpUserGet, OpUserDisable, OpUserEnable,
+		OpUserRevokeTokens, OpUserPermissions, OpAuditList:
+		if !admin {
+			return refuse("perm.denied", "this route is for the admin")
+		}
+		if c.Caller.SigpairOnly && c.Op != OpSigpairCreate {
+			return refuse("perm.denied", "a Sigpair-style admin token is accepted only on /v1/create-user")
+		}
+		return a.adminOp(c)
+	case OpKeyCreate, OpKeyList, OpKeyGet, OpKeySign, OpRequestGet:
+		if admin || user == nil {
+			return refuse("perm.denied", "this route is for users")
+		}
+		return a.userOp(c, user)
+	}
+	return refuse("request.malformed", "unknown operation")
+}
+
+// authenticate judges the stateful parts of authentication at the entry's stamp:
+// token expiry, signature window, user status and revocation, then the nonce.
+func (a *applier) authenticate(c *Caller) (*User, Result) {
+	now := a.stamp / 1000
+	if c.TokenExpires != 0 && c.TokenExpires <= now {
+		return nil, refuse("auth.token_expired", "token expired")
+	}
+	if c.Created != 0 {
+		if c.Created > now+SignatureWindowS {
+			return nil, refuse("auth.signature_invalid", "signature created in the future; check the client's clock")
+		}
+		if c.Created < now-SignatureWindowS {
+			return nil, refuse("auth.signature_expired", "signature created too long ago")
+		}
+	}
+	if c.Expires != 0 && c.Expires <= now {
+		return nil, refuse("auth.signature_expired", "signature expired")
+	}
+	var user *User
+	switch c.Kind {
+	case "admin":
+	case "user":
+		user = a.d.Users[c.UserID]
+		if user == nil {
+			return nil, refuse("auth.token_invalid", "unknown user")
+		}
+		if user.Status != UserActive {
+			return nil, refuse("auth.user_disabled", "user is disabled")
+		}
+		if c.TokenIssuedAt < user.TokensNotBefore {
+			return nil, refuse("auth.token_invalid", "token was revoked")
+		}
+	default:
+		return nil, refuse("auth.missing", "unknown caller kind")
+	}
+	if c.NonceKey != "" {
+		if _, seen := a.d.Nonces[c.NonceKey]; seen {
+			return nil, refuse("auth.nonce_reused", "nonce already used")
+		}
+		if len(a.d.Nonces) >= MaxNonces {
+			return nil, refuse("rate.limited", "too many requests in the replay window")
+		}
+		a.d.Nonces[c.NonceKey] = a.stamp + NonceRetentionMs
+	}
+	return user, Result{}
+}
+
+func (a *applier) adminOp(c *Call) Result {
+	switch c.Op {
+	case OpAuditList, OpUserList:
+		return Result{}
+	case OpUserCreate, OpSigpairCreate:
+		name := c.UserName
+		if name == "" || len(name) > 128 || !utf8.ValidString(name) {
+			return refuse("request.malformed", "name must be 1–128 characters of UTF-8")
+		}
+		perms := DefaultPermissions()
+		if c.PermsSet {
+			if r := validPerms(c.Permissions); !r.OK() {
+				return r
+			}
+			perms = slices.Clone(c.Permissions)
+		}
+		a.d.NextUserID++
+		u := &User{ID: a.d.NextUserID, Name: name, Status: UserActive, Permissions: perms, CreatedAt: a.stamp}
+		a.d.Users[u.ID] = u
+		return Result{UserID: u.ID}
+	}
+	u := a.d.Users[c.TargetUserID]
+	if u == nil {
+		return refuse("user.not_found", "no such user")
+	}
+	switch c.Op {
+	case OpUserGet:
+	case OpUserDisable:
+		u.Status = UserDisabled
+	case OpUserEnable:
+		u.Status = UserActive
+	case OpUserRevokeTokens:
+		u.TokensNotBefore = a.stamp / 1000
+	case OpUserPermissions:
+		if r := validPerms(c.Permissions); !r.OK() {
+			return r
+		}
+		u.Permissions = slices.Clone(c.Permissions)
+	}
+	return Result{UserID: u.ID}
+}
+
+func validPerms(perms []string) Result {
+	if len(perms) > 32 {
+		return refuse("request.malformed", "too many permissions")
+	}
+	for _, p := range perms {
+		if !ValidPermission(p) {
+			return refuse("request.malformed", fmt.Sprintf("unknown permission %q", p))
+		}
+	}
+	return Result{}
+}
+
+func (a *applier) userOp(c *Call, u *User) Result {
+	switch c.Op {
+	case OpKeyList:
+		if !u.Has(PermKeysRead) {
+			return refuse("perm.denied", "missing permission keys:read")
+		}
+		return Result{}
+	case OpKeyGet:
+		if !u.Has(PermKeysRead) {
+			return refuse("perm.denied", "missing permission keys:read")
+		}
+		if k := a.d.Keys[c.KeyID]; k == nil || k.Owner != u.ID {
+			return refuse("key.not_found", "no such key")
+		}
+		return Result{KeyID: c.KeyID}
+	case OpRequestGet:
+		if r := a.d.Requests[c.RequestID]; r == nil || r.Owner != u.ID {
+			return refuse("request.not_found", "no such request")
+		}
+		return Result{RequestID: c.RequestID}
+	case OpKeyCreate:
+		if !u.Has(PermKeysCreate) {
+			return refuse("perm.denied", "missing permission keys:create")
+		}
+		return a.keyCreate(c, u)
+	case OpKeySign:
+		if !u.Has(PermKeysSign) {
+			return refuse("perm.denied", "missing permission keys:sign")
+		}
+		return a.keySign(c, u)
+	}
+	return refuse("request.malformed", "unknown operation")
+}
+
+// idempotent returns an earlier request for the same (caller, route, key) scope.
+func (a *applier) idempotent(c *Call, route string) (string, Result, bool) {
+	if c.IdempotencyKey == "" {
+		return "", Result{}, false
+	}
+	scope := c.Caller.Actor() + "|" + route + "|" + c.IdempotencyKey
+	id, ok := a.d.Idem[scope]
+	if !ok {
+		return scope, Result{}, false
+	}
+	if a.d.IdemHash[scope] != c.BodyHash {
+		return scope, refuse("request.idempotency_conflict", "idempotency key reused with a different body"), true
+	}
+	r := a.d.Requests[id]
+	return scope, Result{RequestID: id, KeyID: r.KeyID, Existing: true}, true
+}
+
+func (a *applier) openRequests() int {
+	n := 0
+	for _, r := range a.d.Requests {
+		if !Final(r.Status) {
+			n++
+		}
+	}
+	return n
+}
+
+func (a *applier) useSessionNonce(nonce []byte) Result {
+	if len(nonce) != 32 {
+		return refuse("cluster.unavailable", "schedule carries no valid session nonce")
+	}
+	h := hex.EncodeToString(nonce)
+	if _, used := a.d.Sessions[h]; used {
+		return refuse("cluster.unavailable", "session nonce reused; retry")
+	}
+	a.d.Sessions[h] = a.stamp
+	return Result{}
+}
+
+func (a *applier) keyCreate(c *Call, u *User) Result {
+	n := len(a.d.Members)
+	switch {
+	case c.Curve != CurveSecp256k1 && c.Curve != CurveEd25519:
+		return refuse("request.malformed", `curve must be "secp256k1" or "ed25519"`)
+	case c.Threshold < 2 || c.Threshold > n:
+		return refuse("request.malformed", fmt.Sprintf("threshold must be between 2 and %d", n))
+	case len(c.Label) > 128 || !utf8.ValidString(c.Label):
+		return refuse("request.malformed", "label must be at most 128 characters of UTF-8")
+	}
+	scope, r, done := a.idempotent(c, OpKeyCreate)
+	if done {
+		return r
+	}
+	if a.openRequests() >= MaxOpenRequests {
+		return refuse("rate.limited", "too many requests in flight")
+	}
+	s := c.Schedule
+	if c.Unschedulable != "" {
+		return refuse("cluster.unavailable", c.Unschedulable)
+	}
+	if s == nil || s.RequestID == "" || s.KeyID == "" {
+		return refuse("cluster.unavailable", "keygen not scheduled by the leader; retry")
+	}
+	if _, dup := a.d.Requests[s.RequestID]; dup {
+		return refuse("cluster.unavailable", "request id collision; retry")
+	}
+	if _, dup := a.d.Keys[s.KeyID]; dup {
+		return refuse("cluster.unavailable", "key id collision; retry")
+	}
+	members := a.memberIDs()
+	if !slices.Equal(sortedCopy(s.Committee), members) {
+		return refuse("cluster.unavailable", "keygen committee must be every member; retry")
+	}
+	if c.Curve == CurveSecp256k1 && len(s.ChainCode) != 32 {
+		return refuse("cluster.unavailable", "keygen carries no chain code; retry")
+	}
+	if r := a.useSessionNonce(s.Nonce); !r.OK() {
+		return r
+	}
+	k := &Key{
+		ID: s.KeyID, Owner: u.ID, Label: c.Label, Curve: c.Curve, Threshold: c.Threshold,
+		Parties: n, Members: members, Status: KeyGenerating, RequestID: s.RequestID,
+		CreatedAt: a.stamp, Reports: map[string][]byte{},
+	}
+	if c.Curve == CurveSecp256k1 {
+		k.ChainCode = slices.Clone(s.ChainCode)
+	}
+	a.d.Keys[k.ID] = k
+	req := &Request{
+		ID: s.RequestID, Kind: KindKeygen, Status: StatusScheduled, KeyID: k.ID, Owner: u.ID,
+		Actor: c.Caller.Actor(), CreatedAt: a.stamp, UpdatedAt: a.stamp, Signed: c.Signed,
+		Committee: members, Nonce: slices.Clone(s.Nonce), Attempt: 1, ScheduledAt: a.stamp,
+		IdempotencyKey: c.IdempotencyKey,
+	}
+	a.d.Requests[req.ID] = req
+	if scope != "" {
+		a.d.Idem[scope] = req.ID
+		a.d.IdemHash[scope] = c.BodyHash
+	}
+	a.emit(EventScheduled, req.ID, k.ID)
+	return Result{RequestID: req.ID, KeyID: k.ID}
+}
+
+func (a *applier) keySign(c *Call, u *User) Result {
+	k := a.d.Keys[c.KeyID]
+	if k == nil || k.Owner != u.ID {
+		return refuse("key.not_found", "no such key")
+	}
+	if k.Status != KeyActive {
+		return refuse("key.not_active", "key is "+k.Status)
+	}
+	msg, err := hex.DecodeString(c.MessageHex)
+	if err != nil {
+		return refuse("request.malformed", "message must be hex")
+	}
+	var path []uint32
+	switch k.Curve {
+	case CurveSecp256k1:
+		if len(msg) != 32 {
+			return refuse("request.malformed", "message must be a 32-byte digest for secp256k1")
+		}
+		if c.Path != "" {
+			if path, err = ParsePath(c.Path); err != nil {
+				return refuse("request.malformed", err.Error())
+			}
+		}
+	case CurveEd25519:
+		if len(msg) > MaxEd25519Message {
+			return refuse("request.malformed", "message is longer than 64 KiB")
+		}
+		if c.Path != "" {
+			return refuse("request.malformed", "ed25519 keys have no derivation")
+		}
+	}
+	scope, r, done := a.idempotent(c, OpKeySign+"|"+k.ID)
+	if done {
+		return r
+	}
+	if a.openRequests() >= MaxOpenRequests {
+		return refuse("rate.limited", "too many requests in flight")
+	}
+	s := c.Schedule
+	if c.Unschedulable != "" {
+		return refuse("cluster.unavailable", c.Unschedulable)
+	}
+	if s == nil || s.RequestID == "" {
+		return refuse("cluster.unavailable", "signing not scheduled by the leader; retry")
+	}
+	if _, dup := a.d.Requests[s.RequestID]; dup {
+		return refuse("cluster.unavailable", "request id collision; retry")
+	}
+	if r := a.validCommittee(k, s.Committee); !r.OK() {
+		return r
+	}
+	if r := a.useSessionNonce(s.Nonce); !r.OK() {
+		return r
+	}
+	req := &Request{
+		ID: s.RequestID, Kind: KindSign, Status: StatusScheduled, KeyID: k.ID, Owner: u.ID,
+		Actor: c.Caller.Actor(), CreatedAt: a.stamp, UpdatedAt: a.stamp, Message: msg,
+		Path: c.Path, PathIdx: path, Signed: c.Signed, Committee: sortedCopy(s.Committee),
+		Nonce: slices.Clone(s.Nonce), Attempt: 1, ScheduledAt: a.stamp,
+		IdempotencyKey: c.IdempotencyKey,
+	}
+	a.d.Requests[req.ID] = req
+	if scope != "" {
+		a.d.Idem[scope] = req.ID
+		a.d.IdemHash[scope] = c.BodyHash
+	}
+	a.emit(EventScheduled, req.ID, k.ID)
+	return Result{RequestID: req.ID, KeyID: k.ID}
+}
+
+// MaxEd25519Message is the largest raw message an Ed25519 key signs.
+const MaxEd25519Message = 64 << 10
+
+func (a *applier) validCommittee(k *Key, committee []string) Result {
+	if len(committee) != k.Threshold {
+		return refuse("cluster.unavailable", "committee size differs from the key's threshold; retry")
+	}
+	seen := map[string]bool{}
+	for _, m := range committee {
+		if seen[m] || !slices.Contains(k.Members, m) {
+			return refuse("cluster.unavailable", "committee is not a subset of the key's parties; retry")
+		}
+		seen[m] = true
+	}
+	return Result{}
+}
+
+func (a *applier) memberIDs() []string {
+	ids := make([]string, len(a.d.Members))
+	for i, m := range a.d.Members {
+		ids[i] = m.ID
+	}
+	return ids
+}
+
+func sortedCopy(s []string) []string {
+	c := slices.Clone(s)
+	slices.Sort(c)
+	return c
+}
+
+func (a *applier) shareStored(c *ShareStored) Result {
+	r := a.d.Requests[c.RequestID]
+	if r == nil || r.Kind != KindKeygen || r.Status != StatusScheduled || !equalBytes(r.Nonce, c.Nonce) {
+		return refuse("request.conflict", "no keygen in progress for that session")
+	}
+	k := a.d.Keys[r.KeyID]
+	if !slices.Contains(k.Members, c.Node) || len(c.PublicKey) == 0 {
+		return refuse("request.conflict", "report from a node outside the keygen")
+	}
+	k.Reports[c.Node] = slices.Clone(c.PublicKey)
+	if len(k.Reports) < len(k.Members) {
+		return Result{RequestID: r.ID}
+	}
+	first := k.Reports[k.Members[0]]
+	for _, m := range k.Members {
+		if !equalBytes(k.Reports[m], first) {
+			a.failRequest(r, "ceremony.failed", "nodes computed different public keys", "node:"+c.Node)
+			return Result{RequestID: r.ID}
+		}
+	}
+	k.PublicKey = slices.Clone(first)
+	k.Status = KeyActive
+	r.Status = StatusActive
+	r.UpdatedAt = a.stamp
+	a.audit("node:"+c.Node, "keygen.active", k.ID, "allowed", "")
+	a.emit(EventSettled, r.ID, k.ID)
+	return Result{RequestID: r.ID, KeyID: k.ID}
+}
+
+func (a *applier) ceremonyResult(c *CeremonyResult) Result {
+	r := a.d.Requests[c.RequestID]
+	if r == nil || r.Kind != KindSign {
+		return refuse("request.conflict", "no such sign request")
+	}
+	if Final(r.Status) {
+		return Result{RequestID: r.ID, Existing: true}
+	}
+	k := a.d.Keys[r.KeyID]
+	if err := a.verifier.VerifySignature(k.Curve, k.PublicKey, k.ChainCode, r.PathIdx, r.Message, &c.Signature); err != nil {
+		a.audit("node:"+c.Node, "sign.result", r.ID, "refused", "ceremony.failed")
+		return refuse("ceremony.failed", "signature does not verify: "+err.Error())
+	}
+	sig := c.Signature
+	r.Signature = &sig
+	r.SignedBy = c.Node
+	r.Status = StatusSigned
+	r.Retry = false
+	r.UpdatedAt = a.stamp
+	a.audit("node:"+c.Node, "sign.signed", r.ID, "allowed", "")
+	a.emit(EventSettled, r.ID, r.KeyID)
+	return Result{RequestID: r.ID}
+}
+
+func (a *applier) ceremonyFailed(c *CeremonyFailed) Result {
+	r := a.d.Requests[c.RequestID]
+	if r == nil || Final(r.Status) || !equalBytes(r.Nonce, c.Nonce) {
+		return Result{RequestID: c.RequestID, Existing: true}
+	}
+	if !slices.Contains(r.Committee, c.Node) {
+		return refuse("request.conflict", "report from a node outside the committee")
+	}
+	r.Failures = append(r.Failures, Failure{Node: c.Node, Attempt: r.Attempt, Code: c.Code, Detail: truncate(c.Detail, 256), Culprits: c.Culprits})
+	if len(r.Failures) > 64 {
+		r.Failures = r.Failures[len(r.Failures)-64:]
+	}
+	r.UpdatedAt = a.stamp
+	if r.Kind == KindKeygen {
+		a.failRequest(r, "ceremony.failed", "keygen failed on "+c.Node+": "+truncate(c.Detail, 200), "node:"+c.Node)
+		return Result{RequestID: r.ID}
+	}
+	if !r.Retry {
+		r.Retry = true
+		a.emit(EventRetry, r.ID, r.KeyID)
+	}
+	return Result{RequestID: r.ID}
+}
+
+func (a *applier) reschedule(c *Reschedule) Result {
+	r := a.d.Requests[c.RequestID]
+	if r == nil || r.Kind != KindSign || Final(r.Status) || r.Attempt != c.Attempt {
+		return refuse("request.conflict", "request is not waiting for that attempt")
+	}
+	if r.Attempt >= MaxAttempts {
+		return refuse("request.conflict", "attempts exhausted")
+	}
+	k := a.d.Keys[r.KeyID]
+	if res := a.validCommittee(k, c.Committee); !res.OK() {
+		return res
+	}
+	if res := a.useSessionNonce(c.Nonce); !res.OK() {
+		return res
+	}
+	r.Attempt++
+	r.Committee = sortedCopy(c.Committee)
+	r.Nonce = slices.Clone(c.Nonce)
+	r.Retry = false
+	r.ScheduledAt = a.stamp
+	r.UpdatedAt = a.stamp
+	a.audit("cluster", "sign.rescheduled", r.ID, "allowed", "")
+	a.emit(EventScheduled, r.ID, r.KeyID)
+	return Result{RequestID: r.ID}
+}
+
+func (a *applier) fail(c *Fail) Result {
+	r := a.d.Requests[c.RequestID]
+	if r == nil || Final(r.Status) {
+		return Result{RequestID: c.RequestID, Existing: true}
+	}
+	a.failRequest(r, c.Code, truncate(c.Detail, 256), "cluster")
+	return Result{RequestID: r.ID}
+}
+
+func (a *applier) failRequest(r *Request, code, detail, actor string) {
+	r.Status = StatusFailed
+	r.Error = &ErrorInfo{Code: code, Detail: detail}
+	r.Retry = false
+	r.UpdatedAt = a.stamp
+	if r.Kind == KindKeygen {
+		if k := a.d.Keys[r.KeyID]; k != nil {
+			k.Status = KeyFailed
+			a.emit(EventKeyFailed, r.ID, k.ID)
+		}
+	}
+	a.audit(actor, r.Kind+".failed", r.ID, "refused", code)
+	a.emit(EventSettled, r.ID, r.KeyID)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

@@ -1,0 +1,329 @@
+package state
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/raft"
+)
+
+// Limits on what the state keeps, so that no caller can grow it without bound.
+const (
+	MaxNonces          = 1_000_000
+	MaxOpenRequests    = 1024
+	NonceRetentionMs   = 15 * 60 * 1000
+	RequestRetentionMs = 24 * 60 * 60 * 1000
+	pruneEveryMs       = 60 * 1000
+	// SignatureWindowS is how far a signature's created time may be from the stamp.
+	SignatureWindowS = 300
+	// MaxAttempts bounds how often a sign request is scheduled.
+	MaxAttempts = 3
+	// SnapshotVersion is the version of the snapshot format.
+	SnapshotVersion = 1
+)
+
+// Verifier checks a finished threshold signature against a key. It must be a pure
+// function: the FSM calls it inside Apply.
+type Verifier interface {
+	VerifySignature(curve string, publicKey, chainCode []byte, path []uint32, message []byte, sig *Signature) error
+}
+
+// Event tells the node that something it may act on was applied. Events never influence
+// the state; they are hints, and the node re-reads the state before acting.
+type Event struct {
+	Kind      string // EventScheduled, EventSettled, EventKeyFailed, EventRetry
+	RequestID string
+	KeyID     string
+	Stamp     int64
+	Index     uint64
+}
+
+// Event kinds.
+const (
+	EventScheduled = "scheduled"
+	EventSettled   = "settled"
+	EventKeyFailed = "key_failed"
+	EventRetry     = "retry"
+)
+
+// data is everything the FSM holds; it is what a snapshot serialises.
+type data struct {
+	Version    int                 `json:"version"`
+	Name       string              `json:"name"`
+	Threshold  int                 `json:"threshold"`
+	Members    []Member            `json:"members"`
+	Users      map[uint64]*User    `json:"users"`
+	NextUserID uint64              `json:"next_user_id"`
+	Keys       map[string]*Key     `json:"keys"`
+	Requests   map[string]*Request `json:"requests"`
+	Nonces     map[string]int64    `json:"nonces"`   // replay key → expiry (ms)
+	Sessions   map[string]int64    `json:"sessions"` // session nonce (hex) → stamp used
+	Idem       map[string]string   `json:"idem"`     // caller|op|key → request id
+	IdemHash   map[string]string   `json:"idem_hash"`
+	Audit      []AuditEntry        `json:"audit"`
+	LastStamp  int64               `json:"last_stamp"`
+	LastPrune  int64               `json:"last_prune"`
+	Applied    uint64              `json:"applied"`
+}
+
+func newData() *data {
+	return &data{
+		Version:  SnapshotVersion,
+		Users:    map[uint64]*User{},
+		Keys:     map[string]*Key{},
+		Requests: map[string]*Request{},
+		Nonces:   map[string]int64{},
+		Sessions: map[string]int64{},
+		Idem:     map[string]string{},
+		IdemHash: map[string]string{},
+	}
+}
+
+// FSM is custos's raft state machine.
+type FSM struct {
+	mu       sync.RWMutex
+	d        *data
+	verifier Verifier
+	onEvent  func(Event)
+	applied  atomic.Uint64
+	// halted records an entry this binary cannot apply; the node stops serving.
+	halted atomic.Pointer[string]
+
+	notifyMu sync.Mutex
+	notify   chan struct{} // closed and replaced after every apply
+}
+
+// NewFSM returns an empty state machine. onEvent (may be nil) is called synchronously from
+// Apply and must not block.
+func NewFSM(v Verifier, onEvent func(Event)) *FSM {
+	if onEvent == nil {
+		onEvent = func(Event) {}
+	}
+	return &FSM{d: newData(), verifier: v, onEvent: onEvent, notify: make(chan struct{})}
+}
+
+// WaitApplied blocks until the entry at index has been applied locally or ctx ends.
+func (f *FSM) WaitApplied(ctx context.Context, index uint64) error {
+	for {
+		f.notifyMu.Lock()
+		ch := f.notify
+		f.notifyMu.Unlock()
+		if f.applied.Load() >= index {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("state: waiting for index %d: %w", index, ctx.Err())
+		}
+	}
+}
+
+func (f *FSM) setApplied(index uint64) {
+	f.applied.Store(index)
+	f.notifyMu.Lock()
+	close(f.notify)
+	f.notify = make(chan struct{})
+	f.notifyMu.Unlock()
+}
+
+// ErrHalted is returned once the FSM met an entry it cannot apply.
+var ErrHalted = errors.New("state: halted on an entry this version cannot apply")
+
+// Halted returns the reason apply halted, or "".
+func (f *FSM) Halted() string {
+	if p := f.halted.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// AppliedIndex is the raft index of the last applied entry.
+func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
+
+// Apply implements raft.FSM.
+func (f *FSM) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		f.setApplied(l.Index)
+		return nil
+	}
+	if f.Halted() != "" {
+		// Once halted, nothing more is applied: state must not move past an entry
+		// this binary does not understand.
+		return Result{Code: "cluster.unavailable", Detail: "node halted"}
+	}
+	var env Envelope
+	if err := json.Unmarshal(l.Data, &env); err != nil {
+		f.halt(fmt.Sprintf("entry %d: undecodable: %v", l.Index, err))
+		return Result{Code: "cluster.unavailable", Detail: "undecodable entry"}
+	}
+	known, ok := commandVersions[env.Type]
+	if !ok || env.Version < 1 || env.Version > known {
+		f.halt(fmt.Sprintf("entry %d: unknown command %s v%d", l.Index, env.Type, env.Version))
+		return Result{Code: "cluster.unavailable", Detail: "unknown command"}
+	}
+	f.mu.Lock()
+	var events []Event
+	res := f.applyLocked(&env, l.Index, &events)
+	f.mu.Unlock()
+	f.setApplied(l.Index)
+	for _, e := range events {
+		e.Index = l.Index
+		f.onEvent(e)
+	}
+	res.Index = l.Index
+	return res
+}
+
+func (f *FSM) halt(reason string) {
+	f.halted.CompareAndSwap(nil, &reason)
+}
+
+func (f *FSM) applyLocked(env *Envelope, index uint64, events *[]Event) Result {
+	d := f.d
+	if env.Stamp < d.LastStamp {
+		return Result{Code: "cluster.unavailable", Detail: "entry stamped before its predecessor; retry"}
+	}
+	d.LastStamp = env.Stamp
+	d.prune(env.Stamp)
+	a := &applier{d: d, stamp: env.Stamp, verifier: f.verifier, events: events}
+	switch env.Type {
+	case TypeClusterInit:
+		var c ClusterInit
+		if err := json.Unmarshal(env.Payload, &c); err != nil {
+			return badEntry(err)
+		}
+		return a.clusterInit(&c)
+	case TypeCall:
+		var c Call
+		if err := json.Unmarshal(env.Payload, &c); err != nil {
+			return badEntry(err)
+		}
+		return a.call(&c)
+	case TypeShareStored:
+		var c ShareStored
+		if err := json.Unmarshal(env.Payload, &c); err != nil {
+			return badEntry(err)
+		}
+		return a.shareStored(&c)
+	case TypeCeremonyResult:
+		var c CeremonyResult
+		if err := json.Unmarshal(env.Payload, &c); err != nil {
+			return badEntry(err)
+		}
+		return a.ceremonyResult(&c)
+	case TypeCeremonyFailed:
+		var c CeremonyFailed
+		if err := json.Unmarshal(env.Payload, &c); err != nil {
+			return badEntry(err)
+		}
+		return a.ceremonyFailed(&c)
+	case TypeReschedule:
+		var c Reschedule
+		if err := json.Unmarshal(env.Payload, &c); err != nil {
+			return badEntry(err)
+		}
+		return a.reschedule(&c)
+	case TypeFail:
+		var c Fail
+		if err := json.Unmarshal(env.Payload, &c); err != nil {
+			return badEntry(err)
+		}
+		return a.fail(&c)
+	}
+	return badEntry(fmt.Errorf("unhandled type %s", env.Type))
+}
+
+func badEntry(err error) Result {
+	return Result{Code: "request.malformed", Detail: "entry payload: " + err.Error()}
+}
+
+// prune drops expired nonces and old finished requests, judged by stamps only.
+func (d *data) prune(stamp int64) {
+	if stamp-d.LastPrune < pruneEveryMs {
+		return
+	}
+	d.LastPrune = stamp
+	for k, exp := range d.Nonces {
+		if exp <= stamp {
+			delete(d.Nonces, k)
+		}
+	}
+	for id, r := range d.Requests {
+		if Final(r.Status) && stamp-r.UpdatedAt > RequestRetentionMs {
+			delete(d.Requests, id)
+		}
+	}
+	for k, id := range d.Idem {
+		if _, ok := d.Requests[id]; !ok {
+			delete(d.Idem, k)
+			delete(d.IdemHash, k)
+		}
+	}
+}
+
+// Snapshot implements raft.FSM. The state is serialised under the read lock: it is small
+// compared to what raft copies anyway, and a consistent copy is simplest.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	cp := *f.d
+	cp.Applied = f.applied.Load()
+	b, err := json.Marshal(&cp)
+	if err != nil {
+		return nil, fmt.Errorf("state: snapshot: %w", err)
+	}
+	return snapshot(b), nil
+}
+
+// Restore implements raft.FSM.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	d := newData()
+	dec := json.NewDecoder(rc)
+	if err := dec.Decode(d); err != nil {
+		return fmt.Errorf("state: restore: %w", err)
+	}
+	if d.Version != SnapshotVersion {
+		return fmt.Errorf("state: restore: snapshot version %d, this binary reads %d", d.Version, SnapshotVersion)
+	}
+	f.mu.Lock()
+	f.d = d
+	f.mu.Unlock()
+	f.setApplied(d.Applied)
+	return nil
+}
+
+type snapshot []byte
+
+func (s snapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s); err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("state: persist snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s snapshot) Release() {}
+
+// Hash is the SHA-256 of the serialised state, for comparing nodes at the same index.
+func (f *FSM) Hash() (index uint64, hash string) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	cp := *f.d
+	cp.Applied = 0
+	b, _ := json.Marshal(&cp)
+	sum := sha256.Sum256(b)
+	return f.applied.Load(), hex.EncodeToString(sum[:])
+}
+
+// equalBytes is a small helper for nonce comparisons.
+func equalBytes(a, b []byte) bool { return bytes.Equal(a, b) }

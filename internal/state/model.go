@@ -1,0 +1,183 @@
+package state
+
+import "slices"
+
+// Permissions a user or an access key can hold (API.md's whitelist).
+const (
+	PermKeysCreate     = "keys:create"
+	PermKeysRead       = "keys:read"
+	PermKeysSign       = "keys:sign"
+	PermKeysDelete     = "keys:delete"
+	PermAccessManage   = "access:manage"
+	PermApprovalDecide = "approvals:decide"
+)
+
+// AllPermissions lists every permission custos knows, in a stable order.
+func AllPermissions() []string {
+	return []string{PermKeysCreate, PermKeysRead, PermKeysSign, PermKeysDelete, PermAccessManage, PermApprovalDecide}
+}
+
+// DefaultPermissions are granted to a user created without an explicit list.
+func DefaultPermissions() []string {
+	return []string{PermKeysCreate, PermKeysRead, PermKeysSign, PermKeysDelete, PermAccessManage}
+}
+
+// ValidPermission reports whether p is a known permission.
+func ValidPermission(p string) bool { return slices.Contains(AllPermissions(), p) }
+
+// User statuses.
+const (
+	UserActive   = "active"
+	UserDisabled = "disabled"
+)
+
+// Member is one node of the cluster as the replicated state knows it.
+type Member struct {
+	ID       string   `json:"id"`
+	PeerID   string   `json:"peer_id"`
+	P2PAddrs []string `json:"p2p_addrs"`
+	API      string   `json:"api"`
+}
+
+// User is a caller the admin created (Sigpair's numeric user id).
+type User struct {
+	ID          uint64   `json:"user_id"`
+	Name        string   `json:"name"`
+	Status      string   `json:"status"`
+	Permissions []string `json:"permissions"`
+	// TokensNotBefore refuses every token issued (iat, unix seconds) before it.
+	TokensNotBefore int64 `json:"tokens_not_before,omitempty"`
+	CreatedAt       int64 `json:"created_at_ms"`
+}
+
+// Has reports whether the user holds permission p.
+func (u *User) Has(p string) bool { return slices.Contains(u.Permissions, p) }
+
+// Key statuses.
+const (
+	KeyGenerating = "generating"
+	KeyActive     = "active"
+	KeyFailed     = "failed"
+)
+
+// Curves.
+const (
+	CurveSecp256k1 = "secp256k1"
+	CurveEd25519   = "ed25519"
+)
+
+// Key is an MPC key's public metadata. The shares live only in each node's keystore.
+type Key struct {
+	ID        string   `json:"key_id"`
+	Owner     uint64   `json:"owner"`
+	Label     string   `json:"label"`
+	Curve     string   `json:"curve"`
+	Threshold int      `json:"threshold"`
+	Parties   int      `json:"parties"`
+	Members   []string `json:"members"`
+	PublicKey []byte   `json:"public_key,omitempty"`
+	ChainCode []byte   `json:"chain_code,omitempty"`
+	Status    string   `json:"status"`
+	RequestID string   `json:"request_id"`
+	CreatedAt int64    `json:"created_at_ms"`
+	// Reports holds, per node, the public key it computed and stored a share for.
+	Reports map[string][]byte `json:"reports,omitempty"`
+}
+
+// Request kinds.
+const (
+	KindKeygen = "keygen"
+	KindSign   = "sign"
+)
+
+// Request statuses (API.md).
+const (
+	StatusSubmitted       = "submitted"
+	StatusPendingApproval = "pending_approval"
+	StatusScheduled       = "scheduled"
+	StatusSigning         = "signing"
+	StatusSigned          = "signed"
+	StatusActive          = "active"
+	StatusBlocked         = "blocked"
+	StatusDenied          = "denied"
+	StatusFailed          = "failed"
+)
+
+// Final reports whether a request status is terminal.
+func Final(status string) bool {
+	switch status {
+	case StatusSigned, StatusActive, StatusBlocked, StatusDenied, StatusFailed:
+		return true
+	}
+	return false
+}
+
+// ErrorInfo is the error attached to a failed, blocked or denied request.
+type ErrorInfo struct {
+	Code   string `json:"code"`
+	Detail string `json:"detail"`
+}
+
+// Signature is a finished threshold signature. ECDSA fills R, S, RecoveryID and DER;
+// Ed25519 fills Sig.
+type Signature struct {
+	R          []byte `json:"r,omitempty"`
+	S          []byte `json:"s,omitempty"`
+	RecoveryID int    `json:"recovery_id"`
+	DER        []byte `json:"der,omitempty"`
+	Sig        []byte `json:"signature,omitempty"`
+}
+
+// Failure is one report of a failed ceremony attempt.
+type Failure struct {
+	Node     string   `json:"node"`
+	Attempt  int      `json:"attempt"`
+	Code     string   `json:"code"`
+	Detail   string   `json:"detail"`
+	Culprits []string `json:"culprits,omitempty"`
+}
+
+// Request is a keygen or sign request and its state machine.
+type Request struct {
+	ID        string `json:"request_id"`
+	Kind      string `json:"kind"`
+	Status    string `json:"status"`
+	KeyID     string `json:"key_id"`
+	Owner     uint64 `json:"owner"`
+	Actor     string `json:"actor"`
+	CreatedAt int64  `json:"created_at_ms"`
+	UpdatedAt int64  `json:"updated_at_ms"`
+
+	// Message is the digest (secp256k1) or raw message (ed25519) to sign.
+	Message []byte   `json:"message,omitempty"`
+	Path    string   `json:"path,omitempty"`
+	PathIdx []uint32 `json:"path_idx,omitempty"`
+	// Signed is the caller's original signed request, for re-verification by every party.
+	Signed *SignedForm `json:"signed,omitempty"`
+
+	Committee   []string `json:"committee,omitempty"`
+	Nonce       []byte   `json:"nonce,omitempty"`
+	Attempt     int      `json:"attempt"`
+	ScheduledAt int64    `json:"scheduled_at_ms"`
+	// Retry is set when the current attempt failed and the leader should reschedule.
+	Retry    bool      `json:"retry,omitempty"`
+	Failures []Failure `json:"failures,omitempty"`
+
+	Signature *Signature `json:"signature,omitempty"`
+	SignedBy  string     `json:"signed_by,omitempty"`
+	Error     *ErrorInfo `json:"error,omitempty"`
+
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+}
+
+// SignedForm is a request exactly as the caller signed it.
+type SignedForm struct {
+	Method         string `json:"method"`
+	Path           string `json:"path"`
+	RawQuery       string `json:"raw_query"`
+	Authorization  string `json:"authorization,omitempty"`
+	ContentDigest  string `json:"content_digest,omitempty"`
+	SignatureInput string `json:"signature_input,omitempty"`
+	Signature      string `json:"signature,omitempty"`
+	Body           []byte `json:"body,omitempty"`
+}

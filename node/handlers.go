@@ -1,0 +1,335 @@
+package node
+
+import (
+	"encoding/hex"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/custos/custos/internal/state"
+)
+
+// signBody is POST /v1/keys/{key_id}/sign's body.
+type signBody struct {
+	Message        string `json:"message"`
+	DerivationPath string `json:"derivation_path,omitempty"`
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+}
+
+// keygenBody is POST /v1/keys's body.
+type keygenBody struct {
+	Curve          string `json:"curve"`
+	Threshold      int    `json:"threshold"`
+	Label          string `json:"label,omitempty"`
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+}
+
+type userBody struct {
+	Name        string    `json:"name"`
+	Permissions *[]string `json:"permissions,omitempty"`
+}
+
+type permsBody struct {
+	Permissions []string `json:"permissions"`
+}
+
+func rfc3339(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339) }
+
+func keyView(k *state.Key) map[string]any {
+	v := map[string]any{
+		"key_id": k.ID, "label": k.Label, "curve": k.Curve, "threshold": k.Threshold,
+		"parties": k.Parties, "public_key": hex.EncodeToString(k.PublicKey), "status": k.Status,
+		"created_at": rfc3339(k.CreatedAt),
+	}
+	if len(k.ChainCode) > 0 && k.Status == state.KeyActive {
+		v["chain_code"] = hex.EncodeToString(k.ChainCode)
+	}
+	return v
+}
+
+func (n *Node) requestView(r *state.Request) map[string]any {
+	v := map[string]any{
+		"request_id": r.ID, "kind": r.Kind, "status": r.Status, "key_id": r.KeyID,
+		"created_at": rfc3339(r.CreatedAt), "updated_at": rfc3339(r.UpdatedAt),
+	}
+	if r.Kind == state.KindSign {
+		v["message"] = hex.EncodeToString(r.Message)
+		if r.Path != "" {
+			v["derivation_path"] = r.Path
+		}
+	}
+	if r.IdempotencyKey != "" {
+		v["idempotency_key"] = r.IdempotencyKey
+	}
+	if s := r.Signature; s != nil && r.Status == state.StatusSigned {
+		if len(s.Sig) > 0 {
+			v["signature"] = map[string]any{"signature": hex.EncodeToString(s.Sig)}
+		} else {
+			v["signature"] = map[string]any{"r": hex.EncodeToString(s.R), "s": hex.EncodeToString(s.S), "recovery_id": s.RecoveryID, "der": hex.EncodeToString(s.DER)}
+		}
+	}
+	if r.Kind == state.KindKeygen && r.Status == state.StatusActive {
+		if k := n.fsm.Key(r.KeyID); k != nil {
+			v["key"] = keyView(k)
+		}
+	}
+	if r.Error != nil {
+		v["error"] = map[string]any{"code": r.Error.Code, "detail": r.Error.Detail}
+	}
+	return v
+}
+
+func userView(u *state.User) map[string]any {
+	return map[string]any{"user_id": u.ID, "name": u.Name, "status": u.Status, "permissions": u.Permissions, "created_at": rfc3339(u.CreatedAt)}
+}
+
+func pageParams(x *exchange) (after string, limit int, bad string) {
+	q := x.r.URL.Query()
+	limit = 100
+	if s := q.Get("limit"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 1 {
+			return "", 0, "limit must be a positive integer"
+		}
+		limit = min(v, 1000)
+	}
+	return q.Get("after"), limit, ""
+}
+
+func (n *Node) hCluster(x *exchange) *apiError {
+	if _, err := n.commit(x, &state.Call{Op: state.OpClusterGet}); err != nil {
+		return err
+	}
+	name, threshold, members := n.fsm.Cluster()
+	_, leaderID := n.raft.LeaderWithID()
+	var ms []map[string]any
+	for _, m := range members {
+		ms = append(ms, map[string]any{"id": m.ID, "api": m.API, "peer_id": m.PeerID, "healthy": n.live(m.ID), "leader": string(leaderID) == m.ID})
+	}
+	x.json(http.StatusOK, map[string]any{"name": name, "threshold": threshold, "parties": len(members), "leader": string(leaderID), "members": ms})
+	return nil
+}
+
+func (n *Node) hUserCreate(x *exchange) *apiError {
+	var b userBody
+	c := &state.Call{Op: state.OpUserCreate, Malformed: decodeBody(x.body, &b)}
+	c.UserName = b.Name
+	if b.Permissions != nil {
+		c.Permissions, c.PermsSet = *b.Permissions, true
+	}
+	res, err := n.commit(x, c)
+	if err != nil {
+		return err
+	}
+	x.json(http.StatusCreated, map[string]any{"user_id": res.UserID, "name": b.Name})
+	return nil
+}
+
+// hSigpairCreate serves Sigpair's admin SDK: the user's name is the token's name claim.
+func (n *Node) hSigpairCreate(x *exchange) *apiError {
+	c := &state.Call{Op: state.OpSigpairCreate, UserName: x.adminName}
+	if len(x.body) > 0 {
+		var b struct{}
+		c.Malformed = decodeBody(x.body, &b)
+	}
+	res, err := n.commit(x, c)
+	if err != nil {
+		return err
+	}
+	x.json(http.StatusOK, map[string]any{"user_id": res.UserID})
+	return nil
+}
+
+func (n *Node) hUserList(x *exchange) *apiError {
+	afterS, limit, bad := pageParams(x)
+	c := &state.Call{Op: state.OpUserList, Malformed: bad}
+	var after uint64
+	if afterS != "" && bad == "" {
+		v, err := strconv.ParseUint(afterS, 10, 64)
+		if err != nil {
+			c.Malformed = "after must be a user id"
+		}
+		after = v
+	}
+	if _, err := n.commit(x, c); err != nil {
+		return err
+	}
+	users := n.fsm.Users(after, limit+1)
+	out := map[string]any{}
+	if len(users) > limit {
+		users = users[:limit]
+		out["next"] = strconv.FormatUint(users[limit-1].ID, 10)
+	}
+	list := make([]map[string]any, 0, len(users))
+	for i := range users {
+		list = append(list, userView(&users[i]))
+	}
+	out["users"] = list
+	x.json(http.StatusOK, out)
+	return nil
+}
+
+func (n *Node) hUserOp(op string) handlerFunc {
+	return func(x *exchange) *apiError {
+		c := &state.Call{Op: op}
+		id, err := strconv.ParseUint(x.r.PathValue("id"), 10, 64)
+		if err != nil || id == 0 {
+			// An id that cannot exist: judged as "no such user" after the nonce.
+			id = 0
+		}
+		c.TargetUserID = id
+		if op == state.OpUserPermissions {
+			var b permsBody
+			c.Malformed = decodeBody(x.body, &b)
+			if c.Malformed == "" && b.Permissions == nil {
+				c.Malformed = "permissions is required"
+			}
+			c.Permissions = b.Permissions
+		} else if len(x.body) > 0 {
+			var b struct{}
+			c.Malformed = decodeBody(x.body, &b)
+		}
+		if _, aerr := n.commit(x, c); aerr != nil {
+			return aerr
+		}
+		u := n.fsm.User(id)
+		if u == nil {
+			return errf("user.not_found", "no such user")
+		}
+		x.json(http.StatusOK, userView(u))
+		return nil
+	}
+}
+
+func (n *Node) hKeyCreate(x *exchange) *apiError {
+	var b keygenBody
+	c := &state.Call{Op: state.OpKeyCreate, Malformed: decodeBody(x.body, &b), Signed: x.signed, BodyHash: bodyHash(x.body)}
+	c.Curve, c.Threshold, c.Label, c.IdempotencyKey = b.Curve, b.Threshold, b.Label, b.IdempotencyKey
+	res, err := n.commit(x, c)
+	if err != nil {
+		return err
+	}
+	r := n.awaitRequest(x, res.RequestID)
+	switch {
+	case r == nil:
+		return errf("internal", "request vanished")
+	case r.Status == state.StatusActive:
+		x.json(http.StatusCreated, keyView(n.fsm.Key(r.KeyID)))
+	case r.Status == state.StatusFailed:
+		return &apiError{Status: statusOf(r.Error.Code), Code: r.Error.Code, Detail: r.Error.Detail, Extra: map[string]any{"request": n.requestView(r)}}
+	default:
+		x.json(http.StatusAccepted, n.requestView(r))
+	}
+	return nil
+}
+
+func (n *Node) hKeySign(x *exchange) *apiError {
+	var b signBody
+	c := &state.Call{Op: state.OpKeySign, KeyID: x.r.PathValue("key_id"), Malformed: decodeBody(x.body, &b), Signed: x.signed, BodyHash: bodyHash(x.body)}
+	c.MessageHex, c.Path, c.IdempotencyKey = b.Message, b.DerivationPath, b.IdempotencyKey
+	res, err := n.commit(x, c)
+	if err != nil {
+		return err
+	}
+	r := n.awaitRequest(x, res.RequestID)
+	switch {
+	case r == nil:
+		return errf("internal", "request vanished")
+	case r.Status == state.StatusSigned:
+		x.json(http.StatusOK, n.requestView(r))
+	case r.Status == state.StatusFailed || r.Status == state.StatusBlocked || r.Status == state.StatusDenied:
+		return &apiError{Status: statusOf(r.Error.Code), Code: r.Error.Code, Detail: r.Error.Detail, Extra: map[string]any{"request": n.requestView(r)}}
+	default:
+		x.json(http.StatusAccepted, n.requestView(r))
+	}
+	return nil
+}
+
+// awaitRequest holds the response until the request settles or the wait timeout passes.
+func (n *Node) awaitRequest(x *exchange, id string) *state.Request {
+	ch, stop := n.waiters.wait(id)
+	defer stop()
+	if r := n.fsm.Request(id); r == nil || state.Final(r.Status) {
+		return r
+	}
+	t := time.NewTimer(n.cfg.API.WaitTimeout.Duration)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	case <-x.r.Context().Done():
+	}
+	return n.fsm.Request(id)
+}
+
+func (n *Node) hKeyList(x *exchange) *apiError {
+	after, limit, bad := pageParams(x)
+	if _, err := n.commit(x, &state.Call{Op: state.OpKeyList, Malformed: bad}); err != nil {
+		return err
+	}
+	keys := n.fsm.KeysOf(x.caller.UserID, after, limit+1)
+	out := map[string]any{}
+	if len(keys) > limit {
+		keys = keys[:limit]
+		out["next"] = keys[limit-1].ID
+	}
+	list := make([]map[string]any, 0, len(keys))
+	for _, k := range keys {
+		list = append(list, keyView(k))
+	}
+	out["keys"] = list
+	x.json(http.StatusOK, out)
+	return nil
+}
+
+func (n *Node) hKeyGet(x *exchange) *apiError {
+	id := x.r.PathValue("key_id")
+	if _, err := n.commit(x, &state.Call{Op: state.OpKeyGet, KeyID: id}); err != nil {
+		return err
+	}
+	k := n.fsm.Key(id)
+	if k == nil {
+		return errf("key.not_found", "no such key")
+	}
+	x.json(http.StatusOK, keyView(k))
+	return nil
+}
+
+func (n *Node) hRequestGet(x *exchange) *apiError {
+	id := x.r.PathValue("request_id")
+	if _, err := n.commit(x, &state.Call{Op: state.OpRequestGet, RequestID: id}); err != nil {
+		return err
+	}
+	r := n.fsm.Request(id)
+	if r == nil {
+		return errf("request.not_found", "no such request")
+	}
+	x.json(http.StatusOK, n.requestView(r))
+	return nil
+}
+
+func (n *Node) hAudit(x *exchange) *apiError {
+	afterS, limit, bad := pageParams(x)
+	c := &state.Call{Op: state.OpAuditList, Malformed: bad}
+	var after uint64
+	if afterS != "" && bad == "" {
+		v, err := strconv.ParseUint(afterS, 10, 64)
+		if err != nil {
+			c.Malformed = "after must be a sequence number"
+		}
+		after = v
+	}
+	if _, err := n.commit(x, c); err != nil {
+		return err
+	}
+	entries, more := n.fsm.Audit(after, limit)
+	out := map[string]any{"entries": entries}
+	if entries == nil {
+		out["entries"] = []state.AuditEntry{}
+	}
+	if more {
+		out["next"] = strconv.FormatUint(entries[len(entries)-1].Seq, 10)
+	}
+	x.json(http.StatusOK, out)
+	return nil
+}

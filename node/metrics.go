@@ -1,0 +1,66 @@
+package node
+
+import (
+	"context"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the node's Prometheus collectors, in a registry of its own (no globals).
+type metrics struct {
+	reg               *prometheus.Registry
+	requests          *prometheus.CounterVec
+	ceremonyDur       *prometheus.HistogramVec
+	dropped           *prometheus.CounterVec
+	refusedCeremonies prometheus.Counter
+	poolSize          prometheus.Gauge
+	poolGenerated     prometheus.Counter
+	inlinePreParams   prometheus.Counter
+	raftState         *prometheus.GaugeVec
+	peers             prometheus.Gauge
+	applied           prometheus.Gauge
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg:               prometheus.NewRegistry(),
+		requests:          prometheus.NewCounterVec(prometheus.CounterOpts{Name: "custos_http_requests_total", Help: "API requests by route and outcome code."}, []string{"route", "code"}),
+		ceremonyDur:       prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "custos_ceremony_seconds", Help: "Ceremony durations on this node.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 16)}, []string{"kind", "curve", "outcome"}),
+		dropped:           prometheus.NewCounterVec(prometheus.CounterOpts{Name: "custos_p2p_dropped_messages_total", Help: "Ceremony messages dropped, by reason."}, []string{"reason"}),
+		refusedCeremonies: prometheus.NewCounter(prometheus.CounterOpts{Name: "custos_ceremonies_refused_total", Help: "Scheduled ceremonies this node refused to join because the request did not verify."}),
+		poolSize:          prometheus.NewGauge(prometheus.GaugeOpts{Name: "custos_preparams_pool_size", Help: "ECDSA pre-parameter sets ready."}),
+		poolGenerated:     prometheus.NewCounter(prometheus.CounterOpts{Name: "custos_preparams_generated_total", Help: "Pre-parameter sets generated in the background."}),
+		inlinePreParams:   prometheus.NewCounter(prometheus.CounterOpts{Name: "custos_preparams_inline_total", Help: "Keygens that had to generate pre-parameters inline."}),
+		raftState:         prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "custos_raft_state", Help: "1 for this node's current raft state."}, []string{"state"}),
+		peers:             prometheus.NewGauge(prometheus.GaugeOpts{Name: "custos_p2p_peers", Help: "Connected cluster peers."}),
+		applied:           prometheus.NewGauge(prometheus.GaugeOpts{Name: "custos_raft_applied_index", Help: "Last applied raft index."}),
+	}
+	m.reg.MustRegister(m.requests, m.ceremonyDur, m.dropped, m.refusedCeremonies, m.poolSize, m.poolGenerated,
+		m.inlinePreParams, m.raftState, m.peers, m.applied)
+	return m
+}
+
+func (n *Node) metricsLoop(ctx context.Context) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cur := n.raft.State()
+		for _, s := range []raft.RaftState{raft.Follower, raft.Candidate, raft.Leader, raft.Shutdown} {
+			v := 0.0
+			if s == cur {
+				v = 1
+			}
+			n.met.raftState.WithLabelValues(s.String()).Set(v)
+		}
+		n.met.peers.Set(float64(len(n.host.Peers())))
+		n.met.applied.Set(float64(n.fsm.AppliedIndex()))
+		n.met.poolSize.Set(float64(n.pool.size()))
+	}
+}

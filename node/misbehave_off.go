@@ -1,0 +1,9 @@
+//go:build !custos_testhooks
+
+package node
+
+import "github.com/custos/custos/internal/state"
+
+// misbehaveHook is a no-op in every real build. Test builds (tag custos_testhooks) replace
+// it with a compromised coordinator, see misbehave_on.go.
+func (n *Node) misbehaveHook(*state.Call) {}

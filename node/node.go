@@ -1,0 +1,356 @@
+package node
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	wal "github.com/hashicorp/raft-wal"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
+
+	"github.com/custos/custos/internal/auth"
+	"github.com/custos/custos/internal/config"
+	"github.com/custos/custos/internal/p2p"
+	"github.com/custos/custos/internal/state"
+	"github.com/custos/custos/keystore"
+	"github.com/custos/custos/protocol"
+)
+
+// Node is one running custos node.
+type Node struct {
+	cfg    *config.Config
+	log    *slog.Logger
+	ks     *keystore.Store
+	host   *p2p.Host
+	fsm    *state.FSM
+	raft   *raft.Raft
+	wal    *wal.WAL
+	trans  *raft.NetworkTransport
+	engine *protocol.Engine
+	tokens *auth.TokenVerifier
+	// adminPub is the admin's Ed25519 public key in key-pair mode.
+	adminPub ed25519.PublicKey
+	pool     *pool
+	met      *metrics
+	http     *http.Server
+	apiLn    net.Listener
+
+	stampMu   sync.Mutex
+	lastStamp int64
+
+	waiters    *waiters
+	events     chan state.Event
+	leaderKick chan struct{}
+
+	ceremonies sync.WaitGroup
+	active     sync.Map // request id + attempt → struct{}: ceremonies running here
+	activeN    atomicCounter
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	bg     sync.WaitGroup
+}
+
+// Options are what a node needs beyond its configuration file.
+type Options struct {
+	Logger *slog.Logger
+	// MasterKey overrides the configured master-key source (tests).
+	MasterKey []byte
+}
+
+// New opens the node's keystore and identity and prepares every component; Start runs it.
+func New(cfg *config.Config, opts Options) (*Node, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	n := &Node{cfg: cfg, log: log.With("node", cfg.NodeID), waiters: newWaiters(), events: make(chan state.Event, 4096), leaderKick: make(chan struct{}, 1)}
+	mk := opts.MasterKey
+	if mk == nil {
+		var err error
+		if mk, err = loadMasterKey(cfg); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	ks, err := keystore.Open(keystoreDir(cfg), mk, keystore.Options{Logger: n.log})
+	if err != nil {
+		if errors.Is(err, keystore.ErrWrongMasterKey) {
+			return nil, fmt.Errorf("the master key does not open %s: check master_key in the configuration (%w)", keystoreDir(cfg), err)
+		}
+		return nil, fmt.Errorf("keystore: %w", err)
+	}
+	n.ks = ks
+	tv, adminPub, err := newTokenVerifier(cfg)
+	if err != nil {
+		ks.Close()
+		return nil, err
+	}
+	n.tokens, n.adminPub = tv, adminPub
+	n.met = newMetrics()
+	return n, nil
+}
+
+func keystoreDir(cfg *config.Config) string { return cfg.DataDir + "/keystore" }
+
+func loadMasterKey(cfg *config.Config) ([]byte, error) {
+	if cfg.MasterKey.File != "" {
+		k, err := keystore.MasterKeyFromFile(cfg.MasterKey.File)
+		if err != nil {
+			return nil, fmt.Errorf("master key: %w", err)
+		}
+		return k, nil
+	}
+	v := os.Getenv(cfg.MasterKey.Env)
+	if v == "" {
+		return nil, fmt.Errorf("master key: set master_key.file in the configuration or the %s environment variable", cfg.MasterKey.Env)
+	}
+	k, err := keystore.MasterKeyFromHex(strings.TrimSpace(v))
+	if err != nil {
+		return nil, fmt.Errorf("master key from %s: %w", cfg.MasterKey.Env, err)
+	}
+	return k, nil
+}
+
+func newTokenVerifier(cfg *config.Config) (*auth.TokenVerifier, ed25519.PublicKey, error) {
+	vc := auth.VerifierConfig{
+		Audience:        cfg.Cluster.Name,
+		RequireAudience: cfg.Auth.RequireAudience,
+		MaxUserTokenTTL: cfg.Auth.MaxTokenTTL.Duration,
+	}
+	switch {
+	case cfg.Admin.PublicKey != "":
+		pk, err := hex.DecodeString(cfg.Admin.PublicKey)
+		if err != nil || len(pk) != ed25519.PublicKeySize {
+			return nil, nil, errors.New("admin.public_key must be 64 hex characters (an Ed25519 public key)")
+		}
+		vc.AdminPublicKey = ed25519.PublicKey(pk)
+	default:
+		var raw string
+		if cfg.Admin.KeyFile != "" {
+			b, err := os.ReadFile(cfg.Admin.KeyFile)
+			if err != nil {
+				return nil, nil, fmt.Errorf("admin key: %w", err)
+			}
+			raw = string(b)
+		} else {
+			raw = os.Getenv(cfg.Admin.KeyEnv)
+		}
+		k, err := auth.ParseAdminKeyHex(strings.TrimSpace(raw))
+		if err != nil {
+			return nil, nil, fmt.Errorf("admin key: %w", err)
+		}
+		vc.HMACKey = k
+	}
+	tv, err := auth.NewTokenVerifier(vc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("token verifier: %w", err)
+	}
+	return tv, vc.AdminPublicKey, nil
+}
+
+// Identity returns the node's libp2p identity, creating and storing it on first use.
+func Identity(ks *keystore.Store) (crypto.PrivKey, error) {
+	b, err := ks.GetMeta("identity")
+	if errors.Is(err, keystore.ErrNotFound) {
+		priv, err := p2p.GenerateIdentity()
+		if err != nil {
+			return nil, err
+		}
+		raw, err := p2p.MarshalIdentity(priv)
+		if err != nil {
+			return nil, err
+		}
+		if err := ks.PutMeta("identity", raw); err != nil {
+			return nil, fmt.Errorf("store identity: %w", err)
+		}
+		return priv, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load identity: %w", err)
+	}
+	return p2p.UnmarshalIdentity(b)
+}
+
+// Start runs the node: p2p host, raft, engine, pool, scheduler, runner and HTTP API.
+func (n *Node) Start(ctx context.Context) error {
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	priv, err := Identity(n.ks)
+	if err != nil {
+		return err
+	}
+	self := n.cfg.Self()
+	pid, err := peer.IDFromPrivateKey(priv)
+	if err != nil {
+		return fmt.Errorf("identity: %w", err)
+	}
+	if pid.String() != self.PeerID {
+		return fmt.Errorf("this data directory's identity is %s but the configuration lists %s for %s: wrong data_dir or configuration", pid, self.PeerID, self.ID)
+	}
+	members, err := p2pMembers(n.cfg.Cluster.Members)
+	if err != nil {
+		return err
+	}
+	host, err := p2p.New(p2p.Config{Identity: priv, ListenAddrs: n.cfg.P2P.Listen, EnableQUIC: n.cfg.P2P.QUIC, Members: members, Logger: n.log})
+	if err != nil {
+		return fmt.Errorf("p2p: %w", err)
+	}
+	n.host = host
+
+	n.engine = protocol.NewEngine(protocol.EngineConfig{
+		Self:      n.cfg.NodeID,
+		Transport: &tssTransport{n: n},
+		Logger:    n.log,
+		OnDrop:    func(reason string) { n.met.dropped.WithLabelValues(reason).Inc() },
+	})
+	host.SetFrameHandler(n.onFrame)
+	host.HandleRPC(rpcPropose, func(ctx context.Context, from peer.ID, req []byte) ([]byte, error) {
+		id, ok := host.NodeIDOf(from)
+		if !ok {
+			return nil, errors.New("unknown peer")
+		}
+		return n.handlePropose(ctx, id, req)
+	})
+
+	n.fsm = state.NewFSM(sigVerifier{}, n.onEvent)
+	if err := n.openRaft(); err != nil {
+		return err
+	}
+	n.pool = newPool(n)
+	if err := n.pool.seed(); err != nil {
+		return err
+	}
+	n.goBG(n.pool.run)
+	n.goBG(n.dispatchEvents)
+	n.goBG(n.leaderLoop)
+	n.goBG(n.reconcileLoop)
+	n.goBG(n.metricsLoop)
+
+	ln, err := net.Listen("tcp", n.cfg.API.Listen)
+	if err != nil {
+		return fmt.Errorf("api listen %s: %w", n.cfg.API.Listen, err)
+	}
+	n.apiLn = ln
+	n.http = &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+	n.goBG(func(ctx context.Context) {
+		if err := n.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("api server stopped", "err", err)
+		}
+	})
+	n.log.Info("node started", "api", ln.Addr().String(), "peer_id", pid.String(), "p2p", host.ListenAddrs())
+	return nil
+}
+
+func p2pMembers(ms []config.Member) ([]p2p.Member, error) {
+	out := make([]p2p.Member, 0, len(ms))
+	for _, m := range ms {
+		pid, err := peer.Decode(m.PeerID)
+		if err != nil {
+			return nil, fmt.Errorf("member %s: peer_id: %w", m.ID, err)
+		}
+		var addrs []multiaddr.Multiaddr
+		for _, a := range m.P2PAddrs {
+			ma, err := multiaddr.NewMultiaddr(a)
+			if err != nil {
+				return nil, fmt.Errorf("member %s: p2p address %q: %w", m.ID, a, err)
+			}
+			addrs = append(addrs, ma)
+		}
+		out = append(out, p2p.Member{NodeID: m.ID, PeerID: pid, Addrs: addrs})
+	}
+	return out, nil
+}
+
+func peerIDFromString(s string) (peer.ID, error) { return peer.Decode(s) }
+
+func (n *Node) goBG(f func(ctx context.Context)) {
+	n.bg.Add(1)
+	go func() {
+		defer n.bg.Done()
+		f(n.ctx)
+	}()
+}
+
+// Stop shuts the node down: API first, then ceremonies, raft, p2p and the keystore.
+func (n *Node) Stop(ctx context.Context) error {
+	var errs []error
+	if n.http != nil {
+		if err := n.http.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if n.cancel != nil {
+		n.cancel()
+	}
+	if n.engine != nil {
+		n.engine.Close()
+	}
+	n.ceremonies.Wait()
+	if n.raft != nil {
+		if err := n.raft.Shutdown().Error(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	n.bg.Wait()
+	if n.trans != nil {
+		_ = n.trans.Close()
+	}
+	if n.wal != nil {
+		_ = n.wal.Close()
+	}
+	if n.host != nil {
+		_ = n.host.Close()
+	}
+	if n.ks != nil {
+		if err := n.ks.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// APIAddr is the address the HTTP API listens on.
+func (n *Node) APIAddr() string { return n.apiLn.Addr().String() }
+
+// InitDataDir creates a node's data directory, its master key file (never overwriting one)
+// and its libp2p identity, and returns the peer id.
+func InitDataDir(dataDir, masterKeyFile string) (string, error) {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return "", fmt.Errorf("data dir: %w", err)
+	}
+	mk, err := keystore.MasterKeyFromFile(masterKeyFile)
+	if errors.Is(err, os.ErrNotExist) {
+		mk, err = keystore.WriteNewMasterKeyFile(masterKeyFile)
+	}
+	if err != nil {
+		return "", fmt.Errorf("master key: %w", err)
+	}
+	ks, err := keystore.Open(dataDir+"/keystore", mk, keystore.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return "", fmt.Errorf("keystore: %w", err)
+	}
+	defer ks.Close()
+	priv, err := Identity(ks)
+	if err != nil {
+		return "", err
+	}
+	pid, err := peer.IDFromPrivateKey(priv)
+	if err != nil {
+		return "", err
+	}
+	return pid.String(), nil
+}

@@ -1,0 +1,221 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	wal "github.com/hashicorp/raft-wal"
+
+	"github.com/custos/custos/internal/state"
+)
+
+const rpcPropose = "propose"
+
+// openRaft starts raft with a raft-wal log and stable store (raft-boltdb/v2 does not build
+// with raft v1.8; raft-wal is hashicorp's own, append-only and fsyncs each batch) and a
+// file snapshot store, over the libp2p stream layer.
+func (n *Node) openRaft() error {
+	dir := filepath.Join(n.cfg.DataDir, "raft")
+	if err := os.MkdirAll(filepath.Join(dir, "wal"), 0o700); err != nil {
+		return fmt.Errorf("raft dir: %w", err)
+	}
+	hl := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: os.Stderr, JSONFormat: true})
+	w, err := wal.Open(filepath.Join(dir, "wal"), wal.WithLogger(hl))
+	if err != nil {
+		return fmt.Errorf("raft log: %w", err)
+	}
+	n.wal = w
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, hl)
+	if err != nil {
+		return fmt.Errorf("raft snapshots: %w", err)
+	}
+	layer, err := n.host.RaftStreamLayer()
+	if err != nil {
+		return fmt.Errorf("raft transport: %w", err)
+	}
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  layer,
+		MaxPool: 4,
+		Timeout: 5 * time.Second,
+		Logger:  hl,
+	})
+	n.trans = trans
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(n.cfg.NodeID)
+	rc.Logger = hl
+	// Ceremonies saturate the CPU (ECDSA keygen for seconds); timeouts leave room so that
+	// a busy node is not mistaken for a dead one.
+	rc.HeartbeatTimeout = 2 * time.Second
+	rc.ElectionTimeout = 2 * time.Second
+	rc.LeaderLeaseTimeout = time.Second
+	rc.CommitTimeout = 5 * time.Millisecond
+	rc.SnapshotThreshold = 4096
+	rc.TrailingLogs = 8192
+	rc.BatchApplyCh = true
+
+	has, err := raft.HasExistingState(w, w, snaps)
+	if err != nil {
+		return fmt.Errorf("raft state: %w", err)
+	}
+	r, err := raft.NewRaft(rc, n.fsm, w, w, snaps, trans)
+	if err != nil {
+		return fmt.Errorf("raft: %w", err)
+	}
+	n.raft = r
+	if !has {
+		var servers []raft.Server
+		for _, m := range n.cfg.Cluster.Members {
+			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(m.ID), Address: raft.ServerAddress(m.PeerID)})
+		}
+		// Every node bootstraps with the same configuration; raft accepts that.
+		if err := r.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			return fmt.Errorf("raft bootstrap: %w", err)
+		}
+	}
+	return nil
+}
+
+// errNoQuorum and errUnavailable are mapped to the API's cluster codes.
+var (
+	errNoQuorum    = errors.New("no quorum: too few nodes reachable to commit")
+	errUnavailable = errors.New("cluster unavailable: no leader")
+)
+
+// forwarded is the RPC form of a proposal sent to the leader.
+type forwarded struct {
+	Type    string          `json:"type"`
+	Payload json.RawMessage `json:"payload"`
+	Origin  string          `json:"origin"`
+}
+
+// propose commits a command through raft, on the leader directly or forwarded to it,
+// retrying across leader changes until ctx ends. It returns once the entry has also been
+// applied on this node, so reads that follow see it.
+func (n *Node) propose(ctx context.Context, typ string, payload any) (state.Result, error) {
+	raw, err := json.Marshal(payload)
+	if err != nil {
+		return state.Result{}, fmt.Errorf("encode %s: %w", typ, err)
+	}
+	fw := forwarded{Type: typ, Payload: raw, Origin: n.cfg.NodeID}
+	backoff := 20 * time.Millisecond
+	for {
+		res, err := n.proposeOnce(ctx, fw)
+		if err == nil {
+			if werr := n.fsm.WaitApplied(ctx, res.Index); werr != nil {
+				return res, fmt.Errorf("%w: committed but not yet applied here", errNoQuorum)
+			}
+			return res, nil
+		}
+		if !retryable(err) {
+			return res, err
+		}
+		select {
+		case <-ctx.Done():
+			return state.Result{}, err
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 500*time.Millisecond)
+	}
+}
+
+func retryable(err error) bool {
+	return errors.Is(err, errUnavailable) || errors.Is(err, errNoQuorum)
+}
+
+func (n *Node) proposeOnce(ctx context.Context, fw forwarded) (state.Result, error) {
+	if n.raft.State() == raft.Leader {
+		return n.proposeLocal(ctx, fw)
+	}
+	addr, _ := n.raft.LeaderWithID()
+	if addr == "" {
+		return state.Result{}, errUnavailable
+	}
+	pid, err := peerIDFromString(string(addr))
+	if err != nil {
+		return state.Result{}, fmt.Errorf("leader address: %w", err)
+	}
+	req, _ := json.Marshal(fw)
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := n.host.Call(cctx, pid, rpcPropose, req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return state.Result{}, fmt.Errorf("%w: %v", errNoQuorum, err)
+		}
+		return state.Result{}, fmt.Errorf("%w: forwarding to the leader: %v", errUnavailable, err)
+	}
+	var res state.Result
+	if err := json.Unmarshal(out, &res); err != nil {
+		return state.Result{}, fmt.Errorf("leader answer: %w", err)
+	}
+	return res, nil
+}
+
+// handlePropose serves a forwarded proposal on the leader.
+func (n *Node) handlePropose(ctx context.Context, from string, req []byte) ([]byte, error) {
+	var fw forwarded
+	if err := json.Unmarshal(req, &fw); err != nil {
+		return nil, fmt.Errorf("bad proposal: %w", err)
+	}
+	if n.raft.State() != raft.Leader {
+		return nil, errUnavailable
+	}
+	fw.Origin = from // the authenticated peer, never a field of the payload
+	res, err := n.proposeLocal(ctx, fw)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(res)
+}
+
+// proposeLocal stamps and applies a command on the leader. Stamps are issued under a
+// mutex in the order entries enter raft, so they never decrease.
+func (n *Node) proposeLocal(ctx context.Context, fw forwarded) (state.Result, error) {
+	payload := any(fw.Payload)
+	if fw.Type == state.TypeCall {
+		var c state.Call
+		if err := json.Unmarshal(fw.Payload, &c); err != nil {
+			return state.Result{}, fmt.Errorf("bad call: %w", err)
+		}
+		n.schedule(&c, fw.Origin)
+		n.misbehaveHook(&c)
+		payload = &c
+	}
+	n.stampMu.Lock()
+	stamp := max(time.Now().UnixMilli(), n.lastStamp, n.fsm.LastStamp())
+	n.lastStamp = stamp
+	data, err := state.Encode(fw.Type, stamp, payload)
+	if err != nil {
+		n.stampMu.Unlock()
+		return state.Result{}, err
+	}
+	timeout := 5 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(dl))
+	}
+	f := n.raft.Apply(data, timeout)
+	n.stampMu.Unlock()
+	if err := f.Error(); err != nil {
+		switch {
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+			return state.Result{}, fmt.Errorf("%w: %v", errUnavailable, err)
+		case errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, raft.ErrRaftShutdown):
+			return state.Result{}, fmt.Errorf("%w: %v", errNoQuorum, err)
+		}
+		return state.Result{}, fmt.Errorf("%w: %v", errNoQuorum, err)
+	}
+	res, ok := f.Response().(state.Result)
+	if !ok {
+		return state.Result{}, fmt.Errorf("%w: entry %d was not applied", errUnavailable, f.Index())
+	}
+	res.Index = f.Index()
+	return res, nil
+}

@@ -1,0 +1,384 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	ecdsakeygen "github.com/bnb-chain/tss-lib/v2/ecdsa/keygen"
+	eddsakeygen "github.com/bnb-chain/tss-lib/v2/eddsa/keygen"
+
+	"github.com/custos/custos/internal/auth"
+	"github.com/custos/custos/internal/state"
+	"github.com/custos/custos/protocol"
+)
+
+// maxStampSkew is how far an entry's stamp may be from this node's clock for the node to
+// act on it (DESIGN.md invariant 3).
+const maxStampSkew = 30 * time.Second
+
+type atomicCounter struct{ v atomic.Int64 }
+
+func (c *atomicCounter) add(d int64) int64 { return c.v.Add(d) }
+func (c *atomicCounter) load() int64       { return c.v.Load() }
+
+// onEvent is called by the FSM inside Apply: it only queues.
+func (n *Node) onEvent(e state.Event) {
+	select {
+	case n.events <- e:
+	default:
+		// The queue is full: the reconcile loop finds scheduled work from the state
+		// itself, so a dropped hint delays a ceremony but loses nothing.
+		n.met.dropped.WithLabelValues("event_queue_full").Inc()
+	}
+}
+
+func (n *Node) dispatchEvents(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e := <-n.events:
+			switch e.Kind {
+			case state.EventScheduled:
+				n.maybeRun(e.RequestID)
+			case state.EventSettled:
+				n.waiters.notify(e.RequestID)
+			case state.EventKeyFailed:
+				n.eraseShare(e.KeyID)
+			case state.EventRetry:
+				n.kickLeader()
+			}
+		}
+	}
+}
+
+// maybeRun starts this node's party for a scheduled request if it is in the committee,
+// the schedule is fresh, and the session has never run here.
+func (n *Node) maybeRun(requestID string) {
+	r := n.fsm.Request(requestID)
+	if r == nil || r.Status != state.StatusScheduled || !slices.Contains(r.Committee, n.cfg.NodeID) {
+		return
+	}
+	skew := time.Since(time.UnixMilli(r.ScheduledAt))
+	if skew > maxStampSkew || skew < -maxStampSkew {
+		n.log.Debug("not acting on a schedule stamped too far from this node's clock", "request", r.ID, "skew", skew.String())
+		return
+	}
+	runKey := r.ID + "/" + strconv.Itoa(r.Attempt)
+	if _, loaded := n.active.LoadOrStore(runKey, struct{}{}); loaded {
+		return
+	}
+	n.ceremonies.Add(1)
+	go func() {
+		defer n.ceremonies.Done()
+		defer n.active.Delete(runKey)
+		n.activeN.add(1)
+		defer n.activeN.add(-1)
+		n.run(r)
+	}()
+}
+
+func (n *Node) sessionParams(r *state.Request, k *state.Key) protocol.SessionParams {
+	kind := "sign/"
+	if r.Kind == state.KindKeygen {
+		kind = "keygen/"
+	}
+	if k.Curve == state.CurveSecp256k1 {
+		kind += "ecdsa"
+	} else {
+		kind += "eddsa"
+	}
+	var nonce [32]byte
+	copy(nonce[:], r.Nonce)
+	return protocol.SessionParams{Kind: kind, KeyID: k.ID, RequestID: r.ID, Payload: r.Message, Path: r.PathIdx, Committee: r.Committee, Nonce: nonce}
+}
+
+// run executes one ceremony attempt and reports its outcome through raft.
+func (n *Node) run(r *state.Request) {
+	k := n.fsm.Key(r.KeyID)
+	if k == nil {
+		return
+	}
+	sid := protocol.NewSessionID(n.sessionParams(r, k))
+	log := n.log.With("request", r.ID, "session", sid.String()[:16], "kind", r.Kind, "curve", k.Curve)
+	// A session id is never reused, also across restarts: persist it before starting.
+	marker := "session-" + sid.String()
+	if _, err := n.ks.GetMeta(marker); err == nil {
+		log.Debug("session already ran on this node; not starting it again")
+		return
+	}
+	if err := n.ks.PutMeta(marker, []byte(strconv.FormatInt(r.ScheduledAt, 10))); err != nil {
+		n.reportFailure(r, "ceremony.failed", "cannot persist session marker: "+err.Error(), nil)
+		return
+	}
+	if err := n.verifyScheduled(r, k); err != nil {
+		log.Error("refusing to join a ceremony: the request does not verify from the replicated log", "err", err)
+		n.met.refusedCeremonies.Inc()
+		n.reportFailure(r, "ceremony.refused", err.Error(), nil)
+		return
+	}
+	start := time.Now()
+	var err error
+	switch r.Kind {
+	case state.KindKeygen:
+		err = n.runKeygen(r, k, sid)
+	case state.KindSign:
+		err = n.runSign(r, k, sid)
+	}
+	n.met.ceremonyDur.WithLabelValues(r.Kind, k.Curve, outcome(err)).Observe(time.Since(start).Seconds())
+	if err != nil {
+		var ce *protocol.CeremonyError
+		var culprits []string
+		if errors.As(err, &ce) {
+			culprits = ce.Culprits
+		}
+		log.Warn("ceremony failed", "err", err, "culprits", culprits)
+		n.reportFailure(r, "ceremony.failed", err.Error(), culprits)
+		return
+	}
+	log.Info("ceremony done", "ms", time.Since(start).Milliseconds())
+}
+
+func outcome(err error) string {
+	if err != nil {
+		return "failed"
+	}
+	return "ok"
+}
+
+func (n *Node) ceremonyCtx(kind string) (context.Context, context.CancelFunc) {
+	d := n.cfg.Ceremony.SignTimeout.Duration
+	if kind == state.KindKeygen {
+		d = n.cfg.Ceremony.KeygenTimeout.Duration
+	}
+	return context.WithTimeout(n.ctx, d)
+}
+
+func (n *Node) runKeygen(r *state.Request, k *state.Key, sid protocol.SessionID) error {
+	ctx, cancel := n.ceremonyCtx(r.Kind)
+	defer cancel()
+	var share, pub []byte
+	switch k.Curve {
+	case state.CurveSecp256k1:
+		pre, err := n.pool.take(ctx)
+		if err != nil {
+			return fmt.Errorf("pre-parameters: %w", err)
+		}
+		save, err := n.engine.KeygenECDSA(ctx, sid, r.Committee, k.Threshold, pre)
+		if err != nil {
+			return err
+		}
+		pub = protocol.ECDSAPublicKey(save)
+		if share, err = json.Marshal(save); err != nil {
+			return fmt.Errorf("encode share: %w", err)
+		}
+	case state.CurveEd25519:
+		save, err := n.engine.KeygenEdDSA(ctx, sid, r.Committee, k.Threshold)
+		if err != nil {
+			return err
+		}
+		pub = protocol.EdDSAPublicKey(save)
+		var err2 error
+		if share, err2 = json.Marshal(save); err2 != nil {
+			return fmt.Errorf("encode share: %w", err2)
+		}
+	}
+	if err := n.ks.PutShare(k.ID, share); err != nil {
+		return fmt.Errorf("store share: %w", err)
+	}
+	rctx, rcancel := context.WithTimeout(n.ctx, 30*time.Second)
+	defer rcancel()
+	res, err := n.propose(rctx, state.TypeShareStored, &state.ShareStored{RequestID: r.ID, Nonce: r.Nonce, Node: n.cfg.NodeID, PublicKey: pub})
+	if err != nil {
+		return fmt.Errorf("report share stored: %w", err)
+	}
+	if !res.OK() {
+		n.log.Warn("share report refused", "request", r.ID, "code", res.Code, "detail", res.Detail)
+	}
+	return nil
+}
+
+func (n *Node) runSign(r *state.Request, k *state.Key, sid protocol.SessionID) error {
+	ctx, cancel := n.ceremonyCtx(r.Kind)
+	defer cancel()
+	raw, err := n.ks.GetShare(k.ID)
+	if err != nil {
+		return fmt.Errorf("load share: %w", err)
+	}
+	var sig state.Signature
+	switch k.Curve {
+	case state.CurveSecp256k1:
+		var save ecdsakeygen.LocalPartySaveData
+		if err := json.Unmarshal(raw, &save); err != nil {
+			return fmt.Errorf("decode share: %w", err)
+		}
+		s, err := n.engine.SignECDSA(ctx, sid, r.Committee, k.Threshold, &save, r.Message, k.ChainCode, r.PathIdx)
+		if err != nil {
+			return err
+		}
+		sig = state.Signature{R: s.R[:], S: s.S[:], RecoveryID: int(s.RecoveryID), DER: s.DER}
+	case state.CurveEd25519:
+		var save eddsakeygen.LocalPartySaveData
+		if err := json.Unmarshal(raw, &save); err != nil {
+			return fmt.Errorf("decode share: %w", err)
+		}
+		s, err := n.engine.SignEdDSA(ctx, sid, r.Committee, k.Threshold, &save, r.Message)
+		if err != nil {
+			return err
+		}
+		sig = state.Signature{Sig: s}
+	}
+	rctx, rcancel := context.WithTimeout(n.ctx, 30*time.Second)
+	defer rcancel()
+	res, err := n.propose(rctx, state.TypeCeremonyResult, &state.CeremonyResult{RequestID: r.ID, Nonce: r.Nonce, Node: n.cfg.NodeID, Signature: sig})
+	if err != nil {
+		return fmt.Errorf("report signature: %w", err)
+	}
+	if !res.OK() {
+		return fmt.Errorf("signature refused by the cluster: %s", res.Detail)
+	}
+	return nil
+}
+
+func (n *Node) reportFailure(r *state.Request, code, detail string, culprits []string) {
+	ctx, cancel := context.WithTimeout(n.ctx, 15*time.Second)
+	defer cancel()
+	if _, err := n.propose(ctx, state.TypeCeremonyFailed, &state.CeremonyFailed{
+		RequestID: r.ID, Nonce: r.Nonce, Node: n.cfg.NodeID, Code: code, Detail: detail, Culprits: culprits,
+	}); err != nil {
+		n.log.Warn("could not report a failed ceremony", "request", r.ID, "err", err)
+	}
+}
+
+// verifyScheduled is DESIGN.md invariant 2: before its party starts, this node re-verifies
+// from its own replicated state the caller's signed request — token, request signature,
+// content digest, that the body asks for exactly what is scheduled — and judges user
+// status, revocation, permission and key status again.
+func (n *Node) verifyScheduled(r *state.Request, k *state.Key) error {
+	s := r.Signed
+	if s == nil {
+		return errors.New("no signed request in the log")
+	}
+	at := time.UnixMilli(r.CreatedAt)
+	token, ok := bearer(s.Authorization)
+	if !ok {
+		return errors.New("signed request carries no user token")
+	}
+	claims, err := n.tokens.VerifyUser(token, at)
+	if err != nil {
+		return fmt.Errorf("token: %w", err)
+	}
+	if claims.UserID != r.Owner || k.Owner != r.Owner {
+		return errors.New("token user is not the request's owner")
+	}
+	sig, err := auth.ParseSignature(s.SignatureInput, s.Signature)
+	if err != nil {
+		return fmt.Errorf("signature headers: %w", err)
+	}
+	if sig.KeyID != "user:"+strconv.FormatUint(claims.UserID, 10) {
+		return errors.New("signature keyid does not name the token's user")
+	}
+	h := http.Header{}
+	h.Set("Authorization", s.Authorization)
+	if s.ContentDigest != "" {
+		h.Set("Content-Digest", s.ContentDigest)
+	}
+	parts := auth.RequestParts{Method: s.Method, Path: s.Path, RawQuery: s.RawQuery, Header: h, Body: s.Body}
+	if err := auth.CheckProfile(sig, parts); err != nil {
+		return fmt.Errorf("signature profile: %w", err)
+	}
+	if err := auth.CheckContentDigest(s.ContentDigest, s.Body); err != nil {
+		return fmt.Errorf("content digest: %w", err)
+	}
+	if err := auth.VerifyEd25519(claims.PublicKey, sig, parts); err != nil {
+		return fmt.Errorf("request signature: %w", err)
+	}
+	u := n.fsm.User(r.Owner)
+	if u == nil || u.Status != state.UserActive || claims.IssuedAt.Unix() < u.TokensNotBefore {
+		return errors.New("user is unknown, disabled or its token was revoked")
+	}
+	switch r.Kind {
+	case state.KindSign:
+		if !u.Has(state.PermKeysSign) {
+			return errors.New("user lacks keys:sign")
+		}
+		if k.Status != state.KeyActive {
+			return errors.New("key is not active")
+		}
+		if s.Method != http.MethodPost || s.Path != "/v1/keys/"+k.ID+"/sign" {
+			return errors.New("signed request is not a sign request for this key")
+		}
+		var body signBody
+		if err := json.Unmarshal(s.Body, &body); err != nil {
+			return fmt.Errorf("signed body: %w", err)
+		}
+		msg, err := hex.DecodeString(body.Message)
+		if err != nil || !bytes.Equal(msg, r.Message) {
+			return errors.New("the message scheduled differs from the one the caller signed")
+		}
+		if body.DerivationPath != r.Path {
+			return errors.New("the derivation path scheduled differs from the one the caller signed")
+		}
+	case state.KindKeygen:
+		if !u.Has(state.PermKeysCreate) {
+			return errors.New("user lacks keys:create")
+		}
+		if s.Method != http.MethodPost || s.Path != "/v1/keys" {
+			return errors.New("signed request is not a keygen request")
+		}
+		var body keygenBody
+		if err := json.Unmarshal(s.Body, &body); err != nil {
+			return fmt.Errorf("signed body: %w", err)
+		}
+		if body.Curve != k.Curve || body.Threshold != k.Threshold {
+			return errors.New("the key scheduled differs from the one the caller asked for")
+		}
+	}
+	return nil
+}
+
+func (n *Node) eraseShare(keyID string) {
+	if keyID == "" {
+		return
+	}
+	if err := n.ks.DeleteShare(keyID); err != nil {
+		n.log.Error("could not erase the share of a failed key", "key", keyID, "err", err)
+	}
+}
+
+// reconcileLoop catches up on what event hints may have missed (restarts, snapshots, a
+// full queue): shares of failed keys are erased and fresh schedules are joined.
+func (n *Node) reconcileLoop(ctx context.Context) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	first := true
+	for {
+		if first || n.raft.AppliedIndex() > 0 {
+			for _, k := range n.fsm.AllKeys() {
+				if k.Status == state.KeyFailed {
+					if ok, _ := n.ks.HasShare(k.ID); ok {
+						n.eraseShare(k.ID)
+					}
+				}
+			}
+			for _, r := range n.fsm.OpenRequests() {
+				n.maybeRun(r.ID)
+			}
+			first = false
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,665 @@
+package protocol
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/bnb-chain/tss-lib/v2/tss"
+)
+
+// MaxCommittee caps the number of parties in one ceremony.
+const MaxCommittee = 32
+
+// echoTag domain-separates the broadcast hashes carried in echoes.
+const echoTag = "custos/protocol/echo/v1\x00"
+
+// ceremony is one party of one session: the state shared between Deliver (the
+// queue) and the inbox loop, which alone touches tss-lib and the rest.
+type ceremony struct {
+	e         *Engine
+	sid       SessionID
+	self      string
+	members   []string // sorted node ids
+	memberSet map[string]bool
+	pids      map[string]*tss.PartyID // node id -> tss-lib party id (indexed)
+	sorted    tss.SortedPartyIDs
+	byKey     map[string]string // hex party key -> node id
+	spec      *protoSpec
+	check     checkFunc
+	log       *slog.Logger
+
+	// queue, filled by Deliver, drained by the inbox loop
+	qmu    sync.Mutex
+	queue  []*Message
+	qbytes int
+	qcap   int
+	notify chan struct{}
+
+	// inbox loop state
+	party    tss.Party
+	seen     map[msgKey][32]byte // every tss message taken: hash of its payload
+	accepted map[msgKey]tss.ParsedMessage
+	bcast    map[msgKey][32]byte // broadcasts received, as this node saw them
+	echoes   map[echoKey][32]byte
+	deferred []tss.ParsedMessage
+	tssDone  bool
+	failed   *CeremonyError
+	// peerAbort is set when another member said it gave up; the ceremony
+	// fails with it after abortGrace unless first-hand evidence comes first.
+	peerAbort  error
+	abortTimer *time.Timer
+	echoOut    chan outbound
+}
+
+type msgKey struct{ from, typ string }
+
+type echoKey struct{ origin, typ, echoer string }
+
+type outbound struct {
+	to string
+	m  *Message
+}
+
+// newCeremony checks a committee and builds the tss-lib party ids for it.
+func (e *Engine) newCeremony(sid SessionID, committee []string, spec *protoSpec) (*ceremony, error) {
+	members := slices.Clone(committee)
+	slices.Sort(members)
+	if len(members) < 2 || len(members) > MaxCommittee {
+		return nil, invalidArg("committee of %d parties (want 2..%d)", len(members), MaxCommittee)
+	}
+	c := &ceremony{
+		e:         e,
+		sid:       sid,
+		self:      e.cfg.Self,
+		members:   members,
+		memberSet: make(map[string]bool, len(members)),
+		pids:      make(map[string]*tss.PartyID, len(members)),
+		byKey:     make(map[string]string, len(members)),
+		spec:      spec,
+		notify:    make(chan struct{}, 1),
+		seen:      make(map[msgKey][32]byte),
+		accepted:  make(map[msgKey]tss.ParsedMessage),
+		bcast:     make(map[msgKey][32]byte),
+		echoes:    make(map[echoKey][32]byte),
+		log:       e.log.With("session", shortID(sid), "kind", spec.kind),
+	}
+	unsorted := make(tss.UnSortedPartyIDs, 0, len(members))
+	for i, id := range members {
+		if id == "" || len(id) > MaxNodeIDLen {
+			return nil, invalidArg("node id %q is empty or longer than %d bytes", id, MaxNodeIDLen)
+		}
+		if i > 0 && members[i-1] == id {
+			return nil, invalidArg("node id %q appears twice in the committee", id)
+		}
+		key := PartyKey(id)
+		hk := hex.EncodeToString(key.Bytes())
+		if _, dup := c.byKey[hk]; dup {
+			return nil, invalidArg("node ids %q and %q map to the same party key", c.byKey[hk], id)
+		}
+		c.byKey[hk] = id
+		c.memberSet[id] = true
+		pid := tss.NewPartyID(id, id, key)
+		c.pids[id] = pid
+		unsorted = append(unsorted, pid)
+	}
+	if !c.memberSet[c.self] {
+		return nil, invalidArg("this node (%q) is not in the committee", c.self)
+	}
+	c.sorted = tss.SortPartyIDs(unsorted)
+	c.qcap = 2*spec.expectedMessages(len(members)) + 64
+	return c, nil
+}
+
+func (c *ceremony) isMember(id string) bool { return c.memberSet[id] }
+
+// enqueue is called by Deliver; it returns a drop reason or "".
+func (c *ceremony) enqueue(m *Message) string {
+	c.qmu.Lock()
+	if len(c.queue) >= c.qcap || c.qbytes+len(m.Payload) > maxQueueBytes {
+		c.qmu.Unlock()
+		return DropQueueFull
+	}
+	c.queue = append(c.queue, m)
+	c.qbytes += len(m.Payload)
+	c.qmu.Unlock()
+	select {
+	case c.notify <- struct{}{}:
+	default:
+	}
+	return ""
+}
+
+func (c *ceremony) takeQueue() []*Message {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	q := c.queue
+	c.queue, c.qbytes = nil, 0
+	return q
+}
+
+// safeCall runs f, turning a panic into an error wrapping ErrPanic.
+func safeCall(log *slog.Logger, f func()) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("recovered panic from tss-lib", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			err = fmt.Errorf("%w: %v", ErrPanic, r)
+		}
+	}()
+	f()
+	return nil
+}
+
+// fail records the first failure of the ceremony.
+func (c *ceremony) fail(err error, culprits ...string) {
+	if c.failed != nil {
+		return
+	}
+	cs := make([]string, 0, len(culprits))
+	for _, id := range culprits {
+		if id != c.self && id != "" && !slices.Contains(cs, id) {
+			cs = append(cs, id)
+		}
+	}
+	slices.Sort(cs)
+	c.failed = &CeremonyError{Culprits: cs, Err: err}
+	c.log.Warn("ceremony aborted", "err", err, "culprits", cs)
+}
+
+func (c *ceremony) blame(id string, sentinel error, format string, args ...any) {
+	c.fail(fmt.Errorf("%w from %s: %s", sentinel, id, fmt.Sprintf(format, args...)), id)
+}
+
+// tssFail maps a tss-lib error's culprits (party ids) to node ids.
+func (c *ceremony) tssFail(err *tss.Error) {
+	var culprits []string
+	for _, pid := range err.Culprits() {
+		if pid == nil {
+			continue
+		}
+		if id, ok := c.byKey[hex.EncodeToString(pid.Key)]; ok {
+			culprits = append(culprits, id)
+		}
+	}
+	c.fail(err, culprits...)
+}
+
+func broadcastHash(sid SessionID, origin, typ string, payload []byte) [32]byte {
+	h := sha256.New()
+	h.Write([]byte(echoTag))
+	h.Write(sid[:])
+	var n [1]byte
+	n[0] = byte(len(origin))
+	h.Write(n[:])
+	h.Write([]byte(origin))
+	n[0] = byte(len(typ))
+	h.Write(n[:])
+	h.Write([]byte(typ))
+	h.Write(payload)
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}
+
+// handle processes one queued message in the inbox loop.
+func (c *ceremony) handle(m *Message) {
+	switch m.Kind {
+	case MsgTSS:
+		c.handleTSS(m)
+	case MsgEcho:
+		c.handleEcho(m)
+	case MsgAbort:
+		reason, err := parseAbort(m.Payload)
+		if err != nil {
+			c.blame(m.From, ErrInvalidMessage, "%v", err)
+			return
+		}
+		// Do not fail at once: the evidence that made the peer give up (a
+		// garbage message, a conflicting echo) is usually on its way here
+		// too, and blaming from first-hand evidence beats "someone gave up".
+		if c.peerAbort == nil {
+			c.peerAbort = fmt.Errorf("%w: %s gave up: %s", ErrPeerAborted, m.From, reason)
+			c.abortTimer = time.NewTimer(abortGrace)
+		}
+	default:
+		c.blame(m.From, ErrInvalidMessage, "unknown message kind %d", m.Kind)
+	}
+}
+
+func (c *ceremony) handleTSS(m *Message) {
+	var parsed tss.ParsedMessage
+	var perr error
+	if err := safeCall(c.log, func() { parsed, perr = tss.ParseWireMessage(m.Payload, c.pids[m.From], m.Broadcast) }); err != nil {
+		perr = err
+	}
+	if perr != nil {
+		c.blame(m.From, ErrInvalidMessage, "unparseable tss message: %v", perr)
+		return
+	}
+	typ := parsed.Type()
+	spec, ok := c.spec.types[typ]
+	if !ok {
+		c.blame(m.From, ErrInvalidMessage, "unexpected message type %q", typ)
+		return
+	}
+	if spec.broadcast != m.Broadcast {
+		c.blame(m.From, ErrInvalidMessage, "%s sent with broadcast=%v", typ, m.Broadcast)
+		return
+	}
+	key := msgKey{m.From, typ}
+	h := broadcastHash(c.sid, m.From, typ, m.Payload)
+	if prev, ok := c.seen[key]; ok {
+		if prev == h {
+			c.e.drop(DropDuplicate, m)
+			return
+		}
+		c.blame(m.From, ErrEquivocation, "two different %s messages", typ)
+		return
+	}
+	c.seen[key] = h
+	if spec.broadcast {
+		c.bcast[key] = h
+		for _, q := range c.members {
+			if q == c.self || q == m.From {
+				continue
+			}
+			if prev, ok := c.echoes[echoKey{m.From, typ, q}]; ok && prev != h {
+				c.blame(m.From, ErrEquivocation, "%s broadcast differs from what %s received", typ, q)
+				return
+			}
+		}
+		c.sendEchoes(m.From, typ, h)
+	}
+	var valid bool
+	if err := safeCall(c.log, func() { valid = parsed.ValidateBasic() }); err != nil || !valid {
+		c.blame(m.From, ErrInvalidMessage, "%s failed basic validation", typ)
+		return
+	}
+	c.feed(m.From, parsed)
+}
+
+// feed runs custos's own checks and hands the message to tss-lib, then
+// retries messages whose checks were waiting for this one.
+func (c *ceremony) feed(from string, msg tss.ParsedMessage) {
+	if wait := c.accept(from, msg); wait {
+		c.deferred = append(c.deferred, msg)
+		return
+	}
+	for progress := true; progress && c.failed == nil; {
+		progress = false
+		for i := 0; i < len(c.deferred) && c.failed == nil; i++ {
+			d := c.deferred[i]
+			if c.accept(c.byKey[hex.EncodeToString(d.GetFrom().Key)], d) {
+				continue
+			}
+			c.deferred = slices.Delete(c.deferred, i, i+1)
+			i--
+			progress = true
+		}
+	}
+}
+
+// accept checks msg and, if it passes, gives it to tss-lib. It returns true if
+// the check must wait for another message.
+func (c *ceremony) accept(from string, msg tss.ParsedMessage) (wait bool) {
+	lookup := func(from, typ string) tss.ParsedMessage { return c.accepted[msgKey{from, typ}] }
+	var cerr error
+	if err := safeCall(c.log, func() { wait, cerr = c.check(from, msg, lookup) }); err != nil {
+		cerr = err
+	}
+	if cerr != nil {
+		c.blame(from, ErrInvalidMessage, "%s: %v", msg.Type(), cerr)
+		return false
+	}
+	if wait {
+		return true
+	}
+	c.accepted[msgKey{from, msg.Type()}] = msg
+	if c.tssDone {
+		return false
+	}
+	var terr *tss.Error
+	if err := safeCall(c.log, func() { _, terr = c.party.Update(msg) }); err != nil {
+		c.fail(err)
+		return false
+	}
+	if terr != nil {
+		c.tssFail(terr)
+	}
+	return false
+}
+
+func (c *ceremony) sendEchoes(origin, typ string, h [32]byte) {
+	payload := echo{Origin: origin, Type: typ, Hash: h}.encode()
+	m := &Message{Session: c.sid, Kind: MsgEcho, Payload: payload}
+	for _, q := range c.members {
+		if q == c.self || q == origin {
+			continue
+		}
+		select {
+		case c.echoOut <- outbound{to: q, m: m}:
+		default: // cannot happen: echoOut holds every echo of the session
+			c.log.Error("echo queue full; echo not sent", "to", q)
+		}
+	}
+}
+
+func (c *ceremony) handleEcho(m *Message) {
+	e, err := parseEcho(m.Payload)
+	if err != nil {
+		c.blame(m.From, ErrInvalidMessage, "%v", err)
+		return
+	}
+	if !c.memberSet[e.Origin] || e.Origin == m.From || e.Origin == c.self {
+		c.blame(m.From, ErrInvalidMessage, "echo about %q, which it must not echo to this node", e.Origin)
+		return
+	}
+	if spec, ok := c.spec.types[e.Type]; !ok || !spec.broadcast {
+		c.blame(m.From, ErrInvalidMessage, "echo of %q, which is not a broadcast of this protocol", e.Type)
+		return
+	}
+	k := echoKey{e.Origin, e.Type, m.From}
+	if prev, ok := c.echoes[k]; ok {
+		if prev == e.Hash {
+			c.e.drop(DropDuplicate, m)
+			return
+		}
+		c.blame(m.From, ErrEquivocation, "two different echoes of %s's %s", e.Origin, e.Type)
+		return
+	}
+	c.echoes[k] = e.Hash
+	if mine, ok := c.bcast[msgKey{e.Origin, e.Type}]; ok && mine != e.Hash {
+		c.blame(e.Origin, ErrEquivocation, "%s broadcast differs from what %s received", e.Type, m.From)
+	}
+}
+
+// echoesComplete reports whether this node holds, for every broadcast of
+// every other member, a matching echo from every member other than itself
+// and the sender (mismatches abort as soon as they are seen).
+func (c *ceremony) echoesComplete() bool {
+	for _, origin := range c.members {
+		if origin == c.self {
+			continue
+		}
+		for _, typ := range c.spec.bcasts {
+			if _, ok := c.bcast[msgKey{origin, typ}]; !ok {
+				return false
+			}
+			for _, q := range c.members {
+				if q == c.self || q == origin {
+					continue
+				}
+				if _, ok := c.echoes[echoKey{origin, typ, q}]; !ok {
+					return false
+				}
+			}
+		}
+	}
+	return true
+}
+
+// silent names the members blamed for a timeout: while tss-lib runs, those
+// from whom a message of the earliest incomplete round never came; after it
+// finished, those whose echoes never came.
+func (c *ceremony) silent() (culprits []string, where string) {
+	if !c.tssDone {
+		minRound := math.MaxInt
+		missing := map[int][]string{}
+		for _, id := range c.members {
+			if id == c.self {
+				continue
+			}
+			for typ, s := range c.spec.types {
+				if _, ok := c.seen[msgKey{id, typ}]; ok {
+					continue
+				}
+				if !slices.Contains(missing[s.round], id) {
+					missing[s.round] = append(missing[s.round], id)
+				}
+				minRound = min(minRound, s.round)
+			}
+		}
+		if minRound == math.MaxInt {
+			return nil, "every message arrived; this node was still computing"
+		}
+		return missing[minRound], fmt.Sprintf("round %d messages missing", minRound)
+	}
+	for _, origin := range c.members {
+		if origin == c.self {
+			continue
+		}
+		for _, typ := range c.spec.bcasts {
+			for _, q := range c.members {
+				if q == c.self || q == origin {
+					continue
+				}
+				if _, ok := c.echoes[echoKey{origin, typ, q}]; !ok && !slices.Contains(culprits, q) {
+					culprits = append(culprits, q)
+				}
+			}
+		}
+	}
+	return culprits, "broadcast echoes missing"
+}
+
+// sendLoop drains tss-lib's out channel and the echo channel, sending every
+// message through the transport. It runs until both channels are closed, so
+// tss-lib never blocks on out even after the ceremony failed.
+func (c *ceremony) sendLoop(ctx context.Context, out <-chan tss.Message, echoes <-chan outbound, errc chan<- error) {
+	for out != nil || echoes != nil {
+		select {
+		case m, ok := <-out:
+			if !ok {
+				out = nil
+				continue
+			}
+			if err := c.sendTSS(ctx, m); err != nil {
+				select {
+				case errc <- err:
+				default:
+				}
+			}
+		case o, ok := <-echoes:
+			if !ok {
+				echoes = nil
+				continue
+			}
+			c.send(ctx, o.to, o.m)
+		}
+	}
+}
+
+func (c *ceremony) sendTSS(ctx context.Context, tm tss.Message) error {
+	var (
+		payload []byte
+		routing *tss.MessageRouting
+		werr    error
+	)
+	if err := safeCall(c.log, func() { payload, routing, werr = tm.WireBytes() }); err != nil {
+		return err
+	}
+	if werr != nil {
+		return fmt.Errorf("encode own tss message: %w", werr)
+	}
+	if len(payload) == 0 || len(payload) > MaxPayloadSize {
+		return fmt.Errorf("own tss message of %d bytes cannot be sent", len(payload))
+	}
+	m := &Message{Session: c.sid, Broadcast: routing.IsBroadcast, Kind: MsgTSS, Payload: payload}
+	if routing.To == nil {
+		for _, q := range c.members {
+			if q != c.self {
+				c.send(ctx, q, m)
+			}
+		}
+		return nil
+	}
+	for _, pid := range routing.To {
+		q, ok := c.byKey[hex.EncodeToString(pid.Key)]
+		if !ok || q == c.self {
+			return fmt.Errorf("tss-lib addressed a message to an unknown party %s", pid)
+		}
+		c.send(ctx, q, m)
+	}
+	return nil
+}
+
+func (c *ceremony) send(ctx context.Context, to string, m *Message) {
+	if ctx.Err() != nil {
+		return
+	}
+	if err := c.e.cfg.Transport.Send(ctx, to, m); err != nil && ctx.Err() == nil {
+		c.log.Debug("send failed", "to", to, "kind", m.Kind.String(), "err", err)
+	}
+}
+
+// stopped records why the ceremony's context ended.
+func (c *ceremony) stopped(ctx context.Context) {
+	switch {
+	case c.e.baseCtx.Err() != nil:
+		c.fail(ErrEngineClosed)
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		culprits, where := c.silent()
+		c.fail(fmt.Errorf("%w: %s", context.DeadlineExceeded, where), culprits...)
+	default:
+		c.fail(ctx.Err())
+	}
+}
+
+// abortGrace is how long a node keeps processing after a peer said it gave
+// up, to blame from first-hand evidence if it arrives.
+const abortGrace = 200 * time.Millisecond
+
+// flushBudget bounds how long a finished ceremony keeps sending what it still
+// has to send (its last messages and echoes, or its abort notices).
+const flushBudget = 2 * time.Second
+
+// runCeremony runs one party of a session to completion: it registers the
+// session, starts the party (before any message is given to it), feeds it
+// the queued messages in order from this one goroutine, drains out/end in
+// their own goroutines, waits for echoes of every broadcast, and returns the
+// party's result. Every goroutine it starts has exited when it returns.
+func runCeremony[R any](ctx context.Context, c *ceremony, newParty func(out chan<- tss.Message, end chan<- R) tss.Party) (res R, err error) {
+	e := c.e
+	if err := e.register(c); err != nil {
+		return res, fmt.Errorf("session %s: %w", shortID(c.sid), err)
+	}
+	defer e.unregister(c)
+
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(e.baseCtx, cancel)
+	defer stop()
+	// Sends use their own context: they must outlive cctx long enough to
+	// flush the last echoes and the abort notices (bounded by flushBudget
+	// once the inbox loop is over), and stop at once when the engine closes.
+	sctx, scancel := context.WithCancel(context.Background())
+	defer scancel()
+	stopS := context.AfterFunc(e.baseCtx, scancel)
+	defer stopS()
+
+	n := len(c.members)
+	// out and echoOut can hold everything this party will ever send in the
+	// session, so neither tss-lib nor the inbox loop ever waits for the
+	// transport.
+	out := make(chan tss.Message, n*len(c.spec.types)+8)
+	end := make(chan R, 1)
+	c.echoOut = make(chan outbound, (n-1)*(n-2)*len(c.spec.bcasts)+n+1)
+	sendErr := make(chan error, 1)
+	results := make(chan R, 1)
+
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		c.sendLoop(sctx, out, c.echoOut, sendErr)
+	}()
+	go func() {
+		defer wg.Done()
+		first := true
+		for r := range end {
+			if first {
+				results <- r
+				first = false
+			}
+		}
+	}()
+
+	c.log.Info("ceremony starting", "parties", n)
+	var result R
+	if perr := safeCall(c.log, func() { c.party = newParty(out, end) }); perr != nil {
+		c.fail(perr)
+	} else {
+		var terr *tss.Error
+		if perr := safeCall(c.log, func() { terr = c.party.Start() }); perr != nil {
+			c.fail(perr)
+		} else if terr != nil {
+			c.tssFail(terr)
+		}
+	}
+
+loop:
+	for c.failed == nil {
+		if c.tssDone && c.echoesComplete() {
+			break
+		}
+		if cctx.Err() != nil { // a deadline takes precedence over queued messages
+			c.stopped(cctx)
+			break
+		}
+		var abort <-chan time.Time
+		if c.abortTimer != nil {
+			abort = c.abortTimer.C
+		}
+		select {
+		case <-c.notify:
+			for _, m := range c.takeQueue() {
+				c.handle(m)
+				if c.failed != nil {
+					break loop
+				}
+			}
+		case result = <-results:
+			c.tssDone = true
+		case err := <-sendErr:
+			c.fail(err)
+		case <-abort:
+			c.fail(c.peerAbort)
+		case <-cctx.Done():
+			c.stopped(cctx)
+		}
+	}
+	if c.abortTimer != nil {
+		c.abortTimer.Stop()
+	}
+	if c.failed != nil && !errors.Is(c.failed, ErrPeerAborted) && !errors.Is(c.failed, ErrEngineClosed) {
+		// Tell the others, after whatever is still queued (echoes are evidence).
+		m := &Message{Session: c.sid, Kind: MsgAbort, Payload: abortPayload(c.failed.Error())}
+		for _, q := range c.members {
+			if q != c.self {
+				select {
+				case c.echoOut <- outbound{to: q, m: m}:
+				default:
+				}
+			}
+		}
+	}
+	close(out)
+	close(end)
+	close(c.echoOut)
+	flush := time.AfterFunc(flushBudget, scancel)
+	wg.Wait()
+	flush.Stop()
+	if c.failed != nil {
+		return res, c.failed
+	}
+	c.log.Info("ceremony finished")
+	return result, nil
+}

@@ -1,0 +1,61 @@
+package protocol
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Sentinel errors. Ceremony failures are returned as *CeremonyError wrapping
+// one of these (or a tss-lib error, or a context error); argument problems are
+// returned as plain errors wrapping ErrInvalidArgument.
+var (
+	// ErrInvalidArgument: the caller passed something the engine cannot run
+	// (bad committee, threshold, key material, digest...). Nothing was started.
+	ErrInvalidArgument = errors.New("protocol: invalid argument")
+	// ErrSessionReused: this session id already ran (or is running) in this process.
+	ErrSessionReused = errors.New("protocol: session id already used")
+	// ErrTooManySessions: MaxSessions ceremonies are already running.
+	ErrTooManySessions = errors.New("protocol: too many sessions in flight")
+	// ErrEngineClosed: the engine was closed.
+	ErrEngineClosed = errors.New("protocol: engine closed")
+	// ErrEquivocation: a party sent two different messages where it must send
+	// one, or told different parties different things in a broadcast.
+	ErrEquivocation = errors.New("protocol: equivocation")
+	// ErrInvalidMessage: a party sent bytes that are not a valid message for
+	// this ceremony (garbage, wrong type, wrong broadcast flag, failed checks).
+	ErrInvalidMessage = errors.New("protocol: invalid message")
+	// ErrPeerAborted: another committee member gave up on the session and
+	// said so; it is blamed by nobody here (its own report names culprits).
+	ErrPeerAborted = errors.New("protocol: a committee member aborted")
+	// ErrPanic: tss-lib panicked while processing the ceremony.
+	ErrPanic = errors.New("protocol: tss-lib panicked")
+	// ErrBadSignature: the ceremony produced a signature that does not verify
+	// against the (derived) public key. It is never returned to the caller.
+	ErrBadSignature = errors.New("protocol: produced signature does not verify")
+)
+
+// CeremonyError is a failed ceremony. Culprits are the node ids the engine
+// holds responsible (sorted, without this node); it is empty when no one can be
+// blamed, e.g. a local failure or a timeout where every message arrived.
+// For timeouts Err wraps context.DeadlineExceeded and Culprits names the
+// parties whose messages for the current round (or whose echoes) never came.
+type CeremonyError struct {
+	Culprits []string
+	Err      error
+}
+
+// Error describes the failure and the parties blamed for it.
+func (e *CeremonyError) Error() string {
+	if len(e.Culprits) == 0 {
+		return fmt.Sprintf("ceremony failed: %v", e.Err)
+	}
+	return fmt.Sprintf("ceremony failed (culprits: %s): %v", strings.Join(e.Culprits, ", "), e.Err)
+}
+
+// Unwrap returns the underlying cause.
+func (e *CeremonyError) Unwrap() error { return e.Err }
+
+func invalidArg(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidArgument, fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,231 @@
+package protocol
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"fmt"
+	"math/big"
+
+	"github.com/bnb-chain/tss-lib/v2/common"
+	ecdsakeygen "github.com/bnb-chain/tss-lib/v2/ecdsa/keygen"
+	ecdsasigning "github.com/bnb-chain/tss-lib/v2/ecdsa/signing"
+	eddsakeygen "github.com/bnb-chain/tss-lib/v2/eddsa/keygen"
+	eddsasigning "github.com/bnb-chain/tss-lib/v2/eddsa/signing"
+	"github.com/bnb-chain/tss-lib/v2/tss"
+	"github.com/btcsuite/btcd/btcec/v2"
+	btcecdsa "github.com/btcsuite/btcd/btcec/v2/ecdsa"
+)
+
+// MaxEdDSAMessageSize caps the raw message of an Ed25519 signing.
+const MaxEdDSAMessageSize = 1 << 20
+
+// ECDSASignature is a secp256k1 signature produced by a ceremony, verified
+// against the (derived) public key before it is returned.
+type ECDSASignature struct {
+	// R and S are big-endian, zero-padded; S is in the lower half of the order.
+	R, S [32]byte
+	// RecoveryID (0..3) recovers the public key from (R, S) and the digest.
+	RecoveryID byte
+	// DER is the strict DER encoding of (R, S).
+	DER []byte
+}
+
+// keyIndex maps each party key of a share's party list to its position.
+func keyIndex(ks []*big.Int) map[string]int {
+	idx := make(map[string]int, len(ks))
+	for i, k := range ks {
+		idx[hex.EncodeToString(k.Bytes())] = i
+	}
+	return idx
+}
+
+// checkSigners verifies that this node's share belongs to it and that every
+// signer holds a share of the key.
+func checkSigners(c *ceremony, shareID *big.Int, ks []*big.Int, threshold int) (map[string]int, error) {
+	if len(c.members) < threshold {
+		return nil, invalidArg("%d signers for a threshold of %d", len(c.members), threshold)
+	}
+	if len(c.members) > len(ks) {
+		return nil, invalidArg("%d signers for a key of %d parties", len(c.members), len(ks))
+	}
+	if shareID.Cmp(PartyKey(c.self)) != 0 {
+		return nil, invalidArg("the key share does not belong to this node")
+	}
+	idx := keyIndex(ks)
+	pos := make(map[string]int, len(c.members))
+	for _, id := range c.members {
+		i, ok := idx[hex.EncodeToString(PartyKey(id).Bytes())]
+		if !ok {
+			return nil, invalidArg("signer %q holds no share of this key", id)
+		}
+		pos[id] = i
+	}
+	return pos, nil
+}
+
+// SignECDSA signs a 32-byte digest with a secp256k1 key share together with
+// signers (node ids, self included, at least threshold of them). With a
+// non-empty path the signature is made with the non-hardened BIP32 child of
+// the key under chainCode (32 bytes), through tss-lib's key-derivation delta.
+// The signature is normalised to low S, its recovery id computed, and it is
+// verified with btcec against the (derived) public key before it is returned.
+// key is not modified.
+func (e *Engine) SignECDSA(ctx context.Context, sid SessionID, signers []string, threshold int, key *ecdsakeygen.LocalPartySaveData, digest []byte, chainCode []byte, path []uint32) (*ECDSASignature, error) {
+	curve := tss.S256()
+	if len(digest) != 32 {
+		return nil, invalidArg("digest must be 32 bytes, got %d", len(digest))
+	}
+	m := new(big.Int).SetBytes(digest)
+	if m.Cmp(curve.Params().N) >= 0 {
+		return nil, invalidArg("digest is not below the curve order")
+	}
+	if err := checkECDSASave(key); err != nil {
+		return nil, err
+	}
+	if threshold < 2 {
+		return nil, invalidArg("threshold %d (want at least 2)", threshold)
+	}
+	c, err := e.newCeremony(sid, signers, ecdsaSignSpec())
+	if err != nil {
+		return nil, err
+	}
+	keyCopy := cloneECDSASave(key)
+	pos, err := checkSigners(c, keyCopy.ShareID, keyCopy.Ks, threshold)
+	if err != nil {
+		return nil, err
+	}
+	pub := compressSecp(keyCopy.ECDSAPub.X(), keyCopy.ECDSAPub.Y())
+	var delta *big.Int
+	if len(path) > 0 {
+		childPub, _, d, err := DeriveECDSA(pub, chainCode, path)
+		if err != nil {
+			return nil, err
+		}
+		child, err := btcec.ParsePubKey(childPub)
+		if err != nil {
+			return nil, fmt.Errorf("derived key: %w", err)
+		}
+		keys := []ecdsakeygen.LocalPartySaveData{keyCopy}
+		var uerr error
+		if perr := safeCall(c.log, func() {
+			uerr = ecdsasigning.UpdatePublicKeyAndAdjustBigXj(d, keys, child.ToECDSA(), curve)
+		}); perr != nil {
+			return nil, perr
+		}
+		if uerr != nil {
+			return nil, fmt.Errorf("apply key derivation: %w", uerr)
+		}
+		keyCopy = keys[0]
+		pub, delta = childPub, d
+	} else if err := checkPath(path); err != nil {
+		return nil, err
+	}
+	paillierN := make(map[string]*big.Int, len(c.members))
+	for id, i := range pos {
+		paillierN[id] = keyCopy.PaillierPKs[i].N
+	}
+	c.check = ecdsaSignChecks(paillierN, keyCopy.PaillierSK.N, keyCopy.NTildej[pos[c.self]])
+	params := tss.NewParameters(curve, tss.NewPeerContext(c.sorted), c.pids[c.self], len(c.members), threshold-1)
+	data, err := runCeremony(ctx, c, func(out chan<- tss.Message, end chan<- *common.SignatureData) tss.Party {
+		if delta != nil {
+			return ecdsasigning.NewLocalPartyWithKDD(m, params, keyCopy, delta, out, end, len(digest))
+		}
+		return ecdsasigning.NewLocalParty(m, params, keyCopy, out, end, len(digest))
+	})
+	if err != nil {
+		return nil, err
+	}
+	sig, err := finishECDSA(data, digest, pub)
+	if err != nil {
+		return nil, &CeremonyError{Err: err}
+	}
+	return sig, nil
+}
+
+// finishECDSA normalises, encodes and verifies a tss-lib ECDSA signature.
+func finishECDSA(data *common.SignatureData, digest, pubCompressed []byte) (*ECDSASignature, error) {
+	if data == nil || len(data.R) == 0 || len(data.R) > 32 || len(data.S) == 0 || len(data.S) > 32 {
+		return nil, fmt.Errorf("%w: malformed signature data", ErrBadSignature)
+	}
+	pub, err := btcec.ParsePubKey(pubCompressed)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadSignature, err)
+	}
+	var r, s btcec.ModNScalar
+	if overflow := r.SetByteSlice(data.R); overflow || r.IsZero() {
+		return nil, fmt.Errorf("%w: r out of range", ErrBadSignature)
+	}
+	if overflow := s.SetByteSlice(data.S); overflow || s.IsZero() {
+		return nil, fmt.Errorf("%w: s out of range", ErrBadSignature)
+	}
+	if s.IsOverHalfOrder() {
+		s.Negate()
+	}
+	sig := btcecdsa.NewSignature(&r, &s)
+	if !sig.Verify(digest, pub) {
+		return nil, ErrBadSignature
+	}
+	out := &ECDSASignature{DER: sig.Serialize()}
+	r.PutBytes(&out.R)
+	s.PutBytes(&out.S)
+	// Recovery id: the one under which (R, S) recovers this public key.
+	compact := make([]byte, 65)
+	copy(compact[1:33], out.R[:])
+	copy(compact[33:], out.S[:])
+	for id := byte(0); id < 4; id++ {
+		compact[0] = 27 + 4 + id // compressed key
+		rec, _, err := btcecdsa.RecoverCompact(compact, digest)
+		if err == nil && bytes.Equal(rec.SerializeCompressed(), pubCompressed) {
+			out.RecoveryID = id
+			return out, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: no recovery id recovers the public key", ErrBadSignature)
+}
+
+// SignEdDSA signs msg (the raw message, up to MaxEdDSAMessageSize bytes,
+// possibly empty or starting with zero bytes) with an Ed25519 key share
+// together with signers (node ids, self included, at least threshold of them).
+// It returns the 64-byte RFC 8032 signature, verified with crypto/ed25519
+// before it is returned. key is not modified.
+func (e *Engine) SignEdDSA(ctx context.Context, sid SessionID, signers []string, threshold int, key *eddsakeygen.LocalPartySaveData, msg []byte) ([]byte, error) {
+	if len(msg) > MaxEdDSAMessageSize {
+		return nil, invalidArg("message of %d bytes exceeds %d", len(msg), MaxEdDSAMessageSize)
+	}
+	if err := checkEdDSASave(key); err != nil {
+		return nil, err
+	}
+	if threshold < 2 {
+		return nil, invalidArg("threshold %d (want at least 2)", threshold)
+	}
+	c, err := e.newCeremony(sid, signers, eddsaSignSpec())
+	if err != nil {
+		return nil, err
+	}
+	keyCopy := cloneEdDSASave(key)
+	if _, err := checkSigners(c, keyCopy.ShareID, keyCopy.Ks, threshold); err != nil {
+		return nil, err
+	}
+	pub := EdDSAPublicKey(&keyCopy)
+	c.check = eddsaSignChecks()
+	params := tss.NewParameters(tss.Edwards(), tss.NewPeerContext(c.sorted), c.pids[c.self], len(c.members), threshold-1)
+	// tss-lib takes the message as an integer; fullBytesLen restores leading
+	// zero bytes (and 0 keeps the empty message empty).
+	m := new(big.Int).SetBytes(msg)
+	data, err := runCeremony(ctx, c, func(out chan<- tss.Message, end chan<- *common.SignatureData) tss.Party {
+		return eddsasigning.NewLocalParty(m, params, keyCopy, out, end, len(msg))
+	})
+	if err != nil {
+		return nil, err
+	}
+	if data == nil || len(data.Signature) != ed25519.SignatureSize {
+		return nil, &CeremonyError{Err: fmt.Errorf("%w: malformed signature data", ErrBadSignature)}
+	}
+	sig := append([]byte(nil), data.Signature...)
+	if !ed25519.Verify(ed25519.PublicKey(pub), msg, sig) {
+		return nil, &CeremonyError{Err: ErrBadSignature}
+	}
+	return sig, nil
+}
