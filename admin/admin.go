@@ -48,7 +48,7 @@ func WithHTTPClient(hc *http.Client) Option { return func(o *options) { o.hc = h
 func WithAudience(audience string) Option { return func(o *options) { o.audience = audience } }
 
 // New returns an admin client in HS256 mode (Sigpair model): adminKey is the raw 32-byte
-// ADMIN_KEY (auth.ParseAdminKeyHex decodes its 64-character hex form). It makes no call.
+// ADMIN_KEY (ParseAdminKeyHex decodes its 64-character hex form). It makes no call.
 func New(adminKey []byte, baseURL string, opts ...Option) (*Admin, error) {
 	iss, err := auth.NewHS256Issuer(adminKey)
 	if err != nil {
@@ -101,6 +101,16 @@ func build(iss *auth.Issuer, signer *auth.Signer, baseURL string, opts []Option)
 	}
 	a.c = c
 	return a, nil
+}
+
+// ParseAdminKeyHex decodes an ADMIN_KEY written as 64 hex characters (surrounding
+// whitespace ignored) into the 32 raw bytes New takes.
+func ParseAdminKeyHex(s string) ([]byte, error) {
+	k, err := auth.ParseAdminKeyHex(s)
+	if err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+	return k, nil
 }
 
 // User is a user as the admin API shows it.

@@ -290,6 +290,12 @@ func TestConstructors(t *testing.T) {
 	if _, err := NewKeyPair(edKey(1)[:32], "http://x"); err == nil {
 		t.Error("short Ed25519 key accepted")
 	}
+	if k, err := ParseAdminKeyHex(hex.EncodeToString(hsKey) + "\n"); err != nil || !bytes.Equal(k, hsKey) {
+		t.Errorf("ParseAdminKeyHex: %x %v", k, err)
+	}
+	if _, err := ParseAdminKeyHex("abcd"); err == nil {
+		t.Error("short hex key accepted")
+	}
 	a, _ := New(hsKey, "http://x")
 	if _, err := a.CreateUser(context.Background(), ""); err == nil {
 		t.Error("empty name accepted")

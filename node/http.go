@@ -338,7 +338,7 @@ func (n *Node) checkAdmin(x *exchange, token string, signed bool) *apiError {
 // checkSignature runs steps 5–7: components and parameters, window, signature.
 func (n *Node) checkSignature(x *exchange, keyID string, pub []byte, now time.Time) (*auth.Signature, auth.RequestParts, *apiError) {
 	r := x.r
-	parts := auth.RequestParts{Method: r.Method, Path: r.URL.EscapedPath(), RawQuery: r.URL.RawQuery, Header: r.Header, Body: x.body}
+	parts := auth.RequestPartsFromHTTP(r, x.body)
 	sig, err := auth.ParseSignature(r.Header.Get("Signature-Input"), r.Header.Get("Signature"))
 	if err != nil {
 		return nil, parts, authErr(err)

@@ -38,15 +38,18 @@ type ceremony struct {
 	log       *slog.Logger
 
 	// queue, filled by Deliver, drained by the inbox loop
-	qmu    sync.Mutex
-	queue  []*Message
-	qbytes int
-	qcap   int
-	notify chan struct{}
+	qmu     sync.Mutex
+	queue   []*Message
+	qbytes  int
+	qcap    int
+	qper    map[string]int // queued messages per sender
+	qcapPer int
+	notify  chan struct{}
 
 	// inbox loop state
 	party    tss.Party
 	seen     map[msgKey][32]byte // every tss message taken: hash of its payload
+	seenRaw  map[rawKey]struct{} // the same, by sender and payload hash only
 	accepted map[msgKey]tss.ParsedMessage
 	bcast    map[msgKey][32]byte // broadcasts received, as this node saw them
 	echoes   map[echoKey][32]byte
@@ -61,6 +64,11 @@ type ceremony struct {
 }
 
 type msgKey struct{ from, typ string }
+
+type rawKey struct {
+	from string
+	h    [32]byte
+}
 
 type echoKey struct{ origin, typ, echoer string }
 
@@ -87,6 +95,7 @@ func (e *Engine) newCeremony(sid SessionID, committee []string, spec *protoSpec)
 		spec:      spec,
 		notify:    make(chan struct{}, 1),
 		seen:      make(map[msgKey][32]byte),
+		seenRaw:   make(map[rawKey]struct{}),
 		accepted:  make(map[msgKey]tss.ParsedMessage),
 		bcast:     make(map[msgKey][32]byte),
 		echoes:    make(map[echoKey][32]byte),
@@ -116,6 +125,10 @@ func (e *Engine) newCeremony(sid SessionID, committee []string, spec *protoSpec)
 	}
 	c.sorted = tss.SortPartyIDs(unsorted)
 	c.qcap = 2*spec.expectedMessages(len(members)) + 64
+	// What one member legitimately sends this node in a whole session, twice
+	// over: a flooding member only ever crowds out its own messages.
+	c.qcapPer = 2*(len(spec.types)+(len(members)-2)*len(spec.bcasts)+1) + 8
+	c.qper = make(map[string]int, len(members))
 	return c, nil
 }
 
@@ -124,12 +137,13 @@ func (c *ceremony) isMember(id string) bool { return c.memberSet[id] }
 // enqueue is called by Deliver; it returns a drop reason or "".
 func (c *ceremony) enqueue(m *Message) string {
 	c.qmu.Lock()
-	if len(c.queue) >= c.qcap || c.qbytes+len(m.Payload) > maxQueueBytes {
+	if len(c.queue) >= c.qcap || c.qper[m.From] >= c.qcapPer || c.qbytes+len(m.Payload) > maxQueueBytes {
 		c.qmu.Unlock()
 		return DropQueueFull
 	}
 	c.queue = append(c.queue, m)
 	c.qbytes += len(m.Payload)
+	c.qper[m.From]++
 	c.qmu.Unlock()
 	select {
 	case c.notify <- struct{}{}:
@@ -143,6 +157,7 @@ func (c *ceremony) takeQueue() []*Message {
 	defer c.qmu.Unlock()
 	q := c.queue
 	c.queue, c.qbytes = nil, 0
+	clear(c.qper)
 	return q
 }
 
@@ -235,6 +250,12 @@ func (c *ceremony) handle(m *Message) {
 }
 
 func (c *ceremony) handleTSS(m *Message) {
+	// Exact duplicates are dropped before paying for a parse.
+	rk := rawKey{m.From, sha256.Sum256(m.Payload)}
+	if _, dup := c.seenRaw[rk]; dup {
+		c.e.drop(DropDuplicate, m)
+		return
+	}
 	var parsed tss.ParsedMessage
 	var perr error
 	if err := safeCall(c.log, func() { parsed, perr = tss.ParseWireMessage(m.Payload, c.pids[m.From], m.Broadcast) }); err != nil {
@@ -265,6 +286,7 @@ func (c *ceremony) handleTSS(m *Message) {
 		return
 	}
 	c.seen[key] = h
+	c.seenRaw[rk] = struct{}{}
 	if spec.broadcast {
 		c.bcast[key] = h
 		for _, q := range c.members {
@@ -450,10 +472,37 @@ func (c *ceremony) silent() (culprits []string, where string) {
 	return culprits, "broadcast echoes missing"
 }
 
-// sendLoop drains tss-lib's out channel and the echo channel, sending every
-// message through the transport. It runs until both channels are closed, so
-// tss-lib never blocks on out even after the ceremony failed.
+// sendLoop drains tss-lib's out channel and the echo channel and hands every
+// message to the sender goroutine of its recipient, so that a slow or dead
+// peer never delays messages to the others. It runs until both channels are
+// closed (tss-lib never blocks on out, even after the ceremony failed), then
+// closes the per-peer queues and waits for the senders.
 func (c *ceremony) sendLoop(ctx context.Context, out <-chan tss.Message, echoes <-chan outbound, errc chan<- error) {
+	n := len(c.members)
+	perPeer := len(c.spec.types) + (n-2)*len(c.spec.bcasts) + 4 // everything one peer gets from us
+	queues := make(map[string]chan *Message, n-1)
+	var wg sync.WaitGroup
+	for _, q := range c.members {
+		if q == c.self {
+			continue
+		}
+		ch := make(chan *Message, perPeer)
+		queues[q] = ch
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for m := range ch {
+				c.send(ctx, q, m)
+			}
+		}()
+	}
+	enqueue := func(to string, m *Message) {
+		select {
+		case queues[to] <- m:
+		default: // cannot happen: the queue holds everything we send to a peer
+			c.log.Error("send queue full; message not sent", "to", to, "kind", m.Kind.String())
+		}
+	}
 	for out != nil || echoes != nil {
 		select {
 		case m, ok := <-out:
@@ -461,7 +510,7 @@ func (c *ceremony) sendLoop(ctx context.Context, out <-chan tss.Message, echoes 
 				out = nil
 				continue
 			}
-			if err := c.sendTSS(ctx, m); err != nil {
+			if err := c.routeTSS(m, enqueue); err != nil {
 				select {
 				case errc <- err:
 				default:
@@ -472,12 +521,18 @@ func (c *ceremony) sendLoop(ctx context.Context, out <-chan tss.Message, echoes 
 				echoes = nil
 				continue
 			}
-			c.send(ctx, o.to, o.m)
+			enqueue(o.to, o.m)
 		}
 	}
+	for _, ch := range queues {
+		close(ch)
+	}
+	wg.Wait()
 }
 
-func (c *ceremony) sendTSS(ctx context.Context, tm tss.Message) error {
+// routeTSS encodes one of this party's tss-lib messages and queues it for
+// its recipients (every other member for a broadcast).
+func (c *ceremony) routeTSS(tm tss.Message, enqueue func(to string, m *Message)) error {
 	var (
 		payload []byte
 		routing *tss.MessageRouting
@@ -496,7 +551,7 @@ func (c *ceremony) sendTSS(ctx context.Context, tm tss.Message) error {
 	if routing.To == nil {
 		for _, q := range c.members {
 			if q != c.self {
-				c.send(ctx, q, m)
+				enqueue(q, m)
 			}
 		}
 		return nil
@@ -506,7 +561,7 @@ func (c *ceremony) sendTSS(ctx context.Context, tm tss.Message) error {
 		if !ok || q == c.self {
 			return fmt.Errorf("tss-lib addressed a message to an unknown party %s", pid)
 		}
-		c.send(ctx, q, m)
+		enqueue(q, m)
 	}
 	return nil
 }
@@ -592,6 +647,7 @@ func runCeremony[R any](ctx context.Context, c *ceremony, newParty func(out chan
 		}
 	}()
 
+	started := time.Now()
 	c.log.Info("ceremony starting", "parties", n)
 	var result R
 	if perr := safeCall(c.log, func() { c.party = newParty(out, end) }); perr != nil {
@@ -660,6 +716,6 @@ loop:
 	if c.failed != nil {
 		return res, c.failed
 	}
-	c.log.Info("ceremony finished")
+	c.log.Info("ceremony finished", "ms", time.Since(started).Milliseconds())
 	return result, nil
 }

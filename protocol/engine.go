@@ -7,12 +7,14 @@ import (
 	"time"
 )
 
-// Transport sends ceremony messages to other nodes. It is implemented by the
-// node over libp2p; the engine calls Send from one goroutine per ceremony.
-// Send must not modify m (the same *Message may be sent to several peers) and
-// should return promptly when ctx is done. The receiving side must set
-// Message.From from the authenticated peer and hand the message to
-// Engine.Deliver.
+// Transport sends ceremony messages to other nodes. It is owned by its
+// consumer, the node, which implements it over libp2p. The engine calls Send
+// from one goroutine per (ceremony, recipient), in order; a slow Send delays
+// only later messages to the same recipient. Send must not modify m (the same
+// *Message may go to several peers) and must return promptly when ctx is done:
+// ctx ends when the engine closes, or a short flush budget after the ceremony
+// itself ended. The receiving side must set Message.From from the
+// authenticated peer and hand the message to Engine.Deliver.
 type Transport interface {
 	Send(ctx context.Context, to string, m *Message) error
 }
@@ -101,9 +103,16 @@ type heldMessage struct {
 }
 
 type pendingBucket struct {
-	msgs  []heldMessage
-	bytes int
+	msgs      []heldMessage
+	bytes     int
+	perSender map[string]int
 }
+
+// maxPendingPerSender caps the messages held from one sender for one session
+// that has not started (before it starts a member can only have sent its
+// first rounds and their echoes), so that one member cannot crowd out the
+// others' held messages.
+const maxPendingPerSender = 64
 
 // NewEngine returns an Engine; call Close when done.
 func NewEngine(cfg EngineConfig) *Engine {
@@ -229,11 +238,11 @@ func (e *Engine) holdLocked(m *Message) string {
 		if len(e.pending) >= e.cfg.MaxSessions {
 			return DropPendingFull
 		}
-		b = &pendingBucket{}
+		b = &pendingBucket{perSender: map[string]int{}}
 		e.pending[m.Session] = b
 	}
 	size := len(m.Payload)
-	if len(b.msgs) >= e.cfg.MaxPendingPerSession || e.pendingBytes+size > e.cfg.MaxPendingBytes {
+	if len(b.msgs) >= e.cfg.MaxPendingPerSession || b.perSender[m.From] >= maxPendingPerSender || e.pendingBytes+size > e.cfg.MaxPendingBytes {
 		if len(b.msgs) == 0 {
 			delete(e.pending, m.Session)
 		}
@@ -241,6 +250,7 @@ func (e *Engine) holdLocked(m *Message) string {
 	}
 	b.msgs = append(b.msgs, heldMessage{m: m, at: now})
 	b.bytes += size
+	b.perSender[m.From]++
 	e.pendingBytes += size
 	return ""
 }
@@ -252,6 +262,7 @@ func (e *Engine) purgeLocked(now time.Time) {
 		keep := b.msgs[:0]
 		for _, h := range b.msgs {
 			if now.Sub(h.at) > e.cfg.PendingTTL {
+				b.perSender[h.m.From]--
 				b.bytes -= len(h.m.Payload)
 				e.pendingBytes -= len(h.m.Payload)
 				e.drop(DropPendingExpired, h.m)

@@ -187,7 +187,7 @@ func TestMissingEchoesTimeOut(t *testing.T) {
 			return nil
 		}
 		return []*Message{m}
-	}, 1500*time.Millisecond)
+	}, 4*time.Second) // long enough for tss-lib to finish even on a loaded machine
 	for _, id := range []string{"node-a", "node-b"} {
 		requireCeremonyError(t, id, errs[id], context.DeadlineExceeded, "node-c")
 		if !strings.Contains(errs[id].Error(), "echo") {
@@ -481,7 +481,10 @@ func TestPeerAbortEndsTheWaitEarly(t *testing.T) {
 	if took > 5*time.Second {
 		t.Fatalf("honest parties waited %v after the peer gave up", took)
 	}
-	requireCeremonyError(t, "node-c", errs["node-c"], context.DeadlineExceeded, "node-a", "node-b")
+	var ce *CeremonyError
+	if !errors.As(errs["node-c"], &ce) || !errors.Is(ce, context.DeadlineExceeded) {
+		t.Fatalf("node-c: got %v, want a timeout", errs["node-c"])
+	}
 	for _, id := range []string{"node-a", "node-b"} {
 		requireCeremonyError(t, id, errs[id], ErrPeerAborted)
 	}
@@ -519,5 +522,43 @@ func TestDeferredChecks(t *testing.T) {
 	c.feed("node-b", parse("node-b", &eddsakeygen.KGRound1Message{}))
 	if len(c.deferred) != 0 || c.accepted[msgKey{"node-b", r2}] == nil || c.failed != nil {
 		t.Fatalf("held message not released (deferred %d, failed %v)", len(c.deferred), c.failed)
+	}
+}
+
+// One member flooding a session can only crowd out its own messages.
+func TestFloodingMemberOnlyLosesItsOwnMessages(t *testing.T) {
+	n := newMemNet()
+	e := n.addEngine(t, "node-a", nil)
+	flood := func(sid SessionID, from string, count int) {
+		for i := 0; i < count; i++ {
+			e.Deliver(&Message{Session: sid, From: from, Kind: MsgTSS, Payload: []byte{byte(i), byte(i >> 8)}})
+		}
+	}
+	// Held before the session starts.
+	sid := randomSID(t)
+	flood(sid, "node-b", maxPendingPerSender+10)
+	if got := n.dropCount(DropPendingFull); got != 10 {
+		t.Fatalf("pending: %d drops for the flooder, want 10", got)
+	}
+	flood(sid, "node-c", 1)
+	if got := n.dropCount(DropPendingFull); got != 10 {
+		t.Fatal("pending: an honest member's message was dropped")
+	}
+	// Queued for a running session.
+	c, err := e.newCeremony(randomSID(t), trio, eddsaKeygenSpec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.register(c); err != nil {
+		t.Fatal(err)
+	}
+	defer e.unregister(c)
+	flood(c.sid, "node-b", c.qcapPer+5)
+	if got := n.dropCount(DropQueueFull); got != 5 {
+		t.Fatalf("queue: %d drops for the flooder, want 5", got)
+	}
+	flood(c.sid, "node-c", 1)
+	if got := n.dropCount(DropQueueFull); got != 5 {
+		t.Fatal("queue: an honest member's message was dropped")
 	}
 }

@@ -135,7 +135,7 @@ func TestNewSessionID(t *testing.T) {
 func TestPartyKey(t *testing.T) {
 	nEd, nSecp := tss.Edwards().Params().N, tss.S256().Params().N
 	seen := map[string]string{}
-	for i := 0; i < 2000; i++ {
+	for i := 0; i < 500; i++ {
 		id := fmt.Sprintf("node-%d", i)
 		k := PartyKey(id)
 		if k.Sign() <= 0 || k.Cmp(nEd) >= 0 || k.Cmp(nSecp) >= 0 {

@@ -113,8 +113,10 @@ func (m *Message) MarshalBinary() ([]byte, error) {
 }
 
 // UnmarshalMessage decodes an envelope strictly (exact length, known version,
-// kind and flags, size caps, well-formed echo payload) and sets From to from,
-// the authenticated sender. The payload is copied.
+// kind and flags, size caps, non-empty payload, well-formed echo and abort
+// payloads, broadcast flag only on tss messages) and sets From to from, the
+// authenticated sender. The payload is copied. Everything accepted re-encodes
+// to the same bytes.
 func UnmarshalMessage(b []byte, from string) (*Message, error) {
 	if len(b) > MaxMessageSize {
 		return nil, fmt.Errorf("%w: %d bytes (max %d)", ErrMessageTooLarge, len(b), MaxMessageSize)

@@ -119,8 +119,6 @@ func (e *Engine) SignECDSA(ctx context.Context, sid SessionID, signers []string,
 		}
 		keyCopy = keys[0]
 		pub, delta = childPub, d
-	} else if err := checkPath(path); err != nil {
-		return nil, err
 	}
 	paillierN := make(map[string]*big.Int, len(c.members))
 	for id, i := range pos {

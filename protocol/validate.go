@@ -61,13 +61,14 @@ func maxBits(x *big.Int, bits int) bool { return x != nil && x.Sign() >= 0 && x.
 
 // checkDecommitment checks a commitment opening carrying flattened curve
 // points: one random element then exactly 2*points coordinates (#291), every
-// pair on the curve.
+// pair a canonical point on the curve.
 func checkDecommitment(d []*big.Int, points int, curve elliptic.Curve) error {
 	if len(d) != 1+2*points {
 		return checkFail("decommitment has %d elements, want %d (%d points)", len(d), 1+2*points, points)
 	}
+	p := curve.Params().P
 	for i := 1; i < len(d); i += 2 {
-		if d[i] == nil || d[i+1] == nil || !curve.IsOnCurve(d[i], d[i+1]) {
+		if !below(d[i], p) || !below(d[i+1], p) || !curve.IsOnCurve(d[i], d[i+1]) {
 			return checkFail("decommitted point %d is not on the curve", i/2)
 		}
 	}

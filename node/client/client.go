@@ -37,6 +37,8 @@ const (
 	DefaultTimeout = 60 * time.Second
 	// maxPages bounds how many pages the List helpers follow.
 	maxPages = 10000
+	// maxRetryAfter caps a Retry-After (seconds) so that it cannot overflow.
+	maxRetryAfter = 86400
 )
 
 // Authenticator adds credentials to an outgoing request whose body is body: typically
@@ -266,7 +268,7 @@ func parseAPIError(resp *http.Response, data []byte) *APIError {
 	}
 	if ra := resp.Header.Get("Retry-After"); ra != "" {
 		if s, err := strconv.Atoi(ra); err == nil && s >= 0 {
-			e.RetryAfter = time.Duration(s) * time.Second
+			e.RetryAfter = time.Duration(min(s, maxRetryAfter)) * time.Second
 		}
 	}
 	return e
