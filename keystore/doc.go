@@ -24,10 +24,18 @@
 //     written when the store is created. Open verifies it before anything
 //     else, so a wrong master key fails with ErrWrongMasterKey.
 //   - DeleteShare removes the data key and the share in one synced batch
-//     (crypto-erase), then asks Pebble to compact both key ranges so the old
-//     values leave the live files. RotateMasterKey re-wraps every data key,
-//     the node data key and the check record in one atomic synced batch
-//     without touching share ciphertexts.
+//     (crypto-erase). RotateMasterKey re-wraps every data key, the node data
+//     key and the check record in one atomic synced batch without touching
+//     share ciphertexts.
+//
+// An LSM keeps overwritten and deleted values until a compaction drops them,
+// and a recycled WAL file keeps old records past its new write offset. So
+// after DeleteShare, a PutShare that replaces a share, TakePreParams and
+// RotateMasterKey, the store compacts the affected key ranges, and Pebble is
+// configured never to recycle WAL files: the old ciphertexts and old wrapped
+// keys leave the live files (Pebble unlinks obsolete files asynchronously,
+// within milliseconds). Unlinked blocks are not overwritten on the device;
+// destroy an old master key after rotating away from it.
 //
 // A wrong master key or any tampered record is an error (ErrWrongMasterKey or
 // ErrCorrupt), never garbage.
@@ -55,7 +63,9 @@
 //
 // Pebble treats a failed WAL write or sync as fatal. The store turns that
 // into an error (wrapping ErrStoreFailed) for the call that hit it and
-// refuses every later call; the process should close the store and restart.
-// Pebble failures in its own background goroutines still stop the process,
-// as Pebble intends.
+// refuses every later call, reads included; the process should close the
+// store and restart. A record whose write failed is, after restart, either
+// absent or whole. Some failures still stop the process, as Pebble intends:
+// fatal errors in Pebble's background goroutines, and a failure to close the
+// old WAL while rotating to a new one (Pebble panics there directly).
 package keystore

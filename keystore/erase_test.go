@@ -53,34 +53,56 @@ func eventuallyAbsent(t *testing.T, dir string, needles ...[]byte) {
 	}
 }
 
-func TestDeleteShareLeavesNoCiphertext(t *testing.T) {
-	for _, flushed := range []bool{false, true} {
-		name := map[bool]string{false: "in WAL", true: "in sstable"}[flushed]
-		t.Run(name, func(t *testing.T) {
-			dir := t.TempDir()
-			s := openTest(t, dir, testKey(1))
-			for _, id := range []string{"a", "b"} {
-				if err := s.PutShare(id, []byte("share "+id)); err != nil {
+func TestErasedRecordsLeaveNoCiphertext(t *testing.T) {
+	tests := []struct {
+		name  string
+		gone  []string // raw keys whose current values must vanish from disk
+		erase func(s *Store) error
+	}{
+		{"delete share", []string{"dk/a", "s/a"}, func(s *Store) error { return s.DeleteShare("a") }},
+		{"replace share", []string{"dk/a", "s/a"}, func(s *Store) error { return s.PutShare("a", []byte("reshared a")) }},
+		{"take pre-parameters", []string{"pp/0000000000000000"}, func(s *Store) error {
+			_, _, err := s.TakePreParams()
+			return err
+		}},
+	}
+	for _, tc := range tests {
+		for _, flushed := range []bool{false, true} {
+			where := map[bool]string{false: "in WAL", true: "in sstable"}[flushed]
+			t.Run(tc.name+" "+where, func(t *testing.T) {
+				dir := t.TempDir()
+				s := openTest(t, dir, testKey(1))
+				for _, id := range []string{"a", "b"} {
+					if err := s.PutShare(id, []byte("share "+id)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if _, err := s.AddPreParams([]byte("pre-parameters")); err != nil {
 					t.Fatal(err)
 				}
-			}
-			if flushed {
-				if err := s.db.Flush(); err != nil {
+				if flushed {
+					if err := s.db.Flush(); err != nil {
+						t.Fatal(err)
+					}
+				}
+				var old [][]byte
+				for _, k := range tc.gone {
+					v := rawGet(t, s, k)
+					if len(filesContaining(t, dir, v)) == 0 {
+						t.Fatalf("scan does not find %q before erasure", k)
+					}
+					old = append(old, v)
+				}
+				kept := rawGet(t, s, "s/b")
+				if err := tc.erase(s); err != nil {
 					t.Fatal(err)
 				}
-			}
-			dkA, sA, sB := rawGet(t, s, "dk/a"), rawGet(t, s, "s/a"), rawGet(t, s, "s/b")
-			if len(filesContaining(t, dir, dkA)) == 0 || len(filesContaining(t, dir, sA)) == 0 {
-				t.Fatal("scan does not find the stored ciphertext before deletion")
-			}
-			if err := s.DeleteShare("a"); err != nil {
-				t.Fatal(err)
-			}
-			eventuallyAbsent(t, dir, dkA, sA)
-			if len(filesContaining(t, dir, sB)) == 0 {
-				t.Fatal("the other share's ciphertext disappeared from disk")
-			}
-		})
+				eventuallyAbsent(t, dir, old...)
+				if len(filesContaining(t, dir, kept)) == 0 {
+					t.Fatal("an unrelated record disappeared from disk")
+				}
+			})
+		}
 	}
 }
 

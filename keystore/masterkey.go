@@ -10,8 +10,18 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"golang.org/x/crypto/argon2"
+)
+
+// Limits of MasterKeyFromPassphrase.
+const (
+	// MinSaltSize is the shortest salt MasterKeyFromPassphrase accepts.
+	MinSaltSize = 16
+	// MaxPassphraseSize bounds the passphrase (and the salt) given to
+	// Argon2id.
+	MaxPassphraseSize = 1024
 )
 
 // Argon2id parameters of MasterKeyFromPassphrase. Changing them changes every
@@ -20,10 +30,9 @@ const (
 	argonTime    = 3
 	argonMemory  = 64 * 1024 // KiB = 64 MiB
 	argonThreads = 2
-	// MinSaltSize is the shortest salt MasterKeyFromPassphrase accepts.
-	MinSaltSize = 16
-	// MaxPassphraseSize bounds the passphrase given to Argon2id.
-	MaxPassphraseSize = 1024
+)
+
+const (
 	// hexKeyLen is the length of a master key in hex.
 	hexKeyLen = 2 * MasterKeySize
 	// maxKeyFileSize bounds what MasterKeyFromFile reads.
@@ -111,22 +120,30 @@ func MasterKeyFromPassphrase(passphrase []byte, salt []byte) ([]byte, error) {
 
 // WriteNewMasterKeyFile creates path (mode 0600, never overwriting an
 // existing file) holding a fresh random master key as 64 hex digits and a
-// newline, syncs it, and returns the key.
-func WriteNewMasterKeyFile(path string) (_ []byte, err error) {
+// newline, syncs it and its directory, and returns the key.
+func WriteNewMasterKeyFile(path string) ([]byte, error) {
 	key := make([]byte, MasterKeySize)
 	if _, err := rand.Read(key); err != nil {
 		return nil, fmt.Errorf("keystore: random master key: %w", err)
 	}
+	if err := writeKeyFile(path, key); err != nil {
+		clear(key)
+		return nil, err
+	}
+	return key, nil
+}
+
+// writeKeyFile creates path exclusively and writes key as hex; on any error
+// after creating the file it removes it.
+func writeKeyFile(path string, key []byte) (err error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		clear(key)
-		return nil, fmt.Errorf("keystore: create master key file: %w", err)
+		return fmt.Errorf("keystore: create master key file: %w", err)
 	}
 	defer func() {
 		if err != nil {
 			_ = f.Close()
 			_ = os.Remove(path)
-			clear(key)
 		}
 	}()
 	out := make([]byte, hexKeyLen+1)
@@ -134,20 +151,22 @@ func WriteNewMasterKeyFile(path string) (_ []byte, err error) {
 	hex.Encode(out, key)
 	out[hexKeyLen] = '\n'
 	if _, err := f.Write(out); err != nil {
-		return nil, fmt.Errorf("keystore: write master key file: %w", err)
+		return fmt.Errorf("keystore: write master key file: %w", err)
 	}
 	if err := f.Sync(); err != nil {
-		return nil, fmt.Errorf("keystore: sync master key file: %w", err)
+		return fmt.Errorf("keystore: sync master key file: %w", err)
 	}
 	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("keystore: close master key file: %w", err)
+		return fmt.Errorf("keystore: close master key file: %w", err)
 	}
-	if d, derr := os.Open(filepath.Dir(path)); derr == nil {
-		serr := d.Sync()
-		_ = d.Close()
-		if serr != nil && !errors.Is(serr, os.ErrInvalid) {
-			return nil, fmt.Errorf("keystore: sync directory of master key file: %w", serr)
-		}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return fmt.Errorf("keystore: open directory of master key file: %w", err)
 	}
-	return key, nil
+	serr := d.Sync()
+	_ = d.Close()
+	if serr != nil && !errors.Is(serr, syscall.EINVAL) { // some filesystems cannot sync directories
+		return fmt.Errorf("keystore: sync directory of master key file: %w", serr)
+	}
+	return nil
 }

@@ -28,16 +28,13 @@ type Options struct {
 }
 
 // Store is a node's encrypted key store. It is safe for concurrent use.
-//
-// Locking: mu guards db, master and the derived keys. Every operation holds
-// it for reading; Close and RotateMasterKey hold it for writing, so a
-// rotation never interleaves with a read or a write that uses the master key.
-// ppMu serialises pre-parameter adds and takes (sequence numbers, and so a
-// set is never taken twice).
 type Store struct {
 	dir string
 	log *slog.Logger
 
+	// mu guards db, master and the derived keys. Every operation holds it
+	// for reading; Close and RotateMasterKey hold it for writing, so a
+	// rotation never interleaves with a call that uses the master key.
 	mu       sync.RWMutex
 	db       *pebble.DB  // nil once closed
 	master   cipher.AEAD // wraps data keys and seals the check record
@@ -48,6 +45,8 @@ type Store struct {
 	// returns ErrStoreFailed.
 	failed atomic.Bool
 
+	// ppMu serialises pre-parameter adds and takes (so sequence numbers
+	// are unique and a set is never taken twice). Taken after mu.
 	ppMu   sync.Mutex
 	ppNext uint64 // next pre-parameter sequence number
 }
@@ -64,7 +63,7 @@ type reader interface {
 // A new store gets a fresh node data key and a master-key check record. An
 // existing store is checked first: a master key that does not open the check
 // record yields ErrWrongMasterKey before any other record is read.
-func Open(dir string, masterKey []byte, opts Options) (s *Store, err error) {
+func Open(dir string, masterKey []byte, opts Options) (_ *Store, err error) {
 	if len(masterKey) != MasterKeySize {
 		return nil, fmt.Errorf("%w: master key must be %d bytes, got %d", ErrInvalidMasterKey, MasterKeySize, len(masterKey))
 	}
@@ -84,6 +83,9 @@ func Open(dir string, masterKey []byte, opts Options) (s *Store, err error) {
 	if err := fs.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("keystore: create data directory %s: %w", dir, err)
 	}
+	if st, err := fs.Stat(dir); err == nil && st.Mode().Perm()&0o077 != 0 {
+		logger.Warn("data directory is accessible by group or others; run chmod 700", "dir", dir, "mode", fmt.Sprintf("%04o", st.Mode().Perm()))
+	}
 
 	defer func() {
 		// Pebble's Fatalf panics with pebbleFatal (see pebbleLogger).
@@ -92,7 +94,7 @@ func Open(dir string, masterKey []byte, opts Options) (s *Store, err error) {
 			if !ok {
 				panic(r)
 			}
-			s, err = nil, fmt.Errorf("%w: open %s: %s", ErrStoreFailed, dir, f.msg)
+			err = fmt.Errorf("%w: open %s: %s", ErrStoreFailed, dir, f.msg)
 		}
 	}()
 	db, err := pebble.Open(dir, &pebble.Options{
@@ -111,7 +113,7 @@ func Open(dir string, masterKey []byte, opts Options) (s *Store, err error) {
 	if err != nil {
 		return nil, storageErr("open "+dir, err)
 	}
-	s = &Store{dir: dir, log: logger, db: db, master: master}
+	s := &Store{dir: dir, log: logger, db: db, master: master}
 	if err := s.init(); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -273,7 +275,8 @@ func (s *Store) Close() (err error) {
 }
 
 // PutShare stores (or replaces) the share of MPC key keyID under a fresh
-// data key, in one synced batch.
+// data key, in one synced batch. When it replaces a share, the old data key
+// and share are compacted out of Pebble's live files, as in DeleteShare.
 func (s *Store) PutShare(keyID string, share []byte) error {
 	if err := validateName("key id", keyID); err != nil {
 		return err
@@ -300,12 +303,26 @@ func (s *Store) PutShare(keyID string, share []byte) error {
 		if err != nil {
 			return err
 		}
-		return commit(db, "put share", func(b *pebble.Batch) error {
+		replacing, err := exists(db, dkKey)
+		if err != nil {
+			return err
+		}
+		err = commit(db, "put share", func(b *pebble.Batch) error {
 			if err := b.Set(dkKey, wrapped, nil); err != nil {
 				return err
 			}
 			return b.Set(sKey, sealed, nil)
 		})
+		if err != nil {
+			return err
+		}
+		if replacing {
+			// An old share (say, from before a reshare) must not stay
+			// readable: drop the old data key and share from live files.
+			s.log.Info("share replaced", "key_id", keyID)
+			s.compact(db, "replace share", keyRange(dkKey), keyRange(sKey))
+		}
+		return nil
 	})
 }
 
@@ -479,55 +496,66 @@ func (s *Store) AddPreParams(data []byte) (id string, err error) {
 // synced delete; ErrNotFound when the pool is empty. Concurrent takers never
 // get the same set. A set that fails authentication is removed too (it must
 // never be used, and pre-parameters can be regenerated) and reported as an
-// error wrapping ErrCorrupt.
+// error wrapping ErrCorrupt. The taken record's key range is then compacted
+// so the set does not linger in Pebble's live files.
 func (s *Store) TakePreParams() (id string, data []byte, err error) {
 	err = s.do("take pre-parameters", func(db *pebble.DB) error {
-		s.ppMu.Lock()
-		defer s.ppMu.Unlock()
-		it, err := prefixIter(db, prefixPreParams)
-		if err != nil {
-			return err
+		k, takeErr := s.takeOldest(db, &id, &data)
+		if k != nil {
+			s.compact(db, "take pre-parameters", keyRange(k))
 		}
-		var k, v []byte
-		if it.First() {
-			k = bytes.Clone(it.Key())
-			var verr error
-			v, verr = it.ValueAndErr()
-			v = bytes.Clone(v)
-			if verr != nil {
-				_ = it.Close()
-				return storageErr("take pre-parameters", verr)
-			}
-		}
-		if err := it.Close(); err != nil {
-			return storageErr("take pre-parameters", err)
-		}
-		if k == nil {
-			return fmt.Errorf("%w: pre-parameter pool is empty", ErrNotFound)
-		}
-		seq, perr := parsePreParamsKey(k)
-		var oerr error
-		if perr == nil {
-			data, oerr = openRecord(s.ppAEAD, k, v)
-		}
-		if err := commit(db, "take pre-parameters", func(b *pebble.Batch) error {
-			return b.Delete(k, nil)
-		}); err != nil {
-			clear(data)
-			data = nil
-			return err
-		}
-		if bad := errors.Join(perr, oerr); bad != nil {
-			s.log.Warn("corrupt pre-parameter set removed", "key", string(k))
-			return fmt.Errorf("keystore: corrupt pre-parameter set removed: %w", bad)
-		}
-		id = preParamsID(seq)
-		return nil
+		return takeErr
 	})
 	if err != nil {
 		return "", nil, err
 	}
 	return id, data, nil
+}
+
+// takeOldest deletes the first "pp/" record under ppMu and decrypts it into
+// *id and *data. It returns the deleted key (nil if nothing was deleted).
+func (s *Store) takeOldest(db *pebble.DB, id *string, data *[]byte) (deleted []byte, err error) {
+	s.ppMu.Lock()
+	defer s.ppMu.Unlock()
+	it, err := prefixIter(db, prefixPreParams)
+	if err != nil {
+		return nil, err
+	}
+	var k, v []byte
+	if it.First() {
+		k = bytes.Clone(it.Key())
+		var verr error
+		v, verr = it.ValueAndErr()
+		v = bytes.Clone(v)
+		if verr != nil {
+			_ = it.Close()
+			return nil, storageErr("take pre-parameters", verr)
+		}
+	}
+	if err := it.Close(); err != nil {
+		return nil, storageErr("take pre-parameters", err)
+	}
+	if k == nil {
+		return nil, fmt.Errorf("%w: pre-parameter pool is empty", ErrNotFound)
+	}
+	seq, perr := parsePreParamsKey(k)
+	var pt []byte
+	var oerr error
+	if perr == nil {
+		pt, oerr = openRecord(s.ppAEAD, k, v)
+	}
+	if err := commit(db, "take pre-parameters", func(b *pebble.Batch) error {
+		return b.Delete(k, nil)
+	}); err != nil {
+		clear(pt)
+		return nil, err
+	}
+	if bad := errors.Join(perr, oerr); bad != nil {
+		s.log.Warn("corrupt pre-parameter set removed", "key", string(k))
+		return k, fmt.Errorf("keystore: corrupt pre-parameter set removed: %w", bad)
+	}
+	*id, *data = preParamsID(seq), pt
+	return k, nil
 }
 
 // CountPreParams returns the number of stored pre-parameter sets.

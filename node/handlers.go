@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/custos/custos/internal/state"
+	"github.com/custos/custos/protocol"
 )
 
 // signBody is POST /v1/keys/{key_id}/sign's body.
@@ -60,6 +61,10 @@ func (n *Node) requestView(r *state.Request) map[string]any {
 	}
 	if r.IdempotencyKey != "" {
 		v["idempotency_key"] = r.IdempotencyKey
+	}
+	if k := n.fsm.Key(r.KeyID); k != nil && len(r.Nonce) == 32 {
+		// The current attempt's ceremony session, for correlating node logs.
+		v["session_id"] = protocol.NewSessionID(n.sessionParams(r, k)).String()
 	}
 	if s := r.Signature; s != nil && r.Status == state.StatusSigned {
 		if len(s.Sig) > 0 {

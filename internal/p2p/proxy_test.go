@@ -3,6 +3,7 @@ package p2p
 import (
 	"io"
 	"net"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -67,22 +68,11 @@ func (p *tcpProxy) close() {
 func (p *tcpProxy) multiaddr(t *testing.T) ma.Multiaddr {
 	t.Helper()
 	a := p.ln.Addr().(*net.TCPAddr)
-	m, err := ma.NewMultiaddr("/ip4/" + a.IP.String() + "/tcp/" + itoa(a.Port))
+	m, err := ma.NewMultiaddr("/ip4/" + a.IP.String() + "/tcp/" + strconv.Itoa(a.Port))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return m
-}
-
-func itoa(n int) string {
-	if n == 0 {
-		return "0"
-	}
-	var b []byte
-	for ; n > 0; n /= 10 {
-		b = append([]byte{byte('0' + n%10)}, b...)
-	}
-	return string(b)
 }
 
 func tcpTarget(t *testing.T, m ma.Multiaddr) string {
@@ -102,8 +92,8 @@ func tcpTarget(t *testing.T, m ma.Multiaddr) string {
 // address it advertises through identify.
 func TestDialsOnlyConfiguredAddresses(t *testing.T) {
 	a, b := newTestHost(t), newTestHost(t)
-	real := b.ListenAddrs()[0]
-	proxy := startProxy(t, "127.0.0.1:0", tcpTarget(t, real))
+	direct := b.ListenAddrs()[0]
+	proxy := startProxy(t, "127.0.0.1:0", tcpTarget(t, direct))
 	viaProxy := proxy.multiaddr(t)
 
 	if err := a.SetMembers([]Member{memberOf("a", a), {NodeID: "b", PeerID: b.ID(), Addrs: []ma.Multiaddr{viaProxy}}}); err != nil {
@@ -122,7 +112,7 @@ func TestDialsOnlyConfiguredAddresses(t *testing.T) {
 	if _, err := a.Ping(ctxTimeout(t, 2*time.Second), b.ID()); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("peerstore addresses of b on a: %v (real %s)", a.h.Peerstore().Addrs(b.ID()), real)
+	t.Logf("peerstore addresses of b on a: %v (direct %s)", a.h.Peerstore().Addrs(b.ID()), direct)
 
 	// Proxy down: a must not fall back to b's advertised address.
 	listen := proxy.ln.Addr().String()
@@ -137,6 +127,6 @@ func TestDialsOnlyConfiguredAddresses(t *testing.T) {
 	}
 
 	// Proxy back on the same port: the reconnect loop finds b again.
-	startProxy(t, listen, tcpTarget(t, real))
+	startProxy(t, listen, tcpTarget(t, direct))
 	waitFor(t, 5*time.Second, "reconnect through the proxy", func() bool { return a.Connected(b.ID()) })
 }

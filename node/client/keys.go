@@ -53,12 +53,14 @@ type Request struct {
 	// UpdatedAt is zero when the node does not report it.
 	UpdatedAt time.Time `json:"updated_at,omitzero"`
 	// Message is the hex message of a sign request.
-	Message        string        `json:"message,omitempty"`
-	DerivationPath string        `json:"derivation_path,omitempty"`
-	IdempotencyKey string        `json:"idempotency_key,omitempty"`
-	Signature      *Signature    `json:"signature,omitempty"`
-	Key            *Key          `json:"key,omitempty"`
-	Error          *RequestError `json:"error,omitempty"`
+	Message        string `json:"message,omitempty"`
+	DerivationPath string `json:"derivation_path,omitempty"`
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+	// SessionID is the MPC session of the request's current attempt (for log correlation).
+	SessionID string        `json:"session_id,omitempty"`
+	Signature *Signature    `json:"signature,omitempty"`
+	Key       *Key          `json:"key,omitempty"`
+	Error     *RequestError `json:"error,omitempty"`
 }
 
 // Request statuses (API.md).

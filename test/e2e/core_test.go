@@ -133,6 +133,21 @@ func TestThresholdCluster(t *testing.T) {
 		verifyECDSA(t, ecKey.PublicKey, digest, r.Signature)
 		t.Logf("ECDSA sign via node%d: %v", i+1, time.Since(start))
 	}
+	// Two signings of the same digest run under different, fresh sessions.
+	r1, err1 := alice.clients[0].Sign(ctx, ecKey.KeyID, digest, "", "")
+	r2, err2 := alice.clients[0].Sign(ctx, ecKey.KeyID, digest, "", "")
+	if err1 != nil || err2 != nil || r1.SessionID == "" || r1.SessionID == r2.SessionID {
+		t.Fatalf("session ids of two signings of one digest: %q %q (%v %v)", r1.SessionID, r2.SessionID, err1, err2)
+	}
+	// An idempotency key returns the first request; with another body it conflicts.
+	i1, err1 := alice.clients[0].Sign(ctx, ecKey.KeyID, digest, "", "pay-42")
+	i2, err2 := alice.clients[1].Sign(ctx, ecKey.KeyID, digest, "", "pay-42")
+	if err1 != nil || err2 != nil || i1.RequestID != i2.RequestID || i2.Signature == nil || i1.Signature.DER != i2.Signature.DER {
+		t.Fatalf("idempotent sign: %+v %+v (%v %v)", i1, i2, err1, err2)
+	}
+	if _, err := alice.clients[2].Sign(ctx, ecKey.KeyID, sha("other"), "", "pay-42"); apiCode(err) != "request.idempotency_conflict" {
+		t.Fatalf("idempotency key with another body: %v", err)
+	}
 	r, err := alice.clients[0].Sign(ctx, ecKey.KeyID, digest, "m/0/7", "")
 	if err != nil || r.Status != "signed" {
 		t.Fatalf("derived sign: %v %+v", err, r)
