@@ -240,7 +240,9 @@ func (s *Store) loadPreParamsSeq() error {
 		if err != nil {
 			return err
 		}
-		if seq >= next {
+		if seq == ^uint64(0) {
+			next = seq // exhausted; AddPreParams refuses rather than wrap to 0
+		} else if seq >= next {
 			next = seq + 1
 		}
 	}

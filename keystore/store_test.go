@@ -672,3 +672,23 @@ func TestDataDirectoryMode(t *testing.T) {
 		t.Fatalf("data directory mode %v, want no group/other access", st.Mode().Perm())
 	}
 }
+
+func TestPreParamsSequenceExhausted(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, testKey(1))
+	sealed, err := sealRecord(s.ppAEAD, preParamsKey(^uint64(0)), []byte("last"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawSet(t, s, "pp/ffffffffffffffff", sealed)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, dir, testKey(1))
+	if _, err := s.AddPreParams([]byte("more")); err == nil {
+		t.Fatal("AddPreParams wrapped the sequence instead of refusing")
+	}
+	if id, data, err := s.TakePreParams(); err != nil || id != "ffffffffffffffff" || string(data) != "last" {
+		t.Fatalf("TakePreParams = %s %q %v", id, data, err)
+	}
+}

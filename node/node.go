@@ -18,7 +18,6 @@ import (
 	wal "github.com/hashicorp/raft-wal"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/multiformats/go-multiaddr"
 
 	"github.com/custos/custos/internal/auth"
 	"github.com/custos/custos/internal/config"
@@ -258,19 +257,11 @@ func (n *Node) Start(ctx context.Context) error {
 func p2pMembers(ms []config.Member) ([]p2p.Member, error) {
 	out := make([]p2p.Member, 0, len(ms))
 	for _, m := range ms {
-		pid, err := peer.Decode(m.PeerID)
+		pm, err := p2p.ParseMember(m.ID, m.PeerID, m.P2PAddrs)
 		if err != nil {
-			return nil, fmt.Errorf("member %s: peer_id: %w", m.ID, err)
+			return nil, fmt.Errorf("cluster member %s: %w", m.ID, err)
 		}
-		var addrs []multiaddr.Multiaddr
-		for _, a := range m.P2PAddrs {
-			ma, err := multiaddr.NewMultiaddr(a)
-			if err != nil {
-				return nil, fmt.Errorf("member %s: p2p address %q: %w", m.ID, a, err)
-			}
-			addrs = append(addrs, ma)
-		}
-		out = append(out, p2p.Member{NodeID: m.ID, PeerID: pid, Addrs: addrs})
+		out = append(out, pm)
 	}
 	return out, nil
 }

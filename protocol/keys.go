@@ -5,6 +5,7 @@ import (
 	"crypto/sha512"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/big"
 	"strconv"
 	"strings"
@@ -109,7 +110,12 @@ func DeriveECDSA(pubCompressed []byte, chainCode []byte, path []uint32) (childPu
 		ParentFP:   []byte{0, 0, 0, 0},
 		Version:    []byte{0x04, 0x88, 0xb2, 0x1e}, // xpub; not used by derivation
 	}
-	delta, child, err := ckd.DeriveChildKeyFromHierarchy(path, parent, curve.Params().N, curve)
+	var child *ckd.ExtendedKey
+	if perr := safeCall(slog.Default(), func() {
+		delta, child, err = ckd.DeriveChildKeyFromHierarchy(path, parent, curve.Params().N, curve)
+	}); perr != nil {
+		return nil, nil, nil, perr
+	}
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("derive child key: %w", err)
 	}

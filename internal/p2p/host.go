@@ -164,6 +164,10 @@ func New(cfg Config) (*Host, error) {
 		// no service). No NAT port mapping, hole punching, autorelay, mDNS or DHT is
 		// enabled.
 		libp2p.ForceReachabilityPrivate(),
+		// Identify still stores the addresses a peer advertises in the peerstore, but the
+		// gater's InterceptAddrDial refuses every address that is not configured for the
+		// member, so dials go exactly where SetMembers says (a test proxy, a NAT mapping).
+		// Learning our own observed addresses is useless here: switch it off.
 		libp2p.DisableIdentifyAddressDiscovery(),
 		libp2p.DisableMetrics(),
 		libp2p.Ping(false),
@@ -176,6 +180,9 @@ func New(cfg Config) (*Host, error) {
 	if cfg.EnableQUIC {
 		opts = append(opts, libp2p.Transport(quic.NewTransport))
 	}
+	// The resource manager is libp2p's default (autoscaled limits, e.g. 64 inbound and 128
+	// outbound streams per protocol per peer): ample for raft's connection pool, one tss
+	// stream and concurrent rpc calls per member.
 	lh, err := libp2p.New(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: start libp2p host: %w", err)

@@ -254,14 +254,20 @@ func (a *applier) idempotent(c *Call, route string) (string, Result, bool) {
 	return scope, Result{RequestID: id, KeyID: r.KeyID, Existing: true}, true
 }
 
-func (a *applier) openRequests() int {
-	n := 0
-	for _, r := range a.d.Requests {
-		if !Final(r.Status) {
-			n++
-		}
-	}
-	return n
+func (a *applier) openRequests() int { return len(a.d.Open) }
+
+// addRequest records a new, open request.
+func (a *applier) addRequest(r *Request) {
+	a.d.Requests[r.ID] = r
+	a.d.Open[r.ID] = true
+}
+
+// settle moves a request to a final status.
+func (a *applier) settle(r *Request, status string) {
+	r.Status = status
+	r.Retry = false
+	r.UpdatedAt = a.stamp
+	delete(a.d.Open, r.ID)
 }
 
 func (a *applier) useSessionNonce(nonce []byte) Result {
@@ -331,7 +337,7 @@ func (a *applier) keyCreate(c *Call, u *User) Result {
 		Committee: members, Nonce: slices.Clone(s.Nonce), Attempt: 1, ScheduledAt: a.stamp,
 		IdempotencyKey: c.IdempotencyKey,
 	}
-	a.d.Requests[req.ID] = req
+	a.addRequest(req)
 	if scope != "" {
 		a.d.Idem[scope] = req.ID
 		a.d.IdemHash[scope] = c.BodyHash
@@ -401,7 +407,7 @@ func (a *applier) keySign(c *Call, u *User) Result {
 		Nonce: slices.Clone(s.Nonce), Attempt: 1, ScheduledAt: a.stamp,
 		IdempotencyKey: c.IdempotencyKey,
 	}
-	a.d.Requests[req.ID] = req
+	a.addRequest(req)
 	if scope != "" {
 		a.d.Idem[scope] = req.ID
 		a.d.IdemHash[scope] = c.BodyHash
@@ -463,8 +469,7 @@ func (a *applier) shareStored(c *ShareStored) Result {
 	}
 	k.PublicKey = slices.Clone(first)
 	k.Status = KeyActive
-	r.Status = StatusActive
-	r.UpdatedAt = a.stamp
+	a.settle(r, StatusActive)
 	a.audit("node:"+c.Node, "keygen.active", k.ID, "allowed", "")
 	a.emit(EventSettled, r.ID, k.ID)
 	return Result{RequestID: r.ID, KeyID: k.ID}
@@ -486,9 +491,7 @@ func (a *applier) ceremonyResult(c *CeremonyResult) Result {
 	sig := c.Signature
 	r.Signature = &sig
 	r.SignedBy = c.Node
-	r.Status = StatusSigned
-	r.Retry = false
-	r.UpdatedAt = a.stamp
+	a.settle(r, StatusSigned)
 	a.audit("node:"+c.Node, "sign.signed", r.ID, "allowed", "")
 	a.emit(EventSettled, r.ID, r.KeyID)
 	return Result{RequestID: r.ID}
@@ -554,10 +557,8 @@ func (a *applier) fail(c *Fail) Result {
 }
 
 func (a *applier) failRequest(r *Request, code, detail, actor string) {
-	r.Status = StatusFailed
 	r.Error = &ErrorInfo{Code: code, Detail: detail}
-	r.Retry = false
-	r.UpdatedAt = a.stamp
+	a.settle(r, StatusFailed)
 	if r.Kind == KindKeygen {
 		if k := a.d.Keys[r.KeyID]; k != nil {
 			k.Status = KeyFailed

@@ -64,6 +64,8 @@ type data struct {
 	NextUserID uint64              `json:"next_user_id"`
 	Keys       map[string]*Key     `json:"keys"`
 	Requests   map[string]*Request `json:"requests"`
+	// Open indexes the requests that are not final.
+	Open map[string]bool `json:"open"`
 	Nonces     map[string]int64    `json:"nonces"`   // replay key → expiry (ms)
 	Sessions   map[string]int64    `json:"sessions"` // session nonce (hex) → stamp used
 	Idem       map[string]string   `json:"idem"`     // caller|op|key → request id
@@ -80,6 +82,7 @@ func newData() *data {
 		Users:    map[uint64]*User{},
 		Keys:     map[string]*Key{},
 		Requests: map[string]*Request{},
+		Open:     map[string]bool{},
 		Nonces:   map[string]int64{},
 		Sessions: map[string]int64{},
 		Idem:     map[string]string{},

@@ -144,11 +144,9 @@ func (f *FSM) Request(id string) *Request {
 func (f *FSM) OpenRequests() []*Request {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	var out []*Request
-	for _, r := range f.d.Requests {
-		if !Final(r.Status) {
-			out = append(out, copyRequest(r))
-		}
+	out := make([]*Request, 0, len(f.d.Open))
+	for id := range f.d.Open {
+		out = append(out, copyRequest(f.d.Requests[id]))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt < out[j].CreatedAt })
 	return out
