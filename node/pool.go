@@ -84,6 +84,10 @@ func (p *pool) take(ctx context.Context) (*ecdsakeygen.LocalPreParams, error) {
 		if errors.Is(err, keystore.ErrNotFound) {
 			break
 		}
+		if errors.Is(err, keystore.ErrCorrupt) {
+			p.n.log.Error("discarding a corrupt pre-parameter set", "err", err)
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
