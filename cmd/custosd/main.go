@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	golog "github.com/ipfs/go-log"
+
 	"github.com/custos/custos/internal/config"
 	"github.com/custos/custos/node"
 )
@@ -88,6 +90,11 @@ func cmdRun(args []string, stderr io.Writer) error {
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: parseLevel(cfg.Log.Level)}))
+	// tss-lib logs through go-log; at debug it prints protocol values. Keep it quiet
+	// whatever GOLOG_LOG_LEVEL says: custos reports ceremony outcomes itself.
+	if err := golog.SetLogLevel("tss-lib", "error"); err != nil {
+		return fmt.Errorf("tss-lib logger: %w", err)
+	}
 	if cfg.Mode == config.ModeDev {
 		log.Warn("running in dev mode: insecure settings are allowed; never hold real funds with this configuration")
 	}
