@@ -126,4 +126,3 @@ func parseLevel(s string) slog.Level {
 	}
 	return slog.LevelInfo
 }
-
