@@ -65,15 +65,15 @@ type data struct {
 	Keys       map[string]*Key     `json:"keys"`
 	Requests   map[string]*Request `json:"requests"`
 	// Open indexes the requests that are not final.
-	Open map[string]bool `json:"open"`
-	Nonces     map[string]int64    `json:"nonces"`   // replay key → expiry (ms)
-	Sessions   map[string]int64    `json:"sessions"` // session nonce (hex) → stamp used
-	Idem       map[string]string   `json:"idem"`     // caller|op|key → request id
-	IdemHash   map[string]string   `json:"idem_hash"`
-	Audit      []AuditEntry        `json:"audit"`
-	LastStamp  int64               `json:"last_stamp"`
-	LastPrune  int64               `json:"last_prune"`
-	Applied    uint64              `json:"applied"`
+	Open      map[string]bool   `json:"open"`
+	Nonces    map[string]int64  `json:"nonces"`   // replay key → expiry (ms)
+	Sessions  map[string]int64  `json:"sessions"` // session nonce (hex) → stamp used
+	Idem      map[string]string `json:"idem"`     // caller|op|key → request id
+	IdemHash  map[string]string `json:"idem_hash"`
+	Audit     []AuditEntry      `json:"audit"`
+	LastStamp int64             `json:"last_stamp"`
+	LastPrune int64             `json:"last_prune"`
+	Applied   uint64            `json:"applied"`
 }
 
 func newData() *data {

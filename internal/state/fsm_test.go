@@ -124,7 +124,9 @@ func TestOrderOfChecks(t *testing.T) {
 	bob := h.createUser("bob")
 	key := h.activeKey(alice, CurveSecp256k1)
 	h.apply(TypeCall, &Call{Caller: h.admin(""), Op: OpUserPermissions, TargetUserID: bob, Permissions: []string{PermKeysRead}})
-	sched := func() *Schedule { return &Schedule{RequestID: "req_" + string(rune('A'+nonceN)), Committee: []string{"n1", "n2"}, Nonce: freshNonce()} }
+	sched := func() *Schedule {
+		return &Schedule{RequestID: "req_" + string(rune('A'+nonceN)), Committee: []string{"n1", "n2"}, Nonce: freshNonce()}
+	}
 	digest := "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 	tests := []struct {
 		name string
