@@ -77,6 +77,8 @@ var titles = map[string]string{
 	"auth.user_disabled":           "user disabled",
 	"auth.key_revoked":             "access key revoked",
 	"perm.denied":                  "permission denied",
+	"policy.blocked":               "blocked by policy",
+	"approval.required":            "approval required",
 	"user.not_found":               "user not found",
 	"key.not_found":                "key not found",
 	"key.not_active":               "key not active",

@@ -1,0 +1,126 @@
+package node
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"testing"
+
+	"github.com/btcsuite/btcd/btcec/v2"
+	btcecdsa "github.com/btcsuite/btcd/btcec/v2/ecdsa"
+
+	"github.com/custos/custos/internal/state"
+)
+
+func TestStatusOf(t *testing.T) {
+	tests := map[string]int{
+		"request.malformed": 400, "request.too_large": 413, "auth.missing": 401, "auth.nonce_reused": 401,
+		"perm.denied": 403, "policy.blocked": 403, "key.not_found": 404, "user.not_found": 404,
+		"request.not_found": 404, "key.not_active": 409, "request.idempotency_conflict": 409,
+		"cluster.no_quorum": 503, "cluster.unavailable": 503, "rate.limited": 429, "ceremony.failed": 502,
+	}
+	for code, want := range tests {
+		if got := statusOf(code); got != want {
+			t.Errorf("%s: %d, want %d", code, got, want)
+		}
+		if titles[code] == "" {
+			t.Errorf("%s has no title", code)
+		}
+	}
+}
+
+func TestCredentialPeeking(t *testing.T) {
+	enc := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+	tests := []struct {
+		token string
+		user  bool
+	}{
+		{enc(`{"alg":"HS256"}`) + "." + enc(`{"user_id":1}`) + ".sig", true},
+		{enc(`{"alg":"HS256"}`) + "." + enc(`{"role":"admin"}`) + ".sig", false},
+		{"garbage", false},
+		{"a.b.c", false},
+		{enc(`{}`) + "." + enc(`[1,2]`) + ".x", false},
+	}
+	for _, tt := range tests {
+		if got := peekHasUserID(tt.token); got != tt.user {
+			t.Errorf("peekHasUserID(%q) = %v", tt.token, got)
+		}
+	}
+	for in, want := range map[string]string{
+		`sig1=("@method");created=1;keyid="admin";alg="ed25519"`: "admin",
+		`sig1=("@method");keyid="user:7"`:                        "user:7",
+		`sig1=("@method")`:                                       "",
+		`sig1=("@method");keyid="unterminated`:                   "",
+	} {
+		if got := signatureKeyID(in); got != want {
+			t.Errorf("signatureKeyID(%q) = %q, want %q", in, got, want)
+		}
+	}
+	for in, ok := range map[string]bool{"Bearer abc": true, "bearer abc": true, "Basic abc": false, "Bearer ": false, "": false} {
+		if _, got := bearer(in); got != ok {
+			t.Errorf("bearer(%q) = %v", in, got)
+		}
+	}
+}
+
+func TestDecodeBody(t *testing.T) {
+	var b signBody
+	for in, bad := range map[string]bool{
+		`{"message":"00"}`:                    false,
+		`{"message":"00","derivaton_path":1}`: true,
+		`{"message":`:                         true,
+		`{"message":"00"} {}`:                 true,
+		``:                                    true,
+		`[]`:                                  true,
+	} {
+		if got := decodeBody([]byte(in), &b) != ""; got != bad {
+			t.Errorf("decodeBody(%q) malformed=%v, want %v", in, got, bad)
+		}
+	}
+}
+
+func TestSigVerifier(t *testing.T) {
+	var v sigVerifier
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	msg := []byte{0, 1, 2}
+	good := ed25519.Sign(priv, msg)
+	if err := v.VerifySignature(state.CurveEd25519, pub, nil, nil, msg, &state.Signature{Sig: good}); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.VerifySignature(state.CurveEd25519, pub, nil, nil, []byte{1, 2}, &state.Signature{Sig: good}); err == nil {
+		t.Fatal("ed25519 signature over another message accepted")
+	}
+
+	sk, _ := btcec.NewPrivateKey()
+	digest := sha256.Sum256([]byte("x"))
+	compact := btcecdsa.SignCompact(sk, digest[:], true)
+	sig := &state.Signature{R: compact[1:33], S: compact[33:], RecoveryID: int(compact[0] - 31)}
+	var r, s btcec.ModNScalar
+	r.SetByteSlice(sig.R)
+	s.SetByteSlice(sig.S)
+	sig.DER = btcecdsa.NewSignature(&r, &s).Serialize()
+	pk := sk.PubKey().SerializeCompressed()
+	if err := v.VerifySignature(state.CurveSecp256k1, pk, nil, nil, digest[:], sig); err != nil {
+		t.Fatal(err)
+	}
+	bad := *sig
+	bad.RecoveryID ^= 1
+	if err := v.VerifySignature(state.CurveSecp256k1, pk, nil, nil, digest[:], &bad); err == nil {
+		t.Fatal("wrong recovery id accepted")
+	}
+	high := *sig
+	var n btcec.ModNScalar
+	n.NegateVal(&s)
+	hs := n.Bytes()
+	high.S = hs[:]
+	if err := v.VerifySignature(state.CurveSecp256k1, pk, nil, nil, digest[:], &high); err == nil {
+		t.Fatal("high-S signature accepted")
+	}
+	der := *sig
+	der.DER = append([]byte{}, sig.DER...)
+	der.DER[len(der.DER)-1] ^= 1
+	if err := v.VerifySignature(state.CurveSecp256k1, pk, nil, nil, digest[:], &der); err == nil {
+		t.Fatal("DER not matching r and s accepted")
+	}
+}
