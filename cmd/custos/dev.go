@@ -71,12 +71,13 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 		}(cl.Nodes[i].ID, cmd, lf)
 		fmt.Fprintf(stdout, "  %s  api %s  log %s\n", cl.Nodes[i].ID, cl.Nodes[i].API, logPath)
 	}
+	running := len(procs) // processes not yet reported on exited
 	stopAll := func() {
 		for _, p := range procs {
 			_ = p.Process.Signal(syscall.SIGTERM)
 		}
 		deadline := time.After(25 * time.Second)
-		for range procs {
+		for ; running > 0; running-- {
 			select {
 			case <-exited:
 			case <-deadline:
@@ -92,15 +93,22 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "ready: every node answers /readyz. Cluster file: %s. Press Ctrl-C to stop.\n", filepath.Join(*dir, "cluster.json"))
-	select {
-	case <-ctx.Done():
-		fmt.Fprintln(stdout, "stopping all nodes…")
-		stopAll()
-		fmt.Fprintln(stdout, "stopped.")
-		return nil
-	case err := <-exited:
-		stopAll()
-		return err
+	// A node that exits (killed to try a failure, say) is reported; the others keep
+	// running until Ctrl-C. When every node is gone, dev up ends.
+	for {
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(stdout, "stopping all nodes…")
+			stopAll()
+			fmt.Fprintln(stdout, "stopped.")
+			return nil
+		case err := <-exited:
+			running--
+			fmt.Fprintln(stderr, "custos dev:", err)
+			if running == 0 {
+				return errors.New("every node has exited")
+			}
+		}
 	}
 }
 
