@@ -272,7 +272,11 @@ func (n *Node) hKeyList(x *exchange) *apiError {
 	if _, err := n.commit(x, &state.Call{Op: state.OpKeyList, Malformed: bad}); err != nil {
 		return err
 	}
-	keys := n.fsm.KeysOf(x.caller.UserID, after, limit+1)
+	owner, only, aerr := n.keyScope(x)
+	if aerr != nil {
+		return aerr
+	}
+	keys := n.fsm.KeysIn(owner, only, after, limit+1)
 	out := map[string]any{}
 	if len(keys) > limit {
 		keys = keys[:limit]

@@ -28,6 +28,8 @@ type apiError struct {
 	Code   string
 	Detail string
 	Extra  map[string]any
+	// RetryAfter is the Retry-After header in seconds for 429 and 503 (1 when 0).
+	RetryAfter int
 }
 
 func (e *apiError) Error() string { return e.Code + ": " + e.Detail }
@@ -66,6 +68,8 @@ var titles = map[string]string{
 	"request.too_large":            "request too large",
 	"request.idempotency_conflict": "idempotency key reused with a different body",
 	"request.not_found":            "request not found",
+	"request.conflict":             "conflict with the current state",
+	"access_key.not_found":         "access key not found",
 	"route.not_found":              "no such route",
 	"auth.missing":                 "authentication missing",
 	"auth.token_invalid":           "token invalid",
@@ -128,7 +132,7 @@ func (x *exchange) fail(e *apiError) {
 	b, _ := json.Marshal(p)
 	x.w.Header().Set("Content-Type", "application/problem+json")
 	if e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable {
-		x.w.Header().Set("Retry-After", "1")
+		x.w.Header().Set("Retry-After", strconv.Itoa(max(1, e.RetryAfter)))
 	}
 	x.w.WriteHeader(e.Status)
 	_, _ = x.w.Write(append(b, '\n'))
@@ -164,6 +168,10 @@ func (n *Node) routes() http.Handler {
 	authed("POST /v1/keys/{key_id}/sign", state.OpKeySign, n.hKeySign)
 	authed("GET /v1/requests/{request_id}", state.OpRequestGet, n.hRequestGet)
 	authed("GET /v1/audit", state.OpAuditList, n.hAudit)
+	authed("POST /v1/access-keys", state.OpAccessCreate, n.hAccessCreate)
+	authed("GET /v1/access-keys", state.OpAccessList, n.hAccessList)
+	authed("DELETE /v1/access-keys/{id}", state.OpAccessRevoke, n.hAccessRevoke)
+	authed("GET /v1/access-keys/{id}/log", state.OpAccessLog, n.hAccessLog)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		x := &exchange{w: w, r: r, id: w.Header().Get("X-Request-Id"), start: time.Now()}
 		x.fail(errf("route.not_found", "no route %s %s", r.Method, r.URL.Path))
@@ -181,14 +189,18 @@ func newRequestID() string {
 	return "rq_" + hex.EncodeToString(b)
 }
 
-// authenticated runs API.md's checks in their fixed order up to the signature itself;
-// status, nonce, JSON syntax, permission, object and field values are judged by the FSM
-// when the request's entry applies, in that order.
+// authenticated runs API.md's checks in their fixed order up to the signature itself,
+// then the per-caller rate limit; status, nonce, JSON syntax, permission, object and field
+// values are judged by the FSM when the request's entry applies, in that order.
 func (n *Node) authenticated(route string, h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		x := &exchange{w: w, r: r, id: w.Header().Get("X-Request-Id"), route: route, start: time.Now(), status: 200}
 		defer n.logDecision(x)
 		if err := n.checkAuth(x); err != nil {
+			x.fail(err)
+			return
+		}
+		if err := n.checkRate(x); err != nil {
 			x.fail(err)
 			return
 		}
@@ -208,10 +220,30 @@ func (n *Node) logDecision(x *exchange) {
 		"code", code, "actor", x.caller.Actor(), "ms", time.Since(x.start).Milliseconds())
 }
 
+// maxGrantBody bounds POST /v1/access-keys: the grant is stored with the access key, so
+// that every node can re-verify it.
+const maxGrantBody = 64 << 10
+
+// checkRate applies the per-caller token bucket once the caller is authenticated (after
+// step 7), before anything is committed: a refused request consumes no nonce.
+func (n *Node) checkRate(x *exchange) *apiError {
+	ok, wait := n.limiter.allow(x.caller.Actor(), time.Now())
+	if ok {
+		return nil
+	}
+	secs := retryAfterSeconds(wait)
+	e := errf("rate.limited", "too many requests from this caller on this node; retry in %d s", secs)
+	e.RetryAfter = secs
+	return e
+}
+
 func (n *Node) checkAuth(x *exchange) *apiError {
 	r := x.r
 	// 1. body size.
 	max := n.cfg.API.MaxBody
+	if x.route == state.OpAccessCreate {
+		max = min(max, maxGrantBody)
+	}
 	if r.ContentLength > max {
 		return errf("request.too_large", "request body is larger than %d bytes", max)
 	}
@@ -229,8 +261,10 @@ func (n *Node) checkAuth(x *exchange) *apiError {
 	sigIn, sigVal := r.Header.Get("Signature-Input"), r.Header.Get("Signature")
 	xauth := r.Header.Get("X-Auth-Token")
 	signed := sigIn != "" || sigVal != ""
-	if len(r.Header.Values("Authorization")) > 1 || len(r.Header.Values("Signature-Input")) > 1 || len(r.Header.Values("Signature")) > 1 {
-		return errf("auth.missing", "credential headers must appear once")
+	for _, h := range []string{"Authorization", "Signature-Input", "Signature", "X-Auth-Token"} {
+		if len(r.Header.Values(h)) > 1 {
+			return errf("auth.missing", "credential headers must appear once (%s appears %d times)", h, len(r.Header.Values(h)))
+		}
 	}
 	var token string
 	if authz != "" {
@@ -249,9 +283,9 @@ func (n *Node) checkAuth(x *exchange) *apiError {
 	case token != "" && signed:
 		// A signed request with a token is a user's, unless the admin signs in key-pair
 		// mode. An admin token here fails as a user token (auth.token_invalid).
-		kind = "user"
+		kind = state.CallerUser
 		if n.adminKeyPair() && signatureKeyID(sigIn) == "admin" {
-			kind = "admin"
+			kind = state.CallerAdmin
 		}
 	case token != "":
 		if peekHasUserID(token) {
@@ -260,28 +294,34 @@ func (n *Node) checkAuth(x *exchange) *apiError {
 		if n.adminKeyPair() {
 			return errf("auth.missing", "admin requests must carry an RFC 9421 signature with keyid=\"admin\"")
 		}
-		kind = "admin"
+		kind = state.CallerAdmin
 	case signed:
-		kind = "access_key"
+		switch keyID := signatureKeyID(sigIn); {
+		case strings.HasPrefix(keyID, "user:"):
+			return errf("auth.missing", "user requests must carry the user token (Authorization: Bearer) as well as the signature")
+		case keyID == "admin":
+			return errf("auth.missing", "admin requests must carry the admin token (Authorization: Bearer) as well as the signature")
+		}
+		kind = state.CallerAccessKey
 	default:
-		return errf("auth.missing", "no credentials: send a user token and an RFC 9421 signature")
+		return errf("auth.missing", "no credentials: send a user token and an RFC 9421 signature, an access key's signature, or an X-Auth-Token")
 	}
 
-	// 3. Content-Digest equals the body's hash.
-	cd := r.Header.Get("Content-Digest")
-	if len(body) > 0 || cd != "" {
-		if kind != "xauth" && (signed || cd != "") {
-			if err := auth.CheckContentDigest(cd, body); err != nil {
-				return authErr(err)
-			}
+	// 3. Content-Digest equals the body's hash (also for an X-Auth-Token request that
+	// sends one; its own bodyHash is checked with its signature).
+	cd := strings.Join(r.Header.Values("Content-Digest"), ", ")
+	if cd != "" || (signed && len(body) > 0) {
+		if err := auth.CheckContentDigest(cd, body); err != nil {
+			return authErr(err)
 		}
 	}
 
 	switch kind {
-	case "xauth", "access_key":
-		// Access keys are granted through /v1/access-keys; none exists on this cluster.
-		return errf("auth.token_invalid", "unknown access key")
-	case "admin":
+	case "xauth":
+		return n.checkXAuth(x, xauth)
+	case state.CallerAccessKey:
+		return n.checkAccessKeySignature(x)
+	case state.CallerAdmin:
 		return n.checkAdmin(x, token, signed)
 	}
 	// 4. token.
@@ -296,7 +336,7 @@ func (n *Node) checkAuth(x *exchange) *apiError {
 		return aerr
 	}
 	x.caller = state.Caller{
-		Kind: "user", UserID: claims.UserID, TokenIssuedAt: claims.IssuedAt.Unix(), TokenExpires: claims.ExpiresAt.Unix(),
+		Kind: state.CallerUser, UserID: claims.UserID, TokenIssuedAt: claims.IssuedAt.Unix(), TokenExpires: claims.ExpiresAt.Unix(),
 		Created: sig.Created, NonceKey: "sig|" + sig.KeyID + "|" + sig.Nonce,
 	}
 	if sig.Expires != nil {
@@ -309,8 +349,132 @@ func (n *Node) checkAuth(x *exchange) *apiError {
 	return nil
 }
 
+// checkAccessKeySignature authenticates an Ed25519 access key's RFC 9421 request (no
+// token): the profile (step 5; no "authorization" component, there is no such header),
+// the access key is known on this node (step 4's place: unknown → auth.token_invalid),
+// the window (6) and the signature by the key's public key (7). Status, expiry and
+// revocation are judged by the FSM at the entry's stamp.
+func (n *Node) checkAccessKeySignature(x *exchange) *apiError {
+	r := x.r
+	now := time.Now()
+	parts := auth.RequestPartsFromHTTP(r, x.body)
+	sig, err := auth.ParseSignature(r.Header.Get("Signature-Input"), r.Header.Get("Signature"))
+	if err != nil {
+		return authErr(err)
+	}
+	if err := auth.CheckProfile(sig, parts); err != nil {
+		return authErr(err)
+	}
+	if !strings.HasPrefix(sig.KeyID, "ak_") {
+		return errf("auth.token_invalid", "unknown access key: keyid must be an access key id (ak_…), user:<id> with a token, or admin")
+	}
+	ak := n.findAccessKey(r.Context(), wellFormedAccessKeyID(sig.KeyID), func() *state.AccessKey { return n.fsm.AccessKey(sig.KeyID) })
+	if ak == nil {
+		return errf("auth.token_invalid", "unknown access key")
+	}
+	if ak.Scheme != state.SchemeEd25519 {
+		return errf("auth.signature_invalid", "this access key is a secp256k1 key: sign with X-Auth-Token")
+	}
+	if err := auth.CheckWindow(sig, now); err != nil {
+		return authErr(err)
+	}
+	if err := auth.VerifyEd25519(ak.PublicKey, sig, parts); err != nil {
+		return authErr(err)
+	}
+	x.caller = state.Caller{Kind: state.CallerAccessKey, AccessKeyID: ak.ID, Created: sig.Created, NonceKey: "sig|" + ak.ID + "|" + sig.Nonce}
+	if sig.Expires != nil {
+		x.caller.Expires = *sig.Expires
+	}
+	x.signed = &state.SignedForm{
+		Method: parts.Method, Path: parts.Path, RawQuery: parts.RawQuery,
+		ContentDigest: strings.Join(r.Header.Values("Content-Digest"), ", "), SignatureInput: r.Header.Get("Signature-Input"),
+		Signature: r.Header.Get("Signature"), Body: x.body,
+	}
+	return nil
+}
+
+// checkXAuth authenticates a secp256k1 access key's X-Auth-Token (AUTH-FORMATS.md §3):
+// parse strictly, verify method (never DELETE or PUT), requestPath = this request's path
+// and query as sent, the ±300 s window and the signature, then find the access key whose
+// public key it is. The token's replay key is its nonce, accepted once cluster-wide.
+func (n *Node) checkXAuth(x *exchange, header string) *apiError {
+	r := x.r
+	tok, err := auth.ParseXAuthToken(header)
+	if err != nil {
+		return authErr(err)
+	}
+	parts := auth.RequestPartsFromHTTP(r, x.body)
+	if err := auth.VerifyXAuthToken(tok, r.Method, pathAndQuery(r, parts), x.body, time.Now()); err != nil {
+		return authErr(err)
+	}
+	ak := n.findAccessKey(r.Context(), true, func() *state.AccessKey {
+		return n.fsm.AccessKeyByPublicKey(state.SchemeSecp256k1, tok.PubKey)
+	})
+	if ak == nil {
+		return errf("auth.token_invalid", "no access key has this public key")
+	}
+	rk := tok.ReplayKey(x.body)
+	x.caller = state.Caller{Kind: state.CallerAccessKey, AccessKeyID: ak.ID, Created: tok.Timestamp.Unix(), NonceKey: "xauth|" + hex.EncodeToString(rk[:])}
+	x.signed = &state.SignedForm{Method: r.Method, Path: parts.Path, RawQuery: parts.RawQuery, XAuthToken: header, Body: x.body}
+	return nil
+}
+
+// pathAndQuery is the request's path and query exactly as sent (a bare trailing "?"
+// included), what an X-Auth-Token's requestPath must equal.
+func pathAndQuery(r *http.Request, parts auth.RequestParts) string {
+	p := parts.Path
+	if parts.RawQuery != "" || strings.HasSuffix(r.RequestURI, "?") {
+		p += "?" + parts.RawQuery
+	}
+	return p
+}
+
+// accessKeyCatchUp is how long a node waits for its own state to catch up when it does not
+// know an access key yet: a key created through another node is usable here as soon as
+// its entry applies, usually within a heartbeat.
+const accessKeyCatchUp = time.Second
+
+// findAccessKey returns get()'s access key, waiting up to accessKeyCatchUp for newly
+// applied entries when it is not known yet and the credential may name a new one. At most
+// cap(n.akWaits) requests wait at once; the others are answered at once.
+func (n *Node) findAccessKey(ctx context.Context, mayWait bool, get func() *state.AccessKey) *state.AccessKey {
+	if ak := get(); ak != nil || !mayWait {
+		return ak
+	}
+	select {
+	case n.akWaits <- struct{}{}:
+		defer func() { <-n.akWaits }()
+	default:
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, accessKeyCatchUp)
+	defer cancel()
+	for {
+		if err := n.fsm.WaitApplied(ctx, n.fsm.AppliedIndex()+1); err != nil {
+			return get()
+		}
+		if ak := get(); ak != nil {
+			return ak
+		}
+	}
+}
+
+// wellFormedAccessKeyID reports whether id can be an access key's ("ak_" + 32 lowercase
+// hex characters); only such ids are worth waiting for.
+func wellFormedAccessKeyID(id string) bool {
+	rest, ok := strings.CutPrefix(id, "ak_")
+	if !ok || len(rest) != 32 {
+		return false
+	}
+	_, err := hex.DecodeString(rest)
+	return err == nil && strings.ToLower(rest) == rest
+}
+
 func (n *Node) adminKeyPair() bool { return n.cfg.Admin.PublicKey != "" }
 
+// checkAdmin verifies an admin token and, in key-pair mode, the RFC 9421 signature by the
+// admin key (keyid="admin"). A jti is accepted once; a signed request also consumes its
+// signature nonce, so both replay keys go to the FSM.
 func (n *Node) checkAdmin(x *exchange, token string, signed bool) *apiError {
 	now := time.Now()
 	claims, err := n.tokens.VerifyAdmin(token, now)
@@ -318,7 +482,7 @@ func (n *Node) checkAdmin(x *exchange, token string, signed bool) *apiError {
 		return authErr(err)
 	}
 	sum := sha256.Sum256([]byte(token))
-	x.caller = state.Caller{Kind: "admin", TokenIssuedAt: claims.IssuedAt.Unix(), TokenExpires: claims.ExpiresAt.Unix(), TokenHash: hex.EncodeToString(sum[:])}
+	x.caller = state.Caller{Kind: state.CallerAdmin, TokenIssuedAt: claims.IssuedAt.Unix(), TokenExpires: claims.ExpiresAt.Unix(), TokenHash: hex.EncodeToString(sum[:])}
 	if claims.ID != "" {
 		x.caller.NonceKey = "jti|" + claims.ID
 	}
@@ -330,9 +494,11 @@ func (n *Node) checkAdmin(x *exchange, token string, signed bool) *apiError {
 			return aerr
 		}
 		x.caller.Created = sig.Created
-		if claims.ID == "" {
-			x.caller.NonceKey = "sig|admin|" + sig.Nonce
+		if sig.Expires != nil {
+			x.caller.Expires = *sig.Expires
 		}
+		x.caller.TokenNonceKey = x.caller.NonceKey
+		x.caller.NonceKey = "sig|admin|" + sig.Nonce
 	}
 	return nil
 }
@@ -353,6 +519,9 @@ func (n *Node) checkSignature(x *exchange, keyID string, pub []byte, now time.Ti
 	}
 	if err := auth.CheckWindow(sig, now); err != nil {
 		return nil, parts, authErr(err)
+	}
+	if len(pub) == 0 {
+		return nil, parts, errf("auth.signature_invalid", "no public key to verify this signature with")
 	}
 	if err := auth.VerifyEd25519(pub, sig, parts); err != nil {
 		return nil, parts, authErr(err)

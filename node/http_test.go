@@ -19,6 +19,7 @@ func TestStatusOf(t *testing.T) {
 		"perm.denied": 403, "policy.blocked": 403, "key.not_found": 404, "user.not_found": 404,
 		"request.not_found": 404, "key.not_active": 409, "request.idempotency_conflict": 409,
 		"cluster.no_quorum": 503, "cluster.unavailable": 503, "rate.limited": 429, "ceremony.failed": 502,
+		"access_key.not_found": 404, "request.conflict": 409, "auth.key_revoked": 401,
 	}
 	for code, want := range tests {
 		if got := statusOf(code); got != want {

@@ -37,10 +37,13 @@ func (n *Node) live(nodeID string) bool {
 	return ok && n.host.Connected(pid)
 }
 
-// schedule fills in what only the leader may choose for a keygen or sign call: ids, the
-// committee and the fresh session nonce (tss-lib v2.0.2's own SSID nonce is fixed at 0).
+// schedule fills in what only the leader may choose for a keygen, sign or access-key
+// call: ids, the committee and the fresh session nonce (tss-lib v2.0.2's own SSID nonce is
+// fixed at 0).
 func (n *Node) schedule(c *state.Call, origin string) {
 	switch c.Op {
+	case state.OpAccessCreate:
+		c.Schedule = &state.Schedule{AccessKeyID: newID("ak_")}
 	case state.OpKeyCreate:
 		_, _, members := n.fsm.Cluster()
 		var ids, down []string

@@ -5,6 +5,7 @@ package node
 import (
 	"encoding/hex"
 	"os"
+	"strings"
 
 	"github.com/custos/custos/internal/state"
 )
@@ -27,15 +28,25 @@ func (n *Node) misbehaveHook(c *state.Call) {
 		n.log.Warn("TEST HOOK: compromised coordinator swapped the digest")
 	case "bad-signature":
 		s := *c.Signed
-		if len(s.Signature) > 12 {
-			mid := len(s.Signature) / 2
-			ch := byte('A')
-			if s.Signature[mid] == 'A' {
-				ch = 'B'
-			}
-			s.Signature = s.Signature[:mid] + string(ch) + s.Signature[mid+1:]
+		s.Signature = corruptMiddle(s.Signature)
+		if i := strings.LastIndexByte(s.XAuthToken, '|'); i >= 0 {
+			// Corrupt the X-Auth-Token's signature field only, so the token still parses.
+			s.XAuthToken = s.XAuthToken[:i+1] + corruptMiddle(s.XAuthToken[i+1:])
 		}
 		c.Signed = &s
 		n.log.Warn("TEST HOOK: compromised coordinator corrupted the request signature")
 	}
+}
+
+// corruptMiddle changes one base64 character in the middle of s (long values only).
+func corruptMiddle(s string) string {
+	if len(s) <= 12 {
+		return s
+	}
+	mid := len(s) / 2
+	ch := byte('A')
+	if s[mid] == 'A' {
+		ch = 'B'
+	}
+	return s[:mid] + string(ch) + s[mid+1:]
 }

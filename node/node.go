@@ -43,8 +43,12 @@ type Node struct {
 	adminPub ed25519.PublicKey
 	pool     *pool
 	met      *metrics
-	http     *http.Server
-	apiLn    net.Listener
+	// limiter is the per-caller token bucket (nil when rate limiting is off).
+	limiter *rateLimiter
+	// akWaits bounds the requests waiting for an access key this node has not applied yet.
+	akWaits chan struct{}
+	http    *http.Server
+	apiLn   net.Listener
 
 	stampMu   sync.Mutex
 	lastStamp int64
@@ -101,8 +105,14 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 	}
 	n.tokens, n.adminPub = tv, adminPub
 	n.met = newMetrics()
+	n.limiter = newRateLimiter(cfg.RateLimit())
+	n.akWaits = make(chan struct{}, maxAccessKeyWaits)
 	return n, nil
 }
+
+// maxAccessKeyWaits bounds the requests that wait at once for an unknown access key to
+// appear in this node's state (see findAccessKey).
+const maxAccessKeyWaits = 32
 
 func keystoreDir(cfg *config.Config) string { return cfg.DataDir + "/keystore" }
 

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -260,56 +261,48 @@ func (n *Node) reportFailure(r *state.Request, code, detail string, culprits []s
 }
 
 // verifyScheduled is DESIGN.md invariant 2: before its party starts, this node re-verifies
-// from its own replicated state the caller's signed request — token, request signature,
-// content digest, that the body asks for exactly what is scheduled — and judges user
-// status, revocation, permission and key status again.
+// from its own replicated state the caller's signed request — token, request signature
+// or X-Auth-Token, content digest, that the body asks for exactly what is scheduled — and
+// judges user status, revocation, permission and key status again. A request made by an
+// access key is verified with the access key's public key, whose grant is itself
+// re-verified from the grantor's signed request, so a leader cannot make up either.
 func (n *Node) verifyScheduled(r *state.Request, k *state.Key) error {
 	s := r.Signed
 	if s == nil {
 		return errors.New("no signed request in the log")
 	}
+	if k.Owner != r.Owner {
+		return errors.New("the key is not the request owner's")
+	}
 	at := time.UnixMilli(r.CreatedAt)
-	token, ok := bearer(s.Authorization)
-	if !ok {
-		return errors.New("signed request carries no user token")
-	}
-	claims, err := n.tokens.VerifyUser(token, at)
-	if err != nil {
-		return fmt.Errorf("token: %w", err)
-	}
-	if claims.UserID != r.Owner || k.Owner != r.Owner {
-		return errors.New("token user is not the request's owner")
-	}
-	sig, err := auth.ParseSignature(s.SignatureInput, s.Signature)
-	if err != nil {
-		return fmt.Errorf("signature headers: %w", err)
-	}
-	if sig.KeyID != "user:"+strconv.FormatUint(claims.UserID, 10) {
-		return errors.New("signature keyid does not name the token's user")
-	}
-	h := http.Header{}
-	h.Set("Authorization", s.Authorization)
-	if s.ContentDigest != "" {
-		h.Set("Content-Digest", s.ContentDigest)
-	}
-	parts := auth.RequestParts{Method: s.Method, Path: s.Path, RawQuery: s.RawQuery, Header: h, Body: s.Body}
-	if err := auth.CheckProfile(sig, parts); err != nil {
-		return fmt.Errorf("signature profile: %w", err)
-	}
-	if err := auth.CheckContentDigest(s.ContentDigest, s.Body); err != nil {
-		return fmt.Errorf("content digest: %w", err)
-	}
-	if err := auth.VerifyEd25519(claims.PublicKey, sig, parts); err != nil {
-		return fmt.Errorf("request signature: %w", err)
-	}
-	u := n.fsm.User(r.Owner)
-	if u == nil || u.Status != state.UserActive || claims.IssuedAt.Unix() < u.TokensNotBefore {
-		return errors.New("user is unknown, disabled or its token was revoked")
+	var has func(string) bool
+	if r.AccessKeyID != "" {
+		if r.Kind != state.KindSign {
+			return errors.New("only sign requests may come from an access key")
+		}
+		h, err := n.verifyAccessKeyRequest(r, k, s, at)
+		if err != nil {
+			return err
+		}
+		has = h
+	} else {
+		claims, err := n.verifyUserSigned(s, at)
+		if err != nil {
+			return err
+		}
+		if claims.UserID != r.Owner {
+			return errors.New("token user is not the request's owner")
+		}
+		u := n.fsm.User(r.Owner)
+		if u == nil || u.Status != state.UserActive || claims.IssuedAt.Unix() < u.TokensNotBefore {
+			return errors.New("user is unknown, disabled or its token was revoked")
+		}
+		has = u.Has
 	}
 	switch r.Kind {
 	case state.KindSign:
-		if !u.Has(state.PermKeysSign) {
-			return errors.New("user lacks keys:sign")
+		if !has(state.PermKeysSign) {
+			return errors.New("caller lacks keys:sign")
 		}
 		if k.Status != state.KeyActive {
 			return errors.New("key is not active")
@@ -329,7 +322,7 @@ func (n *Node) verifyScheduled(r *state.Request, k *state.Key) error {
 			return errors.New("the derivation path scheduled differs from the one the caller signed")
 		}
 	case state.KindKeygen:
-		if !u.Has(state.PermKeysCreate) {
+		if !has(state.PermKeysCreate) {
 			return errors.New("user lacks keys:create")
 		}
 		if s.Method != http.MethodPost || s.Path != "/v1/keys" {
@@ -342,6 +335,163 @@ func (n *Node) verifyScheduled(r *state.Request, k *state.Key) error {
 		if body.Curve != k.Curve || body.Threshold != k.Threshold {
 			return errors.New("the key scheduled differs from the one the caller asked for")
 		}
+	}
+	return nil
+}
+
+// verifyUserSigned re-verifies a user's stored request at its submission time: the user
+// token, the RFC 9421 signature's keyid, profile, window and content digest, and the
+// signature by the token's public key.
+func (n *Node) verifyUserSigned(s *state.SignedForm, at time.Time) (*auth.UserClaims, error) {
+	token, ok := bearer(s.Authorization)
+	if !ok {
+		return nil, errors.New("signed request carries no user token")
+	}
+	claims, err := n.tokens.VerifyUser(token, at)
+	if err != nil {
+		return nil, fmt.Errorf("token: %w", err)
+	}
+	sig, err := auth.ParseSignature(s.SignatureInput, s.Signature)
+	if err != nil {
+		return nil, fmt.Errorf("signature headers: %w", err)
+	}
+	if sig.KeyID != "user:"+strconv.FormatUint(claims.UserID, 10) {
+		return nil, errors.New("signature keyid does not name the token's user")
+	}
+	if err := verifyStoredSignature(s, sig, claims.PublicKey, at); err != nil {
+		return nil, err
+	}
+	return claims, nil
+}
+
+// verifyStoredSignature checks a stored RFC 9421 signature's profile, window, content
+// digest and signature by pub.
+func verifyStoredSignature(s *state.SignedForm, sig *auth.Signature, pub []byte, at time.Time) error {
+	h := http.Header{}
+	if s.Authorization != "" {
+		h.Set("Authorization", s.Authorization)
+	}
+	if s.ContentDigest != "" {
+		h.Set("Content-Digest", s.ContentDigest)
+	}
+	parts := auth.RequestParts{Method: s.Method, Path: s.Path, RawQuery: s.RawQuery, Header: h, Body: s.Body}
+	if err := auth.CheckProfile(sig, parts); err != nil {
+		return fmt.Errorf("signature profile: %w", err)
+	}
+	if err := auth.CheckWindow(sig, at); err != nil {
+		return fmt.Errorf("signature window: %w", err)
+	}
+	if err := auth.CheckContentDigest(s.ContentDigest, s.Body); err != nil {
+		return fmt.Errorf("content digest: %w", err)
+	}
+	if err := auth.VerifyEd25519(pub, sig, parts); err != nil {
+		return fmt.Errorf("request signature: %w", err)
+	}
+	return nil
+}
+
+// verifyAccessKeyRequest re-verifies a sign request made by an access key: the key's
+// grant (signed by its grantor), that the key was live (never revoked, not expired at
+// this attempt's schedule), its grantor active, the key in its scope, and the request's
+// own signature (RFC 9421 or X-Auth-Token at the submission stamp). It returns the
+// access key's effective permissions: grant ∩ the grantor's current ones.
+func (n *Node) verifyAccessKeyRequest(r *state.Request, k *state.Key, s *state.SignedForm, at time.Time) (func(string) bool, error) {
+	ak := n.fsm.AccessKey(r.AccessKeyID)
+	if ak == nil {
+		return nil, errors.New("unknown access key")
+	}
+	if ak.Grantor != r.Owner {
+		return nil, errors.New("the access key's grantor is not the request's owner")
+	}
+	if err := n.verifyGrant(ak); err != nil {
+		return nil, fmt.Errorf("access key grant: %w", err)
+	}
+	if ak.CreatedAt > r.CreatedAt {
+		return nil, errors.New("the access key was created after the request")
+	}
+	if ak.RevokedAt != 0 {
+		return nil, errors.New("the access key is revoked")
+	}
+	if ak.ExpiresAt != 0 && ak.ExpiresAt <= max(r.CreatedAt, r.ScheduledAt) {
+		return nil, errors.New("the access key has expired")
+	}
+	u := n.fsm.User(ak.Grantor)
+	if u == nil || u.Status != state.UserActive {
+		return nil, errors.New("the access key's grantor is unknown or disabled")
+	}
+	if !ak.Covers(k.ID) {
+		return nil, errors.New("the key is outside the access key's key_ids")
+	}
+	switch ak.Scheme {
+	case state.SchemeEd25519:
+		if s.Authorization != "" || s.XAuthToken != "" {
+			return nil, errors.New("an Ed25519 access key's request carries other credentials")
+		}
+		sig, err := auth.ParseSignature(s.SignatureInput, s.Signature)
+		if err != nil {
+			return nil, fmt.Errorf("signature headers: %w", err)
+		}
+		if sig.KeyID != ak.ID {
+			return nil, errors.New("signature keyid does not name the access key")
+		}
+		if err := verifyStoredSignature(s, sig, ak.PublicKey, at); err != nil {
+			return nil, err
+		}
+	case state.SchemeSecp256k1:
+		if s.Authorization != "" || s.SignatureInput != "" || s.Signature != "" {
+			return nil, errors.New("an X-Auth-Token request carries other credentials")
+		}
+		tok, err := auth.ParseXAuthToken(s.XAuthToken)
+		if err != nil {
+			return nil, fmt.Errorf("X-Auth-Token: %w", err)
+		}
+		if !bytes.Equal(tok.PubKey, ak.PublicKey) {
+			return nil, errors.New("X-Auth-Token is not by the access key")
+		}
+		pq := s.Path
+		if s.RawQuery != "" || strings.HasSuffix(tok.RequestPath, "?") {
+			pq += "?" + s.RawQuery
+		}
+		if err := auth.VerifyXAuthToken(tok, s.Method, pq, s.Body, at); err != nil {
+			return nil, fmt.Errorf("X-Auth-Token: %w", err)
+		}
+	default:
+		return nil, fmt.Errorf("unknown access-key scheme %q", ak.Scheme)
+	}
+	eff := ak.Effective(u)
+	return func(p string) bool { return slices.Contains(eff, p) }, nil
+}
+
+// verifyGrant re-verifies that the access key's grantor asked for exactly this access
+// key: the stored POST /v1/access-keys request verifies as the grantor's (token and
+// signature at the key's creation stamp) and its body names this scheme, public key,
+// permissions, key ids, expiry and label.
+func (n *Node) verifyGrant(ak *state.AccessKey) error {
+	g := ak.Grant
+	if g == nil {
+		return errors.New("no signed grant in the log")
+	}
+	claims, err := n.verifyUserSigned(g, time.UnixMilli(ak.CreatedAt))
+	if err != nil {
+		return err
+	}
+	if claims.UserID != ak.Grantor {
+		return errors.New("the grant was not signed by the grantor")
+	}
+	if g.Method != http.MethodPost || g.Path != "/v1/access-keys" {
+		return errors.New("the signed request is not a grant")
+	}
+	fields, bad := grantFromBody(g.Body)
+	if bad != "" {
+		return errors.New("signed grant body: " + bad)
+	}
+	v, err := state.ParseGrant(fields)
+	if err != nil {
+		return fmt.Errorf("signed grant: %w", err)
+	}
+	if v.Scheme != ak.Scheme || !bytes.Equal(v.PublicKey, ak.PublicKey) || !slices.Equal(v.Permissions, ak.Permissions) ||
+		!slices.Equal(v.KeyIDs, ak.KeyIDs) || v.ExpiresAt != ak.ExpiresAt || v.Label != ak.Label {
+		return errors.New("the access key differs from the grant its grantor signed")
 	}
 	return nil
 }

@@ -109,6 +109,45 @@ type Config struct {
 	Log struct {
 		Level string `json:"level"`
 	} `json:"log"`
+
+	// Rate limits authenticated callers per node, so that one caller cannot starve the
+	// others: a token bucket per caller (user, access key, admin) refilled at
+	// PerCallerRPS up to Burst. Past it the node answers 429 rate.limited.
+	Rate struct {
+		// PerCallerRPS is the sustained rate per caller; absent means
+		// DefaultPerCallerRPS, 0 turns the limit off.
+		PerCallerRPS *float64 `json:"per_caller_rps"`
+		// Burst is the bucket size; 0 means twice PerCallerRPS (at least 1).
+		Burst int `json:"burst"`
+		// MaxCallers bounds the buckets a node keeps; idle ones are evicted first.
+		MaxCallers int `json:"max_callers"`
+	} `json:"rate"`
+}
+
+// Rate-limit defaults: generous for interactive and SDK use, tight enough that a runaway
+// agent cannot monopolise a node.
+const (
+	DefaultPerCallerRPS = 20
+	DefaultMaxCallers   = 65536
+	maxRateValue        = 1_000_000
+)
+
+// RateLimit returns the per-caller rate (requests per second, 0 = off), burst and the
+// most buckets kept, with defaults applied.
+func (c *Config) RateLimit() (rps float64, burst, maxCallers int) {
+	rps = DefaultPerCallerRPS
+	if c.Rate.PerCallerRPS != nil {
+		rps = *c.Rate.PerCallerRPS
+	}
+	burst = c.Rate.Burst
+	if burst == 0 {
+		burst = max(1, int(2*rps))
+	}
+	maxCallers = c.Rate.MaxCallers
+	if maxCallers == 0 {
+		maxCallers = DefaultMaxCallers
+	}
+	return rps, burst, maxCallers
 }
 
 // Load reads a configuration file, applies environment overrides and defaults, and
@@ -196,6 +235,10 @@ func (c *Config) applyDefaults() {
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
+	rps, burst, maxCallers := c.RateLimit()
+	c.Rate.PerCallerRPS = &rps
+	c.Rate.Burst = burst
+	c.Rate.MaxCallers = maxCallers
 }
 
 // ErrInsecure is wrapped by every refusal of an insecure setting in production.
@@ -250,6 +293,16 @@ func (c *Config) Validate() error {
 	}
 	if c.API.MaxBody < 1024 || c.API.MaxBody > 1<<20 {
 		add("api.max_body must be between 1 KiB and 1 MiB")
+	}
+	rps, burst, maxCallers := c.RateLimit()
+	if rps < 0 || rps > maxRateValue {
+		add("rate.per_caller_rps must be between 0 (off) and %d", maxRateValue)
+	}
+	if burst < 1 || burst > maxRateValue {
+		add("rate.burst must be between 1 and %d", maxRateValue)
+	}
+	if maxCallers < 16 || maxCallers > 10_000_000 {
+		add("rate.max_callers must be between 16 and 10000000")
 	}
 	shared := c.Admin.KeyFile != "" || c.Admin.KeyEnv != ""
 	if shared == (c.Admin.PublicKey != "") {

@@ -39,6 +39,10 @@ func TestValidate(t *testing.T) {
 		{"production shared key with opt-in", cfg(`"production"`, `{"key_file":"k","allow_shared_key":true}`, `{}`), "", false},
 		{"both admin credentials", cfg(`"dev"`, `{"key_file":"k","public_key":"aa"}`, `{}`), "exactly one admin credential", false},
 		{"unknown mode", cfg(`"staging"`, `{"public_key":"aa"}`, `{}`), "mode must be", false},
+		{"rate off", strings.Replace(cfg(`"dev"`, `{"public_key":"aa"}`, `{}`), `"mode"`, `"rate": {"per_caller_rps": 0}, "mode"`, 1), "", false},
+		{"negative rate", strings.Replace(cfg(`"dev"`, `{"public_key":"aa"}`, `{}`), `"mode"`, `"rate": {"per_caller_rps": -1}, "mode"`, 1), "rate.per_caller_rps", false},
+		{"negative burst", strings.Replace(cfg(`"dev"`, `{"public_key":"aa"}`, `{}`), `"mode"`, `"rate": {"burst": -5}, "mode"`, 1), "rate.burst", false},
+		{"too few callers", strings.Replace(cfg(`"dev"`, `{"public_key":"aa"}`, `{}`), `"mode"`, `"rate": {"max_callers": 3}, "mode"`, 1), "rate.max_callers", false},
 		{"unknown field", strings.Replace(cfg(`"dev"`, `{"public_key":"aa"}`, `{}`), `"mode"`, `"mdoe": 1, "mode"`, 1), "unknown field", false},
 	}
 	for _, tt := range tests {
@@ -55,6 +59,34 @@ func TestValidate(t *testing.T) {
 			}
 			if errors.Is(err, ErrInsecure) != tt.insecure {
 				t.Fatalf("errors.Is(ErrInsecure) = %v", !tt.insecure)
+			}
+		})
+	}
+}
+
+func TestRateLimitDefaults(t *testing.T) {
+	tests := []struct {
+		name              string
+		rate              string
+		rps               float64
+		burst, maxCallers int
+	}{
+		{"absent", ``, DefaultPerCallerRPS, 2 * DefaultPerCallerRPS, DefaultMaxCallers},
+		{"rate only", `"rate": {"per_caller_rps": 5},`, 5, 10, DefaultMaxCallers},
+		{"fractional rate", `"rate": {"per_caller_rps": 0.2},`, 0.2, 1, DefaultMaxCallers},
+		{"all set", `"rate": {"per_caller_rps": 3, "burst": 7, "max_callers": 100},`, 3, 7, 100},
+		{"off", `"rate": {"per_caller_rps": 0},`, 0, 1, DefaultMaxCallers},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			text := strings.Replace(cfg(`"dev"`, `{"public_key":"aa"}`, `{}`), `"mode"`, tt.rate+` "mode"`, 1)
+			c, err := Parse(strings.NewReader(text))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rps, burst, maxCallers := c.RateLimit()
+			if rps != tt.rps || burst != tt.burst || maxCallers != tt.maxCallers {
+				t.Fatalf("RateLimit() = %v, %d, %d", rps, burst, maxCallers)
 			}
 		})
 	}

@@ -48,6 +48,8 @@ func cmpString(x, y string) int {
 }
 
 // call authenticates and authorises an API request in API.md's order, then acts on it.
+// Every call is audited; a call by an access key that exists is also appended to that
+// key's own log, allowed or refused.
 func (a *applier) call(c *Call) Result {
 	res := a.callInner(c)
 	outcome := "allowed"
@@ -58,6 +60,10 @@ func (a *applier) call(c *Call) Result {
 	switch {
 	case res.RequestID != "":
 		object = res.RequestID
+	case res.AccessKeyID != "":
+		object = res.AccessKeyID
+	case c.AccessKeyID != "":
+		object = c.AccessKeyID
 	case res.UserID != 0:
 		object = "user:" + strconv.FormatUint(res.UserID, 10)
 	case c.TargetUserID != 0:
@@ -66,87 +72,164 @@ func (a *applier) call(c *Call) Result {
 		object = c.RequestID
 	}
 	a.audit(c.Caller.Actor(), c.Op, object, outcome, res.Code)
+	if c.Caller.Kind == CallerAccessKey {
+		a.logAccess(c.Caller.AccessKeyID, c.Op, object, outcome, res.Code)
+	}
 	return res
 }
 
+// principal is who a call acts as: a user, or an access key acting as its grantor within
+// its grant.
+type principal struct {
+	user *User      // the user, or the access key's grantor
+	ak   *AccessKey // nil for a user
+}
+
+// has reports whether the principal holds p now: a user's own permission, or for an
+// access key its grant ∩ the grantor's current permissions, never access:manage.
+func (p principal) has(perm string) bool {
+	if p.user == nil || !p.user.Has(perm) {
+		return false
+	}
+	if p.ak != nil {
+		return perm != PermAccessManage && slices.Contains(p.ak.Permissions, perm)
+	}
+	return true
+}
+
+// sees reports whether the principal may see or use key keyID: the grantor's own keys,
+// limited to the access key's key_ids when it has them.
+func (p principal) sees(k *Key) bool {
+	return k != nil && p.user != nil && k.Owner == p.user.ID && (p.ak == nil || p.ak.Covers(k.ID))
+}
+
 func (a *applier) callInner(c *Call) Result {
-	user, r := a.authenticate(&c.Caller)
+	p, r := a.authenticate(&c.Caller)
 	if !r.OK() {
 		return r
 	}
 	if c.Malformed != "" {
 		return refuse("request.malformed", c.Malformed)
 	}
-	admin := c.Caller.Kind == "admin"
+	admin := c.Caller.Kind == CallerAdmin
 	if c.Caller.SigpairOnly && c.Op != OpSigpairCreate {
 		return refuse("perm.denied", "a Sigpair-style admin token is accepted only on /v1/create-user")
 	}
 	switch c.Op {
 	case OpClusterGet:
+		if p.ak != nil {
+			return refuse("perm.denied", "this route is for the admin and users")
+		}
 		return Result{}
 	case OpUserCreate, OpSigpairCreate, OpUserList, OpUserGet, OpUserDisable, OpUserEnable,
 		OpUserRevokeTokens, OpUserPermissions, OpAuditList:
 		if !admin {
 			return refuse("perm.denied", "this route is for the admin")
 		}
-		if c.Caller.SigpairOnly && c.Op != OpSigpairCreate {
-			return refuse("perm.denied", "a Sigpair-style admin token is accepted only on /v1/create-user")
-		}
 		return a.adminOp(c)
 	case OpKeyCreate, OpKeyList, OpKeyGet, OpKeySign, OpRequestGet:
-		if admin || user == nil {
-			return refuse("perm.denied", "this route is for users")
+		if admin || p.user == nil {
+			return refuse("perm.denied", "this route is for users and access keys")
 		}
-		return a.userOp(c, user)
+		return a.userOp(c, p)
+	case OpAccessCreate, OpAccessList, OpAccessRevoke, OpAccessLog:
+		if admin || p.user == nil {
+			return refuse("perm.denied", "access keys are granted by users; the admin-grant variant is not supported")
+		}
+		if p.ak != nil {
+			return refuse("perm.denied", "an access key cannot manage access keys")
+		}
+		return a.accessOp(c, p.user)
 	}
 	return refuse("request.malformed", "unknown operation")
 }
 
-// authenticate judges the stateful parts of authentication at the entry's stamp:
-// token expiry, signature window, user status and revocation, then the nonce.
-func (a *applier) authenticate(c *Caller) (*User, Result) {
+// authenticate judges the stateful parts of authentication at the entry's stamp, in
+// API.md's order: the credential is known (user, access key), token expiry, the
+// signature window, the status of the user, access key and grantor, token revocation,
+// then the nonce (consumed only when everything before passed).
+func (a *applier) authenticate(c *Caller) (principal, Result) {
+	var ak *AccessKey
+	if c.Kind == CallerAccessKey {
+		if ak = a.d.AccessKeys[c.AccessKeyID]; ak == nil {
+			return principal{}, refuse("auth.token_invalid", "unknown access key")
+		}
+	}
 	now := a.stamp / 1000
 	if c.TokenExpires != 0 && c.TokenExpires <= now {
-		return nil, refuse("auth.token_expired", "token expired")
+		return principal{}, refuse("auth.token_expired", "token expired")
 	}
 	if c.Created != 0 {
 		if c.Created > now+SignatureWindowS {
-			return nil, refuse("auth.signature_invalid", "signature created in the future; check the client's clock")
+			return principal{}, refuse("auth.signature_invalid", "signature created in the future; check the client's clock")
 		}
 		if c.Created < now-SignatureWindowS {
-			return nil, refuse("auth.signature_expired", "signature created too long ago")
+			return principal{}, refuse("auth.signature_expired", "signature created too long ago")
 		}
 	}
 	if c.Expires != 0 && c.Expires <= now {
-		return nil, refuse("auth.signature_expired", "signature expired")
+		return principal{}, refuse("auth.signature_expired", "signature expired")
 	}
-	var user *User
+	var p principal
 	switch c.Kind {
-	case "admin":
-	case "user":
-		user = a.d.Users[c.UserID]
+	case CallerAdmin:
+	case CallerUser:
+		user := a.d.Users[c.UserID]
 		if user == nil {
-			return nil, refuse("auth.token_invalid", "unknown user")
+			return principal{}, refuse("auth.token_invalid", "unknown user")
 		}
 		if user.Status != UserActive {
-			return nil, refuse("auth.user_disabled", "user is disabled")
+			return principal{}, refuse("auth.user_disabled", "user is disabled")
 		}
 		if c.TokenIssuedAt < user.TokensNotBefore {
-			return nil, refuse("auth.token_invalid", "token was revoked")
+			return principal{}, refuse("auth.token_invalid", "token was revoked")
 		}
+		p.user = user
+	case CallerAccessKey:
+		if ak.RevokedAt != 0 && ak.RevokedAt <= a.stamp {
+			return principal{}, refuse("auth.key_revoked", "access key revoked")
+		}
+		if ak.ExpiresAt != 0 && ak.ExpiresAt <= a.stamp {
+			return principal{}, refuse("auth.key_revoked", "access key expired")
+		}
+		grantor := a.d.Users[ak.Grantor]
+		if grantor == nil {
+			return principal{}, refuse("auth.token_invalid", "the access key's grantor does not exist")
+		}
+		if grantor.Status != UserActive {
+			return principal{}, refuse("auth.user_disabled", "the access key's grantor is disabled")
+		}
+		p.user, p.ak = grantor, ak
 	default:
-		return nil, refuse("auth.missing", "unknown caller kind")
+		return principal{}, refuse("auth.missing", "unknown caller kind")
 	}
-	if c.NonceKey != "" {
-		if _, seen := a.d.Nonces[c.NonceKey]; seen {
-			return nil, refuse("auth.nonce_reused", "nonce already used")
-		}
-		if len(a.d.Nonces) >= MaxNonces {
-			return nil, refuse("rate.limited", "too many requests in the replay window")
-		}
-		a.d.Nonces[c.NonceKey] = a.stamp + NonceRetentionMs
+	if r := a.useNonces(c.NonceKey, c.TokenNonceKey); !r.OK() {
+		return principal{}, r
 	}
-	return user, Result{}
+	return p, Result{}
+}
+
+// useNonces consumes the request's replay keys, all or none.
+func (a *applier) useNonces(keys ...string) Result {
+	n := 0
+	for i, k := range keys {
+		if k == "" {
+			continue
+		}
+		if _, seen := a.d.Nonces[k]; seen || slices.Contains(keys[:i], k) {
+			return refuse("auth.nonce_reused", "nonce already used")
+		}
+		n++
+	}
+	if n > 0 && len(a.d.Nonces)+n > MaxNonces {
+		return refuse("rate.limited", "too many requests in the replay window")
+	}
+	for _, k := range keys {
+		if k != "" {
+			a.d.Nonces[k] = a.stamp + NonceRetentionMs
+		}
+	}
+	return Result{}
 }
 
 func (a *applier) adminOp(c *Call) Result {
@@ -203,36 +286,40 @@ func validPerms(perms []string) Result {
 	return Result{}
 }
 
-func (a *applier) userOp(c *Call, u *User) Result {
+func (a *applier) userOp(c *Call, p principal) Result {
 	switch c.Op {
 	case OpKeyList:
-		if !u.Has(PermKeysRead) {
+		if !p.has(PermKeysRead) {
 			return refuse("perm.denied", "missing permission keys:read")
 		}
 		return Result{}
 	case OpKeyGet:
-		if !u.Has(PermKeysRead) {
+		if !p.has(PermKeysRead) {
 			return refuse("perm.denied", "missing permission keys:read")
 		}
-		if k := a.d.Keys[c.KeyID]; k == nil || k.Owner != u.ID {
+		if !p.sees(a.d.Keys[c.KeyID]) {
 			return refuse("key.not_found", "no such key")
 		}
 		return Result{KeyID: c.KeyID}
 	case OpRequestGet:
-		if r := a.d.Requests[c.RequestID]; r == nil || r.Owner != u.ID {
+		r := a.d.Requests[c.RequestID]
+		if r == nil || r.Owner != p.user.ID || (p.ak != nil && !p.ak.Covers(r.KeyID)) {
 			return refuse("request.not_found", "no such request")
 		}
 		return Result{RequestID: c.RequestID}
 	case OpKeyCreate:
-		if !u.Has(PermKeysCreate) {
+		if p.ak != nil {
+			return refuse("perm.denied", "access keys cannot create keys; POST /v1/keys is for users")
+		}
+		if !p.has(PermKeysCreate) {
 			return refuse("perm.denied", "missing permission keys:create")
 		}
-		return a.keyCreate(c, u)
+		return a.keyCreate(c, p.user)
 	case OpKeySign:
-		if !u.Has(PermKeysSign) {
+		if !p.has(PermKeysSign) {
 			return refuse("perm.denied", "missing permission keys:sign")
 		}
-		return a.keySign(c, u)
+		return a.keySign(c, p)
 	}
 	return refuse("request.malformed", "unknown operation")
 }
@@ -346,9 +433,9 @@ func (a *applier) keyCreate(c *Call, u *User) Result {
 	return Result{RequestID: req.ID, KeyID: k.ID}
 }
 
-func (a *applier) keySign(c *Call, u *User) Result {
+func (a *applier) keySign(c *Call, p principal) Result {
 	k := a.d.Keys[c.KeyID]
-	if k == nil || k.Owner != u.ID {
+	if !p.sees(k) {
 		return refuse("key.not_found", "no such key")
 	}
 	if k.Status != KeyActive {
@@ -401,11 +488,14 @@ func (a *applier) keySign(c *Call, u *User) Result {
 		return r
 	}
 	req := &Request{
-		ID: s.RequestID, Kind: KindSign, Status: StatusScheduled, KeyID: k.ID, Owner: u.ID,
+		ID: s.RequestID, Kind: KindSign, Status: StatusScheduled, KeyID: k.ID, Owner: p.user.ID,
 		Actor: c.Caller.Actor(), CreatedAt: a.stamp, UpdatedAt: a.stamp, Message: msg,
 		Path: c.Path, PathIdx: path, Signed: c.Signed, Committee: sortedCopy(s.Committee),
 		Nonce: slices.Clone(s.Nonce), Attempt: 1, ScheduledAt: a.stamp,
 		IdempotencyKey: c.IdempotencyKey,
+	}
+	if p.ak != nil {
+		req.AccessKeyID = p.ak.ID
 	}
 	a.addRequest(req)
 	if scope != "" {

@@ -17,11 +17,13 @@ const (
 	TypeFail           = "request.fail"
 )
 
-// commandVersions lists the schema version each command type is at. A node refuses
-// entries of a newer version than it knows.
+// commandVersions lists the newest schema version each command type is at. A node refuses
+// entries of a newer version than it knows. A command may write an older version when it
+// uses nothing the newer one added (see versioned), so that nodes not yet upgraded halt
+// only when a new feature is actually used, never diverge silently.
 var commandVersions = map[string]int{
 	TypeClusterInit:    1,
-	TypeCall:           1,
+	TypeCall:           2, // v2: access keys (caller kind, access.* ops, X-Auth-Token form), token nonce key
 	TypeShareStored:    1,
 	TypeCeremonyResult: 1,
 	TypeCeremonyFailed: 1,
@@ -37,11 +39,19 @@ type Envelope struct {
 	Payload json.RawMessage `json:"p"`
 }
 
+// versioned is implemented by commands whose schema version depends on their content.
+type versioned interface {
+	schemaVersion() int
+}
+
 // Encode builds a log entry for a command. The stamp is filled in by the leader.
 func Encode(typ string, stamp int64, payload any) ([]byte, error) {
 	v, ok := commandVersions[typ]
 	if !ok {
 		return nil, fmt.Errorf("state: unknown command type %q", typ)
+	}
+	if vc, ok := payload.(versioned); ok {
+		v = min(v, vc.schemaVersion())
 	}
 	p, err := json.Marshal(payload)
 	if err != nil {
@@ -62,24 +72,39 @@ type ClusterInit struct {
 // checks (token signature, request signature, content digest) were done before proposing;
 // the FSM judges the stateful ones (status, revocation, nonce, permission) at the stamp.
 type Caller struct {
-	Kind          string `json:"kind"` // "admin" or "user"
-	UserID        uint64 `json:"user_id,omitempty"`
+	Kind   string `json:"kind"` // CallerAdmin, CallerUser or CallerAccessKey
+	UserID uint64 `json:"user_id,omitempty"`
+	// AccessKeyID names the access key ("ak_…") of an access-key caller.
+	AccessKeyID   string `json:"access_key_id,omitempty"`
 	TokenIssuedAt int64  `json:"token_iat,omitempty"` // unix seconds
 	TokenExpires  int64  `json:"token_exp,omitempty"` // unix seconds
 	Created       int64  `json:"created,omitempty"`   // signature created, unix seconds
 	Expires       int64  `json:"expires,omitempty"`   // signature expires, unix seconds, 0 = none
 	// NonceKey is the replay key this request consumes; empty when the scheme has none.
 	NonceKey string `json:"nonce_key,omitempty"`
+	// TokenNonceKey is a second replay key, the admin token's jti, when a signed admin
+	// request also carries one: both are consumed.
+	TokenNonceKey string `json:"token_nonce_key,omitempty"`
 	// TokenHash is the SHA-256 (hex) of an admin token; admin tokens are never stored.
 	TokenHash string `json:"token_hash,omitempty"`
 	// SigpairOnly marks a Sigpair-style admin token ({name}), good only for create-user.
 	SigpairOnly bool `json:"sigpair_only,omitempty"`
 }
 
-// Actor names the caller in the audit log.
+// Caller kinds.
+const (
+	CallerAdmin     = "admin"
+	CallerUser      = "user"
+	CallerAccessKey = "access_key"
+)
+
+// Actor names the caller in the audit log: "admin", "user:<id>" or the access key's id.
 func (c Caller) Actor() string {
-	if c.Kind == "admin" {
+	switch c.Kind {
+	case CallerAdmin:
 		return "admin"
+	case CallerAccessKey:
+		return c.AccessKeyID
 	}
 	return fmt.Sprintf("user:%d", c.UserID)
 }
@@ -101,6 +126,10 @@ const (
 	OpKeySign          = "keys.sign"
 	OpRequestGet       = "requests.get"
 	OpAuditList        = "audit.list"
+	OpAccessCreate     = "access.create"
+	OpAccessList       = "access.list"
+	OpAccessRevoke     = "access.revoke"
+	OpAccessLog        = "access.log"
 )
 
 // Call is one authenticated API request. Every authenticated request, reads included, is a
@@ -130,19 +159,53 @@ type Call struct {
 	// BodyHash identifies the body for idempotency comparisons.
 	BodyHash string `json:"body_hash,omitempty"`
 
+	// AccessKeyID is the access key a revoke or log call is about.
+	AccessKeyID string `json:"access_key_id,omitempty"`
+	// Grant carries the writable fields of POST /v1/access-keys, exactly as sent.
+	Grant *GrantFields `json:"grant,omitempty"`
+
 	Schedule *Schedule `json:"schedule,omitempty"`
 	// Unschedulable says why the leader could not schedule a ceremony (too few live nodes).
 	Unschedulable string `json:"unschedulable,omitempty"`
 }
 
-// Schedule is what the leader adds to a keygen or sign Call before proposing it: the ids
-// and randomness the FSM may not make itself.
+// schemaVersion implements versioned: a Call that uses nothing of v2 is written as v1.
+func (c *Call) schemaVersion() int {
+	switch {
+	case c.Caller.Kind == CallerAccessKey, c.Caller.AccessKeyID != "", c.Caller.TokenNonceKey != "",
+		c.AccessKeyID != "", c.Grant != nil, c.Schedule != nil && c.Schedule.AccessKeyID != "",
+		c.Signed != nil && c.Signed.XAuthToken != "":
+		return 2
+	}
+	switch c.Op {
+	case OpAccessCreate, OpAccessList, OpAccessRevoke, OpAccessLog:
+		return 2
+	}
+	return 1
+}
+
+// GrantFields are the writable fields of an access key as the grantor sent them. The FSM
+// validates them (field values are judged last, API.md's order).
+type GrantFields struct {
+	Label       string   `json:"label,omitempty"`
+	Scheme      string   `json:"scheme"`
+	PublicKey   string   `json:"public_key"` // hex
+	Permissions []string `json:"permissions"`
+	KeyIDs      []string `json:"key_ids,omitempty"`
+	// ExpiresAt is RFC 3339, or empty for no expiry.
+	ExpiresAt string `json:"expires_at,omitempty"`
+}
+
+// Schedule is what the leader adds to a keygen, sign or access-key Call before proposing
+// it: the ids and randomness the FSM may not make itself.
 type Schedule struct {
 	RequestID string   `json:"request_id"`
 	KeyID     string   `json:"key_id,omitempty"`
 	Committee []string `json:"committee"`
 	Nonce     []byte   `json:"nonce"`
 	ChainCode []byte   `json:"chain_code,omitempty"`
+	// AccessKeyID is the id of a new access key ("ak_" + 32 hex characters).
+	AccessKeyID string `json:"access_key_id,omitempty"`
 }
 
 // ShareStored reports that a node stored its share of a new key.
@@ -193,6 +256,8 @@ type Result struct {
 	UserID    uint64 `json:"user_id,omitempty"`
 	RequestID string `json:"request_id,omitempty"`
 	KeyID     string `json:"key_id,omitempty"`
+	// AccessKeyID is the access key created by access.create.
+	AccessKeyID string `json:"access_key_id,omitempty"`
 	// Existing is set when an idempotency key returned an earlier request.
 	Existing bool `json:"existing,omitempty"`
 	// Index is the raft index at which the command applied (filled by the proposer).

@@ -26,8 +26,17 @@ const (
 	SignatureWindowS = 300
 	// MaxAttempts bounds how often a sign request is scheduled.
 	MaxAttempts = 3
-	// SnapshotVersion is the version of the snapshot format.
-	SnapshotVersion = 1
+	// MaxAccessKeysPerGrantor bounds the access keys a user holds, live or kept after
+	// revocation or expiry (the oldest dead one makes room for a new grant).
+	MaxAccessKeysPerGrantor = 256
+	// MaxAccessLogEntries is how many uses each access key's log keeps (the newest).
+	MaxAccessLogEntries = 1000
+	// AccessKeyRetentionMs is how long a revoked or expired access key and its log are
+	// kept before they are pruned.
+	AccessKeyRetentionMs = 30 * 24 * 60 * 60 * 1000
+	// SnapshotVersion is the version of the snapshot format (2 added access keys); a
+	// snapshot of version 1 is read too.
+	SnapshotVersion = 2
 )
 
 // Verifier checks a finished threshold signature against a key. It must be a pure
@@ -65,15 +74,22 @@ type data struct {
 	Keys       map[string]*Key     `json:"keys"`
 	Requests   map[string]*Request `json:"requests"`
 	// Open indexes the requests that are not final.
-	Open      map[string]bool   `json:"open"`
-	Nonces    map[string]int64  `json:"nonces"`   // replay key → expiry (ms)
-	Sessions  map[string]int64  `json:"sessions"` // session nonce (hex) → stamp used
-	Idem      map[string]string `json:"idem"`     // caller|op|key → request id
-	IdemHash  map[string]string `json:"idem_hash"`
-	Audit     []AuditEntry      `json:"audit"`
-	LastStamp int64             `json:"last_stamp"`
-	LastPrune int64             `json:"last_prune"`
-	Applied   uint64            `json:"applied"`
+	Open     map[string]bool   `json:"open"`
+	Nonces   map[string]int64  `json:"nonces"`   // replay key → expiry (ms)
+	Sessions map[string]int64  `json:"sessions"` // session nonce (hex) → stamp used
+	Idem     map[string]string `json:"idem"`     // caller|op|key → request id
+	IdemHash map[string]string `json:"idem_hash"`
+	Audit    []AuditEntry      `json:"audit"`
+	// AccessKeys holds every access key by id; AccessByPub indexes them by
+	// scheme ":" hex(public key) (the newest key with that public key, the only one that
+	// can be live) and AccessByGrantor by grantor (ids sorted).
+	AccessKeys      map[string]*AccessKey `json:"access_keys"`
+	AccessByPub     map[string]string     `json:"access_by_pub"`
+	AccessByGrantor map[uint64][]string   `json:"access_by_grantor"`
+	AccessLogs      map[string]*AccessLog `json:"access_logs"`
+	LastStamp       int64                 `json:"last_stamp"`
+	LastPrune       int64                 `json:"last_prune"`
+	Applied         uint64                `json:"applied"`
 }
 
 func newData() *data {
@@ -87,6 +103,50 @@ func newData() *data {
 		Sessions: map[string]int64{},
 		Idem:     map[string]string{},
 		IdemHash: map[string]string{},
+
+		AccessKeys:      map[string]*AccessKey{},
+		AccessByPub:     map[string]string{},
+		AccessByGrantor: map[uint64][]string{},
+		AccessLogs:      map[string]*AccessLog{},
+	}
+}
+
+// ensureMaps replaces maps a snapshot left null (or, for version 1, did not have).
+func (d *data) ensureMaps() {
+	if d.AccessKeys == nil {
+		d.AccessKeys = map[string]*AccessKey{}
+	}
+	if d.AccessByPub == nil {
+		d.AccessByPub = map[string]string{}
+	}
+	if d.AccessByGrantor == nil {
+		d.AccessByGrantor = map[uint64][]string{}
+	}
+	if d.AccessLogs == nil {
+		d.AccessLogs = map[string]*AccessLog{}
+	}
+	for _, m := range []*map[string]string{&d.Idem, &d.IdemHash} {
+		if *m == nil {
+			*m = map[string]string{}
+		}
+	}
+	if d.Users == nil {
+		d.Users = map[uint64]*User{}
+	}
+	if d.Keys == nil {
+		d.Keys = map[string]*Key{}
+	}
+	if d.Requests == nil {
+		d.Requests = map[string]*Request{}
+	}
+	if d.Open == nil {
+		d.Open = map[string]bool{}
+	}
+	if d.Nonces == nil {
+		d.Nonces = map[string]int64{}
+	}
+	if d.Sessions == nil {
+		d.Sessions = map[string]int64{}
 	}
 }
 
@@ -271,6 +331,11 @@ func (d *data) prune(stamp int64) {
 			delete(d.IdemHash, k)
 		}
 	}
+	for _, ak := range d.AccessKeys {
+		if dead := ak.deadSince(); dead != 0 && dead <= stamp && stamp-dead > AccessKeyRetentionMs {
+			d.dropAccessKey(ak)
+		}
+	}
 }
 
 // Snapshot implements raft.FSM. The state is serialised under the read lock: it is small
@@ -295,9 +360,11 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err := dec.Decode(d); err != nil {
 		return fmt.Errorf("state: restore: %w", err)
 	}
-	if d.Version != SnapshotVersion {
-		return fmt.Errorf("state: restore: snapshot version %d, this binary reads %d", d.Version, SnapshotVersion)
+	if d.Version < 1 || d.Version > SnapshotVersion {
+		return fmt.Errorf("state: restore: snapshot version %d, this binary reads 1 to %d", d.Version, SnapshotVersion)
 	}
+	d.Version = SnapshotVersion
+	d.ensureMaps()
 	f.mu.Lock()
 	f.d = d
 	f.mu.Unlock()

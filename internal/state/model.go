@@ -168,6 +168,8 @@ type Request struct {
 	Error     *ErrorInfo `json:"error,omitempty"`
 
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
+	// AccessKeyID is the access key that submitted the request ("" for the owner itself).
+	AccessKeyID string `json:"access_key_id,omitempty"`
 }
 
 // SignedForm is a request exactly as the caller signed it.
@@ -179,5 +181,86 @@ type SignedForm struct {
 	ContentDigest  string `json:"content_digest,omitempty"`
 	SignatureInput string `json:"signature_input,omitempty"`
 	Signature      string `json:"signature,omitempty"`
-	Body           []byte `json:"body,omitempty"`
+	// XAuthToken is the X-Auth-Token header of a secp256k1 access key's request.
+	XAuthToken string `json:"x_auth_token,omitempty"`
+	Body       []byte `json:"body,omitempty"`
+}
+
+// Access-key schemes: how the holder signs its requests.
+const (
+	// SchemeEd25519 signs with RFC 9421 (keyid = the access key's id).
+	SchemeEd25519 = "ed25519"
+	// SchemeSecp256k1 signs with bitcoin-auth's X-Auth-Token.
+	SchemeSecp256k1 = "secp256k1"
+)
+
+// AccessKey is a grant of a subset of a user's permissions to an extra public key
+// (BWS grantAccess, Droplit allowlists). Its effective permissions are Permissions ∩ the
+// grantor's current permissions, never access:manage; KeyIDs, when not empty, limits it to
+// those keys of the grantor.
+type AccessKey struct {
+	ID          string   `json:"id"`
+	Grantor     uint64   `json:"grantor"`
+	Label       string   `json:"label"`
+	Scheme      string   `json:"scheme"`
+	PublicKey   []byte   `json:"public_key"`
+	Permissions []string `json:"permissions"`
+	KeyIDs      []string `json:"key_ids,omitempty"`
+	ExpiresAt   int64    `json:"expires_at_ms,omitempty"` // 0 = never
+	CreatedAt   int64    `json:"created_at_ms"`
+	RevokedAt   int64    `json:"revoked_at_ms,omitempty"` // 0 = not revoked
+	// Grant is the grantor's create request exactly as signed, so that every node can
+	// re-verify who granted this public key what (DESIGN.md invariant 2).
+	Grant *SignedForm `json:"grant,omitempty"`
+}
+
+// LiveAt reports whether the key is neither revoked nor expired at stamp (unix ms).
+func (k *AccessKey) LiveAt(stamp int64) bool {
+	return (k.RevokedAt == 0 || k.RevokedAt > stamp) && (k.ExpiresAt == 0 || k.ExpiresAt > stamp)
+}
+
+// deadSince is when the key stopped being live (revocation or expiry), or 0 if it has
+// neither.
+func (k *AccessKey) deadSince() int64 {
+	switch {
+	case k.RevokedAt != 0 && k.ExpiresAt != 0:
+		return min(k.RevokedAt, k.ExpiresAt)
+	case k.RevokedAt != 0:
+		return k.RevokedAt
+	}
+	return k.ExpiresAt
+}
+
+// Effective returns the key's effective permissions given its grantor's current ones:
+// the grant ∩ the grantor's, without access:manage, in the grant's order.
+func (k *AccessKey) Effective(grantor *User) []string {
+	out := []string{}
+	for _, p := range k.Permissions {
+		if p != PermAccessManage && grantor != nil && grantor.Has(p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Covers reports whether the key may act on keyID (KeyIDs empty means every key of the
+// grantor).
+func (k *AccessKey) Covers(keyID string) bool {
+	return len(k.KeyIDs) == 0 || slices.Contains(k.KeyIDs, keyID)
+}
+
+// AccessLogEntry is one use of an access key, allowed or refused.
+type AccessLogEntry struct {
+	Seq     uint64 `json:"seq"`
+	Time    int64  `json:"time_ms"`
+	Op      string `json:"op"`
+	Object  string `json:"object,omitempty"`
+	Outcome string `json:"outcome"`
+	Code    string `json:"code,omitempty"`
+}
+
+// AccessLog is an access key's own log: its newest MaxAccessLogEntries uses.
+type AccessLog struct {
+	Next    uint64           `json:"next"`
+	Entries []AccessLogEntry `json:"entries"`
 }

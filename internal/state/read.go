@@ -1,6 +1,7 @@
 package state
 
 import (
+	"encoding/hex"
 	"maps"
 	"slices"
 	"sort"
@@ -173,4 +174,103 @@ func (f *FSM) AuditHead() (uint64, string) {
 	}
 	e := f.d.Audit[len(f.d.Audit)-1]
 	return e.Seq, e.Hash
+}
+
+// KeysIn is KeysOf limited to the ids in only (all of the owner's keys when only is
+// empty): an access key's view of its grantor's keys.
+func (f *FSM) KeysIn(owner uint64, only []string, after string, limit int) []*Key {
+	if len(only) == 0 {
+		return f.KeysOf(owner, after, limit)
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []*Key
+	for _, id := range only {
+		if k := f.d.Keys[id]; k != nil && k.Owner == owner && k.ID > after {
+			out = append(out, k)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	for i, k := range out {
+		out[i] = copyKey(k)
+	}
+	return out
+}
+
+func copyAccessKey(k *AccessKey) *AccessKey {
+	c := *k
+	c.PublicKey = slices.Clone(k.PublicKey)
+	c.Permissions = slices.Clone(k.Permissions)
+	c.KeyIDs = slices.Clone(k.KeyIDs)
+	if k.Grant != nil {
+		g := *k.Grant
+		g.Body = slices.Clone(k.Grant.Body)
+		c.Grant = &g
+	}
+	return &c
+}
+
+// AccessKey returns a copy of an access key, or nil.
+func (f *FSM) AccessKey(id string) *AccessKey {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	k := f.d.AccessKeys[id]
+	if k == nil {
+		return nil
+	}
+	return copyAccessKey(k)
+}
+
+// AccessKeyByPublicKey returns a copy of the newest access key of that scheme and public
+// key (the only one that can be live; the caller judges liveness at its own time), or nil.
+func (f *FSM) AccessKeyByPublicKey(scheme string, pub []byte) *AccessKey {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	k := f.d.AccessKeys[f.d.AccessByPub[scheme+":"+hex.EncodeToString(pub)]]
+	if k == nil {
+		return nil
+	}
+	return copyAccessKey(k)
+}
+
+// AccessKeysOf returns copies of a grantor's access keys with id > after, sorted by id,
+// at most limit.
+func (f *FSM) AccessKeysOf(grantor uint64, after string, limit int) []*AccessKey {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []*AccessKey
+	for _, id := range f.d.AccessByGrantor[grantor] {
+		if id > after {
+			if len(out) == limit {
+				break
+			}
+			out = append(out, copyAccessKey(f.d.AccessKeys[id]))
+		}
+	}
+	return out
+}
+
+// AccessLog returns an access key's log entries with seq > after, ascending, at most
+// limit, and whether more follow.
+func (f *FSM) AccessLog(id string, after uint64, limit int) ([]AccessLogEntry, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	l := f.d.AccessLogs[id]
+	if l == nil {
+		return nil, false
+	}
+	i, _ := slices.BinarySearchFunc(l.Entries, after+1, func(e AccessLogEntry, seq uint64) int {
+		switch {
+		case e.Seq < seq:
+			return -1
+		case e.Seq > seq:
+			return 1
+		}
+		return 0
+	})
+	end := min(i+limit, len(l.Entries))
+	return slices.Clone(l.Entries[i:end]), end < len(l.Entries)
 }
