@@ -118,17 +118,7 @@ func (n *Node) hAccessList(x *exchange) *apiError {
 		return err
 	}
 	keys := n.fsm.AccessKeysOf(x.caller.UserID, after, limit+1)
-	out := map[string]any{}
-	if len(keys) > limit {
-		keys = keys[:limit]
-		out["next"] = keys[limit-1].ID
-	}
-	list := make([]map[string]any, 0, len(keys))
-	for _, k := range keys {
-		list = append(list, accessKeyView(k))
-	}
-	out["access_keys"] = list
-	x.json(http.StatusOK, out)
+	writePage(x, "access_keys", keys, limit, func(k *state.AccessKey) string { return k.ID }, accessKeyView)
 	return nil
 }
 
@@ -147,16 +137,8 @@ func (n *Node) hAccessRevoke(x *exchange) *apiError {
 }
 
 func (n *Node) hAccessLog(x *exchange) *apiError {
-	afterS, limit, bad := pageParams(x)
+	after, limit, bad := numericPageParams(x, "a log sequence number")
 	c := &state.Call{Op: state.OpAccessLog, AccessKeyID: x.r.PathValue("id"), Malformed: bad}
-	var after uint64
-	if afterS != "" && bad == "" {
-		v, err := strconv.ParseUint(afterS, 10, 64)
-		if err != nil {
-			c.Malformed = "after must be a log sequence number"
-		}
-		after = v
-	}
 	if _, err := n.commit(x, c); err != nil {
 		return err
 	}

@@ -101,6 +101,35 @@ func pageParams(x *exchange) (after string, limit int, bad string) {
 	return q.Get("after"), limit, ""
 }
 
+// numericPageParams is pageParams for lists whose cursor is a number (ids, sequences).
+func numericPageParams(x *exchange, what string) (after uint64, limit int, bad string) {
+	afterS, limit, bad := pageParams(x)
+	if afterS != "" && bad == "" {
+		v, err := strconv.ParseUint(afterS, 10, 64)
+		if err != nil {
+			return 0, limit, "after must be " + what
+		}
+		after = v
+	}
+	return after, limit, bad
+}
+
+// writePage answers one page of a list fetched with limit+1 items: the extra item only
+// tells that there is more, and the last item kept is the next cursor.
+func writePage[T any](x *exchange, field string, items []T, limit int, cursor func(T) string, view func(T) map[string]any) {
+	out := map[string]any{}
+	if len(items) > limit {
+		items = items[:limit]
+		out["next"] = cursor(items[limit-1])
+	}
+	list := make([]map[string]any, 0, len(items))
+	for _, it := range items {
+		list = append(list, view(it))
+	}
+	out[field] = list
+	x.json(http.StatusOK, out)
+}
+
 func (n *Node) hCluster(x *exchange) *apiError {
 	if _, err := n.commit(x, &state.Call{Op: state.OpClusterGet}); err != nil {
 		return err
@@ -146,31 +175,14 @@ func (n *Node) hSigpairCreate(x *exchange) *apiError {
 }
 
 func (n *Node) hUserList(x *exchange) *apiError {
-	afterS, limit, bad := pageParams(x)
-	c := &state.Call{Op: state.OpUserList, Malformed: bad}
-	var after uint64
-	if afterS != "" && bad == "" {
-		v, err := strconv.ParseUint(afterS, 10, 64)
-		if err != nil {
-			c.Malformed = "after must be a user id"
-		}
-		after = v
-	}
-	if _, err := n.commit(x, c); err != nil {
+	after, limit, bad := numericPageParams(x, "a user id")
+	if _, err := n.commit(x, &state.Call{Op: state.OpUserList, Malformed: bad}); err != nil {
 		return err
 	}
 	users := n.fsm.Users(after, limit+1)
-	out := map[string]any{}
-	if len(users) > limit {
-		users = users[:limit]
-		out["next"] = strconv.FormatUint(users[limit-1].ID, 10)
-	}
-	list := make([]map[string]any, 0, len(users))
-	for i := range users {
-		list = append(list, userView(&users[i]))
-	}
-	out["users"] = list
-	x.json(http.StatusOK, out)
+	writePage(x, "users", users, limit,
+		func(u state.User) string { return strconv.FormatUint(u.ID, 10) },
+		func(u state.User) map[string]any { return userView(&u) })
 	return nil
 }
 
@@ -277,17 +289,7 @@ func (n *Node) hKeyList(x *exchange) *apiError {
 		return aerr
 	}
 	keys := n.fsm.KeysIn(owner, only, after, limit+1)
-	out := map[string]any{}
-	if len(keys) > limit {
-		keys = keys[:limit]
-		out["next"] = keys[limit-1].ID
-	}
-	list := make([]map[string]any, 0, len(keys))
-	for _, k := range keys {
-		list = append(list, keyView(k))
-	}
-	out["keys"] = list
-	x.json(http.StatusOK, out)
+	writePage(x, "keys", keys, limit, func(k *state.Key) string { return k.ID }, keyView)
 	return nil
 }
 
@@ -318,16 +320,8 @@ func (n *Node) hRequestGet(x *exchange) *apiError {
 }
 
 func (n *Node) hAudit(x *exchange) *apiError {
-	afterS, limit, bad := pageParams(x)
+	after, limit, bad := numericPageParams(x, "a sequence number")
 	c := &state.Call{Op: state.OpAuditList, Malformed: bad}
-	var after uint64
-	if afterS != "" && bad == "" {
-		v, err := strconv.ParseUint(afterS, 10, 64)
-		if err != nil {
-			c.Malformed = "after must be a sequence number"
-		}
-		after = v
-	}
 	if _, err := n.commit(x, c); err != nil {
 		return err
 	}

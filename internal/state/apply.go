@@ -341,6 +341,14 @@ func (a *applier) idempotent(c *Call, route string) (string, Result, bool) {
 	return scope, Result{RequestID: id, KeyID: r.KeyID, Existing: true}, true
 }
 
+// rememberIdempotency records which request an idempotency scope produced ("" = none).
+func (a *applier) rememberIdempotency(scope, requestID, bodyHash string) {
+	if scope != "" {
+		a.d.Idem[scope] = requestID
+		a.d.IdemHash[scope] = bodyHash
+	}
+}
+
 func (a *applier) openRequests() int { return len(a.d.Open) }
 
 // addRequest records a new, open request.
@@ -425,10 +433,7 @@ func (a *applier) keyCreate(c *Call, u *User) Result {
 		IdempotencyKey: c.IdempotencyKey,
 	}
 	a.addRequest(req)
-	if scope != "" {
-		a.d.Idem[scope] = req.ID
-		a.d.IdemHash[scope] = c.BodyHash
-	}
+	a.rememberIdempotency(scope, req.ID, c.BodyHash)
 	a.emit(EventScheduled, req.ID, k.ID)
 	return Result{RequestID: req.ID, KeyID: k.ID}
 }
@@ -498,10 +503,7 @@ func (a *applier) keySign(c *Call, p principal) Result {
 		req.AccessKeyID = p.ak.ID
 	}
 	a.addRequest(req)
-	if scope != "" {
-		a.d.Idem[scope] = req.ID
-		a.d.IdemHash[scope] = c.BodyHash
-	}
+	a.rememberIdempotency(scope, req.ID, c.BodyHash)
 	a.emit(EventScheduled, req.ID, k.ID)
 	return Result{RequestID: req.ID, KeyID: k.ID}
 }

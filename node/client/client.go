@@ -2,9 +2,12 @@
 //
 // A Client signs every request with custos's RFC 9421 profile: in user mode it sends
 // "Authorization: Bearer <user token>" and signs with the user's Ed25519 key (keyid
-// "user:<user_id>"); in access-key mode it signs with the access key alone (keyid = the
-// access key's id). Each call encodes its JSON body once, digests and sends exactly those
-// bytes, and signs afresh (new nonce), so a retried call is a new signed request.
+// "user:<user_id>"); in access-key mode it signs with the Ed25519 access key alone
+// (keyid = the access key's id); in X-Auth mode (NewXAuth) a secp256k1 access key sends
+// bitcoin-auth's X-Auth-Token instead. Each call encodes its JSON body once, digests and
+// sends exactly those bytes, and signs afresh (new nonce or timestamp), so a retried call
+// is a new signed request. Users manage their access keys with CreateAccessKey,
+// ListAccessKeys, RevokeAccessKey and AccessKeyLog.
 //
 // API errors come back as *APIError (RFC 9457 problem details) so that callers can branch
 // on Code. The package never logs and never sends a private key anywhere.
@@ -106,12 +109,9 @@ func NewAccessKey(baseURL, accessKeyID string, key ed25519.PrivateKey, opts ...O
 // NewCustom returns a client whose credentials come from authn (the admin SDK uses it to
 // mint a fresh admin token per call).
 func NewCustom(baseURL string, authn Authenticator, opts ...Option) (*Client, error) {
-	u, err := url.Parse(strings.TrimRight(baseURL, "/"))
+	u, err := parseBaseURL(baseURL)
 	if err != nil {
-		return nil, fmt.Errorf("client: base URL: %w", err)
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return nil, fmt.Errorf("client: base URL must be http(s)://host[:port][/prefix], got %q", baseURL)
+		return nil, err
 	}
 	if authn == nil {
 		return nil, errors.New("client: no authenticator")
@@ -124,6 +124,28 @@ func NewCustom(baseURL string, authn Authenticator, opts ...Option) (*Client, er
 		o.hc = &http.Client{Timeout: DefaultTimeout}
 	}
 	return &Client{base: u, hc: o.hc, authn: authn, now: time.Now}, nil
+}
+
+// WithBaseURL returns a client for another node (baseURL) with the same credentials and
+// HTTP client. Prefer it to a second constructor call for the same key: the copies share
+// their state (an X-Auth client's timestamps, which must not repeat for identical calls).
+func (c *Client) WithBaseURL(baseURL string) (*Client, error) {
+	u, err := parseBaseURL(baseURL)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{base: u, hc: c.hc, authn: c.authn, now: c.now}, nil
+}
+
+func parseBaseURL(baseURL string) (*url.URL, error) {
+	u, err := url.Parse(strings.TrimRight(baseURL, "/"))
+	if err != nil {
+		return nil, fmt.Errorf("client: base URL: %w", err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return nil, fmt.Errorf("client: base URL must be http(s)://host[:port][/prefix], got %q", baseURL)
+	}
+	return u, nil
 }
 
 // BaseURL is the node URL this client calls.

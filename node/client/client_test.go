@@ -35,6 +35,8 @@ type fakeNode struct {
 	accessKeys map[string]ed25519.PublicKey
 
 	mu       sync.Mutex
+	grants   []json.RawMessage // bodies of POST /v1/access-keys
+	revoked  []string          // ids of DELETE /v1/access-keys/{id}
 	nonces   map[string]bool
 	polls    int
 	lastBody []byte
@@ -53,6 +55,7 @@ func newFakeNode(t *testing.T) (*fakeNode, *httptest.Server) {
 	mux.HandleFunc("GET /v1/keys/{key_id}", f.getKey)
 	mux.HandleFunc("POST /v1/keys/{key_id}/sign", f.sign)
 	mux.HandleFunc("GET /v1/requests/{id}", f.getRequest)
+	f.registerAccessRoutes(mux)
 	mux.HandleFunc("GET /v1/cluster", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, map[string]any{"name": "dev", "threshold": 2, "parties": 3, "leader": "node1",
 			"members": []map[string]any{{"id": "node1", "api": "http://127.0.0.1:7701", "peer_id": "12D3", "healthy": true, "leader": true}}})
