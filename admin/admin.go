@@ -1,5 +1,7 @@
 // Package admin is the Go admin SDK for custos: it creates and manages users, issues
-// their tokens offline (GenUserToken), and reads the cluster and its audit log.
+// their tokens offline (GenUserToken), reads the cluster and its audit log, and verifies
+// the audit log's hash chain itself (VerifyAudit, AuditChain: RFC 8785 canonical JSON and
+// SHA-256, written independently of the node's code).
 //
 // Two modes, matching the node's configuration. With New (Sigpair model) the SDK holds
 // the shared 32-byte ADMIN_KEY and mints an HS256 admin JWT for every call. With

@@ -1,5 +1,6 @@
 // Command custos is the one command-line tool for people: the admin (users, tokens,
-// audit), key holders (keys, signing, requests) and developers (`custos dev up`).
+// audit and its verification, the admin key pair), key holders (keys, signing, requests,
+// access keys) and developers (`custos dev up`).
 //
 // It only parses flags and prints results; the admin and node/client SDKs do the work.
 package main
@@ -30,11 +31,16 @@ const usage = `custos — command-line tool for a custos threshold-signing clust
   custos dev up                                  start the local 3-node dev cluster (make run)
   custos cluster                                 show the cluster (as the admin)
 
+  custos admin keygen --out FILE                 create an Ed25519 admin key pair: the private key goes
+                                                 to FILE (mode 0600), the public key (for every node's
+                                                 admin.public_key) is printed
   custos admin create-user --name NAME [--permissions p1,p2]
-  custos admin token --user-id N --public-key HEX [--ttl 24h]   issue a user token offline
+  custos admin token --user-id N --public-key HEX [--ttl 24h] [--audience NAME]   issue a user token offline
   custos admin users | user ID | disable ID | enable ID | revoke-tokens ID
   custos admin set-permissions ID p1,p2,...
   custos admin audit [--after N] [--limit N]
+  custos audit verify [--page-size N]            read the whole audit log and recompute every hash and
+                                                 link; exits non-zero at the first broken link
 
   custos keys new-identity --out FILE            create a user's Ed25519 request-signing key
   custos keys create --curve secp256k1|ed25519 [--threshold K] [--label L]
@@ -42,11 +48,22 @@ const usage = `custos — command-line tool for a custos threshold-signing clust
   custos sign --key KEY_ID (--digest HEX | --message HEX | --text STRING) [--path m/0/7]
   custos requests get REQUEST_ID
 
+  custos access-keys grant --scheme ed25519|secp256k1 --public-key HEX --permissions p1,p2
+                     [--key-ids K1,K2] [--expires RFC3339|DURATION] [--label L]
+  custos access-keys list | revoke ID | log ID   (as the granting user)
+
+Permissions: keys:create keys:read keys:sign keys:delete access:manage approvals:decide
+(an access key holds a subset of its grantor's, never access:manage).
+
 Connection (every command):
   --cluster FILE     dev cluster file (default .devcluster/cluster.json); --node N picks a node (1-based)
   --url URL          a node's API URL (overrides --cluster)
-  --admin-key-file F the ADMIN_KEY (default: the cluster file's admin_key_file)
-User credentials (keys, sign, requests):
+Admin credentials (admin, cluster, audit):
+  --admin-key-file F           the shared ADMIN_KEY, 64 hex (default: the cluster file's admin_key_file)
+  --admin-private-key-file F   or: the admin's Ed25519 private key (custos admin keygen), for clusters
+                               configured with admin.public_key
+  --audience NAME              put aud=NAME (the cluster name) in the tokens the admin mints
+User credentials (keys, sign, requests, access-keys):
   --token TOKEN or $CUSTOS_TOKEN          the user token the admin issued
   --identity FILE or $CUSTOS_IDENTITY     the user's Ed25519 key file (custos keys new-identity)`
 
@@ -80,6 +97,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return cmdSign(args[1:], stdout)
 	case "requests":
 		return cmdRequests(args[1:], stdout)
+	case "access-keys":
+		return cmdAccessKeys(args[1:], stdout)
+	case "audit":
+		return cmdAudit(args[1:], stdout)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil
@@ -89,8 +110,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 
 // conn holds the connection flags every command takes.
 type conn struct {
-	cluster, url, adminKeyFile, token, identity string
-	node                                        int
+	cluster, url, adminKeyFile, adminPrivKeyFile, audience, token, identity string
+	node                                                                    int
 }
 
 func (c *conn) register(fs *flag.FlagSet) {
@@ -98,6 +119,8 @@ func (c *conn) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.node, "node", 1, "which node of the cluster file to talk to (1-based)")
 	fs.StringVar(&c.url, "url", "", "a node's API URL")
 	fs.StringVar(&c.adminKeyFile, "admin-key-file", "", "file holding the ADMIN_KEY (64 hex characters)")
+	fs.StringVar(&c.adminPrivKeyFile, "admin-private-key-file", "", "file holding the admin's Ed25519 private key (custos admin keygen)")
+	fs.StringVar(&c.audience, "audience", "", "aud claim (the cluster name) for the tokens the admin mints")
 	fs.StringVar(&c.token, "token", os.Getenv("CUSTOS_TOKEN"), "user token")
 	fs.StringVar(&c.identity, "identity", os.Getenv("CUSTOS_IDENTITY"), "user's Ed25519 key file")
 }
@@ -144,16 +167,36 @@ func (c *conn) adminKey() ([]byte, error) {
 	return cl.AdminKey(base)
 }
 
-func (c *conn) admin() (*admin.Admin, error) {
+// adminFor returns an admin SDK for baseURL: key-pair mode with --admin-private-key-file,
+// else the shared ADMIN_KEY.
+func (c *conn) adminFor(baseURL string) (*admin.Admin, error) {
+	var opts []admin.Option
+	if c.audience != "" {
+		opts = append(opts, admin.WithAudience(c.audience))
+	}
+	if c.adminPrivKeyFile != "" {
+		if c.adminKeyFile != "" {
+			return nil, errors.New("give either --admin-key-file (shared key) or --admin-private-key-file (key pair), not both")
+		}
+		priv, err := readIdentity(c.adminPrivKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("admin private key: %w", err)
+		}
+		return admin.NewKeyPair(priv, baseURL, opts...)
+	}
 	k, err := c.adminKey()
 	if err != nil {
 		return nil, err
 	}
+	return admin.New(k, baseURL, opts...)
+}
+
+func (c *conn) admin() (*admin.Admin, error) {
 	u, err := c.baseURL()
 	if err != nil {
 		return nil, err
 	}
-	return admin.New(k, u)
+	return c.adminFor(u)
 }
 
 func (c *conn) user() (*client.Client, error) {
@@ -172,6 +215,27 @@ func (c *conn) user() (*client.Client, error) {
 		return nil, err
 	}
 	return client.New(u, strings.TrimSpace(c.token), key)
+}
+
+// writeNewKey creates an Ed25519 key, writes its seed as 64 hex characters to path (mode
+// 0600, never overwriting a file) and returns its public key.
+func writeNewKey(path string) (ed25519.PublicKey, error) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("write key (never overwritten): %w", err)
+	}
+	if _, err := fmt.Fprintln(f, hex.EncodeToString(priv.Seed())); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	return pub, nil
 }
 
 func readIdentity(path string) (ed25519.PrivateKey, error) {
@@ -221,7 +285,7 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 
 func cmdAdmin(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: custos admin create-user|token|users|user|disable|enable|revoke-tokens|set-permissions|audit")
+		return errors.New("usage: custos admin keygen|create-user|token|users|user|disable|enable|revoke-tokens|set-permissions|audit")
 	}
 	sub := args[0]
 	fs := flag.NewFlagSet("admin "+sub, flag.ContinueOnError)
@@ -234,16 +298,24 @@ func cmdAdmin(args []string, stdout io.Writer) error {
 	ttl := fs.Duration("ttl", 24*time.Hour, "token lifetime")
 	after := fs.Uint64("after", 0, "audit: entries after this seq")
 	limit := fs.Int("limit", 100, "audit: at most this many entries")
+	out := fs.String("out", "", "keygen: file to write the admin's private key to (mode 0600)")
 	pos, err := parse(fs, args[1:])
 	if err != nil {
 		return err
 	}
-	if sub == "token" {
-		k, err := c.adminKey()
+	if sub == "keygen" {
+		if *out == "" {
+			return errors.New("admin keygen needs --out FILE")
+		}
+		pub, err := writeNewKey(*out)
 		if err != nil {
 			return err
 		}
-		a, err := admin.New(k, "http://offline.invalid")
+		return printJSON(stdout, map[string]string{"public_key": hex.EncodeToString(pub), "file": *out,
+			"hint": "set admin.public_key to public_key in every node's configuration (instead of admin.key_file)"})
+	}
+	if sub == "token" {
+		a, err := c.adminFor("http://offline.invalid")
 		if err != nil {
 			return err
 		}
@@ -366,19 +438,8 @@ func cmdKeys(args []string, stdout io.Writer) error {
 		if *out == "" {
 			return errors.New("new-identity needs --out FILE")
 		}
-		pub, priv, err := ed25519.GenerateKey(rand.Reader)
+		pub, err := writeNewKey(*out)
 		if err != nil {
-			return err
-		}
-		f, err := os.OpenFile(*out, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-		if err != nil {
-			return fmt.Errorf("write identity (never overwritten): %w", err)
-		}
-		if _, err := fmt.Fprintln(f, hex.EncodeToString(priv.Seed())); err != nil {
-			f.Close()
-			return err
-		}
-		if err := f.Close(); err != nil {
 			return err
 		}
 		return printJSON(stdout, map[string]string{"public_key": hex.EncodeToString(pub), "file": *out})

@@ -167,9 +167,13 @@ func (k *AccessKey) Expired(now time.Time) bool {
 
 // AccessLogEntry is one use of an access key, allowed or refused, from its own log.
 type AccessLogEntry struct {
+	// Seq numbers the key's uses, ascending (zero when the node does not send it).
+	Seq  uint64    `json:"seq,omitempty"`
 	Time time.Time `json:"time"`
 	// Route is what the key was used for (the node's name for the route).
 	Route string `json:"route"`
+	// Object is the key, request or other object the use concerned, when there was one.
+	Object string `json:"object,omitempty"`
 	// Outcome is "allowed" or "refused".
 	Outcome string `json:"outcome"`
 	// Code is the error code of a refusal, empty when allowed.
@@ -272,7 +276,8 @@ func (s *xauthStamper) next(now time.Time) time.Time {
 // refuses to send those (ErrXAuthMethod). Each token is accepted once, cluster-wide; the
 // client keeps its timestamps strictly increasing, so use one Client per key (it is safe
 // for concurrent use) and WithBaseURL for other nodes, rather than a constructor call per
-// goroutine or node.
+// goroutine or node. The token names the path as this client sends it (base URL prefix
+// included), so a proxy in front of the node must not rewrite paths.
 func NewXAuth(baseURL string, key *btcec.PrivateKey, scheme string, opts ...Option) (*Client, error) {
 	if key == nil {
 		return nil, errors.New("client: no secp256k1 private key")

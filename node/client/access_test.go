@@ -73,12 +73,12 @@ func (f *fakeNode) registerAccessRoutes(mux *http.ServeMux) {
 		}
 		if r.URL.Query().Get("after") == "" {
 			writeJSON(w, 200, map[string]any{"entries": []map[string]any{
-				{"time": "2026-01-02T03:04:05Z", "route": "keys.list", "outcome": "allowed", "code": ""},
+				{"seq": 1, "time": "2026-01-02T03:04:05Z", "route": "keys.list", "object": "", "outcome": "allowed", "code": ""},
 			}, "next": 1})
 			return
 		}
 		writeJSON(w, 200, map[string]any{"entries": []map[string]any{
-			{"time": "2026-01-02T03:04:06Z", "route": "keys.sign", "outcome": "refused", "code": "perm.denied"},
+			{"seq": 2, "time": "2026-01-02T03:04:06Z", "route": "keys.sign", "object": "k1", "outcome": "refused", "code": "perm.denied"},
 		}})
 	})
 }
@@ -136,7 +136,8 @@ func TestAccessKeyRoutes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(log) != 2 || log[0].Route != "keys.list" || log[1].Outcome != "refused" || log[1].Code != "perm.denied" || log[1].Time.IsZero() {
+	if len(log) != 2 || log[0].Route != "keys.list" || log[0].Seq != 1 || log[1].Outcome != "refused" || log[1].Code != "perm.denied" ||
+		log[1].Time.IsZero() || log[1].Object != "k1" || log[1].Seq != 2 {
 		t.Fatalf("log %+v", log)
 	}
 	for name, err := range map[string]error{

@@ -1,0 +1,281 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/custos/custos/internal/state"
+)
+
+// chainOf builds n entries with the node's own hashing (internal/state), so that the
+// verifier here, written independently, is checked against the writer.
+func chainOf(n int) []state.AuditEntry {
+	out := make([]state.AuditEntry, 0, n)
+	prev := state.GenesisHash
+	for i := 1; i <= n; i++ {
+		e := state.AuditEntry{Seq: uint64(i), Time: "2026-01-02T03:04:05.123Z", Actor: "user:" + strconv.Itoa(i%7),
+			Action: "keys.sign", Object: fmt.Sprintf("req_%d \"quoted\" \\ é\u2028\t\x01", i), Outcome: "allowed", PrevHash: prev}
+		if i%3 == 0 {
+			e.Outcome, e.Code = "refused", "perm.denied"
+		}
+		e.Hash = e.ComputeHash()
+		prev = e.Hash
+		out = append(out, e)
+	}
+	return out
+}
+
+func rawOf(t testing.TB, es []state.AuditEntry) []json.RawMessage {
+	t.Helper()
+	out := make([]json.RawMessage, len(es))
+	for i := range es {
+		b, err := json.Marshal(es[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = b
+	}
+	return out
+}
+
+func TestAuditEntryHashMatchesTheNode(t *testing.T) {
+	for _, e := range chainOf(40) {
+		b, _ := json.Marshal(e)
+		got, err := AuditEntryHash(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != e.Hash {
+			t.Fatalf("seq %d: recomputed %s, node wrote %s", e.Seq, got, e.Hash)
+		}
+		c, _ := canonicalEntry(b)
+		if string(c) != string(e.Canonical()) {
+			t.Fatalf("canonical forms differ:\n%s\n%s", c, e.Canonical())
+		}
+	}
+}
+
+// TestCanonicalJSON uses RFC 8785's own examples (§3.2.2.3 numbers, §3.2.3 sorting).
+func TestCanonicalJSON(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{`{"b":2,"a":1,"hash":"x"}`, `{"a":1,"b":2}`},
+		{`{"numbers":[333333333.33333329,1E30,4.50,2e-3,0.000000000000000000000000001,-0,1e21,1e20,1e-6,1e-7,-12.5e2]}`,
+			`{"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27,0,1e+21,100000000000000000000,0.000001,1e-7,-1250]}`},
+		{`{"\u20ac":"Euro Sign","\r":"Carriage Return","\ufb33":"Hebrew","1":"One","\ud83d\ude00":"Emoji","\u0080":"Control","\u00f6":"o"}`,
+			"{\"\\r\":\"Carriage Return\",\"1\":\"One\",\"\u0080\":\"Control\",\"\u00f6\":\"o\",\"\u20ac\":\"Euro Sign\",\"\U0001F600\":\"Emoji\",\"\ufb33\":\"Hebrew\"}"},
+		{`{"s":"\u0000\u001f\u007f\"\\\/\b\f\n\r\t","l":[true,false,null,{"z":{},"y":[]}]}`,
+			`{"l":[true,false,null,{"y":[],"z":{}}],"s":"\u0000\u001f` + "\u007f" + `\"\\/\b\f\n\r\t"}`},
+	}
+	for _, tt := range tests {
+		got, err := canonicalEntry([]byte(tt.in))
+		if err != nil {
+			t.Fatalf("%s: %v", tt.in, err)
+		}
+		if string(got) != tt.want {
+			t.Errorf("canonical(%s)\n got %s\nwant %s", tt.in, got, tt.want)
+		}
+	}
+	for _, bad := range []string{`[]`, `"x"`, `{"a":1,"a":2}`, `{"a":{"b":1,"b":1}}`, `{"a":1} {}`, `{"a":NaN}`, `{"a":1e400}`, `{`,
+		strings.Repeat(`{"a":`, 40) + "1" + strings.Repeat("}", 40)} {
+		if _, err := canonicalEntry([]byte(bad)); err == nil {
+			t.Errorf("accepted %s", bad)
+		}
+	}
+	// Repeated names in different objects are fine.
+	if _, err := canonicalEntry([]byte(`{"a":{"a":1},"b":[{"a":1},{"a":2}]}`)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAuditChain(t *testing.T) {
+	good := chainOf(6)
+	tests := []struct {
+		name    string
+		mutate  func(es []state.AuditEntry, raw []json.RawMessage) []json.RawMessage
+		seq     uint64
+		reason  string
+		checked uint64
+	}{
+		{"intact", func(_ []state.AuditEntry, raw []json.RawMessage) []json.RawMessage { return raw }, 0, "", 6},
+		{"altered field", func(es []state.AuditEntry, raw []json.RawMessage) []json.RawMessage {
+			es[3].Outcome = "refused"
+			return rawOf(t, es)
+		}, 4, "recomputed", 3},
+		{"extra field", func(es []state.AuditEntry, raw []json.RawMessage) []json.RawMessage {
+			raw[2] = json.RawMessage(strings.Replace(string(raw[2]), `{`, `{"note":"added",`, 1))
+			return raw
+		}, 3, "recomputed", 2},
+		{"rehashed but unlinked", func(es []state.AuditEntry, raw []json.RawMessage) []json.RawMessage {
+			es[2].Actor = "admin"
+			es[2].Hash = es[2].ComputeHash()
+			return rawOf(t, es)
+		}, 4, "does not match the hash", 3},
+		{"missing entry", func(_ []state.AuditEntry, raw []json.RawMessage) []json.RawMessage {
+			return append(raw[:2:2], raw[3:]...)
+		}, 3, "expected seq 3, found seq 4", 2},
+		{"bad genesis", func(es []state.AuditEntry, raw []json.RawMessage) []json.RawMessage {
+			es[0].PrevHash = strings.Repeat("1", 64)
+			es[0].Hash = es[0].ComputeHash()
+			return rawOf(t, es)
+		}, 1, "genesis", 0},
+		{"not json", func(_ []state.AuditEntry, raw []json.RawMessage) []json.RawMessage {
+			raw[1] = json.RawMessage(`"x"`)
+			return raw
+		}, 2, "not a JSON object", 1},
+		{"no hash", func(_ []state.AuditEntry, raw []json.RawMessage) []json.RawMessage {
+			raw[0] = json.RawMessage(`{"seq":1,"prev_hash":"` + state.GenesisHash + `"}`)
+			return raw
+		}, 1, "lacks", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			es := append([]state.AuditEntry(nil), good...)
+			raw := tt.mutate(es, rawOf(t, es))
+			var c AuditChain
+			for _, r := range raw {
+				c.Add(r)
+			}
+			res := c.Result()
+			if res.Entries != tt.checked {
+				t.Fatalf("checked %d, want %d", res.Entries, tt.checked)
+			}
+			if tt.seq == 0 {
+				if res.Broken != nil || res.HeadSeq != 6 || res.HeadHash != good[5].Hash {
+					t.Fatalf("intact chain: %+v %v", res, res.Broken)
+				}
+				return
+			}
+			if res.Broken == nil || res.Broken.Seq != tt.seq || !strings.Contains(res.Broken.Reason, tt.reason) {
+				t.Fatalf("break %v, want seq %d with %q", res.Broken, tt.seq, tt.reason)
+			}
+			if !strings.Contains(res.Broken.Error(), "seq "+strconv.FormatUint(tt.seq, 10)) {
+				t.Fatal(res.Broken.Error())
+			}
+		})
+	}
+	var empty AuditChain
+	if r := empty.Result(); r.HeadHash != AuditGenesisHash || r.Entries != 0 || r.Broken != nil {
+		t.Fatalf("empty chain: %+v", r)
+	}
+}
+
+// auditNode serves GET /v1/audit from a chain and, like a node, appends an entry for
+// every read (the read is itself audited).
+type auditNode struct {
+	mu     sync.Mutex
+	es     []state.AuditEntry
+	tamper uint64 // seq whose outcome is altered after hashing, 0 for none
+	reads  int
+	limits []string
+}
+
+func (n *auditNode) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/v1/audit" || !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") {
+		w.WriteHeader(404)
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.reads++
+	after, _ := strconv.ParseUint(r.URL.Query().Get("after"), 10, 64)
+	limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+	n.limits = append(n.limits, r.URL.Query().Get("limit"))
+	limit = min(max(limit, 1), MaxAuditPage)
+	last := n.es[len(n.es)-1]
+	e := state.AuditEntry{Seq: last.Seq + 1, Time: last.Time, Actor: "admin", Action: "audit.list", Outcome: "allowed", PrevHash: last.Hash}
+	e.Hash = e.ComputeHash()
+	n.es = append(n.es, e)
+	var page []state.AuditEntry
+	for _, e := range n.es {
+		if e.Seq > after && len(page) < limit {
+			if e.Seq == n.tamper {
+				e.Object = "tampered"
+			}
+			page = append(page, e)
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"entries": page})
+}
+
+func TestVerifyAudit(t *testing.T) {
+	key := make([]byte, 32)
+	tests := []struct {
+		name     string
+		n        int
+		pageSize int
+		tamper   uint64
+		wantMin  uint64
+	}{
+		{"one page", 10, 0, 0, 10},
+		{"many pages, growing while read", 2500, 0, 0, 2500},
+		{"small pages", 23, 5, 0, 23},
+		{"tampered in page two", 1500, 1000, 1200, 1199},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			node := &auditNode{es: chainOf(tt.n), tamper: tt.tamper}
+			srv := httptest.NewServer(node)
+			defer srv.Close()
+			a, err := New(key, srv.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := a.VerifyAudit(context.Background(), tt.pageSize)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.tamper != 0 {
+				if res.Broken == nil || res.Broken.Seq != tt.tamper || res.Entries != tt.wantMin {
+					t.Fatalf("tampered chain: %+v %v", res, res.Broken)
+				}
+				return
+			}
+			if res.Broken != nil || res.Entries < tt.wantMin || res.HeadSeq != res.Entries {
+				t.Fatalf("result %+v %v", res, res.Broken)
+			}
+			if res.HeadHash != node.es[res.HeadSeq-1].Hash {
+				t.Fatalf("head %s is not seq %d's hash", res.HeadHash, res.HeadSeq)
+			}
+			ps := tt.pageSize
+			if ps == 0 {
+				ps = MaxAuditPage
+			}
+			if maxReads := tt.n/ps + 3; node.reads > maxReads {
+				t.Fatalf("%d reads for %d entries in pages of %d", node.reads, tt.n, ps)
+			}
+			if node.limits[0] != strconv.Itoa(ps) {
+				t.Fatalf("limit %s", node.limits[0])
+			}
+		})
+	}
+}
+
+// FuzzAuditEntryHash feeds arbitrary entries to the canonicaliser: it never panics, and
+// canonical JSON is a fixed point.
+func FuzzAuditEntryHash(f *testing.F) {
+	for _, e := range rawOf(f, chainOf(3)) {
+		f.Add([]byte(e))
+	}
+	f.Add([]byte(`{"a":[1.5e300,-0.0,{"b":null}],"\ud83d\ude00":"\u0000"}`))
+	f.Add([]byte(`{"a":1,"a":1}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := canonicalEntry(data)
+		if err != nil {
+			return
+		}
+		c2, err := canonicalEntry(c)
+		if err != nil || string(c2) != string(c) {
+			t.Fatalf("canonical form is not a fixed point:\n%s\n%s (%v)", c, c2, err)
+		}
+		var chain AuditChain
+		chain.Add(data)
+	})
+}
