@@ -31,12 +31,13 @@ fmt-check:
 
 # Runs each fuzz target for FUZZTIME (make fuzz FUZZTIME=5m for a long run).
 fuzz:
-	@set -e; for pkg in $$($(GO) list ./...); do \
+	@set -e; passed=0; for pkg in $$($(GO) list ./...); do \
 	  for t in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
 	    echo "fuzz $$pkg $$t ($(FUZZTIME))"; \
-	    $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null || { $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; exit 1; }; \
+	    $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null || { $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; echo "fuzz: $$passed passed, 1 failed"; exit 1; }; \
+	    passed=$$((passed+1)); \
 	  done; \
-	done
+	done; echo "fuzz: $$passed passed, 0 failed"
 
 clean:
 	rm -rf $(BIN)
