@@ -39,5 +39,23 @@ fuzz:
 	  done; \
 	done; echo "fuzz: $$passed passed, 0 failed"
 
+# Benchmarks custos against its engine (test/bench): the same ceremonies in-process
+# (tss-lib parties in one process) and through a real 3-node custosd cluster on loopback
+# via the Go SDK with full authentication, alternated, 3 repetitions; prints a table and
+# writes bench-results/bench.json (about 9 min on 2 cores, 11 with -wan). Flags: BENCHFLAGS=
+#   -nodes 5 -k 3        the 3-of-5 variant (about 25 min: 5-party keygens, 1 s signs)
+#   -wan 50ms            add a simulated wide-area run (TCP latency proxies on every link)
+#   -wan-only            only the wide-area run (with -wan)
+#   -samples N           samples per latency cell and side per repetition (default 30)
+#   -keygen-samples N    ECDSA keygen samples per side per repetition (default 5)
+#   -reps N              repetitions, median reported (default 3)
+#   -conc 1,4,16         concurrencies of the sign throughput cells
+#   -ed25519-msg BYTES   Ed25519 message size (default 32; ECDSA signs a 32-byte digest)
+#   -keep, -custosd PATH, -node-log-level LEVEL, -v, -out FILE
+# e.g. make bench BENCHFLAGS="-reps 1 -samples 10" for a quick look.
+BENCHFLAGS ?=
+bench:
+	$(GO) run ./test/bench -out bench-results/bench.json $(BENCHFLAGS)
+
 clean:
 	rm -rf $(BIN)

@@ -1,0 +1,239 @@
+//go:build linux
+
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Proxy limits. A direction holds at most proxyQueueChunks chunks of at most
+// proxyChunkSize bytes (16 MiB) before the proxy stops reading from the sender, which
+// then sees ordinary TCP back-pressure.
+const (
+	proxyChunkSize   = 16 << 10
+	proxyQueueChunks = 1024
+	// maxUpstreamAddrs bounds how many upstream local addresses a proxy remembers.
+	maxUpstreamAddrs = 1 << 16
+	// MaxProxyDelay is the largest one-way delay a LatencyProxy accepts.
+	MaxProxyDelay = 10 * time.Second
+)
+
+// LatencyProxy is a TCP proxy that simulates a wide-area link: it accepts connections on
+// its own loopback address, dials Target for each, and copies bytes both ways, holding
+// every chunk for the one-way delay before writing it on. Each direction is a
+// timestamped queue (a reader stamps a chunk with now+delay, a writer sends it when due),
+// so order is kept and the delay is not paid once per write: a stream's throughput is
+// not reduced, only shifted in time. The proxy terminates TCP on both sides, so the
+// delay applies to the bytes (and so to every protocol message), not to the kernel's
+// handshakes and acknowledgements.
+type LatencyProxy struct {
+	ln     net.Listener
+	target string
+	delay  atomic.Int64
+
+	accepted atomic.Int64
+
+	mu       sync.Mutex
+	closed   bool
+	conns    map[net.Conn]struct{}
+	upstream map[string]struct{} // local addresses of the proxy's dials to target
+	wg       sync.WaitGroup
+}
+
+// NewLatencyProxy listens on listen (for example "127.0.0.1:0") and forwards every
+// connection to target, delaying each direction by delay.
+func NewLatencyProxy(listen, target string, delay time.Duration) (*LatencyProxy, error) {
+	if delay < 0 || delay > MaxProxyDelay {
+		return nil, fmt.Errorf("cluster: proxy delay %v outside 0..%v", delay, MaxProxyDelay)
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: proxy listen %s: %w", listen, err)
+	}
+	p := &LatencyProxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}, upstream: map[string]struct{}{}}
+	p.delay.Store(int64(delay))
+	p.wg.Add(1)
+	go p.serve()
+	return p, nil
+}
+
+// Addr is the address the proxy listens on (host:port).
+func (p *LatencyProxy) Addr() string { return p.ln.Addr().String() }
+
+// Port is the port the proxy listens on.
+func (p *LatencyProxy) Port() int { return p.ln.Addr().(*net.TCPAddr).Port }
+
+// Target is where the proxy forwards to.
+func (p *LatencyProxy) Target() string { return p.target }
+
+// Delay is the current one-way delay.
+func (p *LatencyProxy) Delay() time.Duration { return time.Duration(p.delay.Load()) }
+
+// SetDelay changes the one-way delay of chunks read from now on (chunks already queued
+// keep their due time, so order is never broken).
+func (p *LatencyProxy) SetDelay(d time.Duration) error {
+	if d < 0 || d > MaxProxyDelay {
+		return fmt.Errorf("cluster: proxy delay %v outside 0..%v", d, MaxProxyDelay)
+	}
+	p.delay.Store(int64(d))
+	return nil
+}
+
+// Accepted is how many connections the proxy has accepted so far.
+func (p *LatencyProxy) Accepted() int64 { return p.accepted.Load() }
+
+// UpstreamAddrs returns the local addresses (host:port) of every connection the proxy
+// has dialled to its target (open or already closed, up to 65536 of them): the remote
+// address the target sees for a proxied connection.
+func (p *LatencyProxy) UpstreamAddrs() map[string]bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]bool, len(p.upstream))
+	for a := range p.upstream {
+		out[a] = true
+	}
+	return out
+}
+
+// Close stops accepting, closes every proxied connection and waits for the copiers.
+// Idempotent.
+func (p *LatencyProxy) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	err := p.ln.Close()
+	for c := range p.conns {
+		_ = c.Close()
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("cluster: close proxy: %w", err)
+	}
+	return nil
+}
+
+// track registers open connections; it refuses them once the proxy is closed.
+func (p *LatencyProxy) track(cs ...net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	for _, c := range cs {
+		p.conns[c] = struct{}{}
+	}
+	return true
+}
+
+func (p *LatencyProxy) untrack(cs ...net.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range cs {
+		delete(p.conns, c)
+	}
+}
+
+func (p *LatencyProxy) serve() {
+	defer p.wg.Done()
+	for {
+		in, err := p.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// A transient accept error (too many files): back off briefly.
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		p.accepted.Add(1)
+		p.wg.Add(1)
+		go p.handle(in)
+	}
+}
+
+func (p *LatencyProxy) handle(in net.Conn) {
+	defer p.wg.Done()
+	out, err := net.DialTimeout("tcp", p.target, 5*time.Second)
+	if err != nil {
+		_ = in.Close()
+		return
+	}
+	p.mu.Lock()
+	if len(p.upstream) < maxUpstreamAddrs {
+		p.upstream[out.LocalAddr().String()] = struct{}{}
+	}
+	p.mu.Unlock()
+	if !p.track(in, out) {
+		_ = in.Close()
+		_ = out.Close()
+		return
+	}
+	var dirs sync.WaitGroup
+	dirs.Add(2)
+	go func() { defer dirs.Done(); p.pipe(out, in) }()
+	go func() { defer dirs.Done(); p.pipe(in, out) }()
+	dirs.Wait()
+	_ = in.Close()
+	_ = out.Close()
+	p.untrack(in, out)
+}
+
+// chunk is bytes read from one side, to be written to the other at due.
+type chunk struct {
+	b   []byte
+	due time.Time
+}
+
+// pipe copies src to dst through a timestamped queue. When src ends, dst's write side is
+// closed once the queue is drained; when writing fails, both connections are closed so
+// that the other direction ends too.
+func (p *LatencyProxy) pipe(dst, src net.Conn) {
+	q := make(chan chunk, proxyQueueChunks)
+	go func() {
+		defer close(q)
+		buf := make([]byte, proxyChunkSize)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				q <- chunk{b: append([]byte(nil), buf[:n]...), due: time.Now().Add(p.Delay())}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	failed := false
+	for c := range q {
+		if failed {
+			continue // drain so that the reader never blocks
+		}
+		if d := time.Until(c.due); d > 0 {
+			timer.Reset(d)
+			<-timer.C
+		}
+		if _, err := dst.Write(c.b); err != nil {
+			failed = true
+			_ = dst.Close()
+			_ = src.Close()
+		}
+	}
+	if failed {
+		return
+	}
+	if tc, ok := dst.(interface{ CloseWrite() error }); ok {
+		_ = tc.CloseWrite()
+	} else {
+		_ = dst.Close()
+	}
+}
