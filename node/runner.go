@@ -510,20 +510,20 @@ func (n *Node) eraseShare(keyID string) {
 func (n *Node) reconcileLoop(ctx context.Context) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
-	first := true
+	// A failed key's share is checked once per process: the key_failed event erases it
+	// as it happens, so this only catches what a restart or a snapshot skipped.
+	erased := map[string]bool{}
 	for {
-		if first || n.raft.AppliedIndex() > 0 {
-			for _, k := range n.fsm.AllKeys() {
-				if k.Status == state.KeyFailed {
-					if ok, _ := n.ks.HasShare(k.ID); ok {
-						n.eraseShare(k.ID)
-					}
+		for _, k := range n.fsm.AllKeys() {
+			if k.Status == state.KeyFailed && !erased[k.ID] {
+				if ok, _ := n.ks.HasShare(k.ID); ok {
+					n.eraseShare(k.ID)
 				}
+				erased[k.ID] = true
 			}
-			for _, r := range n.fsm.OpenRequests() {
-				n.maybeRun(r.ID)
-			}
-			first = false
+		}
+		for _, r := range n.fsm.OpenRequests() {
+			n.maybeRun(r.ID)
 		}
 		select {
 		case <-ctx.Done():
