@@ -203,19 +203,7 @@ func (c *Client) CreateAccessKey(ctx context.Context, g AccessKeyGrant) (*Access
 // ListAccessKeys returns every access key the caller granted, revoked and expired ones
 // included (GET /v1/access-keys, following pages).
 func (c *Client) ListAccessKeys(ctx context.Context) ([]AccessKey, error) {
-	var out []AccessKey
-	err := c.ListAll(ctx, "/v1/access-keys", 1000, func(data json.RawMessage) (json.RawMessage, error) {
-		var page struct {
-			AccessKeys []AccessKey     `json:"access_keys"`
-			Next       json.RawMessage `json:"next"`
-		}
-		if err := json.Unmarshal(data, &page); err != nil {
-			return nil, fmt.Errorf("client: decode access key list: %w", err)
-		}
-		out = append(out, page.AccessKeys...)
-		return page.Next, nil
-	})
-	return out, err
+	return listAll[AccessKey](ctx, c, "/v1/access-keys", "access_keys")
 }
 
 // RevokeAccessKey revokes an access key (DELETE /v1/access-keys/{id}); it takes effect
@@ -235,19 +223,7 @@ func (c *Client) AccessKeyLog(ctx context.Context, id string) ([]AccessLogEntry,
 	if err != nil {
 		return nil, err
 	}
-	var out []AccessLogEntry
-	err = c.ListAll(ctx, p, 1000, func(data json.RawMessage) (json.RawMessage, error) {
-		var page struct {
-			Entries []AccessLogEntry `json:"entries"`
-			Next    json.RawMessage  `json:"next"`
-		}
-		if err := json.Unmarshal(data, &page); err != nil {
-			return nil, fmt.Errorf("client: decode access key log: %w", err)
-		}
-		out = append(out, page.Entries...)
-		return page.Next, nil
-	})
-	return out, err
+	return listAll[AccessLogEntry](ctx, c, p, "entries")
 }
 
 // xauthStamper hands out strictly increasing millisecond timestamps. A node accepts each

@@ -146,17 +146,25 @@ func (c *Client) CreateKey(ctx context.Context, curve string, threshold int, lab
 
 // ListKeys returns all the caller's keys (GET /v1/keys, following pages).
 func (c *Client) ListKeys(ctx context.Context) ([]Key, error) {
-	var out []Key
-	err := c.ListAll(ctx, "/v1/keys", 1000, func(data json.RawMessage) (json.RawMessage, error) {
-		var page struct {
-			Keys []Key           `json:"keys"`
-			Next json.RawMessage `json:"next"`
-		}
+	return listAll[Key](ctx, c, "/v1/keys", "keys")
+}
+
+// listAll collects every item of a paged list route whose page holds them under field.
+func listAll[T any](ctx context.Context, c *Client, path, field string) ([]T, error) {
+	var out []T
+	err := c.ListAll(ctx, path, 1000, func(data json.RawMessage) (json.RawMessage, error) {
+		var page map[string]json.RawMessage
 		if err := json.Unmarshal(data, &page); err != nil {
-			return nil, fmt.Errorf("client: decode key list: %w", err)
+			return nil, fmt.Errorf("client: decode %s page: %w", path, err)
 		}
-		out = append(out, page.Keys...)
-		return page.Next, nil
+		var items []T
+		if raw, ok := page[field]; ok {
+			if err := json.Unmarshal(raw, &items); err != nil {
+				return nil, fmt.Errorf("client: decode %s page: %w", path, err)
+			}
+		}
+		out = append(out, items...)
+		return page["next"], nil
 	})
 	return out, err
 }
