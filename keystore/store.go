@@ -731,6 +731,10 @@ func (s *Store) do(op string, fn func(db *pebble.DB) error) (err error) {
 	return fn(s.db)
 }
 
+// Failed reports whether the store hit a fatal storage error and refuses every call
+// until it is reopened (the node restarted).
+func (s *Store) Failed() bool { return s.failed.Load() }
+
 // usable reports why the store cannot be used, if it cannot. Callers hold mu.
 func (s *Store) usable() error {
 	if s.db == nil {

@@ -152,6 +152,10 @@ func (n *Node) routes() http.Handler {
 	open("GET /readyz", n.handleReady)
 	metricsH := promhttp.HandlerFor(n.met.reg, promhttp.HandlerOpts{})
 	open("GET /metrics", metricsH.ServeHTTP)
+	open("GET /debug/state", n.handleDebugState)
+	if n.cfg.API.Pprof {
+		registerPprof(mux)
+	}
 	authed := func(pattern, route string, h handlerFunc) { mux.Handle(pattern, n.authenticated(route, h)) }
 	authed("GET /v1/cluster", state.OpClusterGet, n.hCluster)
 	authed("POST /v1/admin/users", state.OpUserCreate, n.hUserCreate)
@@ -325,7 +329,7 @@ func (n *Node) checkAuth(x *exchange) *apiError {
 		return n.checkAdmin(x, token, signed)
 	}
 	// 4. token.
-	now := time.Now()
+	now := n.now()
 	claims, err := n.tokens.VerifyUser(token, now)
 	if err != nil {
 		return authErr(err)
@@ -356,7 +360,7 @@ func (n *Node) checkAuth(x *exchange) *apiError {
 // revocation are judged by the FSM at the entry's stamp.
 func (n *Node) checkAccessKeySignature(x *exchange) *apiError {
 	r := x.r
-	now := time.Now()
+	now := n.now()
 	parts := auth.RequestPartsFromHTTP(r, x.body)
 	sig, err := auth.ParseSignature(r.Header.Get("Signature-Input"), r.Header.Get("Signature"))
 	if err != nil {
@@ -404,7 +408,7 @@ func (n *Node) checkXAuth(x *exchange, header string) *apiError {
 		return authErr(err)
 	}
 	parts := auth.RequestPartsFromHTTP(r, x.body)
-	if err := auth.VerifyXAuthToken(tok, r.Method, pathAndQuery(r, parts), x.body, time.Now()); err != nil {
+	if err := auth.VerifyXAuthToken(tok, r.Method, pathAndQuery(r, parts), x.body, n.now()); err != nil {
 		return authErr(err)
 	}
 	ak := n.findAccessKey(r.Context(), true, func() *state.AccessKey {
@@ -476,7 +480,7 @@ func (n *Node) adminKeyPair() bool { return n.cfg.Admin.PublicKey != "" }
 // admin key (keyid="admin"). A jti is accepted once; a signed request also consumes its
 // signature nonce, so both replay keys go to the FSM.
 func (n *Node) checkAdmin(x *exchange, token string, signed bool) *apiError {
-	now := time.Now()
+	now := n.now()
 	claims, err := n.tokens.VerifyAdmin(token, now)
 	if err != nil {
 		return authErr(err)
@@ -639,7 +643,7 @@ func (n *Node) notReady() []string {
 	if name, _, _ := n.fsm.Cluster(); name == "" {
 		reasons = append(reasons, "cluster not initialised")
 	}
-	if ls := n.fsm.LastStamp(); ls > 0 && time.UnixMilli(ls).Sub(time.Now()) > maxStampSkew {
+	if ls := n.fsm.LastStamp(); ls > 0 && time.UnixMilli(ls).Sub(n.now()) > maxStampSkew {
 		reasons = append(reasons, "the log is stamped ahead of this node's clock; check NTP")
 	}
 	if !n.pool.ready() {

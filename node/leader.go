@@ -137,7 +137,7 @@ func (n *Node) leaderLoop(ctx context.Context) {
 			n.initCluster(ctx)
 			continue
 		}
-		now := time.Now().UnixMilli()
+		now := n.now().UnixMilli()
 		for _, r := range n.fsm.OpenRequests() {
 			key := r.ID + "/" + strconv.Itoa(r.Attempt)
 			if inflight[key] {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // metrics are the node's Prometheus collectors, in a registry of its own (no globals).
@@ -37,6 +38,9 @@ func newMetrics() *metrics {
 		peers:             prometheus.NewGauge(prometheus.GaugeOpts{Name: "custos_p2p_peers", Help: "Connected cluster peers."}),
 		applied:           prometheus.NewGauge(prometheus.GaugeOpts{Name: "custos_raft_applied_index", Help: "Last applied raft index."}),
 	}
+	// Go runtime (go_goroutines, memory) and process (process_open_fds, RSS) figures, for
+	// leak and load monitoring.
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.reg.MustRegister(m.requests, m.ceremonyDur, m.dropped, m.refusedCeremonies, m.poolSize, m.poolGenerated,
 		m.inlinePreParams, m.raftState, m.peers, m.applied)
 	return m

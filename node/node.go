@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -50,6 +52,10 @@ type Node struct {
 	http    *http.Server
 	apiLn   net.Listener
 
+	// clockOffset is insecure_testing.clock_offset (zero in production); every wall-clock
+	// reading that decides something goes through now.
+	clockOffset time.Duration
+
 	stampMu   sync.Mutex
 	lastStamp int64
 
@@ -60,6 +66,11 @@ type Node struct {
 	ceremonies sync.WaitGroup
 	active     sync.Map // request id + attempt → struct{}: ceremonies running here
 	activeN    atomicCounter
+
+	// fatal carries the first error after which the node must stop (its keystore
+	// failed); faultFS is the test-only write-fault switch (nil unless configured).
+	fatal   chan error
+	faultFS *errorfs.Toggle
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -90,7 +101,17 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	ks, err := keystore.Open(keystoreDir(cfg), mk, keystore.Options{Logger: n.log})
+	n.fatal = make(chan error, 1)
+	kopts := keystore.Options{Logger: n.log}
+	if cfg.InsecureTesting.WriteFaultFile != "" {
+		n.faultFS = &errorfs.Toggle{Injector: errorfs.ErrInjected.If(errorfs.Writes)}
+		kopts.FS = errorfs.Wrap(vfs.Default, n.faultFS)
+		n.log.Warn("INSECURE: keystore writes fail while the fault file exists", "file", cfg.InsecureTesting.WriteFaultFile)
+	}
+	if off := cfg.InsecureTesting.ClockOffset.Duration; off != 0 {
+		n.log.Warn("INSECURE: wall clock shifted", "offset", off.String())
+	}
+	ks, err := keystore.Open(keystoreDir(cfg), mk, kopts)
 	if err != nil {
 		if errors.Is(err, keystore.ErrWrongMasterKey) {
 			return nil, fmt.Errorf("the master key does not open %s: check master_key in the configuration (%w)", keystoreDir(cfg), err)
@@ -104,6 +125,7 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 		return nil, err
 	}
 	n.tokens, n.adminPub = tv, adminPub
+	n.clockOffset = cfg.InsecureTesting.ClockOffset.Duration
 	n.met = newMetrics()
 	n.limiter = newRateLimiter(cfg.RateLimit())
 	n.akWaits = make(chan struct{}, maxAccessKeyWaits)
@@ -113,6 +135,42 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 // maxAccessKeyWaits bounds the requests that wait at once for an unknown access key to
 // appear in this node's state (see findAccessKey).
 const maxAccessKeyWaits = 32
+
+// Fatal delivers the error after which the node must stop (at most one): its keystore
+// failed, so it can neither store nor read shares until restarted on a working disk.
+// The process stops and lets its supervisor restart it rather than serve half-broken.
+func (n *Node) Fatal() <-chan error { return n.fatal }
+
+// watchHealth raises Fatal when the keystore fails, and (test-only) turns injected
+// write faults on and off with the presence of the fault file.
+func (n *Node) watchHealth(ctx context.Context) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n.faultFS != nil {
+			if _, err := os.Stat(n.cfg.InsecureTesting.WriteFaultFile); err == nil {
+				n.faultFS.On()
+			} else {
+				n.faultFS.Off()
+			}
+		}
+		if n.ks.Failed() {
+			select {
+			case n.fatal <- fmt.Errorf("keystore failed (see the storage error logged before): %w", keystore.ErrStoreFailed):
+			default:
+			}
+			return
+		}
+	}
+}
+
+// now is the node's wall clock (shifted by the test-only clock offset).
+func (n *Node) now() time.Time { return time.Now().Add(n.clockOffset) }
 
 func keystoreDir(cfg *config.Config) string { return cfg.DataDir + "/keystore" }
 
@@ -248,6 +306,7 @@ func (n *Node) Start(ctx context.Context) error {
 	n.goBG(n.leaderLoop)
 	n.goBG(n.reconcileLoop)
 	n.goBG(n.metricsLoop)
+	n.goBG(n.watchHealth)
 
 	ln, err := net.Listen("tcp", n.cfg.API.Listen)
 	if err != nil {

@@ -190,7 +190,7 @@ func (n *Node) proposeLocal(ctx context.Context, fw forwarded) (state.Result, er
 		payload = &c
 	}
 	n.stampMu.Lock()
-	stamp := max(time.Now().UnixMilli(), n.lastStamp, n.fsm.LastStamp())
+	stamp := max(n.now().UnixMilli(), n.lastStamp, n.fsm.LastStamp())
 	n.lastStamp = stamp
 	data, err := state.Encode(fw.Type, stamp, payload)
 	if err != nil {

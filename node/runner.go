@@ -69,7 +69,7 @@ func (n *Node) maybeRun(requestID string) {
 	if r == nil || r.Status != state.StatusScheduled || !slices.Contains(r.Committee, n.cfg.NodeID) {
 		return
 	}
-	skew := time.Since(time.UnixMilli(r.ScheduledAt))
+	skew := n.now().Sub(time.UnixMilli(r.ScheduledAt))
 	if skew > maxStampSkew || skew < -maxStampSkew {
 		n.log.Debug("not acting on a schedule stamped too far from this node's clock", "request", r.ID, "skew", skew.String())
 		return

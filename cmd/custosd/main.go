@@ -108,11 +108,19 @@ func cmdRun(args []string, stderr io.Writer) error {
 		_ = n.Stop(context.Background())
 		return err
 	}
-	<-ctx.Done()
-	log.Info("shutting down")
+	var fatal error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case fatal = <-n.Fatal():
+		log.Error("stopping: the node cannot go on safely; fix the cause and restart it", "err", fatal)
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	return n.Stop(sctx)
+	if err := n.Stop(sctx); err != nil && fatal == nil {
+		return err
+	}
+	return fatal
 }
 
 func parseLevel(s string) slog.Level {

@@ -67,6 +67,9 @@ type Config struct {
 		Listen      string   `json:"listen"`
 		WaitTimeout Duration `json:"wait_timeout"`
 		MaxBody     int64    `json:"max_body"`
+		// Pprof serves Go's profiler under /debug/pprof/ on the API listener (off by
+		// default; turn it on only where the API is reachable from trusted hosts alone).
+		Pprof bool `json:"pprof"`
 	} `json:"api"`
 
 	P2P struct {
@@ -122,7 +125,21 @@ type Config struct {
 		// MaxCallers bounds the buckets a node keeps; idle ones are evicted first.
 		MaxCallers int `json:"max_callers"`
 	} `json:"rate"`
+
+	// InsecureTesting holds fault-injection settings for the chaos harness. Dev only:
+	// a production configuration that sets any of them is refused.
+	InsecureTesting struct {
+		// ClockOffset is added to every wall-clock reading the node makes (request
+		// freshness, token expiry, leader stamps), to simulate clock skew between nodes.
+		ClockOffset Duration `json:"clock_offset"`
+		// WriteFaultFile names a file whose presence makes every write to this node's
+		// keystore (Pebble) fail with an injected I/O error; removing it heals the node.
+		WriteFaultFile string `json:"write_fault_file"`
+	} `json:"insecure_testing"`
 }
+
+// MaxClockOffset bounds insecure_testing.clock_offset.
+const MaxClockOffset = time.Hour
 
 // Rate-limit defaults: generous for interactive and SDK use, tight enough that a runaway
 // agent cannot monopolise a node.
@@ -304,6 +321,9 @@ func (c *Config) Validate() error {
 	if maxCallers < 16 || maxCallers > 10_000_000 {
 		add("rate.max_callers must be between 16 and 10000000")
 	}
+	if d := c.InsecureTesting.ClockOffset.Duration; d > MaxClockOffset || d < -MaxClockOffset {
+		add("insecure_testing.clock_offset must be within ±%v", MaxClockOffset)
+	}
 	shared := c.Admin.KeyFile != "" || c.Admin.KeyEnv != ""
 	if shared == (c.Admin.PublicKey != "") {
 		add("configure exactly one admin credential: admin.key_file/key_env (shared HS256 key) or admin.public_key (key pair)")
@@ -311,6 +331,9 @@ func (c *Config) Validate() error {
 	if c.Mode == ModeProduction {
 		if c.PreParams.InsecureFixturesDir != "" {
 			errs = append(errs, fmt.Errorf("preparams.insecure_fixtures_dir loads test pre-parameters: %w (use mode \"dev\" for a local cluster)", ErrInsecure))
+		}
+		if c.InsecureTesting.ClockOffset.Duration != 0 || c.InsecureTesting.WriteFaultFile != "" {
+			errs = append(errs, fmt.Errorf("insecure_testing injects faults: %w (use mode \"dev\")", ErrInsecure))
 		}
 		if shared && !c.Admin.AllowSharedKey {
 			errs = append(errs, fmt.Errorf("the shared admin key lets any node mint tokens: %w unless admin.allow_shared_key is true (prefer admin.public_key)", ErrInsecure))

@@ -43,6 +43,10 @@ func TestValidate(t *testing.T) {
 		{"negative rate", strings.Replace(cfg(`"dev"`, `{"public_key":"aa"}`, `{}`), `"mode"`, `"rate": {"per_caller_rps": -1}, "mode"`, 1), "rate.per_caller_rps", false},
 		{"negative burst", strings.Replace(cfg(`"dev"`, `{"public_key":"aa"}`, `{}`), `"mode"`, `"rate": {"burst": -5}, "mode"`, 1), "rate.burst", false},
 		{"too few callers", strings.Replace(cfg(`"dev"`, `{"public_key":"aa"}`, `{}`), `"mode"`, `"rate": {"max_callers": 3}, "mode"`, 1), "rate.max_callers", false},
+		{"dev clock offset", strings.Replace(cfg(`"dev"`, `{"public_key":"aa"}`, `{}`), `"mode"`, `"insecure_testing": {"clock_offset": "-3s", "write_fault_file": "/tmp/f"}, "mode"`, 1), "", false},
+		{"production refuses clock offset", strings.Replace(cfg(`"production"`, `{"public_key":"aa"}`, `{}`), `"mode"`, `"insecure_testing": {"clock_offset": "2s"}, "mode"`, 1), "insecure_testing", true},
+		{"production refuses write faults", strings.Replace(cfg(`"production"`, `{"public_key":"aa"}`, `{}`), `"mode"`, `"insecure_testing": {"write_fault_file": "/tmp/f"}, "mode"`, 1), "insecure_testing", true},
+		{"clock offset too large", strings.Replace(cfg(`"dev"`, `{"public_key":"aa"}`, `{}`), `"mode"`, `"insecure_testing": {"clock_offset": "2h"}, "mode"`, 1), "clock_offset", false},
 		{"unknown field", strings.Replace(cfg(`"dev"`, `{"public_key":"aa"}`, `{}`), `"mode"`, `"mdoe": 1, "mode"`, 1), "unknown field", false},
 	}
 	for _, tt := range tests {

@@ -157,6 +157,9 @@ type FSM struct {
 	verifier Verifier
 	onEvent  func(Event)
 	applied  atomic.Uint64
+	// at is the index of the last entry reflected in d; guarded by mu, so a reader
+	// holding mu sees state and index together (applied moves just after).
+	at uint64
 	// halted records an entry this binary cannot apply; the node stops serving.
 	halted atomic.Pointer[string]
 
@@ -215,6 +218,9 @@ func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
 // Apply implements raft.FSM.
 func (f *FSM) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
+		f.mu.Lock()
+		f.at = l.Index
+		f.mu.Unlock()
 		f.setApplied(l.Index)
 		return nil
 	}
@@ -236,6 +242,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	f.mu.Lock()
 	var events []Event
 	res := f.applyLocked(&env, l.Index, &events)
+	f.at = l.Index
 	f.mu.Unlock()
 	f.setApplied(l.Index)
 	for _, e := range events {
@@ -367,6 +374,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	d.ensureMaps()
 	f.mu.Lock()
 	f.d = d
+	f.at = d.Applied
 	f.mu.Unlock()
 	f.setApplied(d.Applied)
 	return nil
@@ -386,13 +394,33 @@ func (s snapshot) Release() {}
 
 // Hash is the SHA-256 of the serialised state, for comparing nodes at the same index.
 func (f *FSM) Hash() (index uint64, hash string) {
+	c := f.Checkpoint()
+	return c.Index, c.StateHash
+}
+
+// Checkpoint is a node's state summarised for comparing nodes: the index of the last
+// applied entry, the hash of the state at exactly that index, and the audit chain's head.
+type Checkpoint struct {
+	Index     uint64 `json:"applied_index"`
+	StateHash string `json:"state_hash"`
+	AuditSeq  uint64 `json:"audit_seq"`
+	AuditHead string `json:"audit_head"`
+}
+
+// Checkpoint returns the state's checkpoint, read under one lock so that the hash, the
+// audit head and the index belong together.
+func (f *FSM) Checkpoint() Checkpoint {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	cp := *f.d
 	cp.Applied = 0
 	b, _ := json.Marshal(&cp)
 	sum := sha256.Sum256(b)
-	return f.applied.Load(), hex.EncodeToString(sum[:])
+	c := Checkpoint{Index: f.at, StateHash: hex.EncodeToString(sum[:]), AuditHead: GenesisHash}
+	if n := len(f.d.Audit); n > 0 {
+		c.AuditSeq, c.AuditHead = f.d.Audit[n-1].Seq, f.d.Audit[n-1].Hash
+	}
+	return c
 }
 
 // equalBytes is a small helper for nonce comparisons.

@@ -1,0 +1,72 @@
+package node
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"runtime"
+
+	"github.com/custos/custos/internal/state"
+)
+
+// debugState is GET /debug/state: what an operator (or the chaos harness) compares across
+// nodes once faults heal — the replicated state's checkpoint must be equal on every node
+// at the same applied index — and the process's own health figures. It holds no secret:
+// hashes, counters and indexes only.
+type debugState struct {
+	Node       string `json:"node"`
+	RaftState  string `json:"raft_state"`
+	Leader     string `json:"leader"`
+	Halted     string `json:"halted,omitempty"`
+	Keystore   string `json:"keystore"`
+	Goroutines int    `json:"goroutines"`
+	OpenFDs    int    `json:"open_fds"`
+	Ceremonies int64  `json:"ceremonies_running"`
+	state.Checkpoint
+}
+
+func (n *Node) handleDebugState(w http.ResponseWriter, r *http.Request) {
+	ds := debugState{
+		Node:       n.cfg.NodeID,
+		RaftState:  n.raft.State().String(),
+		Halted:     n.fsm.Halted(),
+		Keystore:   "ok",
+		Goroutines: runtime.NumGoroutine(),
+		OpenFDs:    openFDs(),
+		Ceremonies: n.activeN.load(),
+		Checkpoint: n.fsm.Checkpoint(),
+	}
+	if _, id := n.raft.LeaderWithID(); id != "" {
+		ds.Leader = string(id)
+	}
+	if n.ks.Failed() {
+		ds.Keystore = "failed"
+	}
+	b, err := json.Marshal(ds)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// openFDs counts this process's open file descriptors (-1 where /proc is absent).
+func openFDs() int {
+	es, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return -1
+	}
+	return len(es)
+}
+
+// registerPprof serves Go's profiler under /debug/pprof/ (api.pprof; off by default:
+// profiles reveal code paths and timing, so only trusted networks should reach them).
+func registerPprof(mux *http.ServeMux) {
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+}
