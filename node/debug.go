@@ -23,6 +23,8 @@ type debugState struct {
 	Goroutines int    `json:"goroutines"`
 	OpenFDs    int    `json:"open_fds"`
 	Ceremonies int64  `json:"ceremonies_running"`
+	// Shares lists the key ids this node holds a share for (ids only; sorted).
+	Shares []string `json:"shares"`
 	state.Checkpoint
 }
 
@@ -39,6 +41,11 @@ func (n *Node) handleDebugState(w http.ResponseWriter, r *http.Request) {
 	}
 	if _, id := n.raft.LeaderWithID(); id != "" {
 		ds.Leader = string(id)
+	}
+	if ids, err := n.ks.ListShares(); err == nil {
+		ds.Shares = ids
+	} else {
+		ds.Keystore = "error: " + err.Error()
 	}
 	if n.ks.Failed() {
 		ds.Keystore = "failed"

@@ -66,6 +66,13 @@ type Options struct {
 	// still listens on its own port. VerifyProxied checks the sockets.
 	Proxied     bool
 	OneWayDelay time.Duration
+	// PerLink, with Proxied, gives every ordered pair of nodes its own proxy (Link(i, j):
+	// node i's dials to node j), so that faults can be put on single links and single
+	// directions (Partition, Isolate) instead of on everything a node receives.
+	PerLink bool
+	// NodeExtra is merged into node i's configuration after Extra (per-node settings
+	// such as insecure_testing.clock_offset).
+	NodeExtra map[int]map[string]any
 	// ReadyTimeout bounds New's wait for every node's /readyz (default 90 s); StopTimeout
 	// is the grace between SIGTERM and SIGKILL (default 15 s).
 	ReadyTimeout, StopTimeout time.Duration
@@ -83,6 +90,7 @@ type Cluster struct {
 	apiPorts  []int
 	p2pPorts  []int
 	proxies   []*LatencyProxy
+	links     [][]*LatencyProxy // links[i][j]: node i's dials to node j (PerLink)
 	adm       *admin.Admin
 	hc        *http.Client
 	log       *slog.Logger
@@ -167,7 +175,20 @@ func New(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: create: %w", err)
 	}
-	if opts.Proxied {
+	for i, ex := range opts.NodeExtra {
+		if i < 0 || i >= opts.Nodes {
+			return nil, fmt.Errorf("cluster: NodeExtra for node index %d of %d", i, opts.Nodes)
+		}
+		if err := mergeConfig(c.ConfigPath(i), ex); err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case opts.Proxied && opts.PerLink:
+		if err := c.startLinkProxies(); err != nil {
+			return nil, err
+		}
+	case opts.Proxied:
 		if err := c.startProxies(); err != nil {
 			return nil, err
 		}
@@ -240,6 +261,142 @@ func (c *Cluster) startProxies() error {
 		if err := rewriteMemberAddrs(devcluster.ConfigPath(c.dir, n.ID), addrs); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// startLinkProxies starts a proxy per ordered pair (i, j), i ≠ j, and writes node i's
+// configuration so that member j's p2p_addrs is that proxy (member i keeps its own port,
+// which it never dials).
+func (c *Cluster) startLinkProxies() error {
+	n := c.N()
+	c.links = make([][]*LatencyProxy, n)
+	for i := range n {
+		c.links[i] = make([]*LatencyProxy, n)
+		addrs := make([]string, n)
+		for j := range n {
+			if i == j {
+				addrs[j] = fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", c.p2pPorts[j])
+				continue
+			}
+			p, err := NewLatencyProxy("127.0.0.1:0", fmt.Sprintf("127.0.0.1:%d", c.p2pPorts[j]), c.opts.OneWayDelay)
+			if err != nil {
+				return err
+			}
+			c.links[i][j] = p
+			c.proxies = append(c.proxies, p)
+			addrs[j] = fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", p.Port())
+		}
+		if err := rewriteMemberAddrs(c.ConfigPath(i), addrs); err != nil {
+			return err
+		}
+	}
+	c.log.Info("link proxies", "links", len(c.proxies))
+	return nil
+}
+
+// Link is the proxy that carries node i's connections to node j (PerLink clusters; nil
+// otherwise or when i == j). Whichever node dials, the bytes from i to j cross either
+// Link(i, j) Forward or Link(j, i) Reverse.
+func (c *Cluster) Link(i, j int) *LatencyProxy {
+	if c.links == nil || i == j {
+		return nil
+	}
+	return c.links[i][j]
+}
+
+// Cut holds (on) or releases every byte sent from node from to node to, on both links
+// between them: a one-way partition. It needs a PerLink cluster.
+func (c *Cluster) Cut(from, to int, on bool) error {
+	if c.links == nil {
+		return errors.New("cluster: Cut needs Options.PerLink")
+	}
+	if from == to {
+		return nil
+	}
+	c.links[from][to].Block(Forward, on)
+	c.links[to][from].Block(Reverse, on)
+	return nil
+}
+
+// Isolate cuts (on) or heals every link between node i and the others, in the given
+// directions: out are i's bytes to them, in theirs to i.
+func (c *Cluster) Isolate(i int, out, in, on bool) error {
+	for j := range c.N() {
+		if j == i {
+			continue
+		}
+		if out {
+			if err := c.Cut(i, j, on); err != nil {
+				return err
+			}
+		}
+		if in {
+			if err := c.Cut(j, i, on); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// HealAll releases every cut and removes jitter and bandwidth caps (delays stay).
+func (c *Cluster) HealAll() {
+	for _, p := range c.proxies {
+		p.Block(Forward, false)
+		p.Block(Reverse, false)
+		_ = p.SetJitter(0)
+		_ = p.SetBandwidth(0)
+	}
+}
+
+// Freeze stops (SIGSTOP) or thaws (SIGCONT) node i's process group: a hung machine, not
+// a dead one.
+func (c *Cluster) Freeze(i int, on bool) error {
+	pid := c.PID(i)
+	if pid == 0 {
+		return fmt.Errorf("%w: %s", ErrNotRunning, c.NodeID(i))
+	}
+	sig := syscall.SIGCONT
+	if on {
+		sig = syscall.SIGSTOP
+	}
+	if err := syscall.Kill(-pid, sig); err != nil {
+		return fmt.Errorf("cluster: %s %s: %w", sig, c.NodeID(i), err)
+	}
+	return nil
+}
+
+// mergeConfig merges extra into the top level of a configuration file, one level deep
+// for objects ({"api": {"pprof": true}} keeps the api section's other fields).
+func mergeConfig(path string, extra map[string]any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var cfg map[string]any
+	if err := dec.Decode(&cfg); err != nil {
+		return fmt.Errorf("cluster: %s: %w", path, err)
+	}
+	for k, v := range extra {
+		sub, ok := v.(map[string]any)
+		cur, ok2 := cfg[k].(map[string]any)
+		if ok && ok2 {
+			for sk, sv := range sub {
+				cur[sk] = sv
+			}
+			continue
+		}
+		cfg[k] = v
+	}
+	out, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return fmt.Errorf("cluster: %s: %w", path, err)
+	}
+	if err := os.WriteFile(path, append(out, '\n'), 0o600); err != nil {
+		return fmt.Errorf("cluster: %w", err)
 	}
 	return nil
 }
@@ -435,6 +592,8 @@ func (c *Cluster) halt(i int, sig syscall.Signal) error {
 	if err := syscall.Kill(-pgid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("cluster: signal %s: %w", c.NodeID(i), err)
 	}
+	// A frozen (SIGSTOP) node handles nothing until it is continued.
+	_ = syscall.Kill(-pgid, syscall.SIGCONT)
 	select {
 	case <-p.done:
 		return nil

@@ -5,6 +5,7 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -35,6 +36,13 @@ type LatencyProxy struct {
 	ln     net.Listener
 	target string
 	delay  atomic.Int64
+	// jitter adds a uniformly random extra delay in [0, jitter) per chunk (order kept);
+	// bandwidth caps each direction at that many bytes per second (0: no cap); blocked
+	// holds a direction's bytes (a partition: nothing is lost, it is delivered on heal
+	// unless the connection is reset or times out first).
+	jitter    atomic.Int64
+	bandwidth atomic.Int64
+	blocked   [2]atomic.Bool
 
 	accepted atomic.Int64
 
@@ -82,6 +90,65 @@ func (p *LatencyProxy) SetDelay(d time.Duration) error {
 	}
 	p.delay.Store(int64(d))
 	return nil
+}
+
+// Direction is one direction of a proxied link.
+type Direction int
+
+// The two directions: Forward carries the bytes of the side that dialled the proxy to the
+// target, Reverse the target's bytes back.
+const (
+	Forward Direction = iota
+	Reverse
+)
+
+// SetJitter makes every chunk wait an extra uniformly random [0, j) on top of the delay
+// (order is kept: a chunk is never sent before the one read before it).
+func (p *LatencyProxy) SetJitter(j time.Duration) error {
+	if j < 0 || j > MaxProxyDelay {
+		return fmt.Errorf("cluster: proxy jitter %v outside 0..%v", j, MaxProxyDelay)
+	}
+	p.jitter.Store(int64(j))
+	return nil
+}
+
+// SetBandwidth caps each direction at bytesPerSecond (0 removes the cap).
+func (p *LatencyProxy) SetBandwidth(bytesPerSecond int64) error {
+	if bytesPerSecond < 0 {
+		return fmt.Errorf("cluster: proxy bandwidth %d is negative", bytesPerSecond)
+	}
+	p.bandwidth.Store(bytesPerSecond)
+	return nil
+}
+
+// Block holds (true) or releases (false) every byte travelling in direction d, on open
+// connections and new ones: a one-way partition of the link. Held bytes queue up to the
+// proxy's limit, then the sender sees TCP back-pressure.
+func (p *LatencyProxy) Block(d Direction, on bool) { p.blocked[d&1].Store(on) }
+
+// Blocked reports whether direction d is held.
+func (p *LatencyProxy) Blocked(d Direction) bool { return p.blocked[d&1].Load() }
+
+// Reset aborts every open proxied connection on both sides with a TCP reset (RST), as a
+// middlebox or a rebooted NAT would; new connections are accepted as before.
+func (p *LatencyProxy) Reset() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for c := range p.conns {
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+		_ = c.Close()
+		n++
+	}
+	return n / 2
+}
+
+func (p *LatencyProxy) isClosed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
 }
 
 // Accepted is how many connections the proxy has accepted so far.
@@ -179,8 +246,8 @@ func (p *LatencyProxy) handle(in net.Conn) {
 	}
 	var dirs sync.WaitGroup
 	dirs.Add(2)
-	go func() { defer dirs.Done(); p.pipe(out, in) }()
-	go func() { defer dirs.Done(); p.pipe(in, out) }()
+	go func() { defer dirs.Done(); p.pipe(out, in, Forward) }()
+	go func() { defer dirs.Done(); p.pipe(in, out, Reverse) }()
 	dirs.Wait()
 	_ = in.Close()
 	_ = out.Close()
@@ -196,15 +263,24 @@ type chunk struct {
 // pipe copies src to dst through a timestamped queue. When src ends, dst's write side is
 // closed once the queue is drained; when writing fails, both connections are closed so
 // that the other direction ends too.
-func (p *LatencyProxy) pipe(dst, src net.Conn) {
+func (p *LatencyProxy) pipe(dst, src net.Conn, dir Direction) {
 	q := make(chan chunk, proxyQueueChunks)
 	go func() {
 		defer close(q)
 		buf := make([]byte, proxyChunkSize)
+		var last time.Time
 		for {
 			n, err := src.Read(buf)
 			if n > 0 {
-				q <- chunk{b: append([]byte(nil), buf[:n]...), due: time.Now().Add(p.Delay())}
+				due := time.Now().Add(p.Delay())
+				if j := p.jitter.Load(); j > 0 {
+					due = due.Add(time.Duration(rand.Int64N(j)))
+				}
+				if due.Before(last) {
+					due = last
+				}
+				last = due
+				q <- chunk{b: append([]byte(nil), buf[:n]...), due: due}
 			}
 			if err != nil {
 				return
@@ -218,9 +294,16 @@ func (p *LatencyProxy) pipe(dst, src net.Conn) {
 		if failed {
 			continue // drain so that the reader never blocks
 		}
+		for p.Blocked(dir) && !p.isClosed() {
+			time.Sleep(10 * time.Millisecond)
+		}
 		if d := time.Until(c.due); d > 0 {
 			timer.Reset(d)
 			<-timer.C
+		}
+		if bw := p.bandwidth.Load(); bw > 0 {
+			// The chunk takes len/bw on the wire before it is all there.
+			time.Sleep(time.Duration(int64(len(c.b)) * int64(time.Second) / bw))
 		}
 		if _, err := dst.Write(c.b); err != nil {
 			failed = true

@@ -5,8 +5,10 @@ package cluster
 import (
 	"bytes"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -188,5 +190,88 @@ func TestProxyRejectsBadDelay(t *testing.T) {
 			p.Close()
 			t.Errorf("delay %v accepted", d)
 		}
+	}
+}
+
+// TestProxyFaults: a blocked direction holds bytes until released (nothing lost), each
+// direction independently; jitter keeps order; a bandwidth cap slows a stream; Reset
+// aborts open connections and new ones still work.
+func TestProxyFaults(t *testing.T) {
+	ln := echoServer(t)
+	p := newProxy(t, ln.Addr().String(), 0)
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	roundTrip := func(msg string, within time.Duration) error {
+		if err := c.SetDeadline(time.Now().Add(within)); err != nil {
+			return err
+		}
+		if _, err := c.Write([]byte(msg)); err != nil {
+			return err
+		}
+		buf := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, buf); err != nil {
+			return err
+		}
+		if string(buf) != msg {
+			return fmt.Errorf("echo %q, want %q", buf, msg)
+		}
+		return nil
+	}
+	if err := roundTrip("before", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []Direction{Forward, Reverse} {
+		p.Block(dir, true)
+		if err := roundTrip("held", 200*time.Millisecond); err == nil {
+			t.Fatalf("direction %d blocked, yet the echo came back", dir)
+		}
+		p.Block(dir, false)
+		// The held bytes arrive on release, nothing lost and in order.
+		if err := c.SetDeadline(time.Now().Add(2 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "held" {
+			t.Fatalf("after release read %q, %v", buf, err)
+		}
+	}
+	if err := p.SetJitter(5 * time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if err := roundTrip(fmt.Sprintf("j%02d", i), 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = p.SetJitter(0)
+	if err := p.SetBandwidth(64 << 10); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := roundTrip(strings.Repeat("x", 32<<10), 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// 32 KiB each way at 64 KiB/s: at least about half a second per direction's copy.
+	if took := time.Since(start); took < 400*time.Millisecond {
+		t.Fatalf("32 KiB echo under a 64 KiB/s cap took only %v", took)
+	}
+	_ = p.SetBandwidth(0)
+	if n := p.Reset(); n != 1 {
+		t.Fatalf("Reset aborted %d connections, want 1", n)
+	}
+	if err := roundTrip("after reset", time.Second); err == nil {
+		t.Fatal("a reset connection still echoes")
+	}
+	c2, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	c = c2
+	if err := roundTrip("new", time.Second); err != nil {
+		t.Fatalf("new connection after reset: %v", err)
 	}
 }
