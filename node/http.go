@@ -600,6 +600,11 @@ func decodeBody(body []byte, v any) string {
 // commit proposes a Call and turns a refusal into its API error.
 func (n *Node) commit(x *exchange, c *state.Call) (state.Result, *apiError) {
 	c.Caller = x.caller
+	// One id for every retry of this proposal: a retry whose first copy committed gets
+	// that copy's result (see state.Call.ProposalID).
+	pid := make([]byte, 16)
+	_, _ = rand.Read(pid)
+	c.ProposalID = hex.EncodeToString(pid)
 	ctx, cancel := context.WithTimeout(x.r.Context(), 10*time.Second)
 	defer cancel()
 	res, err := n.propose(ctx, state.TypeCall, c)
@@ -648,6 +653,9 @@ func (n *Node) notReady() []string {
 	}
 	if !n.pool.ready() {
 		reasons = append(reasons, "pre-parameter pool empty")
+	}
+	if n.ks.Failed() {
+		reasons = append(reasons, "keystore failed: the node is stopping")
 	}
 	return reasons
 }

@@ -471,6 +471,7 @@ func TestCallSchemaVersion(t *testing.T) {
 		{"access op", Call{Caller: Caller{Kind: CallerUser, UserID: 1}, Op: OpAccessList}, 2},
 		{"admin with jti and signature", Call{Caller: Caller{Kind: CallerAdmin, NonceKey: "sig|admin|x", TokenNonceKey: "jti|y"}, Op: OpUserList}, 2},
 		{"x-auth signed form", Call{Caller: Caller{Kind: CallerUser}, Op: OpKeySign, Signed: &SignedForm{XAuthToken: "t"}}, 2},
+		{"proposal id", Call{Caller: Caller{Kind: CallerUser, UserID: 1}, Op: OpKeyList, ProposalID: "p1"}, 3},
 	}
 	for _, tt := range tests {
 		b, err := Encode(TypeCall, 1, &tt.call)

@@ -51,7 +51,17 @@ func cmpString(x, y string) int {
 // Every call is audited; a call by an access key that exists is also appended to that
 // key's own log, allowed or refused.
 func (a *applier) call(c *Call) Result {
+	if c.ProposalID != "" {
+		if p, ok := a.d.Proposals[c.ProposalID]; ok {
+			// A retry of a proposal that already applied: same answer, no new effect
+			// and no new audit entry.
+			return p.Result
+		}
+	}
 	res := a.callInner(c)
+	if c.ProposalID != "" && len(a.d.Proposals) < MaxProposals {
+		a.d.Proposals[c.ProposalID] = ProposalResult{Result: res, Expires: a.stamp + ProposalRetentionMs}
+	}
 	outcome := "allowed"
 	if !res.OK() {
 		outcome = "refused"

@@ -23,7 +23,7 @@ const (
 // only when a new feature is actually used, never diverge silently.
 var commandVersions = map[string]int{
 	TypeClusterInit:    1,
-	TypeCall:           2, // v2: access keys (caller kind, access.* ops, X-Auth-Token form), token nonce key
+	TypeCall:           3, // v2: access keys (caller kind, access.* ops, X-Auth-Token form), token nonce key; v3: proposal id
 	TypeShareStored:    1,
 	TypeCeremonyResult: 1,
 	TypeCeremonyFailed: 1,
@@ -164,6 +164,13 @@ type Call struct {
 	// Grant carries the writable fields of POST /v1/access-keys, exactly as sent.
 	Grant *GrantFields `json:"grant,omitempty"`
 
+	// ProposalID is the entry node's id for this proposal, the same on every retry of it
+	// (random, 16 bytes hex). When a retry after an ambiguous failure (the leader died or
+	// the forward timed out after the entry was appended) applies again, the FSM answers
+	// with the first application's result instead of refusing the reused nonce: a request
+	// that was committed is never reported refused.
+	ProposalID string `json:"proposal_id,omitempty"`
+
 	Schedule *Schedule `json:"schedule,omitempty"`
 	// Unschedulable says why the leader could not schedule a ceremony (too few live nodes).
 	Unschedulable string `json:"unschedulable,omitempty"`
@@ -171,6 +178,9 @@ type Call struct {
 
 // schemaVersion implements versioned: a Call that uses nothing of v2 is written as v1.
 func (c *Call) schemaVersion() int {
+	if c.ProposalID != "" {
+		return 3
+	}
 	switch {
 	case c.Caller.Kind == CallerAccessKey, c.Caller.AccessKeyID != "", c.Caller.TokenNonceKey != "",
 		c.AccessKeyID != "", c.Grant != nil, c.Schedule != nil && c.Schedule.AccessKeyID != "",

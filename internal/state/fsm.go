@@ -17,9 +17,15 @@ import (
 
 // Limits on what the state keeps, so that no caller can grow it without bound.
 const (
-	MaxNonces          = 1_000_000
-	MaxOpenRequests    = 1024
-	NonceRetentionMs   = 15 * 60 * 1000
+	MaxNonces        = 1_000_000
+	MaxOpenRequests  = 1024
+	NonceRetentionMs = 15 * 60 * 1000
+	// ProposalRetentionMs is how long a proposal's result is kept for its retries (an
+	// entry node retries for at most its API wait, well under this).
+	ProposalRetentionMs = 5 * 60 * 1000
+	// MaxProposals bounds the remembered proposal results; past it, results are not
+	// remembered (a retry then meets the reused nonce, as without proposal ids).
+	MaxProposals       = 1_000_000
 	RequestRetentionMs = 24 * 60 * 60 * 1000
 	pruneEveryMs       = 60 * 1000
 	// SignatureWindowS is how far a signature's created time may be from the stamp.
@@ -63,6 +69,12 @@ const (
 	EventRetry     = "retry"
 )
 
+// ProposalResult is a Call's result kept for the retries of its proposal.
+type ProposalResult struct {
+	Result  Result `json:"result"`
+	Expires int64  `json:"expires"`
+}
+
 // data is everything the FSM holds; it is what a snapshot serialises.
 type data struct {
 	Version    int                 `json:"version"`
@@ -74,12 +86,15 @@ type data struct {
 	Keys       map[string]*Key     `json:"keys"`
 	Requests   map[string]*Request `json:"requests"`
 	// Open indexes the requests that are not final.
-	Open     map[string]bool   `json:"open"`
-	Nonces   map[string]int64  `json:"nonces"`   // replay key → expiry (ms)
-	Sessions map[string]int64  `json:"sessions"` // session nonce (hex) → stamp used
-	Idem     map[string]string `json:"idem"`     // caller|op|key → request id
-	IdemHash map[string]string `json:"idem_hash"`
-	Audit    []AuditEntry      `json:"audit"`
+	Open   map[string]bool  `json:"open"`
+	Nonces map[string]int64 `json:"nonces"` // replay key → expiry (ms)
+	// Proposals remembers each Call's result by proposal id for ProposalRetentionMs, so
+	// that a retried proposal gets the first result (see Call.ProposalID).
+	Proposals map[string]ProposalResult `json:"proposals,omitempty"`
+	Sessions  map[string]int64          `json:"sessions"` // session nonce (hex) → stamp used
+	Idem      map[string]string         `json:"idem"`     // caller|op|key → request id
+	IdemHash  map[string]string         `json:"idem_hash"`
+	Audit     []AuditEntry              `json:"audit"`
 	// AccessKeys holds every access key by id; AccessByPub indexes them by
 	// scheme ":" hex(public key) (the newest key with that public key, the only one that
 	// can be live) and AccessByGrantor by grantor (ids sorted).
@@ -94,15 +109,16 @@ type data struct {
 
 func newData() *data {
 	return &data{
-		Version:  SnapshotVersion,
-		Users:    map[uint64]*User{},
-		Keys:     map[string]*Key{},
-		Requests: map[string]*Request{},
-		Open:     map[string]bool{},
-		Nonces:   map[string]int64{},
-		Sessions: map[string]int64{},
-		Idem:     map[string]string{},
-		IdemHash: map[string]string{},
+		Version:   SnapshotVersion,
+		Users:     map[uint64]*User{},
+		Keys:      map[string]*Key{},
+		Requests:  map[string]*Request{},
+		Open:      map[string]bool{},
+		Nonces:    map[string]int64{},
+		Proposals: map[string]ProposalResult{},
+		Sessions:  map[string]int64{},
+		Idem:      map[string]string{},
+		IdemHash:  map[string]string{},
 
 		AccessKeys:      map[string]*AccessKey{},
 		AccessByPub:     map[string]string{},
@@ -141,6 +157,9 @@ func (d *data) ensureMaps() {
 	}
 	if d.Open == nil {
 		d.Open = map[string]bool{}
+	}
+	if d.Proposals == nil {
+		d.Proposals = map[string]ProposalResult{}
 	}
 	if d.Nonces == nil {
 		d.Nonces = map[string]int64{}
@@ -325,6 +344,11 @@ func (d *data) prune(stamp int64) {
 	for k, exp := range d.Nonces {
 		if exp <= stamp {
 			delete(d.Nonces, k)
+		}
+	}
+	for k, p := range d.Proposals {
+		if p.Expires <= stamp {
+			delete(d.Proposals, k)
 		}
 	}
 	for id, r := range d.Requests {

@@ -386,3 +386,46 @@ func FuzzApply(f *testing.F) {
 		fsm.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: data})
 	})
 }
+
+// TestRetriedProposalGetsFirstResult: an entry node that retries a proposal after an
+// ambiguous failure (its first copy did commit) gets the first copy's result, not
+// auth.nonce_reused, and nothing happens twice; another proposal with the same nonce is
+// still a replay. Found by the chaos harness: a sign reported refused was signed.
+func TestRetriedProposalGetsFirstResult(t *testing.T) {
+	h := newHarness(t)
+	alice := h.createUser("alice")
+	key := h.activeKey(alice, CurveEd25519)
+	call := func(reqID, proposal string) *Call {
+		return &Call{Caller: h.user(alice, "n-1"), Op: OpKeySign, KeyID: key, MessageHex: "00ff", ProposalID: proposal,
+			Schedule: &Schedule{RequestID: reqID, Committee: []string{"n1", "n2"}, Nonce: freshNonce()}}
+	}
+	first := h.apply(TypeCall, call("req_a", "prop-1"))
+	if !first.OK() || first.RequestID != "req_a" {
+		t.Fatalf("first: %+v", first)
+	}
+	seq, _ := h.f.AuditHead()
+	tests := []struct {
+		name     string
+		call     *Call
+		wantReq  string
+		wantCode string
+	}{
+		{"retry of the same proposal", call("req_b", "prop-1"), "req_a", ""},
+		{"another proposal reusing the nonce", call("req_c", "prop-2"), "", "auth.nonce_reused"},
+		{"no proposal id reusing the nonce", call("req_d", ""), "", "auth.nonce_reused"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := h.apply(TypeCall, tt.call)
+			if res.RequestID != tt.wantReq || res.Code != tt.wantCode {
+				t.Fatalf("result %+v, want request %q code %q", res, tt.wantReq, tt.wantCode)
+			}
+		})
+	}
+	if h.f.Request("req_b") != nil {
+		t.Fatal("the retry created a second request")
+	}
+	if s2, _ := h.f.AuditHead(); s2 != seq+2 {
+		t.Fatalf("audit grew by %d, want 2 (the two refused replays only)", s2-seq)
+	}
+}

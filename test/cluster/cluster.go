@@ -505,6 +505,19 @@ func (c *Cluster) ConfigPath(i int) string { return devcluster.ConfigPath(c.dir,
 // talking to node 1.
 func (c *Cluster) Admin() *admin.Admin { return c.adm }
 
+// AdminFor returns an admin SDK client that talks to node i.
+func (c *Cluster) AdminFor(i int) (*admin.Admin, error) {
+	key, err := c.dc.AdminKey("/")
+	if err != nil {
+		return nil, fmt.Errorf("cluster: admin key: %w", err)
+	}
+	a, err := admin.New(key, c.API(i), admin.WithHTTPClient(c.hc))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: admin client: %w", err)
+	}
+	return a, nil
+}
+
 // HTTPClient is the HTTP client the harness's SDK clients share: keep-alive pools sized
 // for dozens of concurrent calls per node.
 func (c *Cluster) HTTPClient() *http.Client { return c.hc }
