@@ -15,23 +15,23 @@ type Kind string
 
 // The faults the harness injects.
 const (
-	KillLeader       Kind = "kill-leader"         // kill -9 the raft leader, restart it on heal
-	KillMidSign      Kind = "kill-mid-sign"       // kill -9 a follower while it runs a ceremony
-	KillMidKeygen    Kind = "kill-mid-keygen"     // start an ECDSA keygen, kill -9 a follower during it
-	IsolateFollower  Kind = "isolate-follower"    // two-way partition of one follower
-	IsolateLeader    Kind = "isolate-leader"      // two-way partition of the leader
-	CutLeaderOut     Kind = "cut-leader-outbound" // one-way: the leader's bytes never reach the others
-	SlowLinks        Kind = "slow-links"          // every link: 80 ms delay, 40 ms jitter, 256 KiB/s
-	ResetLinks       Kind = "reset-links"         // every peer connection reset (RST) every 3 s
-	DiskWriteFaults  Kind = "disk-write-faults"   // a follower's keystore writes fail (Pebble vfs)
-	FreezeFollower   Kind = "freeze-follower"     // SIGSTOP a follower, SIGCONT on heal
-	FreezeLeader     Kind = "freeze-leader"       // SIGSTOP the leader, SIGCONT on heal
-	slowDelay             = 80 * time.Millisecond
-	slowJitter            = 40 * time.Millisecond
-	slowBandwidth         = 256 << 10
-	resetEvery            = 3 * time.Second
-	keygenKillDelay       = 1500 * time.Millisecond
-	readyAfterHealTimeout = 2 * time.Minute
+	KillLeader            Kind = "kill-leader"         // kill -9 the raft leader, restart it on heal
+	KillMidSign           Kind = "kill-mid-sign"       // kill -9 a follower while it runs a ceremony
+	KillMidKeygen         Kind = "kill-mid-keygen"     // start an ECDSA keygen, kill -9 a follower during it
+	IsolateFollower       Kind = "isolate-follower"    // two-way partition of one follower
+	IsolateLeader         Kind = "isolate-leader"      // two-way partition of the leader
+	CutLeaderOut          Kind = "cut-leader-outbound" // one-way: the leader's bytes never reach the others
+	SlowLinks             Kind = "slow-links"          // every link: 80 ms delay, 40 ms jitter, 256 KiB/s
+	ResetLinks            Kind = "reset-links"         // every peer connection reset (RST) every 3 s
+	DiskWriteFaults       Kind = "disk-write-faults"   // a follower's keystore writes fail (Pebble vfs)
+	FreezeFollower        Kind = "freeze-follower"     // SIGSTOP a follower, SIGCONT on heal
+	FreezeLeader          Kind = "freeze-leader"       // SIGSTOP the leader, SIGCONT on heal
+	slowDelay                  = 80 * time.Millisecond
+	slowJitter                 = 40 * time.Millisecond
+	slowBandwidth              = 256 << 10
+	resetEvery                 = 3 * time.Second
+	keygenKillDelay            = 1500 * time.Millisecond
+	readyAfterHealTimeout      = 2 * time.Minute
 )
 
 // DefaultSchedule is every fault once.
