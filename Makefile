@@ -3,7 +3,7 @@ GO        ?= go
 BIN       := bin
 FUZZTIME  ?= 30s
 
-.PHONY: all build run test test-unit test-e2e vet fmt-check fuzz bench clean
+.PHONY: all build run test test-unit test-e2e vet fmt-check fuzz bench chaos clean
 
 all: build
 
@@ -18,8 +18,11 @@ run: build
 
 # The whole suite: unit tests, brief fuzzing of every parser of outside bytes, and the
 # multi-process end-to-end tests (they build and run real custosd binaries).
+# The short chaos scenario runs on its own after the rest: it needs the machine's cores for
+# its own cluster, and a loaded machine would only measure the other tests.
 test: vet fmt-check
-	$(GO) test -count=1 -timeout 12m ./...
+	$(GO) test -count=1 -timeout 12m $$($(GO) list ./... | grep -v /test/chaos)
+	$(GO) test -count=1 -timeout 12m -v -run TestChaosShort ./test/chaos
 	$(MAKE) --no-print-directory fuzz FUZZTIME=3s
 
 vet:
@@ -56,6 +59,10 @@ fuzz:
 BENCHFLAGS ?=
 bench:
 	$(GO) run ./test/bench -out bench-results/bench.json $(BENCHFLAGS)
+
+# The long fault-injection scenario: every fault kind, twice, under load (see test/chaos).
+chaos:
+	$(GO) run ./test/chaos/cmd/chaos -rounds 2 -out bench-results/chaos.json $(CHAOSFLAGS)
 
 clean:
 	rm -rf $(BIN)

@@ -20,13 +20,14 @@ func TestChaosShort(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute)
 	defer cancel()
+	// Progress logs on request (CHAOS_VERBOSE=1); the summary is always logged.
 	lvl := slog.LevelWarn
-	if testing.Verbose() {
+	if os.Getenv("CHAOS_VERBOSE") != "" {
 		lvl = slog.LevelInfo
 	}
 	rep, err := Run(ctx, Config{
 		Faults:   ShortSchedule(),
-		Hold:     12 * time.Second,
+		Hold:     16 * time.Second,
 		Settle:   4 * time.Second,
 		Warmup:   10 * time.Second,
 		Cooldown: 8 * time.Second,

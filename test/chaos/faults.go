@@ -200,7 +200,19 @@ func isolate(leader, out, in bool) func(ctx context.Context, h *harness, f *Faul
 		if err := h.c.Isolate(i, out, in, true); err != nil {
 			return nil, err
 		}
-		return func(context.Context) error { return h.c.Isolate(i, out, in, false) }, nil
+		// A client that only knows the cut-off node keeps asking it for signatures: it
+		// must get 503s with a clear code, never a signature.
+		pctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			h.probeMinority(pctx, i)
+		}()
+		return func(context.Context) error {
+			stop()
+			<-done
+			return h.c.Isolate(i, out, in, false)
+		}, nil
 	}
 }
 
@@ -404,4 +416,33 @@ func (h *harness) healAll(ctx context.Context) error {
 		}
 	}
 	return h.waitAllReady(ctx)
+}
+
+// probeMinority sends one-attempt sign requests to node i until ctx ends (the partition
+// heals), one after the other, starting once the partition has had minorityGrace to take
+// effect.
+func (h *harness) probeMinority(ctx context.Context, i int) {
+	if !sleepCtx(ctx, minorityGrace) {
+		return
+	}
+	for ctx.Err() == nil {
+		k, ok := h.pickKey(h.intn(2) == 0)
+		if !ok {
+			return
+		}
+		rec := &Record{Op: OpProbeMinority, Curve: k.Curve, KeyID: k.ID, Idem: newIdem(), Start: time.Now(), Message: h.bytes(32)}
+		at := Attempt{Node: i, Start: time.Now()}
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), AttemptTimeout)
+		r, err := h.main.Clients[i].Sign(actx, k.ID, rec.Message, "", rec.Idem)
+		cancel()
+		at.Took = time.Since(at.Start)
+		h.classify(rec, &at, r, nil, err)
+		rec.Attempts = append(rec.Attempts, at)
+		if rec.Outcome == "" {
+			rec.Outcome = OutcomeTimeout
+		}
+		rec.End = time.Now()
+		h.addRecord(rec)
+		sleepCtx(ctx, 200*time.Millisecond)
+	}
 }

@@ -19,6 +19,9 @@ const (
 	OpSignEd25519 = "sign-ed25519"
 	OpKeygen      = "keygen"
 	OpRefused     = "sign-without-permission"
+	// OpProbeMinority is a one-attempt sign sent only to a node cut off from the
+	// majority: it must fail with 503 (invariant 4).
+	OpProbeMinority = "probe-minority"
 )
 
 // Outcomes of a logical request.

@@ -54,12 +54,14 @@ type Report struct {
 	LoadSeconds float64 `json:"load_seconds"`
 	// Requests counts logical requests of the signing user (retries inside one);
 	// Refused the read-only user's requests, all of which must be refused.
-	Requests     int            `json:"requests"`
-	Acknowledged int            `json:"acknowledged"`
-	Succeeded    int            `json:"succeeded"`
-	Refused      int            `json:"refused_by_design"`
-	FailedByCode map[string]int `json:"failed_by_code"`
-	Keygens      int            `json:"keygens"`
+	Requests     int `json:"requests"`
+	Acknowledged int `json:"acknowledged"`
+	Succeeded    int `json:"succeeded"`
+	Refused      int `json:"refused_by_design"`
+	// MinorityProbes counts the requests sent to cut-off nodes (all must fail with 503).
+	MinorityProbes int            `json:"minority_probes"`
+	FailedByCode   map[string]int `json:"failed_by_code"`
+	Keygens        int            `json:"keygens"`
 	// Resolved counts requests without an answer that were sent again after the run.
 	Resolved     int            `json:"resolved_after_run"`
 	Awaited      int            `json:"awaited_after_run"`
@@ -83,6 +85,10 @@ func (h *harness) summarise(recs []*Record) *Report {
 	for _, r := range recs {
 		if r.Op == OpRefused {
 			rep.Refused++
+			continue
+		}
+		if r.Op == OpProbeMinority {
+			rep.MinorityProbes++
 			continue
 		}
 		rep.Requests++
@@ -125,8 +131,8 @@ func (h *harness) summarise(recs []*Record) *Report {
 func (r *Report) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "chaos: seed %d, load %.0f s\n", r.Seed, r.LoadSeconds)
-	fmt.Fprintf(&b, "requests %d (keygens %d), acknowledged %d, succeeded %d; read-only user's requests %d (all must be refused); resent after the run %d, awaited after the run %d\n",
-		r.Requests, r.Keygens, r.Acknowledged, r.Succeeded, r.Refused, r.Resolved, r.Awaited)
+	fmt.Fprintf(&b, "requests %d (keygens %d), acknowledged %d, succeeded %d; read-only user's requests %d (all must be refused); probes of cut-off nodes %d (all must be 503); resent after the run %d, awaited after the run %d\n",
+		r.Requests, r.Keygens, r.Acknowledged, r.Succeeded, r.Refused, r.MinorityProbes, r.Resolved, r.Awaited)
 	if len(r.FailedByCode) > 0 {
 		b.WriteString("failed by code:")
 		for _, k := range slices.Sorted(maps.Keys(r.FailedByCode)) {
