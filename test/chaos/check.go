@@ -190,6 +190,18 @@ func (h *harness) check(ctx context.Context) *Report {
 	h.faultMu.Unlock()
 	add("8 no goroutine or fd leak, no crash", strings.Join(detail, "; "), errs)
 
+	// The proxies are still the only path between the nodes after all the restarts.
+	errs = nil
+	conns, err := h.c.VerifyProxied()
+	if err != nil {
+		errs = append(errs, err.Error())
+	}
+	proxied := 0
+	for _, nc := range conns {
+		proxied += nc.Inbound + nc.Outbound
+	}
+	add("every peer connection crosses a fault proxy", fmt.Sprintf("%d proxied peer connections, none direct (QUIC off, per-peer dial addresses)", proxied), errs)
+
 	// Availability and answer-time targets.
 	errs = nil
 	if rep.NoFault.Requests > 0 && rep.NoFault.Availability < 0.98 {
