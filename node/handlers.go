@@ -2,6 +2,7 @@ package node
 
 import (
 	"encoding/hex"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
@@ -244,11 +245,20 @@ func (n *Node) hKeySign(x *exchange) *apiError {
 	var b signBody
 	c := &state.Call{Op: state.OpKeySign, KeyID: x.r.PathValue("key_id"), Malformed: decodeBody(x.body, &b), Signed: x.signed, BodyHash: bodyHash(x.body)}
 	c.MessageHex, c.Path, c.IdempotencyKey = b.Message, b.DerivationPath, b.IdempotencyKey
+	handled := time.Now()
 	res, err := n.commit(x, c)
 	if err != nil {
 		return err
 	}
+	committed := time.Now()
 	r := n.awaitRequest(x, res.RequestID)
+	if n.log.Enabled(x.r.Context(), slog.LevelDebug) && r != nil {
+		// The entry node's phases, for test/bench -phases: authentication (from the
+		// request's arrival), the request's commit and its local apply, and the wait
+		// for the outcome.
+		n.log.Debug("sign timing", "request", r.ID, "status", r.Status, "leader", n.isLeader(), "auth_us", handled.Sub(x.start).Microseconds(),
+			"commit_us", committed.Sub(handled).Microseconds(), "wait_us", time.Since(committed).Microseconds())
+	}
 	switch {
 	case r == nil:
 		return errf("internal", "request vanished")

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strconv"
@@ -79,12 +80,13 @@ func (n *Node) maybeRun(requestID string) {
 		return
 	}
 	n.ceremonies.Add(1)
+	seen := time.Now()
 	go func() {
 		defer n.ceremonies.Done()
 		defer n.active.Delete(runKey)
 		n.activeN.add(1)
 		defer n.activeN.add(-1)
-		n.run(r)
+		n.run(r, seen)
 	}()
 }
 
@@ -103,37 +105,44 @@ func (n *Node) sessionParams(r *state.Request, k *state.Key) protocol.SessionPar
 	return protocol.SessionParams{Kind: kind, KeyID: k.ID, RequestID: r.ID, Payload: r.Message, Path: r.PathIdx, Committee: r.Committee, Nonce: nonce}
 }
 
-// run executes one ceremony attempt and reports its outcome through raft.
-func (n *Node) run(r *state.Request) {
+// run executes one ceremony attempt and reports its outcome through raft. seen is when
+// this node saw the schedule applied (for the phase timings of test/bench -phases).
+func (n *Node) run(r *state.Request, seen time.Time) {
 	k := n.fsm.Key(r.KeyID)
 	if k == nil {
 		return
 	}
 	sid := protocol.NewSessionID(n.sessionParams(r, k))
 	log := n.log.With("request", r.ID, "session", sid.String()[:16], "kind", r.Kind, "curve", k.Curve)
-	// A session id is never reused, also across restarts: persist it before starting.
+	// A session id is never reused, also across restarts: its marker is persisted (a
+	// synced write) before the party starts. The write runs while the request is
+	// verified, and the party starts only once both are done.
 	marker := "session-" + sid.String()
 	if _, err := n.ks.GetMeta(marker); err == nil {
 		log.Debug("session already ran on this node; not starting it again")
 		return
 	}
-	if err := n.ks.PutMeta(marker, []byte(strconv.FormatInt(r.ScheduledAt, 10))); err != nil {
+	markerErr := make(chan error, 1)
+	go func() { markerErr <- n.ks.PutMeta(marker, []byte(strconv.FormatInt(r.ScheduledAt, 10))) }()
+	verr := n.verifyScheduled(r, k)
+	if err := <-markerErr; err != nil {
 		n.reportFailure(r, "ceremony.failed", "cannot persist session marker: "+err.Error(), nil)
 		return
 	}
-	if err := n.verifyScheduled(r, k); err != nil {
-		log.Error("refusing to join a ceremony: the request does not verify from the replicated log", "err", err)
+	if verr != nil {
+		log.Error("refusing to join a ceremony: the request does not verify from the replicated log", "err", verr)
 		n.met.refusedCeremonies.Inc()
-		n.reportFailure(r, "ceremony.refused", err.Error(), nil)
+		n.reportFailure(r, "ceremony.refused", verr.Error(), nil)
 		return
 	}
 	start := time.Now()
 	var err error
+	var ph phases
 	switch r.Kind {
 	case state.KindKeygen:
 		err = n.runKeygen(r, k, sid)
 	case state.KindSign:
-		err = n.runSign(r, k, sid)
+		ph, err = n.runSign(r, k, sid)
 	}
 	n.met.ceremonyDur.WithLabelValues(r.Kind, k.Curve, outcome(err)).Observe(time.Since(start).Seconds())
 	if err != nil {
@@ -141,13 +150,30 @@ func (n *Node) run(r *state.Request) {
 		var culprits []string
 		if errors.As(err, &ce) {
 			culprits = ce.Culprits
+			if len(culprits) == 0 {
+				// The retry's committee must avoid a member that gave up on us
+				// (its own report, if it is honest, names the real culprit).
+				culprits = ce.Aborted
+			}
 		}
 		log.Warn("ceremony failed", "err", err, "culprits", culprits)
 		n.reportFailure(r, "ceremony.failed", err.Error(), culprits)
 		return
 	}
 	log.Info("ceremony done", "ms", time.Since(start).Milliseconds())
+	if r.Kind == state.KindSign && log.Enabled(n.ctx, slog.LevelDebug) {
+		// The committee member's phases, for test/bench -phases: from the schedule's
+		// stamp to this node seeing it applied (stamps have millisecond resolution),
+		// the marker and re-verification, loading the share, the MPC itself, and the
+		// result's commit (with its local apply).
+		log.Debug("ceremony timing", "leader", n.isLeader(), "sched_lag_ms", seen.UnixMilli()-r.ScheduledAt,
+			"prep_us", start.Sub(seen).Microseconds(), "load_us", ph.load.Microseconds(),
+			"mpc_us", ph.mpc.Microseconds(), "report_us", ph.report.Microseconds())
+	}
 }
+
+// phases are the durations of a sign attempt's parts on this node.
+type phases struct{ load, mpc, report time.Duration }
 
 func outcome(err error) string {
 	if err != nil {
@@ -208,46 +234,56 @@ func (n *Node) runKeygen(r *state.Request, k *state.Key, sid protocol.SessionID)
 	return nil
 }
 
-func (n *Node) runSign(r *state.Request, k *state.Key, sid protocol.SessionID) error {
+func (n *Node) runSign(r *state.Request, k *state.Key, sid protocol.SessionID) (phases, error) {
+	var ph phases
 	ctx, cancel := n.ceremonyCtx(r.Kind)
 	defer cancel()
+	t0 := time.Now()
 	raw, err := n.ks.GetShare(k.ID)
 	if err != nil {
-		return fmt.Errorf("load share: %w", err)
+		return ph, fmt.Errorf("load share: %w", err)
 	}
 	var sig state.Signature
 	switch k.Curve {
 	case state.CurveSecp256k1:
 		var save ecdsakeygen.LocalPartySaveData
 		if err := json.Unmarshal(raw, &save); err != nil {
-			return fmt.Errorf("decode share: %w", err)
+			return ph, fmt.Errorf("decode share: %w", err)
 		}
+		t1 := time.Now()
+		ph.load = t1.Sub(t0)
 		s, err := n.engine.SignECDSA(ctx, sid, r.Committee, k.Threshold, &save, r.Message, k.ChainCode, r.PathIdx)
+		ph.mpc = time.Since(t1)
 		if err != nil {
-			return err
+			return ph, err
 		}
 		sig = state.Signature{R: s.R[:], S: s.S[:], RecoveryID: int(s.RecoveryID), DER: s.DER}
 	case state.CurveEd25519:
 		var save eddsakeygen.LocalPartySaveData
 		if err := json.Unmarshal(raw, &save); err != nil {
-			return fmt.Errorf("decode share: %w", err)
+			return ph, fmt.Errorf("decode share: %w", err)
 		}
+		t1 := time.Now()
+		ph.load = t1.Sub(t0)
 		s, err := n.engine.SignEdDSA(ctx, sid, r.Committee, k.Threshold, &save, r.Message)
+		ph.mpc = time.Since(t1)
 		if err != nil {
-			return err
+			return ph, err
 		}
 		sig = state.Signature{Sig: s}
 	}
+	t2 := time.Now()
 	rctx, rcancel := context.WithTimeout(n.ctx, 30*time.Second)
 	defer rcancel()
 	res, err := n.propose(rctx, state.TypeCeremonyResult, &state.CeremonyResult{RequestID: r.ID, Nonce: r.Nonce, Node: n.cfg.NodeID, Signature: sig})
+	ph.report = time.Since(t2)
 	if err != nil {
-		return fmt.Errorf("report signature: %w", err)
+		return ph, fmt.Errorf("report signature: %w", err)
 	}
 	if !res.OK() {
-		return fmt.Errorf("signature refused by the cluster: %s", res.Detail)
+		return ph, fmt.Errorf("signature refused by the cluster: %s", res.Detail)
 	}
-	return nil
+	return ph, nil
 }
 
 func (n *Node) reportFailure(r *state.Request, code, detail string, culprits []string) {

@@ -113,6 +113,7 @@ func runLoopback(ctx context.Context, o *options, bin string, base *baseline, re
 	}
 
 	results := make([]struct{ b, c []summary }, len(cells))
+	windows := make([][]window, len(cells))
 	var rss *rssReport
 	for r := range o.reps {
 		for i, d := range cells {
@@ -121,6 +122,7 @@ func runLoopback(ctx context.Context, o *options, bin string, base *baseline, re
 			}
 			log.Info("cell", "rep", r+1, "of", o.reps, "cell", d.name, "samples", d.samples, "concurrency", d.conc)
 			var bRun, cRun runResult
+			from := time.Now()
 			switch d.kind {
 			case kindLatency:
 				bRun, cRun = latencyRuns(ctx, d, r, log)
@@ -146,6 +148,7 @@ func runLoopback(ctx context.Context, o *options, bin string, base *baseline, re
 					cRun, bRun = sideRun(true), sideRun(false)
 				}
 			}
+			windows[i] = append(windows[i], window{from: from, to: time.Now()})
 			bs, csum := bRun.summary(), cRun.summary()
 			log.Info("cell done", "cell", d.name, "rep", r+1,
 				"baseline_p50_ms", bs.P50ms, "cluster_p50_ms", csum.P50ms,
@@ -157,9 +160,24 @@ func runLoopback(ctx context.Context, o *options, bin string, base *baseline, re
 	}
 	for i, d := range cells {
 		rep.addCell(d, aggregate(results[i].b), aggregate(results[i].c))
+		if o.phases {
+			ps, err := collectPhases(c, windows[i])
+			if err != nil {
+				log.Warn("cannot read the phases from the node logs", "cell", d.name, "err", err)
+			}
+			rep.Cells[len(rep.Cells)-1].Phases = ps
+		}
 	}
 	rep.RSS = rss.finish()
 	rep.Cluster = &clusterInfo{Nodes: c.N(), Threshold: o.k, Binary: c.Binary()}
+	if o.cpuProfile != "" {
+		signCells := slices.DeleteFunc(slices.Clone(cells), func(d cellDef) bool { return d.name != "ecdsa_sign" && d.name != "ed25519_sign" })
+		profs, err := profileCells(ctx, o, c, signCells, log)
+		rep.Profiles = profs
+		if err != nil {
+			return fmt.Errorf("profiles: %w", err)
+		}
+	}
 	return nil
 }
 

@@ -16,6 +16,13 @@
 //
 //	go run ./test/bench [-out bench-results/bench.json] [-nodes 3 -k 2] [-samples 30]
 //	    [-keygen-samples 5] [-reps 3] [-conc 1,4,16] [-wan 50ms] [-wan-only]
+//	    [-phases] [-cpuprofile DIR [-cpuprofile-seconds 10s]]
+//
+// -phases breaks each cell's cluster latency down into the sign path's phases, from
+// timing lines the nodes log at debug level (see phases.go). -cpuprofile DIR saves each
+// node's CPU profile, and the in-process baseline's, taken while the ECDSA and the
+// Ed25519 sign cells run (after the measured repetitions), and prints their top entries
+// (see profile.go).
 //
 // It must be run from inside the custos module (it builds ./cmd/custosd and reads the
 // pre-parameter fixtures of test/fixtures/preparams); it never generates safe primes.
@@ -52,24 +59,41 @@ const (
 
 // options are the command's flags.
 type options struct {
-	out           string
-	nodes, k      int
-	samples       int
-	keygenSamples int
-	reps          int
-	conc          []int
-	msgSize       int
-	wan           time.Duration
-	wanOnly       bool
-	keep          bool
-	bin           string
-	nodeLog       string
-	verbose       bool
+	out            string
+	nodes, k       int
+	samples        int
+	keygenSamples  int
+	reps           int
+	conc           []int
+	msgSize        int
+	wan            time.Duration
+	wanOnly        bool
+	keep           bool
+	bin            string
+	nodeLog        string
+	verbose        bool
+	phases         bool
+	cpuProfile     string
+	cpuProfileSecs time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `usage: go run ./test/bench [flags]   (or: make bench BENCHFLAGS="flags")
+
+Measures the in-process tss-lib baseline and a real custosd cluster on loopback in one
+run, alternated, and prints a table and a JSON file. Profiling:
+  -phases               add each cell's sign-path phase breakdown (from the nodes' debug logs)
+  -cpuprofile DIR       save the nodes' (and the baseline's) CPU profiles of the sign cells
+                        in DIR and print their top entries
+e.g. go run ./test/bench -keygen-samples 0 -conc 16 -phases -cpuprofile bench-results/prof
+
+flags:
+`)
+		fs.PrintDefaults()
+	}
 	o := &options{}
 	fs.StringVar(&o.out, "out", "bench-results/bench.json", "where to write the JSON results (the table goes to stdout)")
 	fs.IntVar(&o.nodes, "nodes", 3, "cluster size n (3..7; 5 with -k 3 is the 3-of-5 variant)")
@@ -85,6 +109,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.bin, "custosd", "", "custosd binary to run (default: build ./cmd/custosd)")
 	fs.StringVar(&o.nodeLog, "node-log-level", "info", "log level of the nodes (their logs go to files)")
 	fs.BoolVar(&o.verbose, "v", false, "log progress at debug level")
+	fs.BoolVar(&o.phases, "phases", false, "run the nodes at debug log level and report each cell's sign-path phases (auth, commits, waits, ceremony) from their logs")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "after the measured repetitions, save every node's CPU profile (and the baseline's) taken while the sign cells run, in this directory, and print their top entries")
+	fs.DurationVar(&o.cpuProfileSecs, "cpuprofile-seconds", 10*time.Second, "how long each -cpuprofile profile runs")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -115,6 +142,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("-wan must be 0..%v", cluster.MaxProxyDelay)
 	case o.wanOnly && o.wan == 0:
 		return nil, errors.New("-wan-only needs -wan")
+	case o.cpuProfileSecs < time.Second || o.cpuProfileSecs > maxProfileSecs*time.Second:
+		return nil, fmt.Errorf("-cpuprofile-seconds must be 1s..%ds", maxProfileSecs)
+	}
+	if o.phases {
+		o.nodeLog = "debug"
 	}
 	return o, nil
 }

@@ -43,7 +43,9 @@ type report struct {
 	RSS           *rssReport    `json:"rss,omitempty"`
 	Targets       []targetState `json:"targets,omitempty"`
 	WAN           *wanReport    `json:"wan,omitempty"`
-	Notes         []string      `json:"notes,omitempty"`
+	// Profiles are the CPU profiles of -cpuprofile.
+	Profiles []profileReport `json:"profiles,omitempty"`
+	Notes    []string        `json:"notes,omitempty"`
 }
 
 type clusterInfo struct {
@@ -92,6 +94,8 @@ type cellReport struct {
 	RatioP95        float64 `json:"ratio_p95"`
 	RatioThroughput float64 `json:"ratio_throughput"`
 	Target          *target `json:"target,omitempty"`
+	// Phases is the cluster side's sign-path breakdown of -phases.
+	Phases []phaseStat `json:"phases,omitempty"`
 }
 
 func ratio(a, b float64) float64 {
@@ -121,6 +125,9 @@ func newReport(o *options) *report {
 	}
 	if o.samples < 30 {
 		r.Notes = append(r.Notes, fmt.Sprintf("only %d samples per cell (-samples): below the 30 the method asks for", o.samples))
+	}
+	if o.phases {
+		r.Notes = append(r.Notes, "-phases: the nodes logged at debug level (one timing line per request, proposal and ceremony), which costs them a little")
 	}
 	if o.reps < 3 {
 		r.Notes = append(r.Notes, fmt.Sprintf("only %d repetition(s) (-reps): the method asks for the median of 3", o.reps))
@@ -263,6 +270,10 @@ func (r *report) printTable(w io.Writer) {
 		fmt.Fprintf(w, "node VmHWM under c=%d load (%s): %s; max %.1f MiB, target <= %.0f MiB: %s\n", r.RSS.Concurrency, how,
 			strings.Join(parts, ", "), mib(r.RSS.MaxBytes), mib(r.RSS.TargetBytes), yesNo(r.RSS.Met))
 	}
+	for _, c := range r.Cells {
+		printPhases(w, c.Title, c.Phases)
+	}
+	printProfiles(w, r.Profiles)
 	if r.WAN != nil {
 		r.WAN.print(w)
 	}

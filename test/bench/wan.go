@@ -28,7 +28,8 @@ import (
 //	            starts at once (the leader always sits on the committee)
 //	         1  the other committee parties are followers: they apply the entry, and start
 //	            their party, only when the leader's next AppendEntries brings the new
-//	            commit index
+//	            commit index (the leader appends a raft barrier right after each commit,
+//	            node/raft.go spreadCommit, so that one leaves at once)
 //	tss      R  tss-lib's message rounds on the critical path: a party sends round r+1
 //	            only once it holds every round-r message (ECDSA GG18 signing: 9 rounds;
 //	            EdDSA signing: 3)
@@ -42,9 +43,10 @@ import (
 //	            AppendEntries and only then answers the SDK
 //
 // bound = (R + e + 5 + 2f) × L + C, where C is the in-process compute time of the same
-// ceremony (the baseline's p50). Not in the bound: raft's commit timeout (5 ms: a
-// follower learns a commit index within 5–10 ms when nothing else is replicated),
-// HTTP, authentication and the FSM on loopback, and CPU contention between the nodes.
+// ceremony (the baseline's p50). Not in the bound: the fsyncs of the raft log (the
+// leader's before it replicates, the followers' before they acknowledge, and both again
+// for the barrier that carries the commit index), HTTP, authentication and the FSM on
+// loopback, and CPU contention between the nodes.
 
 // term is one line of the bound.
 type term struct {
@@ -141,7 +143,7 @@ func runWAN(ctx context.Context, o *options, bin string, base *baseline, rep *re
 	w := &wanReport{OneWayDelayMs: round2(float64(o.wan) / float64(time.Millisecond)), Nodes: o.nodes, Threshold: o.k, Formula: wanFormula,
 		Notes: []string{
 			"every node listens on its own port but every member address in every configuration is a latency proxy (QUIC off), one proxy per target node: each direction of each link is delayed by L",
-			"not in the bound: raft's 5 ms commit timeout (a follower learns a commit within 5-10 ms), loopback HTTP, authentication, FSM work and CPU contention between the nodes",
+			"not in the bound: raft-log fsyncs (leader before replicating, followers before acknowledging, and again for the barrier the leader appends after each commit so that followers learn it at once), loopback HTTP, authentication, FSM work and CPU contention between the nodes",
 			"the proxies terminate TCP: they delay bytes (every protocol message), not the kernel's handshakes and acknowledgements",
 			"C is added in full although some compute overlaps the delays (parties start one delay apart and compute while messages are in flight): for compute-heavy ceremonies (ECDSA) the bound is loose",
 		}}
