@@ -7,6 +7,8 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/custos/custos/internal/p2p"
 )
 
 // metrics are the node's Prometheus collectors, in a registry of its own (no globals).
@@ -66,5 +68,44 @@ func (n *Node) metricsLoop(ctx context.Context) {
 		n.met.peers.Set(float64(len(n.host.Peers())))
 		n.met.applied.Set(float64(n.fsm.AppliedIndex()))
 		n.met.poolSize.Set(float64(n.pool.size()))
+	}
+}
+
+// p2pCollector exports the p2p host's own counters (p2p.Stats) at scrape time: what the
+// transport refused or cut before a frame ever reached the ceremony engine.
+type p2pCollector struct {
+	host                                         *p2p.Host
+	connsRefused, streamsRefused, streamsDropped *prometheus.Desc
+	oversizeIn, framesDropped                    *prometheus.Desc
+}
+
+func newP2PCollector(h *p2p.Host) *p2pCollector {
+	return &p2pCollector{
+		host:           h,
+		connsRefused:   prometheus.NewDesc("custos_p2p_connections_refused_total", "Connections the gater refused because the peer is not a cluster member.", nil, nil),
+		streamsRefused: prometheus.NewDesc("custos_p2p_streams_refused_total", "Inbound streams reset because the peer is not (or no longer) a member.", nil, nil),
+		streamsDropped: prometheus.NewDesc("custos_p2p_streams_dropped_total", "Inbound streams reset for another reason: truncated or stalled frames, malformed RPC requests, raft streams while raft is down.", nil, nil),
+		oversizeIn:     prometheus.NewDesc("custos_p2p_frames_oversize_total", "Inbound ceremony frames announced above the frame size limit (stream reset).", nil, nil),
+		framesDropped:  prometheus.NewDesc("custos_p2p_frames_unhandled_total", "Ceremony frames received while no handler was installed.", nil, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *p2pCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.connsRefused
+	ch <- c.streamsRefused
+	ch <- c.streamsDropped
+	ch <- c.oversizeIn
+	ch <- c.framesDropped
+}
+
+// Collect implements prometheus.Collector.
+func (c *p2pCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.host.Stats()
+	for _, m := range []struct {
+		d *prometheus.Desc
+		v uint64
+	}{{c.connsRefused, s.ConnsRefused}, {c.streamsRefused, s.StreamsRefused}, {c.streamsDropped, s.StreamsDropped}, {c.oversizeIn, s.FramesOversizeIn}, {c.framesDropped, s.FramesDropped}} {
+		ch <- prometheus.MustNewConstMetric(m.d, prometheus.CounterValue, float64(m.v))
 	}
 }

@@ -277,6 +277,7 @@ func (n *Node) Start(ctx context.Context) error {
 		return fmt.Errorf("p2p: %w", err)
 	}
 	n.host = host
+	n.met.reg.MustRegister(newP2PCollector(host))
 
 	n.engine = protocol.NewEngine(protocol.EngineConfig{
 		Self:      n.cfg.NodeID,

@@ -59,6 +59,7 @@ type ceremony struct {
 	// peerAbort is set when another member said it gave up; the ceremony
 	// fails with it after abortGrace unless first-hand evidence comes first.
 	peerAbort  error
+	abortFrom  string // the member whose MsgAbort set peerAbort
 	abortTimer *time.Timer
 	echoOut    chan outbound
 }
@@ -242,6 +243,7 @@ func (c *ceremony) handle(m *Message) {
 		// too, and blaming from first-hand evidence beats "someone gave up".
 		if c.peerAbort == nil {
 			c.peerAbort = fmt.Errorf("%w: %s gave up: %s", ErrPeerAborted, m.From, reason)
+			c.abortFrom = m.From
 			c.abortTimer = time.NewTimer(abortGrace)
 		}
 	default:
@@ -688,6 +690,7 @@ loop:
 			c.fail(err)
 		case <-abort:
 			c.fail(c.peerAbort)
+			c.failed.Aborted = []string{c.abortFrom}
 		case <-cctx.Done():
 			c.stopped(cctx)
 		}

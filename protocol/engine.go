@@ -54,8 +54,9 @@ type EngineConfig struct {
 	// Nil means slog.Default().
 	Logger *slog.Logger
 	// MaxSessions caps concurrently running ceremonies, and separately the
-	// number of not-yet-started sessions for which messages are held
-	// (default 64).
+	// number of not-yet-started sessions for which one sender's messages are
+	// held (default 64; the hold area as a whole takes pendingShares times as
+	// many, so that one member cannot fill it for the others).
 	MaxSessions int
 	// MaxPendingPerSession caps the messages held for a session that has not
 	// started yet (default 256).
@@ -90,17 +91,29 @@ type Engine struct {
 	active       map[SessionID]*ceremony
 	pending      map[SessionID]*pendingBucket
 	pendingBytes int
-	lastPurge    time.Time
-	done         map[SessionID]struct{}
-	doneOrder    []SessionID // ring of done ids, oldest at doneHead
-	doneHead     int
-	now          func() time.Time
+	// held tracks, per sender, the not-yet-started sessions it has messages held in and
+	// their bytes, so that one member cannot fill the hold area for the others.
+	held      map[string]*senderHold
+	lastPurge time.Time
+	done      map[SessionID]struct{}
+	doneOrder []SessionID // ring of done ids, oldest at doneHead
+	doneHead  int
+	now       func() time.Time
 }
 
 type heldMessage struct {
 	m  *Message
 	at time.Time
 }
+
+// senderHold is one sender's share of the hold area.
+type senderHold struct{ sessions, bytes int }
+
+// pendingShares is how many senders' worth of room the hold area has: each sender may use
+// MaxSessions sessions and MaxPendingBytes/pendingShares bytes of it, and the area holds
+// pendingShares*MaxSessions sessions, so fewer than pendingShares misbehaving members
+// cannot make it refuse an honest member's early messages.
+const pendingShares = 4
 
 type pendingBucket struct {
 	msgs      []heldMessage
@@ -142,6 +155,7 @@ func NewEngine(cfg EngineConfig) *Engine {
 		cancel:  cancel,
 		active:  make(map[SessionID]*ceremony),
 		pending: make(map[SessionID]*pendingBucket),
+		held:    make(map[string]*senderHold),
 		done:    make(map[SessionID]struct{}),
 		now:     time.Now,
 	}
@@ -160,6 +174,7 @@ func (e *Engine) Close() {
 	e.closed = true
 	e.pending = make(map[SessionID]*pendingBucket)
 	e.pendingBytes = 0
+	e.held = make(map[string]*senderHold)
 	e.mu.Unlock()
 	e.cancel()
 	e.wg.Wait()
@@ -233,15 +248,23 @@ func (e *Engine) holdLocked(m *Message) string {
 	if now.Sub(e.lastPurge) >= time.Second {
 		e.purgeLocked(now)
 	}
+	size := len(m.Payload)
+	sh := e.held[m.From]
+	if sh == nil {
+		sh = &senderHold{}
+	}
 	b := e.pending[m.Session]
+	newForSender := b == nil || b.perSender[m.From] == 0
+	if (newForSender && sh.sessions >= e.cfg.MaxSessions) || sh.bytes+size > e.cfg.MaxPendingBytes/pendingShares {
+		return DropPendingFull
+	}
 	if b == nil {
-		if len(e.pending) >= e.cfg.MaxSessions {
+		if len(e.pending) >= pendingShares*e.cfg.MaxSessions {
 			return DropPendingFull
 		}
 		b = &pendingBucket{perSender: map[string]int{}}
 		e.pending[m.Session] = b
 	}
-	size := len(m.Payload)
 	if len(b.msgs) >= e.cfg.MaxPendingPerSession || b.perSender[m.From] >= maxPendingPerSender || e.pendingBytes+size > e.cfg.MaxPendingBytes {
 		if len(b.msgs) == 0 {
 			delete(e.pending, m.Session)
@@ -252,7 +275,32 @@ func (e *Engine) holdLocked(m *Message) string {
 	b.bytes += size
 	b.perSender[m.From]++
 	e.pendingBytes += size
+	if newForSender {
+		sh.sessions++
+	}
+	sh.bytes += size
+	e.held[m.From] = sh
 	return ""
+}
+
+// releaseLocked gives back the hold-area share of one held message.
+func (e *Engine) releaseLocked(b *pendingBucket, m *Message) {
+	size := len(m.Payload)
+	b.bytes -= size
+	e.pendingBytes -= size
+	b.perSender[m.From]--
+	sh := e.held[m.From]
+	if sh == nil {
+		return
+	}
+	sh.bytes -= size
+	if b.perSender[m.From] == 0 {
+		delete(b.perSender, m.From)
+		sh.sessions--
+	}
+	if sh.sessions == 0 && sh.bytes == 0 {
+		delete(e.held, m.From)
+	}
 }
 
 // purgeLocked forgets held messages older than PendingTTL.
@@ -262,9 +310,7 @@ func (e *Engine) purgeLocked(now time.Time) {
 		keep := b.msgs[:0]
 		for _, h := range b.msgs {
 			if now.Sub(h.at) > e.cfg.PendingTTL {
-				b.perSender[h.m.From]--
-				b.bytes -= len(h.m.Payload)
-				e.pendingBytes -= len(h.m.Payload)
+				e.releaseLocked(b, h.m)
 				e.drop(DropPendingExpired, h.m)
 				continue
 			}
@@ -298,7 +344,9 @@ func (e *Engine) register(c *ceremony) error {
 	e.wg.Add(1)
 	if b := e.pending[c.sid]; b != nil {
 		delete(e.pending, c.sid)
-		e.pendingBytes -= b.bytes
+		for _, h := range b.msgs {
+			e.releaseLocked(b, h.m)
+		}
 		now := e.now()
 		for _, h := range b.msgs {
 			switch {

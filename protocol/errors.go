@@ -43,6 +43,11 @@ var (
 type CeremonyError struct {
 	Culprits []string
 	Err      error
+	// Aborted names the member whose abort notice ended the ceremony (Err wraps
+	// ErrPeerAborted). It is not blamed — a member may give up honestly, its own
+	// report names its culprits — but a retry should not count on it: a member
+	// that aborts and never reports is otherwise never named anywhere.
+	Aborted []string
 }
 
 // Error describes the failure and the parties blamed for it.
