@@ -610,9 +610,9 @@ func (n *Node) commit(x *exchange, c *state.Call) (state.Result, *apiError) {
 	res, err := n.propose(ctx, state.TypeCall, c)
 	if err != nil {
 		if errors.Is(err, errNoQuorum) || errors.Is(err, context.DeadlineExceeded) {
-			return res, errf("cluster.no_quorum", "the request could not be committed: too few nodes reachable (%v)", err)
+			return res, errf("cluster.no_quorum", "the request was not committed in time: too few nodes reachable (%v); it may still commit once the cluster heals, so send it again with the same idempotency_key to learn its outcome", err)
 		}
-		return res, errf("cluster.unavailable", "the request could not be committed: %v", err)
+		return res, errf("cluster.unavailable", "the request was not committed (%v); send it again with the same idempotency_key to learn its outcome", err)
 	}
 	if !res.OK() {
 		return res, &apiError{Status: statusOf(res.Code), Code: res.Code, Detail: res.Detail}
