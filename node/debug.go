@@ -1,6 +1,8 @@
 package node
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"net/http/pprof"
@@ -23,8 +25,11 @@ type debugState struct {
 	Goroutines int    `json:"goroutines"`
 	OpenFDs    int    `json:"open_fds"`
 	Ceremonies int64  `json:"ceremonies_running"`
-	// Shares lists the key ids this node holds a share for (ids only; sorted).
-	Shares []string `json:"shares"`
+	// Shares counts the keys this node holds a share for and SharesHash is the SHA-256
+	// (hex) of their ids, sorted and each followed by "\n": enough to compare a node's
+	// shares with the active keys, without naming keys to an unauthenticated caller.
+	Shares     int    `json:"shares"`
+	SharesHash string `json:"shares_hash"`
 	state.Checkpoint
 }
 
@@ -43,7 +48,7 @@ func (n *Node) handleDebugState(w http.ResponseWriter, r *http.Request) {
 		ds.Leader = string(id)
 	}
 	if ids, err := n.ks.ListShares(); err == nil {
-		ds.Shares = ids
+		ds.Shares, ds.SharesHash = len(ids), SharesHash(ids)
 	} else {
 		ds.Keystore = "error: " + err.Error()
 	}
@@ -76,4 +81,14 @@ func registerPprof(mux *http.ServeMux) {
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+}
+
+// SharesHash is GET /debug/state's shares_hash of a sorted list of key ids.
+func SharesHash(sortedIDs []string) string {
+	h := sha256.New()
+	for _, id := range sortedIDs {
+		h.Write([]byte(id))
+		h.Write([]byte{'\n'})
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }

@@ -79,6 +79,11 @@ func (n *Node) requestView(r *state.Request) map[string]any {
 			v["key"] = keyView(k)
 		}
 	}
+	if len(r.InlinePreParams) > 0 {
+		// The nodes whose pre-parameter pool was empty: they generated safe primes
+		// during the keygen, which is why it was slow.
+		v["preparams_inline"] = r.InlinePreParams
+	}
 	if r.Error != nil {
 		v["error"] = map[string]any{"code": r.Error.Code, "detail": r.Error.Detail}
 	}
@@ -232,7 +237,11 @@ func (n *Node) hKeyCreate(x *exchange) *apiError {
 	case r == nil:
 		return errf("internal", "request vanished")
 	case r.Status == state.StatusActive:
-		x.json(http.StatusCreated, keyView(n.fsm.Key(r.KeyID)))
+		kv := keyView(n.fsm.Key(r.KeyID))
+		if len(r.InlinePreParams) > 0 {
+			kv["preparams_inline"] = r.InlinePreParams
+		}
+		x.json(http.StatusCreated, kv)
 	case r.Status == state.StatusFailed:
 		return &apiError{Status: statusOf(r.Error.Code), Code: r.Error.Code, Detail: r.Error.Detail, Extra: map[string]any{"request": n.requestView(r)}}
 	default:

@@ -77,8 +77,9 @@ func (p *pool) size() int {
 // ready reports whether keygen can start without generating primes inline.
 func (p *pool) ready() bool { return len(p.fixtures) > 0 || p.size() > 0 }
 
-// take returns a validated set, generating one inline only when the pool is empty.
-func (p *pool) take(ctx context.Context) (*ecdsakeygen.LocalPreParams, error) {
+// take returns a validated set, generating one inline only when the pool is empty (and
+// then reports inline).
+func (p *pool) take(ctx context.Context) (_ *ecdsakeygen.LocalPreParams, inline bool, err error) {
 	for {
 		_, b, err := p.n.ks.TakePreParams()
 		if errors.Is(err, keystore.ErrNotFound) {
@@ -89,7 +90,7 @@ func (p *pool) take(ctx context.Context) (*ecdsakeygen.LocalPreParams, error) {
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		pre, err := decodePreParams(b)
 		if err != nil {
@@ -97,16 +98,18 @@ func (p *pool) take(ctx context.Context) (*ecdsakeygen.LocalPreParams, error) {
 			continue
 		}
 		p.n.met.poolSize.Set(float64(p.size()))
-		return pre, nil
+		return pre, false, nil
 	}
 	if len(p.fixtures) > 0 {
 		b := p.fixtures[p.next%len(p.fixtures)]
 		p.next++
-		return decodePreParams(b)
+		pre, err := decodePreParams(b)
+		return pre, false, err
 	}
 	p.n.log.Warn("pre-parameter pool empty: generating a set inline; keygen will be slow")
 	p.n.met.inlinePreParams.Inc()
-	return ecdsakeygen.GeneratePreParamsWithContext(ctx, 1)
+	pre, err := ecdsakeygen.GeneratePreParamsWithContext(ctx, 1)
+	return pre, true, err
 }
 
 func decodePreParams(b []byte) (*ecdsakeygen.LocalPreParams, error) {

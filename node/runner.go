@@ -194,9 +194,11 @@ func (n *Node) runKeygen(r *state.Request, k *state.Key, sid protocol.SessionID)
 	ctx, cancel := n.ceremonyCtx(r.Kind)
 	defer cancel()
 	var share, pub []byte
+	inline := false
 	switch k.Curve {
 	case state.CurveSecp256k1:
-		pre, err := n.pool.take(ctx)
+		pre, gen, err := n.pool.take(ctx)
+		inline = gen
 		if err != nil {
 			return fmt.Errorf("pre-parameters: %w", err)
 		}
@@ -224,7 +226,7 @@ func (n *Node) runKeygen(r *state.Request, k *state.Key, sid protocol.SessionID)
 	}
 	rctx, rcancel := context.WithTimeout(n.ctx, 30*time.Second)
 	defer rcancel()
-	res, err := n.propose(rctx, state.TypeShareStored, &state.ShareStored{RequestID: r.ID, Nonce: r.Nonce, Node: n.cfg.NodeID, PublicKey: pub})
+	res, err := n.propose(rctx, state.TypeShareStored, &state.ShareStored{RequestID: r.ID, Nonce: r.Nonce, Node: n.cfg.NodeID, PublicKey: pub, InlinePreParams: inline})
 	if err != nil {
 		return fmt.Errorf("report share stored: %w", err)
 	}

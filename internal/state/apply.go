@@ -559,6 +559,9 @@ func (a *applier) shareStored(c *ShareStored) Result {
 		return refuse("request.conflict", "report from a node outside the keygen")
 	}
 	k.Reports[c.Node] = slices.Clone(c.PublicKey)
+	if c.InlinePreParams && !slices.Contains(r.InlinePreParams, c.Node) {
+		r.InlinePreParams = append(r.InlinePreParams, c.Node)
+	}
 	if len(k.Reports) < len(k.Members) {
 		return Result{RequestID: r.ID}
 	}

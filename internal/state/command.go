@@ -24,7 +24,7 @@ const (
 var commandVersions = map[string]int{
 	TypeClusterInit:    1,
 	TypeCall:           3, // v2: access keys (caller kind, access.* ops, X-Auth-Token form), token nonce key; v3: proposal id
-	TypeShareStored:    1,
+	TypeShareStored:    2, // v2: inline_preparams
 	TypeCeremonyResult: 1,
 	TypeCeremonyFailed: 1,
 	TypeReschedule:     1,
@@ -224,6 +224,17 @@ type ShareStored struct {
 	Nonce     []byte `json:"nonce"`
 	Node      string `json:"node"`
 	PublicKey []byte `json:"public_key"`
+	// InlinePreParams says the node's pre-parameter pool was empty and it generated
+	// the ECDSA pre-parameters during the keygen (the slow path).
+	InlinePreParams bool `json:"inline_preparams,omitempty"`
+}
+
+// schemaVersion implements versioned: v2 only when the inline flag is set.
+func (c *ShareStored) schemaVersion() int {
+	if c.InlinePreParams {
+		return 2
+	}
+	return 1
 }
 
 // CeremonyResult carries a finished signature from a committee member.

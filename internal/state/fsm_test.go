@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"slices"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -427,5 +428,37 @@ func TestRetriedProposalGetsFirstResult(t *testing.T) {
 	}
 	if s2, _ := h.f.AuditHead(); s2 != seq+2 {
 		t.Fatalf("audit grew by %d, want 2 (the two refused replays only)", s2-seq)
+	}
+}
+
+// TestInlinePreParamsReported: nodes that generated ECDSA pre-parameters during a keygen
+// (their pool was empty) are listed on the request; such a report is a v2 entry.
+func TestInlinePreParamsReported(t *testing.T) {
+	h := newHarness(t)
+	alice := h.createUser("alice")
+	res := h.apply(TypeCall, &Call{Caller: h.user(alice, ""), Op: OpKeyCreate, Curve: CurveSecp256k1, Threshold: 2,
+		Schedule: &Schedule{RequestID: "req_inline", KeyID: "key_inline", Committee: []string{"n1", "n2", "n3"}, Nonce: freshNonce(), ChainCode: bytes.Repeat([]byte{9}, 32)}})
+	if !res.OK() {
+		t.Fatal(res)
+	}
+	r := h.f.Request("req_inline")
+	for _, tc := range []struct {
+		node    string
+		inline  bool
+		version int
+	}{{"n1", false, 1}, {"n2", true, 2}, {"n3", true, 2}} {
+		c := &ShareStored{RequestID: r.ID, Nonce: r.Nonce, Node: tc.node, PublicKey: []byte{2, 1}, InlinePreParams: tc.inline}
+		b, err := Encode(TypeShareStored, 1, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var env Envelope
+		if err := json.Unmarshal(b, &env); err != nil || env.Version != tc.version {
+			t.Fatalf("%s: version %d (%v), want %d", tc.node, env.Version, err, tc.version)
+		}
+		h.apply(TypeShareStored, c)
+	}
+	if got := h.f.Request("req_inline"); got.Status != StatusActive || !slices.Equal(got.InlinePreParams, []string{"n2", "n3"}) {
+		t.Fatalf("request %s, inline %v", got.Status, got.InlinePreParams)
 	}
 }

@@ -165,6 +165,9 @@ type Request struct {
 
 	Signature *Signature `json:"signature,omitempty"`
 	SignedBy  string     `json:"signed_by,omitempty"`
+	// InlinePreParams lists the nodes that had no pre-parameters ready and generated
+	// them during this keygen (why it was slow).
+	InlinePreParams []string `json:"inline_preparams,omitempty"`
 	Error     *ErrorInfo `json:"error,omitempty"`
 
 	IdempotencyKey string `json:"idempotency_key,omitempty"`

@@ -25,6 +25,9 @@ type Key struct {
 	// ChainCode is the BIP32 chain code (hex) of secp256k1 keys, for non-hardened
 	// derivation.
 	ChainCode string `json:"chain_code,omitempty"`
+	// PreParamsInline (keygen answers only) lists the nodes that had no ECDSA
+	// pre-parameters ready and generated them during the keygen.
+	PreParamsInline []string `json:"preparams_inline,omitempty"`
 }
 
 // Signature is a finished signature: R, S (hex, low-S), RecoveryID and DER for
@@ -61,6 +64,9 @@ type Request struct {
 	Signature *Signature    `json:"signature,omitempty"`
 	Key       *Key          `json:"key,omitempty"`
 	Error     *RequestError `json:"error,omitempty"`
+	// PreParamsInline (keygen) lists the nodes that generated ECDSA pre-parameters
+	// during the keygen because their pool was empty.
+	PreParamsInline []string `json:"preparams_inline,omitempty"`
 }
 
 // Request statuses (API.md).

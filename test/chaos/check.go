@@ -19,6 +19,7 @@ import (
 	"github.com/btcsuite/btcd/chaincfg"
 
 	"github.com/custos/custos/admin"
+	"github.com/custos/custos/node"
 	"github.com/custos/custos/node/client"
 )
 
@@ -478,8 +479,9 @@ func (h *harness) checkShares(ctx context.Context, recs []*Record, keys map[stri
 				bad = append(bad, err.Error())
 				continue
 			}
-			if !slices.Equal(ds.Shares, active) {
-				bad = append(bad, fmt.Sprintf("%s holds shares %v, active keys are %v", h.c.NodeID(i), ds.Shares, active))
+			if ds.Shares != len(active) || ds.SharesHash != node.SharesHash(active) {
+				bad = append(bad, fmt.Sprintf("%s holds %d shares (hash %.12s…), the %d active keys %v hash to %.12s…",
+					h.c.NodeID(i), ds.Shares, ds.SharesHash, len(active), active, node.SharesHash(active)))
 			}
 		}
 		if len(bad) == 0 {

@@ -15,19 +15,20 @@ import (
 
 // DebugState is a node's GET /debug/state.
 type DebugState struct {
-	Node       string   `json:"node"`
-	RaftState  string   `json:"raft_state"`
-	Leader     string   `json:"leader"`
-	Halted     string   `json:"halted"`
-	Keystore   string   `json:"keystore"`
-	Goroutines int      `json:"goroutines"`
-	OpenFDs    int      `json:"open_fds"`
-	Ceremonies int64    `json:"ceremonies_running"`
-	Shares     []string `json:"shares"`
-	Index      uint64   `json:"applied_index"`
-	StateHash  string   `json:"state_hash"`
-	AuditSeq   uint64   `json:"audit_seq"`
-	AuditHead  string   `json:"audit_head"`
+	Node       string `json:"node"`
+	RaftState  string `json:"raft_state"`
+	Leader     string `json:"leader"`
+	Halted     string `json:"halted"`
+	Keystore   string `json:"keystore"`
+	Goroutines int    `json:"goroutines"`
+	OpenFDs    int    `json:"open_fds"`
+	Ceremonies int64  `json:"ceremonies_running"`
+	Shares     int    `json:"shares"`
+	SharesHash string `json:"shares_hash"`
+	Index      uint64 `json:"applied_index"`
+	StateHash  string `json:"state_hash"`
+	AuditSeq   uint64 `json:"audit_seq"`
+	AuditHead  string `json:"audit_head"`
 }
 
 func (h *harness) debugState(ctx context.Context, i int) (*DebugState, error) {

@@ -49,19 +49,7 @@ const (
 // still see them: each must raise a counter on GET /metrics.
 func transportCounters(ctx context.Context, t *testing.T, e *env) {
 	c, hp := e.c, e.hp
-	sk, err := p2p.GenerateIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stranger, err := newRawHost(sk, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stranger.Close()
-	pids, err := addMembers(stranger, e.cfg3.Cluster.Members)
-	if err != nil {
-		t.Fatal(err)
-	}
+	stranger, pids := newStranger(t, e)
 	for _, i := range e.honest {
 		id := c.NodeID(i)
 		before, err := scrapeAll(ctx, c, i)

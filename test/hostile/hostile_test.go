@@ -229,19 +229,7 @@ func diff(now, base map[string]float64) map[string]float64 {
 // nonMemberStreams dials the honest nodes with a fresh random identity and checks that no
 // custos protocol carries anything for it, while the member identity (the control) can.
 func nonMemberStreams(ctx context.Context, t *testing.T, e *env) {
-	sk, err := p2p.GenerateIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stranger, err := newRawHost(sk, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stranger.Close()
-	pids, err := addMembers(stranger, e.cfg3.Cluster.Members)
-	if err != nil {
-		t.Fatal(err)
-	}
+	stranger, pids := newStranger(t, e)
 	for _, i := range e.honest {
 		id := e.c.NodeID(i)
 		for _, r := range tryProtocols(ctx, stranger, pids[id]) {

@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	ecdsasigning "github.com/bnb-chain/tss-lib/v2/ecdsa/signing"
@@ -519,4 +520,24 @@ func randomSession() protocol.SessionID {
 	var s protocol.SessionID
 	_, _ = rand.Read(s[:])
 	return s
+}
+
+// newStranger starts a libp2p host with a fresh random identity (not a cluster member) that
+// knows every member's address; it is closed when the test ends.
+func newStranger(t *testing.T, e *env) (host.Host, map[string]peer.ID) {
+	t.Helper()
+	sk, err := p2p.GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger, err := newRawHost(sk, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stranger.Close() })
+	pids, err := addMembers(stranger, e.cfg3.Cluster.Members)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stranger, pids
 }
