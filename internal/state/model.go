@@ -167,8 +167,8 @@ type Request struct {
 	SignedBy  string     `json:"signed_by,omitempty"`
 	// InlinePreParams lists the nodes that had no pre-parameters ready and generated
 	// them during this keygen (why it was slow).
-	InlinePreParams []string `json:"inline_preparams,omitempty"`
-	Error     *ErrorInfo `json:"error,omitempty"`
+	InlinePreParams []string   `json:"inline_preparams,omitempty"`
+	Error           *ErrorInfo `json:"error,omitempty"`
 
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
 	// AccessKeyID is the access key that submitted the request ("" for the owner itself).
