@@ -140,16 +140,21 @@ func (b *baseline) keygenEdDSA(ctx context.Context) ([]*eddsakeygen.LocalPartySa
 // index maps a party id back to its node's position in b.ids.
 func (b *baseline) index(pid *tss.PartyID) int { return slices.Index(b.ids, pid.Id) }
 
-// signECDSA signs a 32-byte digest with k random parties, verifies the result (not
-// timed) and returns the ceremony's time: from building the parties to the last result.
-func (b *baseline) signECDSA(ctx context.Context, digest []byte) (time.Duration, error) {
+// signerParties picks k random parties and returns their sorted ids and peer context.
+func (b *baseline) signerParties() (tss.SortedPartyIDs, *tss.PeerContext) {
 	who := b.signers()
 	ids := make([]string, len(who))
 	for j, i := range who {
 		ids[j] = b.ids[i]
 	}
 	pids := partyIDs(ids)
-	pc := tss.NewPeerContext(pids)
+	return pids, tss.NewPeerContext(pids)
+}
+
+// signECDSA signs a 32-byte digest with k random parties, verifies the result (not
+// timed) and returns the ceremony's time: from building the parties to the last result.
+func (b *baseline) signECDSA(ctx context.Context, digest []byte) (time.Duration, error) {
+	pids, pc := b.signerParties()
 	m := new(big.Int).SetBytes(digest)
 	start := time.Now()
 	res, err := runParties(ctx, pids, func(i int, out chan<- tss.Message, end chan<- *common.SignatureData) tss.Party {
@@ -172,13 +177,7 @@ func (b *baseline) signECDSA(ctx context.Context, digest []byte) (time.Duration,
 // signEdDSA signs msg with k random parties, verifies the result (not timed) and returns
 // the ceremony's time.
 func (b *baseline) signEdDSA(ctx context.Context, msg []byte) (time.Duration, error) {
-	who := b.signers()
-	ids := make([]string, len(who))
-	for j, i := range who {
-		ids[j] = b.ids[i]
-	}
-	pids := partyIDs(ids)
-	pc := tss.NewPeerContext(pids)
+	pids, pc := b.signerParties()
 	m := new(big.Int).SetBytes(msg)
 	start := time.Now()
 	res, err := runParties(ctx, pids, func(i int, out chan<- tss.Message, end chan<- *common.SignatureData) tss.Party {
