@@ -73,7 +73,7 @@ func openFDs() int {
 	return len(es)
 }
 
-// registerPprof serves Go's profiler under /debug/pprof/ (api.pprof; off by default:
+// registerPprof serves Go's profiler under /debug/pprof/ (api.debug; off by default:
 // profiles reveal code paths and timing, so only trusted networks should reach them).
 func registerPprof(mux *http.ServeMux) {
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)

@@ -152,8 +152,8 @@ func (n *Node) routes() http.Handler {
 	open("GET /readyz", n.handleReady)
 	metricsH := promhttp.HandlerFor(n.met.reg, promhttp.HandlerOpts{})
 	open("GET /metrics", metricsH.ServeHTTP)
-	open("GET /debug/state", n.handleDebugState)
-	if n.cfg.API.Pprof {
+	if n.cfg.API.Debug {
+		open("GET /debug/state", n.handleDebugState)
 		registerPprof(mux)
 	}
 	authed := func(pattern, route string, h handlerFunc) { mux.Handle(pattern, n.authenticated(route, h)) }

@@ -5,11 +5,14 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/btcsuite/btcd/btcec/v2"
 	btcecdsa "github.com/btcsuite/btcd/btcec/v2/ecdsa"
 
+	"github.com/custos/custos/internal/config"
 	"github.com/custos/custos/internal/state"
 )
 
@@ -123,5 +126,32 @@ func TestSigVerifier(t *testing.T) {
 	der.DER[len(der.DER)-1] ^= 1
 	if err := v.VerifySignature(state.CurveSecp256k1, pk, nil, nil, digest[:], &der); err == nil {
 		t.Fatal("DER not matching r and s accepted")
+	}
+}
+
+// TestDebugRoutesAreOptIn: /debug/state (which serialises the whole state under its lock)
+// and the profiler exist only with api.debug; without it they are unknown routes.
+func TestDebugRoutesAreOptIn(t *testing.T) {
+	tests := []struct {
+		name  string
+		debug bool
+		path  string
+		want  int
+	}{
+		{"state off", false, "/debug/state", http.StatusNotFound},
+		{"pprof off", false, "/debug/pprof/cmdline", http.StatusNotFound},
+		{"pprof on", true, "/debug/pprof/cmdline", http.StatusOK},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := &config.Config{}
+			cfg.API.Debug = tt.debug
+			n := &Node{cfg: cfg, met: newMetrics()}
+			rec := httptest.NewRecorder()
+			n.routes().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, tt.path, nil))
+			if rec.Code != tt.want {
+				t.Fatalf("GET %s: %d, want %d", tt.path, rec.Code, tt.want)
+			}
+		})
 	}
 }

@@ -67,9 +67,11 @@ type Config struct {
 		Listen      string   `json:"listen"`
 		WaitTimeout Duration `json:"wait_timeout"`
 		MaxBody     int64    `json:"max_body"`
-		// Pprof serves Go's profiler under /debug/pprof/ on the API listener (off by
-		// default; turn it on only where the API is reachable from trusted hosts alone).
-		Pprof bool `json:"pprof"`
+		// Debug serves GET /debug/state (the state checkpoint, which serialises the whole
+		// replicated state under the state lock) and Go's profiler under /debug/pprof/ on
+		// the API listener. Off by default: both cost real work per call and reveal
+		// internals, so turn it on only where the API is reachable from trusted hosts alone.
+		Debug bool `json:"debug"`
 	} `json:"api"`
 
 	P2P struct {

@@ -132,7 +132,7 @@ func Create(spec Spec) (*Cluster, error) {
 			"node_id":    m.ID,
 			"data_dir":   filepath.Join(spec.Dir, m.ID),
 			"cluster":    map[string]any{"name": cl.Name, "threshold": spec.Threshold, "members": members},
-			"api":        map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", spec.APIPorts[i]), "pprof": true},
+			"api":        map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", spec.APIPorts[i]), "debug": true},
 			"p2p":        map[string]any{"listen": m.P2PAddrs},
 			"master_key": map[string]any{"file": filepath.Join(spec.Dir, m.ID, "master.key")},
 			"admin":      map[string]any{"key_file": adminKeyFile, "allow_shared_key": true},

@@ -25,7 +25,7 @@ import (
 // With -cpuprofile DIR the bench, after the measured repetitions (so that profiling
 // does not perturb them), profiles each sign cell separately: for -cpuprofile-seconds it
 // runs the cell's cluster operation one at a time while it takes every node's CPU
-// profile from /debug/pprof/profile (api.pprof, on in dev clusters), then runs the
+// profile from /debug/pprof/profile (api.debug, on in dev clusters), then runs the
 // baseline operation as long under runtime/pprof in this process. Profiles are saved as
 // DIR/<cell>-<node>.pprof and DIR/<cell>-baseline.pprof, and the top entries of each
 // (go tool pprof -top) are printed and kept in the JSON report.
@@ -164,7 +164,7 @@ func fetchProfile(ctx context.Context, hc *http.Client, api string, secs int, pa
 		return fmt.Errorf("profile of %s: %w", api, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("profile of %s: %s (is api.pprof on?): %s", api, resp.Status, bytes.TrimSpace(body[:min(len(body), 200)]))
+		return fmt.Errorf("profile of %s: %s (is api.debug on?): %s", api, resp.Status, bytes.TrimSpace(body[:min(len(body), 200)]))
 	}
 	if len(body) > maxProfileBytes {
 		return fmt.Errorf("profile of %s: larger than %d bytes", api, maxProfileBytes)

@@ -213,7 +213,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		Proxied: true, PerLink: true,
 		Extra: map[string]any{
 			"rate":     map[string]any{"per_caller_rps": 0},
-			"api":      map[string]any{"wait_timeout": "10s", "pprof": true},
+			"api":      map[string]any{"wait_timeout": "10s", "debug": true},
 			"ceremony": map[string]any{"sign_timeout": "20s", "keygen_timeout": "90s"},
 			"log":      map[string]any{"level": "info"},
 		},

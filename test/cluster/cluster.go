@@ -368,7 +368,7 @@ func (c *Cluster) Freeze(i int, on bool) error {
 }
 
 // mergeConfig merges extra into the top level of a configuration file, one level deep
-// for objects ({"api": {"pprof": true}} keeps the api section's other fields).
+// for objects ({"api": {"debug": true}} keeps the api section's other fields).
 func mergeConfig(path string, extra map[string]any) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
