@@ -12,11 +12,11 @@ import (
 	"github.com/custos/custos/internal/state"
 )
 
-// debugState is GET /debug/state: what an operator (or the chaos harness) compares across
+// DebugState is GET /debug/state (api.debug): what an operator (or the chaos harness) compares across
 // nodes once faults heal — the replicated state's checkpoint must be equal on every node
 // at the same applied index — and the process's own health figures. It holds no secret:
 // hashes, counters and indexes only.
-type debugState struct {
+type DebugState struct {
 	Node       string `json:"node"`
 	RaftState  string `json:"raft_state"`
 	Leader     string `json:"leader"`
@@ -34,7 +34,7 @@ type debugState struct {
 }
 
 func (n *Node) handleDebugState(w http.ResponseWriter, r *http.Request) {
-	ds := debugState{
+	ds := DebugState{
 		Node:       n.cfg.NodeID,
 		RaftState:  n.raft.State().String(),
 		Halted:     n.fsm.Halted(),

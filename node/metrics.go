@@ -49,14 +49,7 @@ func newMetrics() *metrics {
 }
 
 func (n *Node) metricsLoop(ctx context.Context) {
-	t := time.NewTicker(2 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, 2*time.Second, func() bool {
 		cur := n.raft.State()
 		for _, s := range []raft.RaftState{raft.Follower, raft.Candidate, raft.Leader, raft.Shutdown} {
 			v := 0.0
@@ -68,7 +61,8 @@ func (n *Node) metricsLoop(ctx context.Context) {
 		n.met.peers.Set(float64(len(n.host.Peers())))
 		n.met.applied.Set(float64(n.fsm.AppliedIndex()))
 		n.met.poolSize.Set(float64(n.pool.size()))
-	}
+		return true
+	})
 }
 
 // p2pCollector exports the p2p host's own counters (p2p.Stats) at scrape time: what the

@@ -144,14 +144,7 @@ func (n *Node) Fatal() <-chan error { return n.fatal }
 // watchHealth raises Fatal when the keystore fails, and (test-only) turns injected
 // write faults on and off with the presence of the fault file.
 func (n *Node) watchHealth(ctx context.Context) {
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, 100*time.Millisecond, func() bool {
 		if n.faultFS != nil {
 			if _, err := os.Stat(n.cfg.InsecureTesting.WriteFaultFile); err == nil {
 				n.faultFS.On()
@@ -164,6 +157,23 @@ func (n *Node) watchHealth(ctx context.Context) {
 			case n.fatal <- fmt.Errorf("keystore failed (see the storage error logged before): %w", keystore.ErrStoreFailed):
 			default:
 			}
+			return false
+		}
+		return true
+	})
+}
+
+// every calls fn every d until ctx ends or fn returns false.
+func every(ctx context.Context, d time.Duration, fn func() bool) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !fn() {
 			return
 		}
 	}

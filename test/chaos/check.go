@@ -59,10 +59,14 @@ func (h *harness) check(ctx context.Context) *Report {
 		}
 		rep.Invariants = append(rep.Invariants, Invariant{Name: name, OK: len(errs) == 0, Detail: detail, Errors: errs})
 	}
-	keys := h.keyIndex(ctx)
+	keys, err := h.keyIndex(ctx)
 
 	// 1. Every acknowledged signature verifies.
 	var errs []string
+	if err != nil {
+		// Without the key list nothing below can be checked: say so, never pass vacuously.
+		errs = append(errs, err.Error())
+	}
 	verified := 0
 	for _, r := range recs {
 		if r.Signature == nil {
@@ -303,20 +307,22 @@ func (h *harness) faultsCopy() []FaultRecord {
 	return out
 }
 
-// keyIndex lists the main user's keys (any node that answers).
-func (h *harness) keyIndex(ctx context.Context) map[string]client.Key {
-	out := map[string]client.Key{}
+// keyIndex lists the main user's keys (from the first node that answers).
+func (h *harness) keyIndex(ctx context.Context) (map[string]client.Key, error) {
+	var errs []error
 	for i := range h.c.N() {
 		ks, err := h.main.Clients[i].ListKeys(ctx)
 		if err != nil {
+			errs = append(errs, err)
 			continue
 		}
+		out := make(map[string]client.Key, len(ks))
 		for _, k := range ks {
 			out[k.KeyID] = k
 		}
-		break
+		return out, nil
 	}
-	return out
+	return map[string]client.Key{}, fmt.Errorf("list keys on every node: %w", errors.Join(errs...))
 }
 
 func verify(k client.Key, r *Record) error {
@@ -530,7 +536,7 @@ func (h *harness) converged(ctx context.Context) (string, error) {
 	deadline := time.Now().Add(60 * time.Second)
 	var last string
 	for {
-		var states []*DebugState
+		var states []*node.DebugState
 		for i := range h.c.N() {
 			ds, err := h.debugState(ctx, i)
 			if err != nil {

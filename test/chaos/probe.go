@@ -4,57 +4,19 @@ package chaos
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"regexp"
 	"time"
+
+	"github.com/custos/custos/node"
 )
 
-// DebugState is a node's GET /debug/state.
-type DebugState struct {
-	Node       string `json:"node"`
-	RaftState  string `json:"raft_state"`
-	Leader     string `json:"leader"`
-	Halted     string `json:"halted"`
-	Keystore   string `json:"keystore"`
-	Goroutines int    `json:"goroutines"`
-	OpenFDs    int    `json:"open_fds"`
-	Ceremonies int64  `json:"ceremonies_running"`
-	Shares     int    `json:"shares"`
-	SharesHash string `json:"shares_hash"`
-	Index      uint64 `json:"applied_index"`
-	StateHash  string `json:"state_hash"`
-	AuditSeq   uint64 `json:"audit_seq"`
-	AuditHead  string `json:"audit_head"`
-}
-
-func (h *harness) debugState(ctx context.Context, i int) (*DebugState, error) {
+// debugState reads node i's /debug/state, giving up after 2 s (a frozen node never answers).
+func (h *harness) debugState(ctx context.Context, i int) (*node.DebugState, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.c.API(i)+"/debug/state", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := h.c.HTTPClient().Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s /debug/state: HTTP %d", h.c.NodeID(i), resp.StatusCode)
-	}
-	var ds DebugState
-	if err := json.Unmarshal(b, &ds); err != nil {
-		return nil, fmt.Errorf("%s /debug/state: %w", h.c.NodeID(i), err)
-	}
-	return &ds, nil
+	return h.c.DebugState(ctx, i)
 }
 
 // procHealth is a node process's goroutines and open descriptors at one moment.

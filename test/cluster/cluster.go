@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/custos/custos/admin"
 	"github.com/custos/custos/internal/devcluster"
+	"github.com/custos/custos/node"
 	"github.com/custos/custos/node/client"
 )
 
@@ -370,40 +372,49 @@ func (c *Cluster) Freeze(i int, on bool) error {
 // mergeConfig merges extra into the top level of a configuration file, one level deep
 // for objects ({"api": {"debug": true}} keeps the api section's other fields).
 func mergeConfig(path string, extra map[string]any) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("cluster: %w", err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	var cfg map[string]any
-	if err := dec.Decode(&cfg); err != nil {
-		return fmt.Errorf("cluster: %s: %w", path, err)
-	}
-	for k, v := range extra {
-		sub, ok := v.(map[string]any)
-		cur, ok2 := cfg[k].(map[string]any)
-		if ok && ok2 {
-			for sk, sv := range sub {
-				cur[sk] = sv
+	return editConfig(path, func(cfg map[string]any) error {
+		for k, v := range extra {
+			sub, ok := v.(map[string]any)
+			cur, ok2 := cfg[k].(map[string]any)
+			if ok && ok2 {
+				for sk, sv := range sub {
+					cur[sk] = sv
+				}
+				continue
 			}
-			continue
+			cfg[k] = v
 		}
-		cfg[k] = v
-	}
-	out, err := json.MarshalIndent(cfg, "", "  ")
-	if err != nil {
-		return fmt.Errorf("cluster: %s: %w", path, err)
-	}
-	if err := os.WriteFile(path, append(out, '\n'), 0o600); err != nil {
-		return fmt.Errorf("cluster: %w", err)
-	}
-	return nil
+		return nil
+	})
 }
 
 // rewriteMemberAddrs sets cluster.members[i].p2p_addrs = [addrs[i]] and p2p.quic = false
 // in a configuration file written by devcluster.Create.
 func rewriteMemberAddrs(path string, addrs []string) error {
+	return editConfig(path, func(cfg map[string]any) error {
+		cl, _ := cfg["cluster"].(map[string]any)
+		members, _ := cl["members"].([]any)
+		if len(members) != len(addrs) {
+			return fmt.Errorf("lists %d members, want %d", len(members), len(addrs))
+		}
+		for i, m := range members {
+			mm, ok := m.(map[string]any)
+			if !ok {
+				return fmt.Errorf("member %d is not an object", i)
+			}
+			mm["p2p_addrs"] = []string{addrs[i]}
+		}
+		p2p, _ := cfg["p2p"].(map[string]any)
+		if p2p == nil {
+			return errors.New("no p2p section")
+		}
+		p2p["quic"] = false
+		return nil
+	})
+}
+
+// editConfig rewrites a configuration file through edit, keeping numbers as written.
+func editConfig(path string, edit func(cfg map[string]any) error) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
@@ -414,23 +425,9 @@ func rewriteMemberAddrs(path string, addrs []string) error {
 	if err := dec.Decode(&cfg); err != nil {
 		return fmt.Errorf("cluster: %s: %w", path, err)
 	}
-	cl, _ := cfg["cluster"].(map[string]any)
-	members, _ := cl["members"].([]any)
-	if len(members) != len(addrs) {
-		return fmt.Errorf("cluster: %s lists %d members, want %d", path, len(members), len(addrs))
+	if err := edit(cfg); err != nil {
+		return fmt.Errorf("cluster: %s: %w", path, err)
 	}
-	for i, m := range members {
-		mm, ok := m.(map[string]any)
-		if !ok {
-			return fmt.Errorf("cluster: %s: member %d is not an object", path, i)
-		}
-		mm["p2p_addrs"] = []string{addrs[i]}
-	}
-	p2p, _ := cfg["p2p"].(map[string]any)
-	if p2p == nil {
-		return fmt.Errorf("cluster: %s has no p2p section", path)
-	}
-	p2p["quic"] = false
 	out, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
 		return fmt.Errorf("cluster: %s: %w", path, err)
@@ -504,6 +501,44 @@ func (c *Cluster) ConfigPath(i int) string { return devcluster.ConfigPath(c.dir,
 // Admin is an admin SDK client (HS256 shared admin key from the cluster's admin.key)
 // talking to node 1.
 func (c *Cluster) Admin() *admin.Admin { return c.adm }
+
+// maxGetBody bounds what Get reads.
+const maxGetBody = 16 << 20
+
+// Get fetches one of node i's unauthenticated routes (/metrics, /debug/state, /healthz…)
+// and returns its body, refusing any status but 200.
+func (c *Cluster) Get(ctx context.Context, i int, path string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.API(i)+path, nil)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: GET %s on %s: %w", path, c.NodeID(i), err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxGetBody))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: GET %s on %s: %w", path, c.NodeID(i), err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("cluster: GET %s on %s: HTTP %d", path, c.NodeID(i), resp.StatusCode)
+	}
+	return body, nil
+}
+
+// DebugState returns node i's GET /debug/state (dev clusters serve it: api.debug).
+func (c *Cluster) DebugState(ctx context.Context, i int) (*node.DebugState, error) {
+	b, err := c.Get(ctx, i, "/debug/state")
+	if err != nil {
+		return nil, err
+	}
+	var ds node.DebugState
+	if err := json.Unmarshal(b, &ds); err != nil {
+		return nil, fmt.Errorf("cluster: %s /debug/state: %w", c.NodeID(i), err)
+	}
+	return &ds, nil
+}
 
 // AdminFor returns an admin SDK client that talks to node i.
 func (c *Cluster) AdminFor(i int) (*admin.Admin, error) {

@@ -35,9 +35,8 @@ import (
 
 // Limits on what the helpers read from the nodes.
 const (
-	maxMetricsBody = 4 << 20
-	maxLogLine     = 1 << 20
-	pollEvery      = 25 * time.Millisecond
+	maxLogLine = 1 << 20
+	pollEvery  = 25 * time.Millisecond
 )
 
 // droppedMetric is the honest nodes' counter of dropped ceremony messages.
@@ -62,19 +61,7 @@ func scrape(ctx context.Context, c *cluster.Cluster, i int) (map[string]float64,
 // scrapeAll reads node i's GET /metrics and returns every sample by its series (name and
 // labels as written, e.g. `custos_p2p_dropped_messages_total{reason="malformed"}`).
 func scrapeAll(ctx context.Context, c *cluster.Cluster, i int) (map[string]float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.API(i)+"/metrics", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.HTTPClient().Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /metrics on %s: HTTP %d", c.NodeID(i), resp.StatusCode)
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxMetricsBody))
+	body, err := c.Get(ctx, i, "/metrics")
 	if err != nil {
 		return nil, err
 	}
@@ -128,47 +115,8 @@ func healthy(ctx context.Context, c *cluster.Cluster, i int) error {
 	if !c.Running(i) {
 		return fmt.Errorf("%s: process is not running:\n%s", c.NodeID(i), c.LogTail(i, 40))
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.API(i)+"/healthz", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.HTTPClient().Do(req)
-	if err != nil {
-		return fmt.Errorf("%s: /healthz: %w", c.NodeID(i), err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: /healthz answered %d", c.NodeID(i), resp.StatusCode)
-	}
-	return nil
-}
-
-// debugState is the part of GET /debug/state the tests read.
-type debugState struct {
-	Ceremonies int64  `json:"ceremonies_running"`
-	Goroutines int    `json:"goroutines"`
-	RaftState  string `json:"raft_state"`
-	Leader     string `json:"leader"`
-}
-
-func getDebugState(ctx context.Context, c *cluster.Cluster, i int) (*debugState, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.API(i)+"/debug/state", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.HTTPClient().Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /debug/state on %s: HTTP %d", c.NodeID(i), resp.StatusCode)
-	}
-	var ds debugState
-	if err := json.NewDecoder(io.LimitReader(resp.Body, maxMetricsBody)).Decode(&ds); err != nil {
-		return nil, err
-	}
-	return &ds, nil
+	_, err := c.Get(ctx, i, "/healthz")
+	return err
 }
 
 // waitIdle waits until node i runs no ceremony.
@@ -176,7 +124,7 @@ func waitIdle(ctx context.Context, c *cluster.Cluster, i int, within time.Durati
 	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
 	for {
-		ds, err := getDebugState(ctx, c, i)
+		ds, err := c.DebugState(ctx, i)
 		if err == nil && ds.Ceremonies == 0 {
 			return nil
 		}
