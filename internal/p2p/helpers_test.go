@@ -66,7 +66,11 @@ func memberOf(nodeID string, h *Host) Member {
 	return Member{NodeID: nodeID, PeerID: h.ID(), Addrs: h.ListenAddrs()}
 }
 
-// mesh makes every host a member of every host's set.
+// mesh makes every host a member of every host's set and waits until every pair is
+// connected. The sets are installed one host after the other, so a host that learns its
+// peers first may dial one that does not admit it yet; that dial is refused mid-handshake,
+// and a stream opened while it is in flight would share its failure. Waiting for the
+// reconnect loop to connect every pair keeps the tests from racing it.
 func mesh(t *testing.T, hosts ...*Host) []Member {
 	t.Helper()
 	var ms []Member
@@ -78,6 +82,14 @@ func mesh(t *testing.T, hosts ...*Host) []Member {
 			t.Fatalf("SetMembers: %v", err)
 		}
 	}
+	waitFor(t, 10*time.Second, "every pair of hosts connected", func() bool {
+		for _, h := range hosts {
+			if len(h.Peers()) < len(hosts)-1 {
+				return false
+			}
+		}
+		return true
+	})
 	return ms
 }
 
