@@ -15,6 +15,7 @@ package admin
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,6 +37,7 @@ type Admin struct {
 
 type options struct {
 	hc       *http.Client
+	tls      *tls.Config
 	audience string
 }
 
@@ -44,6 +46,11 @@ type Option func(*options)
 
 // WithHTTPClient sets the HTTP client.
 func WithHTTPClient(hc *http.Client) Option { return func(o *options) { o.hc = hc } }
+
+// WithTLSConfig sets the TLS configuration of the default HTTP client (see
+// client.WithTLSConfig): RootCAs for a node whose certificate a private CA signed,
+// Certificates for mutual TLS. It cannot be combined with WithHTTPClient.
+func WithTLSConfig(tc *tls.Config) Option { return func(o *options) { o.tls = tc } }
 
 // WithAudience puts aud = audience (the cluster name) in the admin and user tokens the
 // SDK mints, for clusters that check or require it.
@@ -96,6 +103,9 @@ func build(iss *auth.Issuer, signer *auth.Signer, baseURL string, opts []Option)
 	var copts []client.Option
 	if o.hc != nil {
 		copts = append(copts, client.WithHTTPClient(o.hc))
+	}
+	if o.tls != nil {
+		copts = append(copts, client.WithTLSConfig(o.tls))
 	}
 	c, err := client.NewCustom(baseURL, authn, copts...)
 	if err != nil {
@@ -229,6 +239,18 @@ func (a *Admin) SetPermissions(ctx context.Context, id uint64, perms []string) e
 		Permissions []string `json:"permissions"`
 	}{perms}
 	return a.c.Do(ctx, http.MethodPut, userPath(id, "/permissions"), body, nil)
+}
+
+// RotateAdminKey replaces the cluster's admin public key (key-pair mode; PUT
+// /v1/admin/admin-key) with newPublicKeyHex (64 hex characters). The request is signed
+// with the current key; from the entry on, only the new key's tokens and signatures are
+// accepted, so build a new Admin with the new private key afterwards. The nodes'
+// admin.public_key keeps naming the cluster's first key.
+func (a *Admin) RotateAdminKey(ctx context.Context, newPublicKeyHex string) error {
+	body := struct {
+		PublicKey string `json:"public_key"`
+	}{newPublicKeyHex}
+	return a.c.Do(ctx, http.MethodPut, "/v1/admin/admin-key", body, nil)
 }
 
 // Cluster returns GET /v1/cluster.

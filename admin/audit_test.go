@@ -11,17 +11,23 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/custos/custos/internal/auditchain"
 	"github.com/custos/custos/internal/state"
 )
 
 // chainOf builds n entries with the node's own hashing (internal/state), so that the
-// verifier here, written independently, is checked against the writer.
+// verifier here is checked against the writer. Both canonicalise with internal/auditchain;
+// TestCanonicalJSON checks that against RFC 8785's own examples. Every fifth object holds
+// invalid UTF-8, which the node's encoding/json serves as \ufffd.
 func chainOf(n int) []state.AuditEntry {
 	out := make([]state.AuditEntry, 0, n)
 	prev := state.GenesisHash
 	for i := 1; i <= n; i++ {
 		e := state.AuditEntry{Seq: uint64(i), Time: "2026-01-02T03:04:05.123Z", Actor: "user:" + strconv.Itoa(i%7),
 			Action: "keys.sign", Object: fmt.Sprintf("req_%d \"quoted\" \\ é\u2028\t\x01", i), Outcome: "allowed", PrevHash: prev}
+		if i%5 == 0 {
+			e.Object += "\xff a\xc3"
+		}
 		if i%3 == 0 {
 			e.Outcome, e.Code = "refused", "perm.denied"
 		}
@@ -55,7 +61,7 @@ func TestAuditEntryHashMatchesTheNode(t *testing.T) {
 		if got != e.Hash {
 			t.Fatalf("seq %d: recomputed %s, node wrote %s", e.Seq, got, e.Hash)
 		}
-		c, _ := canonicalEntry(b)
+		c, _ := auditchain.EntryCanonical(b)
 		if string(c) != string(e.Canonical()) {
 			t.Fatalf("canonical forms differ:\n%s\n%s", c, e.Canonical())
 		}
@@ -74,7 +80,7 @@ func TestCanonicalJSON(t *testing.T) {
 			`{"l":[true,false,null,{"y":[],"z":{}}],"s":"\u0000\u001f` + "\u007f" + `\"\\/\b\f\n\r\t"}`},
 	}
 	for _, tt := range tests {
-		got, err := canonicalEntry([]byte(tt.in))
+		got, err := auditchain.EntryCanonical([]byte(tt.in))
 		if err != nil {
 			t.Fatalf("%s: %v", tt.in, err)
 		}
@@ -83,13 +89,14 @@ func TestCanonicalJSON(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{`[]`, `"x"`, `{"a":1,"a":2}`, `{"a":{"b":1,"b":1}}`, `{"a":1} {}`, `{"a":NaN}`, `{"a":1e400}`, `{`,
+		"{\"a\":\"\xff\"}", `{"a":"\ud800"}`, `{"a":"\udc00\u0041"}`, `{"hash":"x","hash":"y"}`,
 		strings.Repeat(`{"a":`, 40) + "1" + strings.Repeat("}", 40)} {
-		if _, err := canonicalEntry([]byte(bad)); err == nil {
+		if _, err := auditchain.EntryCanonical([]byte(bad)); err == nil {
 			t.Errorf("accepted %s", bad)
 		}
 	}
 	// Repeated names in different objects are fine.
-	if _, err := canonicalEntry([]byte(`{"a":{"a":1},"b":[{"a":1},{"a":2}]}`)); err != nil {
+	if _, err := auditchain.EntryCanonical([]byte(`{"a":{"a":1},"b":[{"a":1},{"a":2}]}`)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -266,12 +273,13 @@ func FuzzAuditEntryHash(f *testing.F) {
 	}
 	f.Add([]byte(`{"a":[1.5e300,-0.0,{"b":null}],"\ud83d\ude00":"\u0000"}`))
 	f.Add([]byte(`{"a":1,"a":1}`))
+	f.Add([]byte("{\"a\":\"\xff\",\"b\":\"" + `\udc00` + "\"}"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := canonicalEntry(data)
+		c, err := auditchain.EntryCanonical(data)
 		if err != nil {
 			return
 		}
-		c2, err := canonicalEntry(c)
+		c2, err := auditchain.EntryCanonical(c)
 		if err != nil || string(c2) != string(c) {
 			t.Fatalf("canonical form is not a fixed point:\n%s\n%s (%v)", c, c2, err)
 		}

@@ -19,9 +19,10 @@ var (
 	// ErrInvalidMasterKey means a master key source (file, hex string,
 	// passphrase) is malformed: wrong length, not hex, salt too short.
 	ErrInvalidMasterKey = errors.New("keystore: invalid master key")
-	// ErrInsecureKeyFile means a master key file is readable or writable by
-	// its group or by others; fix it with chmod 600.
-	ErrInsecureKeyFile = errors.New("keystore: master key file is accessible by group or others")
+	// ErrInsecureKeyFile means a master key file (or another secret file read
+	// with ReadSecretFile) is readable or writable by its group or by others;
+	// fix it with chmod 600.
+	ErrInsecureKeyFile = errors.New("keystore: key file is accessible by group or others")
 	// ErrClosed means the store has been closed.
 	ErrClosed = errors.New("keystore: closed")
 	// ErrStoreFailed means the storage engine hit a fatal write error (for

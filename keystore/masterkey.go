@@ -56,8 +56,8 @@ func MasterKeyFromFile(path string) ([]byte, error) {
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("%w: %s is not a regular file", ErrInvalidMasterKey, path)
 	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("%w: %s has mode %04o; run chmod 600 %s", ErrInsecureKeyFile, path, perm, path)
+	if err := checkPrivateMode(path, st); err != nil {
+		return nil, err
 	}
 	buf, err := io.ReadAll(io.LimitReader(f, maxKeyFileSize+1))
 	if err != nil {
@@ -74,6 +74,48 @@ func MasterKeyFromFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return key, nil
+}
+
+// checkPrivateMode refuses a file whose mode grants any access to group or others.
+func checkPrivateMode(path string, st os.FileInfo) error {
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("%w: %s has mode %04o; run chmod 600 %s", ErrInsecureKeyFile, path, perm, path)
+	}
+	return nil
+}
+
+// ReadSecretFile reads a small secret file other than the master key (for example the
+// shared ADMIN_KEY file) with MasterKeyFromFile's checks: it refuses anything that is not
+// a regular file (ErrInvalidArgument), a file whose mode grants any access to group or
+// others (ErrInsecureKeyFile; the error says to chmod 600) and a file longer than maxSize
+// bytes (ErrInvalidArgument). The checks are made on the opened file, so they apply to
+// the bytes read. Errors never echo the content.
+func ReadSecretFile(path string, maxSize int) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("keystore: secret file: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("keystore: secret file: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%w: %s is not a regular file", ErrInvalidArgument, path)
+	}
+	if err := checkPrivateMode(path, st); err != nil {
+		return nil, err
+	}
+	buf, err := io.ReadAll(io.LimitReader(f, int64(maxSize)+1))
+	if err != nil {
+		clear(buf)
+		return nil, fmt.Errorf("keystore: secret file %s: %w", path, err)
+	}
+	if len(buf) > maxSize {
+		clear(buf)
+		return nil, fmt.Errorf("%w: %s is longer than %d bytes", ErrInvalidArgument, path, maxSize)
+	}
+	return buf, nil
 }
 
 // MasterKeyFromHex decodes a master key given as 64 hex digits, for example

@@ -9,39 +9,6 @@ import (
 	"github.com/custos/custos/internal/state"
 )
 
-// accessKeyBody is POST /v1/access-keys's body: the access-key object's writable fields.
-type accessKeyBody struct {
-	Label       string   `json:"label,omitempty"`
-	Scheme      string   `json:"scheme"`
-	PublicKey   string   `json:"public_key"`
-	Permissions []string `json:"permissions"`
-	KeyIDs      []string `json:"key_ids,omitempty"`
-	// ExpiresAt is RFC 3339; absent or null means no expiry.
-	ExpiresAt *string `json:"expires_at,omitempty"`
-}
-
-func (b *accessKeyBody) grant() *state.GrantFields {
-	g := &state.GrantFields{Label: b.Label, Scheme: b.Scheme, PublicKey: b.PublicKey, Permissions: b.Permissions, KeyIDs: b.KeyIDs}
-	if b.ExpiresAt != nil {
-		g.ExpiresAt = *b.ExpiresAt
-		if g.ExpiresAt == "" {
-			// An empty string is not "no expiry": let the FSM refuse it as a field value.
-			g.ExpiresAt = " "
-		}
-	}
-	return g
-}
-
-// grantFromBody decodes a grant body strictly, as the handler does; the runner uses it to
-// re-read a stored grant.
-func grantFromBody(body []byte) (*state.GrantFields, string) {
-	var b accessKeyBody
-	if bad := decodeBody(body, &b); bad != "" {
-		return nil, bad
-	}
-	return b.grant(), ""
-}
-
 func rfc3339Nano(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339Nano) }
 
 // accessKeyView is the access-key object of API.md.
@@ -96,10 +63,7 @@ func opRoute(op string) string {
 }
 
 func (n *Node) hAccessCreate(x *exchange) *apiError {
-	var b accessKeyBody
-	c := &state.Call{Op: state.OpAccessCreate, Malformed: decodeBody(x.body, &b), Signed: x.signed}
-	c.Grant = b.grant()
-	res, err := n.commit(x, c)
+	res, err := n.commit(x)
 	if err != nil {
 		return err
 	}
@@ -113,9 +77,12 @@ func (n *Node) hAccessCreate(x *exchange) *apiError {
 }
 
 func (n *Node) hAccessList(x *exchange) *apiError {
-	after, limit, bad := pageParams(x)
-	if _, err := n.commit(x, &state.Call{Op: state.OpAccessList, Malformed: bad}); err != nil {
+	if _, err := n.commit(x); err != nil {
 		return err
+	}
+	after, limit, bad := pageParams(x)
+	if bad != "" {
+		return errf("request.malformed", "%s", bad)
 	}
 	keys := n.fsm.AccessKeysOf(x.caller.UserID, after, limit+1)
 	writePage(x, "access_keys", keys, limit, func(k *state.AccessKey) string { return k.ID }, accessKeyView)
@@ -123,12 +90,7 @@ func (n *Node) hAccessList(x *exchange) *apiError {
 }
 
 func (n *Node) hAccessRevoke(x *exchange) *apiError {
-	c := &state.Call{Op: state.OpAccessRevoke, AccessKeyID: x.r.PathValue("id")}
-	if len(x.body) > 0 {
-		var b struct{}
-		c.Malformed = decodeBody(x.body, &b)
-	}
-	if _, err := n.commit(x, c); err != nil {
+	if _, err := n.commit(x); err != nil {
 		return err
 	}
 	x.w.WriteHeader(http.StatusNoContent)
@@ -137,12 +99,14 @@ func (n *Node) hAccessRevoke(x *exchange) *apiError {
 }
 
 func (n *Node) hAccessLog(x *exchange) *apiError {
-	after, limit, bad := numericPageParams(x, "a log sequence number")
-	c := &state.Call{Op: state.OpAccessLog, AccessKeyID: x.r.PathValue("id"), Malformed: bad}
-	if _, err := n.commit(x, c); err != nil {
+	if _, err := n.commit(x); err != nil {
 		return err
 	}
-	entries, more := n.fsm.AccessLog(c.AccessKeyID, after, limit)
+	after, limit, bad := numericPageParams(x, "a log sequence number")
+	if bad != "" {
+		return errf("request.malformed", "%s", bad)
+	}
+	entries, more := n.fsm.AccessLog(x.r.PathValue("id"), after, limit)
 	list := make([]map[string]any, 0, len(entries))
 	for _, e := range entries {
 		list = append(list, map[string]any{

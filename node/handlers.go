@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"encoding/hex"
 	"log/slog"
 	"net/http"
@@ -10,30 +11,6 @@ import (
 	"github.com/custos/custos/internal/state"
 	"github.com/custos/custos/protocol"
 )
-
-// signBody is POST /v1/keys/{key_id}/sign's body.
-type signBody struct {
-	Message        string `json:"message"`
-	DerivationPath string `json:"derivation_path,omitempty"`
-	IdempotencyKey string `json:"idempotency_key,omitempty"`
-}
-
-// keygenBody is POST /v1/keys's body.
-type keygenBody struct {
-	Curve          string `json:"curve"`
-	Threshold      int    `json:"threshold"`
-	Label          string `json:"label,omitempty"`
-	IdempotencyKey string `json:"idempotency_key,omitempty"`
-}
-
-type userBody struct {
-	Name        string    `json:"name"`
-	Permissions *[]string `json:"permissions,omitempty"`
-}
-
-type permsBody struct {
-	Permissions []string `json:"permissions"`
-}
 
 func rfc3339(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339) }
 
@@ -137,7 +114,7 @@ func writePage[T any](x *exchange, field string, items []T, limit int, cursor fu
 }
 
 func (n *Node) hCluster(x *exchange) *apiError {
-	if _, err := n.commit(x, &state.Call{Op: state.OpClusterGet}); err != nil {
+	if _, err := n.commit(x); err != nil {
 		return err
 	}
 	name, threshold, members := n.fsm.Cluster()
@@ -151,28 +128,17 @@ func (n *Node) hCluster(x *exchange) *apiError {
 }
 
 func (n *Node) hUserCreate(x *exchange) *apiError {
-	var b userBody
-	c := &state.Call{Op: state.OpUserCreate, Malformed: decodeBody(x.body, &b)}
-	c.UserName = b.Name
-	if b.Permissions != nil {
-		c.Permissions, c.PermsSet = *b.Permissions, true
-	}
-	res, err := n.commit(x, c)
+	res, err := n.commit(x)
 	if err != nil {
 		return err
 	}
-	x.json(http.StatusCreated, map[string]any{"user_id": res.UserID, "name": b.Name})
+	x.json(http.StatusCreated, map[string]any{"user_id": res.UserID, "name": state.ParseRequest(x.signed).UserName})
 	return nil
 }
 
 // hSigpairCreate serves Sigpair's admin SDK: the user's name is the token's name claim.
 func (n *Node) hSigpairCreate(x *exchange) *apiError {
-	c := &state.Call{Op: state.OpSigpairCreate, UserName: x.adminName}
-	if len(x.body) > 0 {
-		var b struct{}
-		c.Malformed = decodeBody(x.body, &b)
-	}
-	res, err := n.commit(x, c)
+	res, err := n.commit(x)
 	if err != nil {
 		return err
 	}
@@ -181,9 +147,12 @@ func (n *Node) hSigpairCreate(x *exchange) *apiError {
 }
 
 func (n *Node) hUserList(x *exchange) *apiError {
-	after, limit, bad := numericPageParams(x, "a user id")
-	if _, err := n.commit(x, &state.Call{Op: state.OpUserList, Malformed: bad}); err != nil {
+	if _, err := n.commit(x); err != nil {
 		return err
+	}
+	after, limit, bad := numericPageParams(x, "a user id")
+	if bad != "" {
+		return errf("request.malformed", "%s", bad)
 	}
 	users := n.fsm.Users(after, limit+1)
 	writePage(x, "users", users, limit,
@@ -192,30 +161,13 @@ func (n *Node) hUserList(x *exchange) *apiError {
 	return nil
 }
 
-func (n *Node) hUserOp(op string) handlerFunc {
-	return func(x *exchange) *apiError {
-		c := &state.Call{Op: op}
-		id, err := strconv.ParseUint(x.r.PathValue("id"), 10, 64)
-		if err != nil || id == 0 {
-			// An id that cannot exist: judged as "no such user" after the nonce.
-			id = 0
-		}
-		c.TargetUserID = id
-		if op == state.OpUserPermissions {
-			var b permsBody
-			c.Malformed = decodeBody(x.body, &b)
-			if c.Malformed == "" && b.Permissions == nil {
-				c.Malformed = "permissions is required"
-			}
-			c.Permissions = b.Permissions
-		} else if len(x.body) > 0 {
-			var b struct{}
-			c.Malformed = decodeBody(x.body, &b)
-		}
-		if _, aerr := n.commit(x, c); aerr != nil {
+func (n *Node) hUserOp(x *exchange) *apiError {
+	{
+		res, aerr := n.commit(x)
+		if aerr != nil {
 			return aerr
 		}
-		u := n.fsm.User(id)
+		u := n.fsm.User(res.UserID)
 		if u == nil {
 			return errf("user.not_found", "no such user")
 		}
@@ -225,10 +177,7 @@ func (n *Node) hUserOp(op string) handlerFunc {
 }
 
 func (n *Node) hKeyCreate(x *exchange) *apiError {
-	var b keygenBody
-	c := &state.Call{Op: state.OpKeyCreate, Malformed: decodeBody(x.body, &b), Signed: x.signed, BodyHash: bodyHash(x.body)}
-	c.Curve, c.Threshold, c.Label, c.IdempotencyKey = b.Curve, b.Threshold, b.Label, b.IdempotencyKey
-	res, err := n.commit(x, c)
+	res, err := n.commit(x)
 	if err != nil {
 		return err
 	}
@@ -251,11 +200,8 @@ func (n *Node) hKeyCreate(x *exchange) *apiError {
 }
 
 func (n *Node) hKeySign(x *exchange) *apiError {
-	var b signBody
-	c := &state.Call{Op: state.OpKeySign, KeyID: x.r.PathValue("key_id"), Malformed: decodeBody(x.body, &b), Signed: x.signed, BodyHash: bodyHash(x.body)}
-	c.MessageHex, c.Path, c.IdempotencyKey = b.Message, b.DerivationPath, b.IdempotencyKey
 	handled := time.Now()
-	res, err := n.commit(x, c)
+	res, err := n.commit(x)
 	if err != nil {
 		return err
 	}
@@ -299,9 +245,12 @@ func (n *Node) awaitRequest(x *exchange, id string) *state.Request {
 }
 
 func (n *Node) hKeyList(x *exchange) *apiError {
-	after, limit, bad := pageParams(x)
-	if _, err := n.commit(x, &state.Call{Op: state.OpKeyList, Malformed: bad}); err != nil {
+	if _, err := n.commit(x); err != nil {
 		return err
+	}
+	after, limit, bad := pageParams(x)
+	if bad != "" {
+		return errf("request.malformed", "%s", bad)
 	}
 	owner, only, aerr := n.keyScope(x)
 	if aerr != nil {
@@ -314,7 +263,7 @@ func (n *Node) hKeyList(x *exchange) *apiError {
 
 func (n *Node) hKeyGet(x *exchange) *apiError {
 	id := x.r.PathValue("key_id")
-	if _, err := n.commit(x, &state.Call{Op: state.OpKeyGet, KeyID: id}); err != nil {
+	if _, err := n.commit(x); err != nil {
 		return err
 	}
 	k := n.fsm.Key(id)
@@ -327,7 +276,7 @@ func (n *Node) hKeyGet(x *exchange) *apiError {
 
 func (n *Node) hRequestGet(x *exchange) *apiError {
 	id := x.r.PathValue("request_id")
-	if _, err := n.commit(x, &state.Call{Op: state.OpRequestGet, RequestID: id}); err != nil {
+	if _, err := n.commit(x); err != nil {
 		return err
 	}
 	r := n.fsm.Request(id)
@@ -339,10 +288,12 @@ func (n *Node) hRequestGet(x *exchange) *apiError {
 }
 
 func (n *Node) hAudit(x *exchange) *apiError {
-	after, limit, bad := numericPageParams(x, "a sequence number")
-	c := &state.Call{Op: state.OpAuditList, Malformed: bad}
-	if _, err := n.commit(x, c); err != nil {
+	if _, err := n.commit(x); err != nil {
 		return err
+	}
+	after, limit, bad := numericPageParams(x, "a sequence number")
+	if bad != "" {
+		return errf("request.malformed", "%s", bad)
 	}
 	entries, more := n.fsm.Audit(after, limit)
 	out := map[string]any{"entries": entries}
@@ -354,4 +305,38 @@ func (n *Node) hAudit(x *exchange) *apiError {
 	}
 	x.json(http.StatusOK, out)
 	return nil
+}
+
+// hAdminKeyRotate replaces the admin public key (key-pair mode) by the admin's own signed
+// request; from the entry on, only the new key's tokens and signatures are accepted.
+func (n *Node) hAdminKeyRotate(x *exchange) *apiError {
+	if _, err := n.commit(x); err != nil {
+		return err
+	}
+	_, cur := n.fsm.AdminKeys()
+	x.json(http.StatusOK, map[string]any{"public_key": hex.EncodeToString(cur)})
+	return nil
+}
+
+// adminKeyMismatch says why this node's admin configuration disagrees with the cluster's
+// replicated state, or "". In key-pair mode the state holds the admin public key the
+// cluster started with (then rotations by signed admin requests); a node configured with
+// another key, or with the shared key on a key-pair cluster (or the reverse), would judge
+// admin requests differently from its peers, so it does not serve until fixed.
+func (n *Node) adminKeyMismatch() string {
+	if !n.fsm.Strict() {
+		return ""
+	}
+	genesis, _ := n.fsm.AdminKeys()
+	switch {
+	case len(n.adminPub) == 0 && len(genesis) == 0:
+		return ""
+	case len(n.adminPub) == 0:
+		return "the cluster uses an admin key pair but this node is configured with the shared admin key: set admin.public_key to the cluster's first admin public key " + hex.EncodeToString(genesis)
+	case len(genesis) == 0:
+		return "the cluster uses the shared admin key but this node is configured with admin.public_key: configure the shared key"
+	case !bytes.Equal(genesis, n.adminPub):
+		return "admin.public_key differs from the admin public key the cluster started with (" + hex.EncodeToString(genesis) + "): fix this node's configuration"
+	}
+	return ""
 }

@@ -4,9 +4,9 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"testing"
 
 	"github.com/btcsuite/btcd/btcec/v2"
@@ -34,52 +34,21 @@ func TestStatusOf(t *testing.T) {
 	}
 }
 
-func TestCredentialPeeking(t *testing.T) {
-	enc := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
-	tests := []struct {
-		token string
-		user  bool
-	}{
-		{enc(`{"alg":"HS256"}`) + "." + enc(`{"user_id":1}`) + ".sig", true},
-		{enc(`{"alg":"HS256"}`) + "." + enc(`{"role":"admin"}`) + ".sig", false},
-		{"garbage", false},
-		{"a.b.c", false},
-		{enc(`{}`) + "." + enc(`[1,2]`) + ".x", false},
+// TestRoutesMatchTheFSM holds the HTTP routes and the FSM's route table equal: the FSM
+// derives each request's operation from its signed method and path.
+func TestRoutesMatchTheFSM(t *testing.T) {
+	n := &Node{}
+	got := map[string]string{}
+	for _, r := range n.apiRoutes() {
+		got[r.op] = regexp.MustCompile(`\{[a-z_]+\}`).ReplaceAllString(r.pattern, "{}")
 	}
-	for _, tt := range tests {
-		if got := peekHasUserID(tt.token); got != tt.user {
-			t.Errorf("peekHasUserID(%q) = %v", tt.token, got)
-		}
+	want := state.Routes()
+	if len(got) != len(want) {
+		t.Fatalf("HTTP has %d authenticated routes, the FSM %d", len(got), len(want))
 	}
-	for in, want := range map[string]string{
-		`sig1=("@method");created=1;keyid="admin";alg="ed25519"`: "admin",
-		`sig1=("@method");keyid="user:7"`:                        "user:7",
-		`sig1=("@method")`:                                       "",
-		`sig1=("@method");keyid="unterminated`:                   "",
-	} {
-		if got := signatureKeyID(in); got != want {
-			t.Errorf("signatureKeyID(%q) = %q, want %q", in, got, want)
-		}
-	}
-	for in, ok := range map[string]bool{"Bearer abc": true, "bearer abc": true, "Basic abc": false, "Bearer ": false, "": false} {
-		if _, got := bearer(in); got != ok {
-			t.Errorf("bearer(%q) = %v", in, got)
-		}
-	}
-}
-
-func TestDecodeBody(t *testing.T) {
-	var b signBody
-	for in, bad := range map[string]bool{
-		`{"message":"00"}`:                    false,
-		`{"message":"00","derivaton_path":1}`: true,
-		`{"message":`:                         true,
-		`{"message":"00"} {}`:                 true,
-		``:                                    true,
-		`[]`:                                  true,
-	} {
-		if got := decodeBody([]byte(in), &b) != ""; got != bad {
-			t.Errorf("decodeBody(%q) malformed=%v, want %v", in, got, bad)
+	for op, p := range want {
+		if got[op] != p {
+			t.Errorf("%s: HTTP %q, FSM %q", op, got[op], p)
 		}
 	}
 }

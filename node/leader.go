@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"math/big"
 	"slices"
@@ -38,12 +39,18 @@ func (n *Node) live(nodeID string) bool {
 }
 
 // schedule fills in what only the leader may choose for a keygen, sign or access-key
-// call: ids, the committee and the fresh session nonce (tss-lib v2.0.2's own SSID nonce is
-// fixed at 0).
-func (n *Node) schedule(c *state.Call, origin string) {
+// request: ids, the committee and the fresh session nonce (tss-lib v2.0.2's own SSID nonce
+// is fixed at 0). What the request asks for is read from the signed form, as the FSM
+// will read it; the FSM bounds every choice made here.
+func (n *Node) schedule(s *state.Submit, origin string) {
+	var b state.SubmitBody
+	if json.Unmarshal(s.Body, &b) != nil || b.Signed == nil {
+		return // the FSM refuses it
+	}
+	c := state.ParseRequest(b.Signed)
 	switch c.Op {
 	case state.OpAccessCreate:
-		c.Schedule = &state.Schedule{AccessKeyID: newID("ak_")}
+		s.Schedule = &state.Schedule{AccessKeyID: newID("ak_")}
 	case state.OpKeyCreate:
 		_, _, members := n.fsm.Cluster()
 		var ids, down []string
@@ -54,12 +61,12 @@ func (n *Node) schedule(c *state.Call, origin string) {
 			}
 		}
 		if len(down) > 0 {
-			c.Unschedulable = fmt.Sprintf("keygen needs every node; unreachable: %v", down)
+			s.Unschedulable = fmt.Sprintf("keygen needs every node; unreachable: %v", down)
 			return
 		}
-		c.Schedule = &state.Schedule{RequestID: newID("req_"), KeyID: newID("key_"), Committee: ids, Nonce: randomBytes(32)}
+		s.Schedule = &state.Schedule{RequestID: newID("req_"), KeyID: newID("key_"), Committee: ids, Nonce: randomBytes(32)}
 		if c.Curve == state.CurveSecp256k1 {
-			c.Schedule.ChainCode = randomBytes(32)
+			s.Schedule.ChainCode = randomBytes(32)
 		}
 	case state.OpKeySign:
 		k := n.fsm.Key(c.KeyID)
@@ -68,10 +75,10 @@ func (n *Node) schedule(c *state.Call, origin string) {
 		}
 		committee, ok := n.pickCommittee(k, origin, nil)
 		if !ok {
-			c.Unschedulable = fmt.Sprintf("signing needs %d reachable nodes", k.Threshold)
+			s.Unschedulable = fmt.Sprintf("signing needs %d reachable nodes", k.Threshold)
 			return
 		}
-		c.Schedule = &state.Schedule{RequestID: newID("req_"), Committee: committee, Nonce: randomBytes(32)}
+		s.Schedule = &state.Schedule{RequestID: newID("req_"), Committee: committee, Nonce: randomBytes(32)}
 	}
 }
 
@@ -137,6 +144,11 @@ func (n *Node) leaderLoop(ctx context.Context) {
 			n.initCluster(ctx)
 			continue
 		}
+		if !n.fsm.Strict() {
+			// A log that predates signed entries: from here on only signed ones.
+			n.proposeQuiet(ctx, state.TypeUpgrade, &state.Upgrade{AdminPublicKey: n.adminPub})
+			continue
+		}
 		now := n.now().UnixMilli()
 		for _, r := range n.fsm.OpenRequests() {
 			key := r.ID + "/" + strconv.Itoa(r.Attempt)
@@ -148,7 +160,7 @@ func (n *Node) leaderLoop(ctx context.Context) {
 			case state.KindKeygen:
 				if age > n.cfg.Ceremony.KeygenTimeout.Duration+5*time.Second {
 					inflight[key] = true
-					go n.proposeQuiet(ctx, state.TypeFail, &state.Fail{RequestID: r.ID, Code: "ceremony.failed", Detail: "keygen timed out"})
+					go n.reportQuiet(ctx, state.TypeFail, &state.Fail{RequestID: r.ID, Code: "ceremony.failed", Detail: "keygen timed out"})
 				}
 			case state.KindSign:
 				timedOut := age > n.cfg.Ceremony.SignTimeout.Duration+2*time.Second
@@ -175,7 +187,7 @@ func (n *Node) retry(ctx context.Context, r *state.Request, timedOut bool) {
 		}
 	}
 	if r.Attempt >= state.MaxAttempts {
-		n.proposeQuiet(ctx, state.TypeFail, &state.Fail{RequestID: r.ID, Code: "ceremony.failed", Detail: fmt.Sprintf("%d attempts failed; last: %s", r.Attempt, detail)})
+		n.reportQuiet(ctx, state.TypeFail, &state.Fail{RequestID: r.ID, Code: "ceremony.failed", Detail: fmt.Sprintf("%d attempts failed; last: %s", r.Attempt, detail)})
 		return
 	}
 	if timedOut {
@@ -192,10 +204,21 @@ func (n *Node) retry(ctx context.Context, r *state.Request, timedOut bool) {
 	}
 	committee, ok := n.pickCommittee(k, "", avoid)
 	if !ok {
-		n.proposeQuiet(ctx, state.TypeFail, &state.Fail{RequestID: r.ID, Code: "cluster.unavailable", Detail: fmt.Sprintf("fewer than %d nodes reachable to retry", k.Threshold)})
+		n.reportQuiet(ctx, state.TypeFail, &state.Fail{RequestID: r.ID, Code: "cluster.unavailable", Detail: fmt.Sprintf("fewer than %d nodes reachable to retry", k.Threshold)})
 		return
 	}
-	n.proposeQuiet(ctx, state.TypeReschedule, &state.Reschedule{RequestID: r.ID, Attempt: r.Attempt, Committee: committee, Nonce: randomBytes(32)})
+	n.reportQuiet(ctx, state.TypeReschedule, &state.Reschedule{RequestID: r.ID, Attempt: r.Attempt, Committee: committee, Nonce: randomBytes(32)})
+}
+
+// reportQuiet proposes one of the leader's decisions as its signed report.
+func (n *Node) reportQuiet(ctx context.Context, typ string, payload any) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if res, err := n.report(cctx, typ, payload); err != nil {
+		n.log.Warn("leader report failed", "type", typ, "err", err)
+	} else if !res.OK() {
+		n.log.Debug("leader report refused", "type", typ, "code", res.Code, "detail", res.Detail)
+	}
 }
 
 func (n *Node) proposeQuiet(ctx context.Context, typ string, payload any) {
@@ -209,7 +232,7 @@ func (n *Node) proposeQuiet(ctx context.Context, typ string, payload any) {
 }
 
 func (n *Node) initCluster(ctx context.Context) {
-	ci := &state.ClusterInit{Name: n.cfg.Cluster.Name, Threshold: n.cfg.Cluster.Threshold}
+	ci := &state.ClusterInit{Name: n.cfg.Cluster.Name, Threshold: n.cfg.Cluster.Threshold, Strict: true, AdminPublicKey: n.adminPub}
 	for _, m := range n.cfg.Cluster.Members {
 		ci.Members = append(ci.Members, state.Member{ID: m.ID, PeerID: m.PeerID, P2PAddrs: m.P2PAddrs, API: m.API})
 	}

@@ -18,6 +18,7 @@ type metrics struct {
 	ceremonyDur       *prometheus.HistogramVec
 	dropped           *prometheus.CounterVec
 	refusedCeremonies prometheus.Counter
+	shareMismatch     prometheus.Counter
 	poolSize          prometheus.Gauge
 	poolGenerated     prometheus.Counter
 	inlinePreParams   prometheus.Counter
@@ -32,7 +33,8 @@ func newMetrics() *metrics {
 		requests:          prometheus.NewCounterVec(prometheus.CounterOpts{Name: "custos_http_requests_total", Help: "API requests by route and outcome code."}, []string{"route", "code"}),
 		ceremonyDur:       prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "custos_ceremony_seconds", Help: "Ceremony durations on this node.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 16)}, []string{"kind", "curve", "outcome"}),
 		dropped:           prometheus.NewCounterVec(prometheus.CounterOpts{Name: "custos_p2p_dropped_messages_total", Help: "Ceremony messages dropped, by reason."}, []string{"reason"}),
-		refusedCeremonies: prometheus.NewCounter(prometheus.CounterOpts{Name: "custos_ceremonies_refused_total", Help: "Scheduled ceremonies this node refused to join because the request did not verify."}),
+		refusedCeremonies: prometheus.NewCounter(prometheus.CounterOpts{Name: "custos_ceremonies_refused_total", Help: "Scheduled ceremonies this node refused to join (scheduled too late after submission, or its share did not match the key)."}),
+		shareMismatch:     prometheus.NewCounter(prometheus.CounterOpts{Name: "custos_share_mismatch_total", Help: "Signings refused because this node's share does not yield the key's public key in the replicated state."}),
 		poolSize:          prometheus.NewGauge(prometheus.GaugeOpts{Name: "custos_preparams_pool_size", Help: "ECDSA pre-parameter sets ready."}),
 		poolGenerated:     prometheus.NewCounter(prometheus.CounterOpts{Name: "custos_preparams_generated_total", Help: "Pre-parameter sets generated in the background."}),
 		inlinePreParams:   prometheus.NewCounter(prometheus.CounterOpts{Name: "custos_preparams_inline_total", Help: "Keygens that had to generate pre-parameters inline."}),
@@ -43,7 +45,7 @@ func newMetrics() *metrics {
 	// Go runtime (go_goroutines, memory) and process (process_open_fds, RSS) figures, for
 	// leak and load monitoring.
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m.reg.MustRegister(m.requests, m.ceremonyDur, m.dropped, m.refusedCeremonies, m.poolSize, m.poolGenerated,
+	m.reg.MustRegister(m.requests, m.ceremonyDur, m.dropped, m.refusedCeremonies, m.shareMismatch, m.poolSize, m.poolGenerated,
 		m.inlinePreParams, m.raftState, m.peers, m.applied)
 	return m
 }

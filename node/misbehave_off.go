@@ -6,4 +6,7 @@ import "github.com/custos/custos/internal/state"
 
 // misbehaveHook is a no-op in every real build. Test builds (tag custos_testhooks) replace
 // it with a compromised coordinator, see misbehave_on.go.
-func (n *Node) misbehaveHook(*state.Call) {}
+func (n *Node) misbehaveHook(*state.Submit) {}
+
+// misbehaveAfterCommit is a no-op in every real build (see misbehave_on.go).
+func (n *Node) misbehaveAfterCommit(*state.SubmitBody, state.Result) {}

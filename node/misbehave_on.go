@@ -3,39 +3,130 @@
 package node
 
 import (
+	"context"
 	"encoding/hex"
+	"encoding/json"
 	"os"
 	"strings"
+	"time"
 
+	"github.com/custos/custos/internal/authn"
 	"github.com/custos/custos/internal/state"
 )
 
-// misbehaveHook plays a compromised leader in test builds only: with
-// CUSTOS_TEST_MISBEHAVE=swap-digest it schedules a different digest from the one the caller
-// signed; with bad-signature it corrupts the caller's stored request signature. Honest
-// committee members must refuse to start their parties (DESIGN.md invariant 2).
-func (n *Node) misbehaveHook(c *state.Call) {
-	if c.Op != state.OpKeySign || c.Signed == nil {
+// misbehaveHook plays a compromised leader in test builds only (CUSTOS_TEST_MISBEHAVE):
+//   - swap-digest: schedules a sign request whose body carries another digest than the one
+//     the caller signed (re-signing the entry as its own origin);
+//   - bad-signature: corrupts the caller's request signature;
+//
+// and a compromised member, leader or follower (misbehaveAfterCommit):
+//   - forge: once a request it received committed, proposes next to it what a compromised
+//     member would: the request replayed with a fresh proposal id, admin calls without a
+//     token, share reports, results and failures in other members' names.
+//
+// Honest nodes' FSMs must refuse every one of these (DESIGN.md: the FSM believes
+// signatures, never proposers).
+func (n *Node) misbehaveHook(s *state.Submit) {
+	mode := os.Getenv("CUSTOS_TEST_MISBEHAVE")
+	if mode == "" {
 		return
 	}
-	switch os.Getenv("CUSTOS_TEST_MISBEHAVE") {
-	case "swap-digest":
-		b, err := hex.DecodeString(c.MessageHex)
-		if err == nil && len(b) > 0 {
-			b[0] ^= 0xff
-			c.MessageHex = hex.EncodeToString(b)
-		}
-		n.log.Warn("TEST HOOK: compromised coordinator swapped the digest")
-	case "bad-signature":
-		s := *c.Signed
-		s.Signature = corruptMiddle(s.Signature)
-		if i := strings.LastIndexByte(s.XAuthToken, '|'); i >= 0 {
-			// Corrupt the X-Auth-Token's signature field only, so the token still parses.
-			s.XAuthToken = s.XAuthToken[:i+1] + corruptMiddle(s.XAuthToken[i+1:])
-		}
-		c.Signed = &s
-		n.log.Warn("TEST HOOK: compromised coordinator corrupted the request signature")
+	var b state.SubmitBody
+	if json.Unmarshal(s.Body, &b) != nil || b.Signed == nil {
+		return
 	}
+	c := state.ParseRequest(b.Signed)
+	switch mode {
+	case "swap-digest", "bad-signature":
+		if c.Op != state.OpKeySign {
+			return
+		}
+		f := *b.Signed
+		if mode == "swap-digest" {
+			var body state.SignBody
+			if json.Unmarshal(f.Body, &body) != nil {
+				return
+			}
+			if m, err := hex.DecodeString(body.Message); err == nil && len(m) > 0 {
+				m[0] ^= 0xff
+				body.Message = hex.EncodeToString(m)
+			}
+			f.Body, _ = json.Marshal(body)
+			n.log.Warn("TEST HOOK: compromised coordinator swapped the digest")
+		} else {
+			f.Signature = corruptMiddle(f.Signature)
+			if i := strings.LastIndexByte(f.XAuthToken, '|'); i >= 0 {
+				// Corrupt the X-Auth-Token's signature field only, so the token still parses.
+				f.XAuthToken = f.XAuthToken[:i+1] + corruptMiddle(f.XAuthToken[i+1:])
+			}
+			n.log.Warn("TEST HOOK: compromised coordinator corrupted the request signature")
+		}
+		b.Signed = &f
+		if forged, err := n.newSubmit(&b); err == nil {
+			s.Origin, s.Body, s.OriginSig = forged.Origin, forged.Body, forged.OriginSig
+		}
+	}
+}
+
+// misbehaveAfterCommit plays a compromised entry node (CUSTOS_TEST_MISBEHAVE=forge): once
+// a keygen or sign request it received committed, it forges around it.
+func (n *Node) misbehaveAfterCommit(b *state.SubmitBody, res state.Result) {
+	if os.Getenv("CUSTOS_TEST_MISBEHAVE") != "forge" || res.RequestID == "" {
+		return
+	}
+	r := n.fsm.Request(res.RequestID)
+	if r == nil {
+		return
+	}
+	go n.forge(*b, r)
+}
+
+// forge proposes entries a compromised member would try, through the same path as its
+// honest proposals (locally as the leader, over the propose RPC as a follower).
+func (n *Node) forge(b state.SubmitBody, r *state.Request) {
+	ctx, cancel := context.WithTimeout(n.ctx, 20*time.Second)
+	defer cancel()
+	try := func(what, typ string, payload any) {
+		res, err := n.propose(ctx, typ, payload)
+		n.log.Warn("TEST HOOK: forged entry proposed", "what", what, "err", err, "code", res.Code)
+	}
+	// The caller's request again, with a fresh proposal id.
+	replay := b
+	replay.ProposalID = newID("")
+	if s, err := n.newSubmit(&replay); err == nil {
+		try("replay", state.TypeSubmit, s)
+	}
+	// Admin calls with no token, or with the user's own credentials on an admin route.
+	for _, f := range []state.SignedForm{
+		{Method: "POST", Path: "/v1/admin/users/1/enable"},
+		{Method: "PUT", Path: "/v1/admin/users/1/permissions", Body: []byte(`{"permissions":["keys:create","keys:read","keys:sign","keys:delete","access:manage"]}`)},
+		{Method: "POST", Path: "/v1/admin/users", Body: []byte(`{"name":"mallory"}`)},
+	} {
+		f := f
+		if s, err := n.newSubmit(&state.SubmitBody{Signed: &f, ProposalID: newID("")}); err == nil {
+			try("admin call without a token", state.TypeSubmit, s)
+		}
+	}
+	mine := []byte{0x02, 0x79, 0xbe, 0x66, 0x7e, 0xf9, 0xdc, 0xbb, 0xac, 0x55, 0xa0, 0x62, 0x95, 0xce, 0x87, 0x0b, 0x07, 0x02, 0x9b, 0xfc, 0xdb, 0x2d, 0xce, 0x28, 0xd9, 0x59, 0xf2, 0x81, 0x5b, 0x16, 0xf8, 0x17, 0x98}
+	sched := &state.Schedule{RequestID: r.ID, Nonce: r.Nonce}
+	for _, other := range r.Committee {
+		if other == n.cfg.NodeID {
+			continue
+		}
+		// Reports in another member's name, signed with this node's own key.
+		n.forgedReport(ctx, state.TypeShareStored, &state.ShareStored{RequestID: sched.RequestID, Nonce: sched.Nonce, Node: other, PublicKey: mine})
+		n.forgedReport(ctx, state.TypeCeremonyFailed, &state.CeremonyFailed{RequestID: sched.RequestID, Nonce: sched.Nonce, Node: other, Code: "ceremony.failed", Detail: "forged", Culprits: []string{other}})
+		n.forgedReport(ctx, state.TypeCeremonyResult, &state.CeremonyResult{RequestID: sched.RequestID, Nonce: sched.Nonce, Node: other, Signature: state.Signature{Sig: make([]byte, 64)}})
+		// A report that claims to be the other member's, with this node's signature.
+		body, _ := json.Marshal(&state.ShareStored{RequestID: sched.RequestID, Nonce: sched.Nonce, Node: other, PublicKey: mine})
+		sig, _ := authn.SignNode(n.identity, authn.DomainReport, state.ReportMessage(state.TypeShareStored, body))
+		try("report signed by another member's name", state.TypeReport, &state.Report{Node: other, Kind: state.TypeShareStored, Body: body, Sig: sig})
+	}
+}
+
+func (n *Node) forgedReport(ctx context.Context, typ string, payload any) {
+	res, err := n.report(ctx, typ, payload)
+	n.log.Warn("TEST HOOK: forged report proposed", "kind", typ, "err", err, "code", res.Code)
 }
 
 // corruptMiddle changes one base64 character in the middle of s (long values only).

@@ -22,6 +22,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/custos/custos/internal/auth"
+	"github.com/custos/custos/internal/authn"
 	"github.com/custos/custos/internal/config"
 	"github.com/custos/custos/internal/p2p"
 	"github.com/custos/custos/internal/state"
@@ -40,9 +41,15 @@ type Node struct {
 	wal    *wal.WAL
 	trans  *raft.NetworkTransport
 	engine *protocol.Engine
-	tokens *auth.TokenVerifier
-	// adminPub is the admin's Ed25519 public key in key-pair mode.
+	// authn verifies every credential, here for early refusals and in the FSM at the
+	// entry's stamp (the same code).
+	authn *authn.Verifier
+	// adminPub is the admin's Ed25519 public key of this node's configuration (key-pair
+	// mode): written into the cluster's first entry, then only compared with the state.
 	adminPub ed25519.PublicKey
+	// identity is the node's libp2p identity key: it signs the node's reports and the
+	// requests it proposes.
+	identity crypto.PrivKey
 	pool     *pool
 	met      *metrics
 	// limiter is the per-caller token bucket (nil when rate limiting is off).
@@ -55,6 +62,8 @@ type Node struct {
 	// clockOffset is insecure_testing.clock_offset (zero in production); every wall-clock
 	// reading that decides something goes through now.
 	clockOffset time.Duration
+	// clock is what this node knows of its clock against the other voters' (clock.go).
+	clock *clockCheck
 
 	stampMu   sync.Mutex
 	lastStamp int64
@@ -119,12 +128,12 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 		return nil, fmt.Errorf("keystore: %w", err)
 	}
 	n.ks = ks
-	tv, adminPub, err := newTokenVerifier(cfg)
+	an, adminPub, err := newAuthn(cfg)
 	if err != nil {
 		ks.Close()
 		return nil, err
 	}
-	n.tokens, n.adminPub = tv, adminPub
+	n.authn, n.adminPub = an, adminPub
 	n.clockOffset = cfg.InsecureTesting.ClockOffset.Duration
 	n.met = newMetrics()
 	n.limiter = newRateLimiter(cfg.RateLimit())
@@ -203,27 +212,33 @@ func loadMasterKey(cfg *config.Config) ([]byte, error) {
 	return k, nil
 }
 
-func newTokenVerifier(cfg *config.Config) (*auth.TokenVerifier, ed25519.PublicKey, error) {
-	vc := auth.VerifierConfig{
+// newAuthn builds the node's credential verifier from its configuration. In key-pair mode
+// the admin public key is returned for the cluster's first entry; the verifier itself
+// takes the key from the replicated state.
+func newAuthn(cfg *config.Config) (*authn.Verifier, ed25519.PublicKey, error) {
+	vc := authn.Config{
 		Audience:        cfg.Cluster.Name,
 		RequireAudience: cfg.Auth.RequireAudience,
 		MaxUserTokenTTL: cfg.Auth.MaxTokenTTL.Duration,
 	}
+	var adminPub ed25519.PublicKey
 	switch {
 	case cfg.Admin.PublicKey != "":
 		pk, err := hex.DecodeString(cfg.Admin.PublicKey)
 		if err != nil || len(pk) != ed25519.PublicKeySize {
 			return nil, nil, errors.New("admin.public_key must be 64 hex characters (an Ed25519 public key)")
 		}
-		vc.AdminPublicKey = ed25519.PublicKey(pk)
+		adminPub = ed25519.PublicKey(pk)
 	default:
 		var raw string
 		if cfg.Admin.KeyFile != "" {
-			b, err := os.ReadFile(cfg.Admin.KeyFile)
+			// Checked like the master key file: a regular file, mode 0600 or stricter.
+			b, err := keystore.ReadSecretFile(cfg.Admin.KeyFile, 1024) // 64 hex characters and white space
 			if err != nil {
-				return nil, nil, fmt.Errorf("admin key: %w", err)
+				return nil, nil, fmt.Errorf("admin key file (admin.key_file): %w", err)
 			}
 			raw = string(b)
+			clear(b)
 		} else {
 			raw = os.Getenv(cfg.Admin.KeyEnv)
 		}
@@ -233,11 +248,11 @@ func newTokenVerifier(cfg *config.Config) (*auth.TokenVerifier, ed25519.PublicKe
 		}
 		vc.HMACKey = k
 	}
-	tv, err := auth.NewTokenVerifier(vc)
+	v, err := authn.New(vc)
 	if err != nil {
-		return nil, nil, fmt.Errorf("token verifier: %w", err)
+		return nil, nil, fmt.Errorf("credential verifier: %w", err)
 	}
-	return tv, vc.AdminPublicKey, nil
+	return v, adminPub, nil
 }
 
 // Identity returns the node's libp2p identity, creating and storing it on first use.
@@ -278,6 +293,7 @@ func (n *Node) Start(ctx context.Context) error {
 	if pid.String() != self.PeerID {
 		return fmt.Errorf("this data directory's identity is %s but the configuration lists %s for %s: wrong data_dir or configuration", pid, self.PeerID, self.ID)
 	}
+	n.identity = priv
 	members, err := p2pMembers(n.cfg.Cluster.Members)
 	if err != nil {
 		return err
@@ -296,6 +312,8 @@ func (n *Node) Start(ctx context.Context) error {
 		OnDrop:    func(reason string) { n.met.dropped.WithLabelValues(reason).Inc() },
 	})
 	host.SetFrameHandler(n.onFrame)
+	n.clock = newClockCheck(n.met.reg)
+	host.HandleRPC(rpcClock, n.handleClock)
 	host.HandleRPC(rpcPropose, func(ctx context.Context, from peer.ID, req []byte) ([]byte, error) {
 		id, ok := host.NodeIDOf(from)
 		if !ok {
@@ -304,7 +322,7 @@ func (n *Node) Start(ctx context.Context) error {
 		return n.handlePropose(ctx, id, req)
 	})
 
-	n.fsm = state.NewFSM(sigVerifier{}, n.onEvent)
+	n.fsm = state.NewFSM(sigVerifier{}, n.authn, n.onEvent)
 	if err := n.openRaft(); err != nil {
 		return err
 	}
@@ -318,10 +336,11 @@ func (n *Node) Start(ctx context.Context) error {
 	n.goBG(n.reconcileLoop)
 	n.goBG(n.metricsLoop)
 	n.goBG(n.watchHealth)
+	n.goBG(n.clockLoop)
 
-	ln, err := net.Listen("tcp", n.cfg.API.Listen)
+	ln, err := listenAPI(n.cfg)
 	if err != nil {
-		return fmt.Errorf("api listen %s: %w", n.cfg.API.Listen, err)
+		return err
 	}
 	n.apiLn = ln
 	n.http = &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
@@ -330,7 +349,11 @@ func (n *Node) Start(ctx context.Context) error {
 			n.log.Error("api server stopped", "err", err)
 		}
 	})
-	n.log.Info("node started", "api", ln.Addr().String(), "peer_id", pid.String(), "p2p", host.ListenAddrs())
+	scheme := "http"
+	if n.cfg.APITLS() {
+		scheme = "https"
+	}
+	n.log.Info("node started", "api", ln.Addr().String(), "api_scheme", scheme, "api_mtls", n.cfg.API.ClientCAFile != "", "peer_id", pid.String(), "p2p", host.ListenAddrs())
 	return nil
 }
 

@@ -8,12 +8,16 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
 
+	"github.com/custos/custos/internal/authn"
+	"github.com/custos/custos/internal/p2p"
 	"github.com/custos/custos/internal/state"
 )
 
@@ -84,10 +88,12 @@ func (n *Node) openRaft() error {
 	return nil
 }
 
-// errNoQuorum and errUnavailable are mapped to the API's cluster codes.
+// errNoQuorum and errUnavailable are mapped to the API's cluster codes; errProposalRefused
+// is the leader refusing a forwarded proposal a member may not make (never retried).
 var (
-	errNoQuorum    = errors.New("no quorum: too few nodes reachable to commit")
-	errUnavailable = errors.New("cluster unavailable: no leader")
+	errProposalRefused = errors.New("proposal refused")
+	errNoQuorum        = errors.New("no quorum: too few nodes reachable to commit")
+	errUnavailable     = errors.New("cluster unavailable: no leader")
 )
 
 // forwarded is the RPC form of a proposal sent to the leader.
@@ -159,6 +165,11 @@ func (n *Node) proposeOnce(ctx context.Context, fw forwarded) (state.Result, err
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	out, err := n.host.Call(cctx, pid, rpcPropose, req)
+	var re *p2p.RemoteError
+	if errors.As(err, &re) && strings.HasPrefix(re.Message, errProposalRefused.Error()) {
+		// The leader's gate refused the proposal itself: retrying cannot help.
+		return state.Result{}, fmt.Errorf("%w (%s)", errProposalRefused, re.Message)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return state.Result{}, fmt.Errorf("%w: %v", errNoQuorum, err)
@@ -172,11 +183,20 @@ func (n *Node) proposeOnce(ctx context.Context, fw forwarded) (state.Result, err
 	return res, nil
 }
 
-// handlePropose serves a forwarded proposal on the leader.
+// handlePropose serves a forwarded proposal on the leader. A member may forward only what
+// a member originates: a client's request it received (Submit) and its own reports of
+// share stored, ceremony result or failure — each signed by that member, and Origin or
+// Node must be the authenticated peer of the stream. Everything else (the cluster's
+// first entry, reschedules and fails) is the leader's own and never comes over the wire.
 func (n *Node) handlePropose(ctx context.Context, from string, req []byte) ([]byte, error) {
 	var fw forwarded
 	if err := json.Unmarshal(req, &fw); err != nil {
 		return nil, fmt.Errorf("bad proposal: %w", err)
+	}
+	if err := memberMayPropose(from, fw); err != nil {
+		n.met.dropped.WithLabelValues("proposal_refused").Inc()
+		n.log.Warn("refused a forwarded proposal", "from", from, "type", fw.Type, "err", err)
+		return nil, fmt.Errorf("%w: %v", errProposalRefused, err)
 	}
 	if n.raft.State() != raft.Leader {
 		return nil, errUnavailable
@@ -189,18 +209,52 @@ func (n *Node) handlePropose(ctx context.Context, from string, req []byte) ([]by
 	return json.Marshal(res)
 }
 
+// memberMayPropose is the propose RPC's gate: which entry kinds a member may forward,
+// and only in its own name (the FSM checks the signatures again).
+func memberMayPropose(from string, fw forwarded) error {
+	switch fw.Type {
+	case state.TypeSubmit:
+		var s state.Submit
+		if err := json.Unmarshal(fw.Payload, &s); err != nil {
+			return fmt.Errorf("bad submit: %w", err)
+		}
+		if s.Origin != from {
+			return fmt.Errorf("a member submits requests only in its own name")
+		}
+		return nil
+	case state.TypeReport:
+		var r state.Report
+		if err := json.Unmarshal(fw.Payload, &r); err != nil {
+			return fmt.Errorf("bad report: %w", err)
+		}
+		if r.Node != from {
+			return fmt.Errorf("a member reports only for itself")
+		}
+		if !slices.Contains(state.MemberReportKinds(), r.Kind) {
+			return fmt.Errorf("report kind %q is the leader's own", r.Kind)
+		}
+		return nil
+	}
+	return fmt.Errorf("entry kind %q cannot be forwarded by a member", fw.Type)
+}
+
 // proposeLocal stamps and applies a command on the leader. Stamps are issued under a
 // mutex in the order entries enter raft, so they never decrease.
 func (n *Node) proposeLocal(ctx context.Context, fw forwarded) (state.Result, error) {
+	if err := n.stampGuard(); err != nil { // clock.go: no stamps from a clock found off
+		return state.Result{}, err
+	}
 	payload := any(fw.Payload)
-	if fw.Type == state.TypeCall {
-		var c state.Call
-		if err := json.Unmarshal(fw.Payload, &c); err != nil {
-			return state.Result{}, fmt.Errorf("bad call: %w", err)
+	if fw.Type == state.TypeSubmit {
+		var s state.Submit
+		if err := json.Unmarshal(fw.Payload, &s); err != nil {
+			return state.Result{}, fmt.Errorf("bad submit: %w", err)
 		}
-		n.schedule(&c, fw.Origin)
-		n.misbehaveHook(&c)
-		payload = &c
+		// What only the leader chooses is the leader's: never a forwarder's.
+		s.Schedule, s.Unschedulable = nil, ""
+		n.schedule(&s, fw.Origin)
+		n.misbehaveHook(&s)
+		payload = &s
 	}
 	n.stampMu.Lock()
 	stamp := max(n.now().UnixMilli(), n.lastStamp, n.fsm.LastStamp())
@@ -232,6 +286,33 @@ func (n *Node) proposeLocal(ctx context.Context, fw forwarded) (state.Result, er
 	res.Index = f.Index()
 	n.spreadCommit()
 	return res, nil
+}
+
+// newSubmit signs a client's request as received by this node.
+func (n *Node) newSubmit(b *state.SubmitBody) (*state.Submit, error) {
+	body, err := json.Marshal(b)
+	if err != nil {
+		return nil, fmt.Errorf("encode submit: %w", err)
+	}
+	sig, err := authn.SignNode(n.identity, authn.DomainRequest, body)
+	if err != nil {
+		return nil, err
+	}
+	return &state.Submit{Origin: n.cfg.NodeID, Body: body, OriginSig: sig}, nil
+}
+
+// report signs and proposes what this node says in its own name (a state.Report of kind
+// typ), and returns the FSM's answer.
+func (n *Node) report(ctx context.Context, typ string, payload any) (state.Result, error) {
+	body, err := json.Marshal(payload)
+	if err != nil {
+		return state.Result{}, fmt.Errorf("encode %s: %w", typ, err)
+	}
+	sig, err := authn.SignNode(n.identity, authn.DomainReport, state.ReportMessage(typ, body))
+	if err != nil {
+		return state.Result{}, err
+	}
+	return n.propose(ctx, state.TypeReport, &state.Report{Node: n.cfg.NodeID, Kind: typ, Body: body, Sig: sig})
 }
 
 // spreadCommitTimeout bounds how long spreadCommit waits to enqueue its barrier. raft's

@@ -3,22 +3,18 @@ package node
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	ecdsakeygen "github.com/bnb-chain/tss-lib/v2/ecdsa/keygen"
 	eddsakeygen "github.com/bnb-chain/tss-lib/v2/eddsa/keygen"
 
-	"github.com/custos/custos/internal/auth"
 	"github.com/custos/custos/internal/state"
 	"github.com/custos/custos/protocol"
 )
@@ -122,17 +118,17 @@ func (n *Node) run(r *state.Request, seen time.Time) {
 		log.Debug("session already ran on this node; not starting it again")
 		return
 	}
-	markerErr := make(chan error, 1)
-	go func() { markerErr <- n.ks.PutMeta(marker, []byte(strconv.FormatInt(r.ScheduledAt, 10))) }()
-	verr := n.verifyScheduled(r, k)
-	if err := <-markerErr; err != nil {
-		n.reportFailure(r, "ceremony.failed", "cannot persist session marker: "+err.Error(), nil)
+	// The request was authenticated and authorised by this node's own FSM when its entry
+	// applied (the caller's signature, nonce, permission, key status, at the stamp);
+	// what is left to check here is what the FSM cannot: time.
+	if late := r.ScheduledAt - r.CreatedAt; late > state.SignatureWindowS*1000 {
+		log.Error("refusing to join a ceremony scheduled long after its submission", "late_ms", late)
+		n.met.refusedCeremonies.Inc()
+		n.reportFailure(r, "ceremony.refused", "scheduled more than the signature window after submission", nil)
 		return
 	}
-	if verr != nil {
-		log.Error("refusing to join a ceremony: the request does not verify from the replicated log", "err", verr)
-		n.met.refusedCeremonies.Inc()
-		n.reportFailure(r, "ceremony.refused", verr.Error(), nil)
+	if err := n.ks.PutMeta(marker, []byte(strconv.FormatInt(r.ScheduledAt, 10))); err != nil {
+		n.reportFailure(r, "ceremony.failed", "cannot persist session marker: "+err.Error(), nil)
 		return
 	}
 	start := time.Now()
@@ -226,7 +222,7 @@ func (n *Node) runKeygen(r *state.Request, k *state.Key, sid protocol.SessionID)
 	}
 	rctx, rcancel := context.WithTimeout(n.ctx, 30*time.Second)
 	defer rcancel()
-	res, err := n.propose(rctx, state.TypeShareStored, &state.ShareStored{RequestID: r.ID, Nonce: r.Nonce, Node: n.cfg.NodeID, PublicKey: pub, InlinePreParams: inline})
+	res, err := n.report(rctx, state.TypeShareStored, &state.ShareStored{RequestID: r.ID, Nonce: r.Nonce, Node: n.cfg.NodeID, PublicKey: pub, InlinePreParams: inline})
 	if err != nil {
 		return fmt.Errorf("report share stored: %w", err)
 	}
@@ -252,6 +248,9 @@ func (n *Node) runSign(r *state.Request, k *state.Key, sid protocol.SessionID) (
 		if err := json.Unmarshal(raw, &save); err != nil {
 			return ph, fmt.Errorf("decode share: %w", err)
 		}
+		if err := n.checkSharePublicKey(k, protocol.ECDSAPublicKey(&save)); err != nil {
+			return ph, err
+		}
 		t1 := time.Now()
 		ph.load = t1.Sub(t0)
 		s, err := n.engine.SignECDSA(ctx, sid, r.Committee, k.Threshold, &save, r.Message, k.ChainCode, r.PathIdx)
@@ -265,6 +264,9 @@ func (n *Node) runSign(r *state.Request, k *state.Key, sid protocol.SessionID) (
 		if err := json.Unmarshal(raw, &save); err != nil {
 			return ph, fmt.Errorf("decode share: %w", err)
 		}
+		if err := n.checkSharePublicKey(k, protocol.EdDSAPublicKey(&save)); err != nil {
+			return ph, err
+		}
 		t1 := time.Now()
 		ph.load = t1.Sub(t0)
 		s, err := n.engine.SignEdDSA(ctx, sid, r.Committee, k.Threshold, &save, r.Message)
@@ -277,7 +279,7 @@ func (n *Node) runSign(r *state.Request, k *state.Key, sid protocol.SessionID) (
 	t2 := time.Now()
 	rctx, rcancel := context.WithTimeout(n.ctx, 30*time.Second)
 	defer rcancel()
-	res, err := n.propose(rctx, state.TypeCeremonyResult, &state.CeremonyResult{RequestID: r.ID, Nonce: r.Nonce, Node: n.cfg.NodeID, Signature: sig})
+	res, err := n.report(rctx, state.TypeCeremonyResult, &state.CeremonyResult{RequestID: r.ID, Nonce: r.Nonce, Node: n.cfg.NodeID, Signature: sig})
 	ph.report = time.Since(t2)
 	if err != nil {
 		return ph, fmt.Errorf("report signature: %w", err)
@@ -288,250 +290,30 @@ func (n *Node) runSign(r *state.Request, k *state.Key, sid protocol.SessionID) (
 	return ph, nil
 }
 
+// errShareMismatch: this node's share does not yield the key's public key.
+var errShareMismatch = errors.New("this node's share does not yield the key's public key in the replicated state")
+
+// checkSharePublicKey refuses to use a share whose public key differs from the key's
+// public key in this node's own state: a substituted key or a corrupted share must never
+// sign. It is loud: an error log and a metric, for the operator to investigate.
+func (n *Node) checkSharePublicKey(k *state.Key, sharePub []byte) error {
+	if bytes.Equal(sharePub, k.PublicKey) {
+		return nil
+	}
+	n.met.shareMismatch.Inc()
+	n.log.Error("REFUSING TO SIGN: the stored share's public key differs from the key's public key in the replicated state; investigate this node and the key's history",
+		"key", k.ID)
+	return fmt.Errorf("key %s: %w", k.ID, errShareMismatch)
+}
+
 func (n *Node) reportFailure(r *state.Request, code, detail string, culprits []string) {
 	ctx, cancel := context.WithTimeout(n.ctx, 15*time.Second)
 	defer cancel()
-	if _, err := n.propose(ctx, state.TypeCeremonyFailed, &state.CeremonyFailed{
+	if _, err := n.report(ctx, state.TypeCeremonyFailed, &state.CeremonyFailed{
 		RequestID: r.ID, Nonce: r.Nonce, Node: n.cfg.NodeID, Code: code, Detail: detail, Culprits: culprits,
 	}); err != nil {
 		n.log.Warn("could not report a failed ceremony", "request", r.ID, "err", err)
 	}
-}
-
-// verifyScheduled is DESIGN.md invariant 2: before its party starts, this node re-verifies
-// from its own replicated state the caller's signed request — token, request signature
-// or X-Auth-Token, content digest, that the body asks for exactly what is scheduled — and
-// judges user status, revocation, permission and key status again. A request made by an
-// access key is verified with the access key's public key, whose grant is itself
-// re-verified from the grantor's signed request, so a leader cannot make up either.
-func (n *Node) verifyScheduled(r *state.Request, k *state.Key) error {
-	s := r.Signed
-	if s == nil {
-		return errors.New("no signed request in the log")
-	}
-	if k.Owner != r.Owner {
-		return errors.New("the key is not the request owner's")
-	}
-	at := time.UnixMilli(r.CreatedAt)
-	var has func(string) bool
-	if r.AccessKeyID != "" {
-		if r.Kind != state.KindSign {
-			return errors.New("only sign requests may come from an access key")
-		}
-		h, err := n.verifyAccessKeyRequest(r, k, s, at)
-		if err != nil {
-			return err
-		}
-		has = h
-	} else {
-		claims, err := n.verifyUserSigned(s, at)
-		if err != nil {
-			return err
-		}
-		if claims.UserID != r.Owner {
-			return errors.New("token user is not the request's owner")
-		}
-		u := n.fsm.User(r.Owner)
-		if u == nil || u.Status != state.UserActive || claims.IssuedAt.Unix() < u.TokensNotBefore {
-			return errors.New("user is unknown, disabled or its token was revoked")
-		}
-		has = u.Has
-	}
-	switch r.Kind {
-	case state.KindSign:
-		if !has(state.PermKeysSign) {
-			return errors.New("caller lacks keys:sign")
-		}
-		if k.Status != state.KeyActive {
-			return errors.New("key is not active")
-		}
-		if s.Method != http.MethodPost || s.Path != "/v1/keys/"+k.ID+"/sign" {
-			return errors.New("signed request is not a sign request for this key")
-		}
-		var body signBody
-		if err := json.Unmarshal(s.Body, &body); err != nil {
-			return fmt.Errorf("signed body: %w", err)
-		}
-		msg, err := hex.DecodeString(body.Message)
-		if err != nil || !bytes.Equal(msg, r.Message) {
-			return errors.New("the message scheduled differs from the one the caller signed")
-		}
-		if body.DerivationPath != r.Path {
-			return errors.New("the derivation path scheduled differs from the one the caller signed")
-		}
-	case state.KindKeygen:
-		if !has(state.PermKeysCreate) {
-			return errors.New("user lacks keys:create")
-		}
-		if s.Method != http.MethodPost || s.Path != "/v1/keys" {
-			return errors.New("signed request is not a keygen request")
-		}
-		var body keygenBody
-		if err := json.Unmarshal(s.Body, &body); err != nil {
-			return fmt.Errorf("signed body: %w", err)
-		}
-		if body.Curve != k.Curve || body.Threshold != k.Threshold {
-			return errors.New("the key scheduled differs from the one the caller asked for")
-		}
-	}
-	return nil
-}
-
-// verifyUserSigned re-verifies a user's stored request at its submission time: the user
-// token, the RFC 9421 signature's keyid, profile, window and content digest, and the
-// signature by the token's public key.
-func (n *Node) verifyUserSigned(s *state.SignedForm, at time.Time) (*auth.UserClaims, error) {
-	token, ok := bearer(s.Authorization)
-	if !ok {
-		return nil, errors.New("signed request carries no user token")
-	}
-	claims, err := n.tokens.VerifyUser(token, at)
-	if err != nil {
-		return nil, fmt.Errorf("token: %w", err)
-	}
-	sig, err := auth.ParseSignature(s.SignatureInput, s.Signature)
-	if err != nil {
-		return nil, fmt.Errorf("signature headers: %w", err)
-	}
-	if sig.KeyID != "user:"+strconv.FormatUint(claims.UserID, 10) {
-		return nil, errors.New("signature keyid does not name the token's user")
-	}
-	if err := verifyStoredSignature(s, sig, claims.PublicKey, at); err != nil {
-		return nil, err
-	}
-	return claims, nil
-}
-
-// verifyStoredSignature checks a stored RFC 9421 signature's profile, window, content
-// digest and signature by pub.
-func verifyStoredSignature(s *state.SignedForm, sig *auth.Signature, pub []byte, at time.Time) error {
-	h := http.Header{}
-	if s.Authorization != "" {
-		h.Set("Authorization", s.Authorization)
-	}
-	if s.ContentDigest != "" {
-		h.Set("Content-Digest", s.ContentDigest)
-	}
-	parts := auth.RequestParts{Method: s.Method, Path: s.Path, RawQuery: s.RawQuery, Header: h, Body: s.Body}
-	if err := auth.CheckProfile(sig, parts); err != nil {
-		return fmt.Errorf("signature profile: %w", err)
-	}
-	if err := auth.CheckWindow(sig, at); err != nil {
-		return fmt.Errorf("signature window: %w", err)
-	}
-	if err := auth.CheckContentDigest(s.ContentDigest, s.Body); err != nil {
-		return fmt.Errorf("content digest: %w", err)
-	}
-	if err := auth.VerifyEd25519(pub, sig, parts); err != nil {
-		return fmt.Errorf("request signature: %w", err)
-	}
-	return nil
-}
-
-// verifyAccessKeyRequest re-verifies a sign request made by an access key: the key's
-// grant (signed by its grantor), that the key was live (never revoked, not expired at
-// this attempt's schedule), its grantor active, the key in its scope, and the request's
-// own signature (RFC 9421 or X-Auth-Token at the submission stamp). It returns the
-// access key's effective permissions: grant ∩ the grantor's current ones.
-func (n *Node) verifyAccessKeyRequest(r *state.Request, k *state.Key, s *state.SignedForm, at time.Time) (func(string) bool, error) {
-	ak := n.fsm.AccessKey(r.AccessKeyID)
-	if ak == nil {
-		return nil, errors.New("unknown access key")
-	}
-	if ak.Grantor != r.Owner {
-		return nil, errors.New("the access key's grantor is not the request's owner")
-	}
-	if err := n.verifyGrant(ak); err != nil {
-		return nil, fmt.Errorf("access key grant: %w", err)
-	}
-	if ak.CreatedAt > r.CreatedAt {
-		return nil, errors.New("the access key was created after the request")
-	}
-	if ak.RevokedAt != 0 {
-		return nil, errors.New("the access key is revoked")
-	}
-	if ak.ExpiresAt != 0 && ak.ExpiresAt <= max(r.CreatedAt, r.ScheduledAt) {
-		return nil, errors.New("the access key has expired")
-	}
-	u := n.fsm.User(ak.Grantor)
-	if u == nil || u.Status != state.UserActive {
-		return nil, errors.New("the access key's grantor is unknown or disabled")
-	}
-	if !ak.Covers(k.ID) {
-		return nil, errors.New("the key is outside the access key's key_ids")
-	}
-	switch ak.Scheme {
-	case state.SchemeEd25519:
-		if s.Authorization != "" || s.XAuthToken != "" {
-			return nil, errors.New("an Ed25519 access key's request carries other credentials")
-		}
-		sig, err := auth.ParseSignature(s.SignatureInput, s.Signature)
-		if err != nil {
-			return nil, fmt.Errorf("signature headers: %w", err)
-		}
-		if sig.KeyID != ak.ID {
-			return nil, errors.New("signature keyid does not name the access key")
-		}
-		if err := verifyStoredSignature(s, sig, ak.PublicKey, at); err != nil {
-			return nil, err
-		}
-	case state.SchemeSecp256k1:
-		if s.Authorization != "" || s.SignatureInput != "" || s.Signature != "" {
-			return nil, errors.New("an X-Auth-Token request carries other credentials")
-		}
-		tok, err := auth.ParseXAuthToken(s.XAuthToken)
-		if err != nil {
-			return nil, fmt.Errorf("X-Auth-Token: %w", err)
-		}
-		if !bytes.Equal(tok.PubKey, ak.PublicKey) {
-			return nil, errors.New("X-Auth-Token is not by the access key")
-		}
-		pq := s.Path
-		if s.RawQuery != "" || strings.HasSuffix(tok.RequestPath, "?") {
-			pq += "?" + s.RawQuery
-		}
-		if err := auth.VerifyXAuthToken(tok, s.Method, pq, s.Body, at); err != nil {
-			return nil, fmt.Errorf("X-Auth-Token: %w", err)
-		}
-	default:
-		return nil, fmt.Errorf("unknown access-key scheme %q", ak.Scheme)
-	}
-	eff := ak.Effective(u)
-	return func(p string) bool { return slices.Contains(eff, p) }, nil
-}
-
-// verifyGrant re-verifies that the access key's grantor asked for exactly this access
-// key: the stored POST /v1/access-keys request verifies as the grantor's (token and
-// signature at the key's creation stamp) and its body names this scheme, public key,
-// permissions, key ids, expiry and label.
-func (n *Node) verifyGrant(ak *state.AccessKey) error {
-	g := ak.Grant
-	if g == nil {
-		return errors.New("no signed grant in the log")
-	}
-	claims, err := n.verifyUserSigned(g, time.UnixMilli(ak.CreatedAt))
-	if err != nil {
-		return err
-	}
-	if claims.UserID != ak.Grantor {
-		return errors.New("the grant was not signed by the grantor")
-	}
-	if g.Method != http.MethodPost || g.Path != "/v1/access-keys" {
-		return errors.New("the signed request is not a grant")
-	}
-	fields, bad := grantFromBody(g.Body)
-	if bad != "" {
-		return errors.New("signed grant body: " + bad)
-	}
-	v, err := state.ParseGrant(fields)
-	if err != nil {
-		return fmt.Errorf("signed grant: %w", err)
-	}
-	if v.Scheme != ak.Scheme || !bytes.Equal(v.PublicKey, ak.PublicKey) || !slices.Equal(v.Permissions, ak.Permissions) ||
-		!slices.Equal(v.KeyIDs, ak.KeyIDs) || v.ExpiresAt != ak.ExpiresAt || v.Label != ak.Label {
-		return errors.New("the access key differs from the grant its grantor signed")
-	}
-	return nil
 }
 
 func (n *Node) eraseShare(keyID string) {

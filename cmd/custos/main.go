@@ -9,6 +9,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -38,6 +40,8 @@ const usage = `custos — command-line tool for a custos threshold-signing clust
   custos admin token --user-id N --public-key HEX [--ttl 24h] [--audience NAME]   issue a user token offline
   custos admin users | user ID | disable ID | enable ID | revoke-tokens ID
   custos admin set-permissions ID p1,p2,...
+  custos admin rotate-key --public-key HEX       key-pair mode: replace the admin public key (signed
+                                                 with the current one); use the new private key after
   custos admin audit [--after N] [--limit N]
   custos audit verify [--page-size N]            read the whole audit log and recompute every hash and
                                                  link; exits non-zero at the first broken link
@@ -58,6 +62,11 @@ Permissions: keys:create keys:read keys:sign keys:delete access:manage approvals
 Connection (every command):
   --cluster FILE     dev cluster file (default .devcluster/cluster.json); --node N picks a node (1-based)
   --url URL          a node's API URL (overrides --cluster)
+  --ca-file F or $CUSTOS_CA_FILE              PEM CA bundle that signed the node's https certificate
+                                              (default: the system's roots)
+  --client-cert F, --client-key F or $CUSTOS_CLIENT_CERT, $CUSTOS_CLIENT_KEY
+                                              PEM client certificate and key, for nodes that require
+                                              mutual TLS (api.client_ca_file)
 Admin credentials (admin, cluster, audit):
   --admin-key-file F           the shared ADMIN_KEY, 64 hex (default: the cluster file's admin_key_file)
   --admin-private-key-file F   or: the admin's Ed25519 private key (custos admin keygen), for clusters
@@ -111,6 +120,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 // conn holds the connection flags every command takes.
 type conn struct {
 	cluster, url, adminKeyFile, adminPrivKeyFile, audience, token, identity string
+	caFile, clientCert, clientKey                                           string
 	node                                                                    int
 }
 
@@ -123,6 +133,46 @@ func (c *conn) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.audience, "audience", "", "aud claim (the cluster name) for the tokens the admin mints")
 	fs.StringVar(&c.token, "token", os.Getenv("CUSTOS_TOKEN"), "user token")
 	fs.StringVar(&c.identity, "identity", os.Getenv("CUSTOS_IDENTITY"), "user's Ed25519 key file")
+	fs.StringVar(&c.caFile, "ca-file", os.Getenv("CUSTOS_CA_FILE"), "PEM CA bundle that signed the node's https certificate")
+	fs.StringVar(&c.clientCert, "client-cert", os.Getenv("CUSTOS_CLIENT_CERT"), "PEM client certificate (mutual TLS)")
+	fs.StringVar(&c.clientKey, "client-key", os.Getenv("CUSTOS_CLIENT_KEY"), "PEM private key of --client-cert")
+}
+
+// tlsConfig is the TLS configuration of --ca-file, --client-cert and --client-key, nil
+// when none is given (the system's roots, no client certificate).
+func (c *conn) tlsConfig() (*tls.Config, error) {
+	if c.caFile == "" && c.clientCert == "" && c.clientKey == "" {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.caFile != "" {
+		pem, err := os.ReadFile(c.caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--ca-file: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--ca-file %s holds no PEM certificate", c.caFile)
+		}
+	}
+	if (c.clientCert == "") != (c.clientKey == "") {
+		return nil, errors.New("give --client-cert and --client-key together (mutual TLS)")
+	}
+	if c.clientCert != "" {
+		st, err := os.Stat(c.clientKey)
+		if err != nil {
+			return nil, fmt.Errorf("--client-key: %w", err)
+		}
+		if st.Mode().Perm()&0o077 != 0 {
+			return nil, fmt.Errorf("%s is readable by others (mode %v): chmod 600 it", c.clientKey, st.Mode().Perm())
+		}
+		cert, err := tls.LoadX509KeyPair(c.clientCert, c.clientKey)
+		if err != nil {
+			return nil, fmt.Errorf("client certificate: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
 }
 
 func (c *conn) clusterFile() (*devcluster.Cluster, string, error) {
@@ -174,6 +224,13 @@ func (c *conn) adminFor(baseURL string) (*admin.Admin, error) {
 	if c.audience != "" {
 		opts = append(opts, admin.WithAudience(c.audience))
 	}
+	tc, err := c.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	if tc != nil {
+		opts = append(opts, admin.WithTLSConfig(tc))
+	}
 	if c.adminPrivKeyFile != "" {
 		if c.adminKeyFile != "" {
 			return nil, errors.New("give either --admin-key-file (shared key) or --admin-private-key-file (key pair), not both")
@@ -214,7 +271,15 @@ func (c *conn) user() (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return client.New(u, strings.TrimSpace(c.token), key)
+	var opts []client.Option
+	tc, err := c.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	if tc != nil {
+		opts = append(opts, client.WithTLSConfig(tc))
+	}
+	return client.New(u, strings.TrimSpace(c.token), key, opts...)
 }
 
 // writeNewKey creates an Ed25519 key, writes its seed as 64 hex characters to path (mode
@@ -285,7 +350,7 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 
 func cmdAdmin(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: custos admin keygen|create-user|token|users|user|disable|enable|revoke-tokens|set-permissions|audit")
+		return errors.New("usage: custos admin keygen|create-user|token|users|user|disable|enable|revoke-tokens|set-permissions|rotate-key|audit")
 	}
 	sub := args[0]
 	fs := flag.NewFlagSet("admin "+sub, flag.ContinueOnError)
@@ -387,6 +452,14 @@ func cmdAdmin(args []string, stdout io.Writer) error {
 			return err
 		}
 		return printJSON(stdout, u)
+	case "rotate-key":
+		if *pub == "" {
+			return errors.New("admin rotate-key needs --public-key (the new admin public key from custos admin keygen)")
+		}
+		if err := a.RotateAdminKey(cx, *pub); err != nil {
+			return err
+		}
+		return printJSON(stdout, map[string]any{"public_key": *pub, "next": "use the new private key (--admin-private-key-file) from now on"})
 	case "audit":
 		es, err := a.Audit(cx, *after, *limit)
 		if err != nil {

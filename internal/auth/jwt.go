@@ -52,7 +52,8 @@ type AdminClaims struct {
 	Name      string
 	IssuedAt  time.Time
 	ExpiresAt time.Time
-	// ID is the token's jti, empty when it has none. The node accepts a jti once.
+	// ID is the token's jti: never empty for a custos-style token, empty when a
+	// Sigpair-style one has none. The node accepts a jti once.
 	ID string
 	// SigpairStyle is true when the token had a name claim and no role: such tokens are
 	// accepted only on POST /v1/create-user.
@@ -239,8 +240,10 @@ func (v *TokenVerifier) VerifyUser(token string, now time.Time) (*UserClaims, er
 }
 
 // VerifyAdmin verifies an admin token at time now: no user_id, iat and exp present,
-// exp - iat at most MaxAdminTokenLifetime, and either role "admin" or a name claim
-// (Sigpair style). The node enforces jti once and the Sigpair-style route restriction.
+// exp - iat at most MaxAdminTokenLifetime, and either role "admin" with a non-empty jti
+// (custos style) or a name claim without a role (Sigpair style, jti optional, for
+// compatibility with Sigpair's admin SDK). The node enforces jti once and the
+// Sigpair-style route restriction.
 func (v *TokenVerifier) VerifyAdmin(token string, now time.Time) (*AdminClaims, error) {
 	claims, err := v.parse(token, now)
 	if err != nil {
@@ -282,10 +285,14 @@ func (v *TokenVerifier) VerifyAdmin(token string, now time.Time) (*AdminClaims, 
 	if err != nil {
 		return nil, err
 	}
+	sigpair := hasName && !hasRole
+	if !sigpair && jti == "" {
+		return nil, tokenInvalid("an admin token with role \"admin\" needs a jti (a random id, accepted once); mint one per call")
+	}
 	if _, err := v.checkAudience(claims, false); err != nil {
 		return nil, err
 	}
-	return &AdminClaims{Role: role, Name: name, IssuedAt: iat, ExpiresAt: exp, ID: jti, SigpairStyle: hasName && !hasRole}, nil
+	return &AdminClaims{Role: role, Name: name, IssuedAt: iat, ExpiresAt: exp, ID: jti, SigpairStyle: sigpair}, nil
 }
 
 func checkClaimNames(claims jwt.MapClaims, allowed func(string) bool) error {

@@ -262,16 +262,22 @@ func TestVerifyAdmin(t *testing.T) {
 		{"user token as admin", userTok, CodeTokenInvalid, false},
 		{"user_id present", p(`{"role":"admin","user_id":1,"iat":%d,"exp":%d}`, iat, iat+60), CodeTokenInvalid, false},
 		{"public_key present", p(`{"role":"admin","public_key":"%s","iat":%d,"exp":%d}`, pkHex, iat, iat+60), CodeTokenInvalid, false},
-		{"lifetime 301s", p(`{"role":"admin","iat":%d,"exp":%d}`, iat, iat+301), CodeTokenInvalid, false},
-		{"lifetime 300s", p(`{"role":"admin","iat":%d,"exp":%d}`, iat, iat+300), "", false},
-		{"no iat", p(`{"role":"admin","exp":%d}`, iat+60), CodeTokenInvalid, false},
-		{"no exp", p(`{"role":"admin","iat":%d}`, iat), CodeTokenInvalid, false},
-		{"expired", p(`{"role":"admin","iat":%d,"exp":%d}`, iat-300, iat-100), CodeTokenExpired, false},
+		{"lifetime 301s", p(`{"role":"admin","iat":%d,"exp":%d,"jti":"j1"}`, iat, iat+301), CodeTokenInvalid, false},
+		{"lifetime 300s", p(`{"role":"admin","iat":%d,"exp":%d,"jti":"j1"}`, iat, iat+300), "", false},
+		{"role admin without jti", p(`{"role":"admin","iat":%d,"exp":%d}`, iat, iat+60), CodeTokenInvalid, false},
+		{"role admin with empty jti", p(`{"role":"admin","iat":%d,"exp":%d,"jti":""}`, iat, iat+60), CodeTokenInvalid, false},
+		{"role admin with jti not a string", p(`{"role":"admin","iat":%d,"exp":%d,"jti":7}`, iat, iat+60), CodeTokenInvalid, false},
+		{"role admin and name without jti", p(`{"role":"admin","name":"acme","iat":%d,"exp":%d}`, iat, iat+60), CodeTokenInvalid, false},
+		{"role admin and name with jti", p(`{"role":"admin","name":"acme","iat":%d,"exp":%d,"jti":"j2"}`, iat, iat+60), "", false},
+		{"sigpair with jti", p(`{"name":"acme","iat":%d,"exp":%d,"jti":"j3"}`, iat, iat+60), "", true},
+		{"no iat", p(`{"role":"admin","exp":%d,"jti":"j1"}`, iat+60), CodeTokenInvalid, false},
+		{"no exp", p(`{"role":"admin","iat":%d,"jti":"j1"}`, iat), CodeTokenInvalid, false},
+		{"expired", p(`{"role":"admin","iat":%d,"exp":%d,"jti":"j1"}`, iat-300, iat-100), CodeTokenExpired, false},
 		{"role user", p(`{"role":"user","iat":%d,"exp":%d}`, iat, iat+60), CodeTokenInvalid, false},
 		{"role not a string", p(`{"role":1,"iat":%d,"exp":%d}`, iat, iat+60), CodeTokenInvalid, false},
 		{"no role no name", p(`{"iat":%d,"exp":%d}`, iat, iat+60), CodeTokenInvalid, false},
 		{"empty name", p(`{"name":"","iat":%d,"exp":%d}`, iat, iat+60), CodeTokenInvalid, false},
-		{"wrong key", hsToken(make([]byte, 32), hsHeader, fmt.Sprintf(`{"role":"admin","iat":%d,"exp":%d}`, iat, iat+60)), CodeTokenInvalid, false},
+		{"wrong key", hsToken(make([]byte, 32), hsHeader, fmt.Sprintf(`{"role":"admin","iat":%d,"exp":%d,"jti":"j1"}`, iat, iat+60)), CodeTokenInvalid, false},
 	}
 	v := mustVerifier(t, VerifierConfig{HMACKey: key, Audience: "dev", RequireAudience: true})
 	for _, c := range cases {
@@ -284,6 +290,10 @@ func TestVerifyAdmin(t *testing.T) {
 				t.Fatalf("SigpairStyle = %v", got.SigpairStyle)
 			}
 		})
+	}
+	_, err := v.VerifyAdmin(p(`{"role":"admin","iat":%d,"exp":%d}`, iat, iat+60), testNow)
+	if err == nil || !strings.Contains(err.Error(), "jti") {
+		t.Fatalf("refusal of an admin token without jti does not say jti is required: %v", err)
 	}
 	a1, _ := v.VerifyAdmin(ours, testNow)
 	a2, _ := v.VerifyAdmin(ours2, testNow)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -71,7 +72,18 @@ type Config struct {
 		// replicated state under the state lock) and Go's profiler under /debug/pprof/ on
 		// the API listener. Off by default: both cost real work per call and reveal
 		// internals, so turn it on only where the API is reachable from trusted hosts alone.
+		// Dev only: a production configuration that sets it is refused.
 		Debug bool `json:"debug"`
+		// TLSCertFile and TLSKeyFile (PEM) make the API serve HTTPS (TLS 1.2 or later):
+		// both or neither. The pair is loaded when the node starts.
+		TLSCertFile string `json:"tls_cert_file"`
+		TLSKeyFile  string `json:"tls_key_file"`
+		// ClientCAFile (PEM bundle), with TLS only, turns on mutual TLS: every client must
+		// present a certificate signed by one of these CAs, or the handshake fails.
+		ClientCAFile string `json:"client_ca_file"`
+		// AllowPlainHTTP lets a production node serve plain HTTP on a non-loopback
+		// address: only for a node behind a TLS-terminating proxy on a trusted network.
+		AllowPlainHTTP bool `json:"allow_plain_http"`
 	} `json:"api"`
 
 	P2P struct {
@@ -306,6 +318,14 @@ func (c *Config) Validate() error {
 	}
 	if c.API.Listen == "" {
 		add("api.listen is required")
+	} else if _, _, err := net.SplitHostPort(c.API.Listen); err != nil {
+		add("api.listen must be host:port (e.g. 0.0.0.0:7701 or 127.0.0.1:7701): %v", err)
+	}
+	if (c.API.TLSCertFile == "") != (c.API.TLSKeyFile == "") {
+		add("api.tls_cert_file and api.tls_key_file go together: set both to serve HTTPS, or neither")
+	}
+	if c.API.ClientCAFile != "" && !c.APITLS() {
+		add("api.client_ca_file (mutual TLS) needs api.tls_cert_file and api.tls_key_file")
 	}
 	if len(c.P2P.Listen) == 0 {
 		add("p2p.listen is required")
@@ -337,11 +357,36 @@ func (c *Config) Validate() error {
 		if c.InsecureTesting.ClockOffset.Duration != 0 || c.InsecureTesting.WriteFaultFile != "" {
 			errs = append(errs, fmt.Errorf("insecure_testing injects faults: %w (use mode \"dev\")", ErrInsecure))
 		}
+		if !c.APITLS() && !c.API.AllowPlainHTTP && !IsLoopbackListen(c.API.Listen) {
+			errs = append(errs, fmt.Errorf("api.listen %s is not a loopback address and the API has no TLS: %w; set api.tls_cert_file and api.tls_key_file to serve HTTPS, or set api.allow_plain_http to true only when a TLS-terminating proxy on a trusted network fronts the node", c.API.Listen, ErrInsecure))
+		}
+		if c.API.Debug {
+			errs = append(errs, fmt.Errorf("api.debug serves /debug/state and /debug/pprof, which are for dev clusters: %w (remove api.debug, or use mode \"dev\")", ErrInsecure))
+		}
 		if shared && !c.Admin.AllowSharedKey {
 			errs = append(errs, fmt.Errorf("the shared admin key lets any node mint tokens: %w unless admin.allow_shared_key is true (prefer admin.public_key)", ErrInsecure))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// APITLS reports whether the API serves HTTPS (api.tls_cert_file and api.tls_key_file set).
+func (c *Config) APITLS() bool { return c.API.TLSCertFile != "" && c.API.TLSKeyFile != "" }
+
+// IsLoopbackListen reports whether a listen address (host:port) binds only to loopback:
+// localhost, 127.0.0.0/8 or ::1. An empty or unspecified host (":7701", "0.0.0.0:7701",
+// "[::]:7701") binds every interface, so it is not loopback; neither is anything that
+// does not parse.
+func IsLoopbackListen(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Self returns this node's member entry.

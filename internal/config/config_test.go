@@ -102,3 +102,99 @@ func FuzzParse(f *testing.F) {
 		_, _ = Parse(strings.NewReader(s))
 	})
 }
+
+// withAPI replaces the api object of a configuration made by cfg.
+func withAPI(text, api string) string {
+	return strings.Replace(text, `"api": {"listen": "127.0.0.1:0"}`, `"api": `+api, 1)
+}
+
+func TestValidateAPITransport(t *testing.T) {
+	prod := cfg(`"production"`, `{"public_key":"aa"}`, `{}`)
+	dev := cfg(`"dev"`, `{"public_key":"aa"}`, `{}`)
+	tests := []struct {
+		name     string
+		text     string
+		wantErr  []string
+		insecure bool
+	}{
+		{"production plain on 127.0.0.1", withAPI(prod, `{"listen":"127.0.0.1:7701"}`), nil, false},
+		{"production plain on 127.0.0.2", withAPI(prod, `{"listen":"127.0.0.2:7701"}`), nil, false},
+		{"production plain on ::1", withAPI(prod, `{"listen":"[::1]:7701"}`), nil, false},
+		{"production plain on localhost", withAPI(prod, `{"listen":"localhost:7701"}`), nil, false},
+		{"production plain on all interfaces", withAPI(prod, `{"listen":"0.0.0.0:7701"}`), []string{"api.listen 0.0.0.0:7701 is not a loopback address", "tls_cert_file", "tls_key_file", "allow_plain_http", "TLS-terminating proxy"}, true},
+		{"production plain on empty host", withAPI(prod, `{"listen":":7701"}`), []string{"not a loopback address"}, true},
+		{"production plain on [::]", withAPI(prod, `{"listen":"[::]:7701"}`), []string{"not a loopback address"}, true},
+		{"production plain on a LAN address", withAPI(prod, `{"listen":"10.0.0.5:7701"}`), []string{"not a loopback address"}, true},
+		{"production plain on a host name", withAPI(prod, `{"listen":"eu-1.custos.internal:7701"}`), []string{"not a loopback address"}, true},
+		{"production plain opted in", withAPI(prod, `{"listen":"0.0.0.0:7701","allow_plain_http":true}`), nil, false},
+		{"production TLS on all interfaces", withAPI(prod, `{"listen":"0.0.0.0:7701","tls_cert_file":"c.pem","tls_key_file":"k.pem"}`), nil, false},
+		{"production mTLS", withAPI(prod, `{"listen":"0.0.0.0:7701","tls_cert_file":"c.pem","tls_key_file":"k.pem","client_ca_file":"ca.pem"}`), nil, false},
+		{"dev plain on all interfaces", withAPI(dev, `{"listen":"0.0.0.0:7701"}`), nil, false},
+		{"cert without key", withAPI(dev, `{"listen":"127.0.0.1:0","tls_cert_file":"c.pem"}`), []string{"tls_cert_file and api.tls_key_file go together"}, false},
+		{"key without cert", withAPI(dev, `{"listen":"127.0.0.1:0","tls_key_file":"k.pem"}`), []string{"tls_cert_file and api.tls_key_file go together"}, false},
+		{"client CA without TLS", withAPI(dev, `{"listen":"127.0.0.1:0","client_ca_file":"ca.pem"}`), []string{"client_ca_file (mutual TLS) needs"}, false},
+		{"client CA with half of TLS", withAPI(dev, `{"listen":"127.0.0.1:0","tls_cert_file":"c.pem","client_ca_file":"ca.pem"}`), []string{"go together", "client_ca_file (mutual TLS) needs"}, false},
+		{"listen without port", withAPI(dev, `{"listen":"127.0.0.1"}`), []string{"api.listen must be host:port"}, false},
+		{"dev debug", withAPI(dev, `{"listen":"127.0.0.1:0","debug":true}`), nil, false},
+		{"production refuses debug", withAPI(prod, `{"listen":"127.0.0.1:0","debug":true}`), []string{"api.debug", "dev clusters"}, true},
+		{"production refuses debug even with TLS", withAPI(prod, `{"listen":"0.0.0.0:7701","debug":true,"tls_cert_file":"c.pem","tls_key_file":"k.pem"}`), []string{"api.debug"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse(strings.NewReader(tt.text))
+			if len(tt.wantErr) == 0 {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("accepted (%+v), want an error mentioning %q", c.API, tt.wantErr)
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+			if errors.Is(err, ErrInsecure) != tt.insecure {
+				t.Fatalf("errors.Is(ErrInsecure) = %v", !tt.insecure)
+			}
+		})
+	}
+}
+
+func TestIsLoopbackListen(t *testing.T) {
+	tests := []struct {
+		listen string
+		want   bool
+	}{
+		{"127.0.0.1:7701", true},
+		{"127.255.0.9:1", true},
+		{"[::1]:7701", true},
+		{"localhost:7701", true},
+		{"LOCALHOST:7701", true},
+		{"0.0.0.0:7701", false},
+		{":7701", false},
+		{"[::]:7701", false},
+		{"192.168.1.2:7701", false},
+		{"example.com:7701", false},
+		{"127.0.0.1", false},
+		{"", false},
+	}
+	for _, tt := range tests {
+		if got := IsLoopbackListen(tt.listen); got != tt.want {
+			t.Errorf("IsLoopbackListen(%q) = %v, want %v", tt.listen, got, tt.want)
+		}
+	}
+}
+
+// TestExampleConfig keeps deploy/example-config.json a valid production configuration.
+func TestExampleConfig(t *testing.T) {
+	c, err := Load("../../deploy/example-config.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Mode != ModeProduction || !c.APITLS() {
+		t.Fatalf("the example should be a production configuration with TLS on the API: mode %q, TLS %v", c.Mode, c.APITLS())
+	}
+}

@@ -419,7 +419,7 @@ func TestAccessKeyPruneAndSnapshot(t *testing.T) {
 	if err := snap.Persist(&s); err != nil {
 		t.Fatal(err)
 	}
-	g := NewFSM(okVerifier{}, nil)
+	g := NewFSM(okVerifier{}, nil, nil)
 	if err := g.Restore(io.NopCloser(bytes.NewReader(s.Bytes()))); err != nil {
 		t.Fatal(err)
 	}
@@ -445,7 +445,7 @@ func TestAccessKeyPruneAndSnapshot(t *testing.T) {
 
 func TestRestoreVersion1Snapshot(t *testing.T) {
 	v1 := `{"version":1,"name":"old","threshold":2,"members":[{"id":"n1"},{"id":"n2"}],"users":{"1":{"user_id":1,"name":"a","status":"active","permissions":["keys:read","access:manage"],"created_at_ms":1}},"next_user_id":1,"keys":{},"requests":{},"open":{},"nonces":{},"sessions":{},"idem":{},"idem_hash":{},"audit":[],"last_stamp":5,"last_prune":0,"applied":3}`
-	f := NewFSM(okVerifier{}, nil)
+	f := NewFSM(okVerifier{}, nil, nil)
 	if err := f.Restore(io.NopCloser(strings.NewReader(v1))); err != nil {
 		t.Fatal(err)
 	}

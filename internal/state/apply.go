@@ -1,11 +1,14 @@
 package state
 
 import (
+	"crypto/ed25519"
 	"encoding/hex"
 	"fmt"
 	"slices"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/custos/custos/internal/authn"
 )
 
 // applier applies one entry; it holds the entry's stamp and collects events.
@@ -13,6 +16,7 @@ type applier struct {
 	d        *data
 	stamp    int64
 	verifier Verifier
+	authn    *authn.Verifier
 	events   *[]Event
 }
 
@@ -28,6 +32,14 @@ func (a *applier) clusterInit(c *ClusterInit) Result {
 	}
 	if c.Name == "" || len(c.Members) < 2 || c.Threshold < 2 || c.Threshold > len(c.Members) {
 		return refuse("request.malformed", "invalid cluster definition")
+	}
+	if len(c.AdminPublicKey) != 0 && len(c.AdminPublicKey) != ed25519.PublicKeySize {
+		return refuse("request.malformed", "admin public key must be 32 bytes")
+	}
+	a.d.Strict = c.Strict
+	if len(c.AdminPublicKey) > 0 {
+		a.d.AdminPublicKey = slices.Clone(c.AdminPublicKey)
+		a.d.AdminKeyGenesis = slices.Clone(c.AdminPublicKey)
 	}
 	a.d.Name = c.Name
 	a.d.Threshold = c.Threshold
@@ -132,7 +144,7 @@ func (a *applier) callInner(c *Call) Result {
 		}
 		return Result{}
 	case OpUserCreate, OpSigpairCreate, OpUserList, OpUserGet, OpUserDisable, OpUserEnable,
-		OpUserRevokeTokens, OpUserPermissions, OpAuditList:
+		OpUserRevokeTokens, OpUserPermissions, OpAuditList, OpAdminKeyRotate:
 		if !admin {
 			return refuse("perm.denied", "this route is for the admin")
 		}
@@ -246,6 +258,8 @@ func (a *applier) adminOp(c *Call) Result {
 	switch c.Op {
 	case OpAuditList, OpUserList:
 		return Result{}
+	case OpAdminKeyRotate:
+		return a.rotateAdminKey(c)
 	case OpUserCreate, OpSigpairCreate:
 		name := c.UserName
 		if name == "" || len(name) > 128 || !utf8.ValidString(name) {
@@ -626,13 +640,20 @@ func (a *applier) ceremonyFailed(c *CeremonyFailed) Result {
 	return Result{RequestID: r.ID}
 }
 
-func (a *applier) reschedule(c *Reschedule) Result {
+func (a *applier) reschedule(c *Reschedule, actor string) Result {
 	r := a.d.Requests[c.RequestID]
 	if r == nil || r.Kind != KindSign || Final(r.Status) || r.Attempt != c.Attempt {
 		return refuse("request.conflict", "request is not waiting for that attempt")
 	}
 	if r.Attempt >= MaxAttempts {
 		return refuse("request.conflict", "attempts exhausted")
+	}
+	if a.d.Strict {
+		// Judged again at every scheduling (DESIGN.md invariant 3).
+		if res := a.reauthorise(r); !res.OK() {
+			a.failRequest(r, res.Code, "not rescheduled: "+res.Detail, actor)
+			return Result{RequestID: r.ID}
+		}
 	}
 	k := a.d.Keys[r.KeyID]
 	if res := a.validCommittee(k, c.Committee); !res.OK() {
@@ -647,17 +668,17 @@ func (a *applier) reschedule(c *Reschedule) Result {
 	r.Retry = false
 	r.ScheduledAt = a.stamp
 	r.UpdatedAt = a.stamp
-	a.audit("cluster", "sign.rescheduled", r.ID, "allowed", "")
+	a.audit(actor, "sign.rescheduled", r.ID, "allowed", "")
 	a.emit(EventScheduled, r.ID, r.KeyID)
 	return Result{RequestID: r.ID}
 }
 
-func (a *applier) fail(c *Fail) Result {
+func (a *applier) fail(c *Fail, actor string) Result {
 	r := a.d.Requests[c.RequestID]
 	if r == nil || Final(r.Status) {
 		return Result{RequestID: c.RequestID, Existing: true}
 	}
-	a.failRequest(r, c.Code, truncate(c.Detail, 256), "cluster")
+	a.failRequest(r, truncate(c.Code, 64), truncate(c.Detail, 256), actor)
 	return Result{RequestID: r.ID}
 }
 

@@ -1,12 +1,12 @@
 package state
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"strconv"
+	"encoding/json"
+	"fmt"
 	"strings"
 	"time"
-	"unicode/utf8"
+
+	"github.com/custos/custos/internal/auditchain"
 )
 
 // AuditEntry is one link of the hash-chained audit log (API.md shape).
@@ -23,75 +23,38 @@ type AuditEntry struct {
 }
 
 // GenesisHash is the prev_hash of the first audit entry.
-const GenesisHash = "0000000000000000000000000000000000000000000000000000000000000000"
+const GenesisHash = auditchain.GenesisHash
 
-// Canonical returns the RFC 8785 canonical JSON of the entry without its hash field.
+// Canonical returns the RFC 8785 canonical JSON of the entry without its hash field, the
+// bytes its hash is SHA-256 of: auditchain's canonical form of the entry as encoding/json
+// writes it, which is what GET /v1/audit serves.
 func (e *AuditEntry) Canonical() []byte {
-	// RFC 8785 sorts members by their UTF-16 code units; every name here is ASCII, so
-	// byte order is the same. Numbers here are integers below 2^53.
-	var b strings.Builder
-	b.WriteString(`{"action":`)
-	writeJCSString(&b, e.Action)
-	b.WriteString(`,"actor":`)
-	writeJCSString(&b, e.Actor)
-	b.WriteString(`,"code":`)
-	writeJCSString(&b, e.Code)
-	b.WriteString(`,"object":`)
-	writeJCSString(&b, e.Object)
-	b.WriteString(`,"outcome":`)
-	writeJCSString(&b, e.Outcome)
-	b.WriteString(`,"prev_hash":`)
-	writeJCSString(&b, e.PrevHash)
-	b.WriteString(`,"seq":`)
-	b.WriteString(strconv.FormatUint(e.Seq, 10))
-	b.WriteString(`,"time":`)
-	writeJCSString(&b, e.Time)
-	b.WriteString("}")
-	return []byte(b.String())
-}
-
-// ComputeHash returns the entry's hash: SHA-256 (hex) of its canonical form.
-func (e *AuditEntry) ComputeHash() string {
-	sum := sha256.Sum256(e.Canonical())
-	return hex.EncodeToString(sum[:])
-}
-
-// writeJCSString writes s as RFC 8785 (ECMAScript JSON.stringify) serialises a string.
-func writeJCSString(b *strings.Builder, s string) {
-	b.WriteByte('"')
-	for i := 0; i < len(s); {
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b.WriteString(`\ufffd`)
-			i++
-			continue
-		}
-		switch r {
-		case '"':
-			b.WriteString(`\"`)
-		case '\\':
-			b.WriteString(`\\`)
-		case '\b':
-			b.WriteString(`\b`)
-		case '\f':
-			b.WriteString(`\f`)
-		case '\n':
-			b.WriteString(`\n`)
-		case '\r':
-			b.WriteString(`\r`)
-		case '\t':
-			b.WriteString(`\t`)
-		default:
-			if r < 0x20 {
-				b.WriteString(`\u00`)
-				b.WriteString(hex.EncodeToString([]byte{byte(r)}))
-			} else {
-				b.WriteString(s[i : i+size])
-			}
-		}
-		i += size
+	c, err := auditchain.EntryCanonical(e.apiJSON())
+	if err != nil {
+		panic(err) // see apiJSON
 	}
-	b.WriteByte('"')
+	return c
+}
+
+// ComputeHash returns the entry's hash: SHA-256 (hex) of its canonical form, computed by
+// auditchain exactly as admin.AuditEntryHash recomputes it from the served entry.
+func (e *AuditEntry) ComputeHash() string {
+	h, err := auditchain.EntryHash(e.apiJSON())
+	if err != nil {
+		panic(err) // see apiJSON
+	}
+	return h
+}
+
+// apiJSON is the entry as the API serves it. auditchain refuses only what encoding/json never
+// writes for this struct (bad syntax, invalid UTF-8 — written as \ufffd —, unpaired
+// surrogates, repeated names, deep nesting, numbers past float64), so hashing it cannot fail.
+func (e *AuditEntry) apiJSON() []byte {
+	b, err := json.Marshal(e)
+	if err != nil {
+		panic(fmt.Sprintf("state: audit entry %d: %v", e.Seq, err))
+	}
+	return b
 }
 
 // VerifyChain checks a run of audit entries: each hash is right and links to the one
@@ -108,7 +71,10 @@ func VerifyChain(prev string, entries []AuditEntry) int {
 	return -1
 }
 
-// audit appends an entry; time comes from the entry's stamp.
+// audit appends an entry; time comes from the entry's stamp. Strings are made valid UTF-8
+// first (each run of invalid bytes becomes U+FFFD, e.g. a key id from GET /v1/keys/%FF), so
+// that the entry the node stores, the one GET /v1/audit serves and the one a verifier
+// re-canonicalises are the same.
 func (a *applier) audit(actor, action, object, outcome, code string) {
 	prev := GenesisHash
 	if n := len(a.d.Audit); n > 0 {
@@ -117,13 +83,18 @@ func (a *applier) audit(actor, action, object, outcome, code string) {
 	e := AuditEntry{
 		Seq:      uint64(len(a.d.Audit)) + 1,
 		Time:     time.UnixMilli(a.stamp).UTC().Format("2006-01-02T15:04:05.000Z"),
-		Actor:    actor,
-		Action:   action,
-		Object:   object,
-		Outcome:  outcome,
-		Code:     code,
+		Actor:    validUTF8(actor),
+		Action:   validUTF8(action),
+		Object:   validUTF8(object),
+		Outcome:  validUTF8(outcome),
+		Code:     validUTF8(code),
 		PrevHash: prev,
 	}
 	e.Hash = e.ComputeHash()
 	a.d.Audit = append(a.d.Audit, e)
+}
+
+// validUTF8 replaces each run of invalid UTF-8 bytes in s with U+FFFD.
+func validUTF8(s string) string {
+	return strings.ToValidUTF8(s, "\uFFFD")
 }

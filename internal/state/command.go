@@ -1,8 +1,11 @@
 package state
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+
+	"github.com/custos/custos/internal/authn"
 )
 
 // Command types. Each is a small typed record with its own schema version; an unknown type
@@ -15,6 +18,15 @@ const (
 	TypeCeremonyFailed = "ceremony.failed"
 	TypeReschedule     = "request.reschedule"
 	TypeFail           = "request.fail"
+
+	// TypeSubmit carries a client's request exactly as signed, vouched for by the entry
+	// node; the FSM derives everything from the signature (Submit).
+	TypeSubmit = "submit"
+	// TypeReport carries what a node says in its own name, signed with its identity key
+	// (Report): share stored, ceremony result or failure, reschedule, fail.
+	TypeReport = "node.report"
+	// TypeUpgrade switches a cluster whose log predates signed entries to them (Upgrade).
+	TypeUpgrade = "cluster.upgrade"
 )
 
 // commandVersions lists the newest schema version each command type is at. A node refuses
@@ -22,13 +34,24 @@ const (
 // uses nothing the newer one added (see versioned), so that nodes not yet upgraded halt
 // only when a new feature is actually used, never diverge silently.
 var commandVersions = map[string]int{
-	TypeClusterInit:    1,
+	TypeClusterInit:    2, // v2: strict (signed entries only) and the admin public key
 	TypeCall:           3, // v2: access keys (caller kind, access.* ops, X-Auth-Token form), token nonce key; v3: proposal id
 	TypeShareStored:    2, // v2: inline_preparams
 	TypeCeremonyResult: 1,
 	TypeCeremonyFailed: 1,
 	TypeReschedule:     1,
 	TypeFail:           1,
+	TypeSubmit:         1,
+	TypeReport:         1,
+	TypeUpgrade:        1,
+}
+
+// legacyTypes are the command types written before entries were signed. They replay as
+// they always did, but only until the cluster is strict (ClusterInit v2 or Upgrade):
+// after that the FSM refuses them, because they carry what a proposer says.
+var legacyTypes = map[string]bool{
+	TypeCall: true, TypeShareStored: true, TypeCeremonyResult: true, TypeCeremonyFailed: true,
+	TypeReschedule: true, TypeFail: true,
 }
 
 // Envelope is the form of every raft log entry custos writes.
@@ -66,47 +89,105 @@ type ClusterInit struct {
 	Name      string   `json:"name"`
 	Threshold int      `json:"threshold"`
 	Members   []Member `json:"members"`
+	// Strict makes the cluster accept only signed entries from the start (v2).
+	Strict bool `json:"strict,omitempty"`
+	// AdminPublicKey is the admin's Ed25519 public key in key-pair mode (v2); the FSM
+	// verifies admin requests and user tokens against it.
+	AdminPublicKey []byte `json:"admin_public_key,omitempty"`
 }
 
-// Caller is what the entry node established about who sent a request. The stateless
-// checks (token signature, request signature, content digest) were done before proposing;
-// the FSM judges the stateful ones (status, revocation, nonce, permission) at the stamp.
-type Caller struct {
-	Kind   string `json:"kind"` // CallerAdmin, CallerUser or CallerAccessKey
-	UserID uint64 `json:"user_id,omitempty"`
-	// AccessKeyID names the access key ("ak_…") of an access-key caller.
-	AccessKeyID   string `json:"access_key_id,omitempty"`
-	TokenIssuedAt int64  `json:"token_iat,omitempty"` // unix seconds
-	TokenExpires  int64  `json:"token_exp,omitempty"` // unix seconds
-	Created       int64  `json:"created,omitempty"`   // signature created, unix seconds
-	Expires       int64  `json:"expires,omitempty"`   // signature expires, unix seconds, 0 = none
-	// NonceKey is the replay key this request consumes; empty when the scheme has none.
-	NonceKey string `json:"nonce_key,omitempty"`
-	// TokenNonceKey is a second replay key, the admin token's jti, when a signed admin
-	// request also carries one: both are consumed.
-	TokenNonceKey string `json:"token_nonce_key,omitempty"`
-	// TokenHash is the SHA-256 (hex) of an admin token; admin tokens are never stored.
-	TokenHash string `json:"token_hash,omitempty"`
-	// SigpairOnly marks a Sigpair-style admin token ({name}), good only for create-user.
-	SigpairOnly bool `json:"sigpair_only,omitempty"`
+// schemaVersion implements versioned: v1 unless the v2 fields are used.
+func (c *ClusterInit) schemaVersion() int {
+	if c.Strict || len(c.AdminPublicKey) > 0 {
+		return 2
+	}
+	return 1
 }
+
+// Upgrade makes a cluster whose log predates signed entries strict: from this entry on,
+// only signed entries (Submit, Report) are accepted. It only ever tightens, so any
+// leader may propose it; in key-pair mode it records the admin public key, which every
+// node then compares with its own configuration (a mismatch keeps that node not ready).
+type Upgrade struct {
+	AdminPublicKey []byte `json:"admin_public_key,omitempty"`
+}
+
+// Caller is who sent a request, as internal/authn established it from the signed form.
+type Caller = authn.Principal
 
 // Caller kinds.
 const (
-	CallerAdmin     = "admin"
-	CallerUser      = "user"
-	CallerAccessKey = "access_key"
+	CallerAdmin     = authn.KindAdmin
+	CallerUser      = authn.KindUser
+	CallerAccessKey = authn.KindAccessKey
 )
 
-// Actor names the caller in the audit log: "admin", "user:<id>" or the access key's id.
-func (c Caller) Actor() string {
-	switch c.Kind {
-	case CallerAdmin:
-		return "admin"
-	case CallerAccessKey:
-		return c.AccessKeyID
+// Submit is a client's API request in the log: the request exactly as its caller signed
+// it (Body: SubmitBody, whose bytes the entry node Origin signed with its identity key,
+// so that a forgery is attributed to the member that made it), plus what only the leader
+// may choose (Schedule). Apply derives the caller, the nonce it consumes, the operation,
+// the key, the message and the path from the signed form itself; nothing else in the
+// entry is believed.
+type Submit struct {
+	Origin    string          `json:"origin"`
+	Body      json.RawMessage `json:"body"`
+	OriginSig []byte          `json:"origin_sig"`
+	Schedule  *Schedule       `json:"schedule,omitempty"`
+	// Unschedulable says why the leader could not schedule a ceremony (too few live nodes).
+	Unschedulable string `json:"unschedulable,omitempty"`
+}
+
+// SubmitBody is the part of a Submit the entry node vouches for.
+type SubmitBody struct {
+	Signed *SignedForm `json:"signed"`
+	// ProposalID is the entry node's id for this proposal, the same on every retry of it
+	// (see Call.ProposalID).
+	ProposalID string `json:"proposal_id,omitempty"`
+}
+
+// Report is what a node says in its own name: Body is one of ShareStored,
+// CeremonyResult, CeremonyFailed (whose Node must be this Node), Reschedule or Fail (the
+// leader's decisions), by Kind (their command types), signed by Node's libp2p identity
+// key. Apply verifies the signature against the member's peer id in the state: a member
+// can speak only for itself.
+type Report struct {
+	Node string          `json:"node"`
+	Kind string          `json:"kind"`
+	Body json.RawMessage `json:"body"`
+	Sig  []byte          `json:"sig"`
+}
+
+// ReportMessage is what a report's signature covers: its kind and body.
+func ReportMessage(kind string, body []byte) []byte {
+	m := make([]byte, 0, len(kind)+1+len(body))
+	m = append(m, kind...)
+	m = append(m, 0)
+	return append(m, body...)
+}
+
+// reportKinds are the command types a Report may carry.
+var reportKinds = map[string]bool{
+	TypeShareStored: true, TypeCeremonyResult: true, TypeCeremonyFailed: true, TypeReschedule: true, TypeFail: true,
+}
+
+// MemberReportKinds are the reports any member may forward to the leader; the others
+// (Reschedule, Fail) are the leader's own decisions and never come over the propose RPC.
+func MemberReportKinds() []string {
+	return []string{TypeShareStored, TypeCeremonyResult, TypeCeremonyFailed}
+}
+
+// decodeStrict decodes an entry payload, refusing unknown fields and trailing data: a
+// field this binary does not know is a newer schema, never something to drop.
+func decodeStrict(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
 	}
-	return fmt.Sprintf("user:%d", c.UserID)
+	if dec.More() {
+		return fmt.Errorf("trailing data")
+	}
+	return nil
 }
 
 // Operations a Call can carry, one per API route.
@@ -130,6 +211,7 @@ const (
 	OpAccessList       = "access.list"
 	OpAccessRevoke     = "access.revoke"
 	OpAccessLog        = "access.log"
+	OpAdminKeyRotate   = "admin.rotate_key"
 )
 
 // Call is one authenticated API request. Every authenticated request, reads included, is a
@@ -163,6 +245,9 @@ type Call struct {
 	AccessKeyID string `json:"access_key_id,omitempty"`
 	// Grant carries the writable fields of POST /v1/access-keys, exactly as sent.
 	Grant *GrantFields `json:"grant,omitempty"`
+	// AdminPublicKey is PUT /v1/admin/admin-key's new key (hex). Derived from the signed
+	// body only (never in a legacy entry).
+	AdminPublicKey string `json:"-"`
 
 	// ProposalID is the entry node's id for this proposal, the same on every retry of it
 	// (random, 16 bytes hex). When a retry after an ambiguous failure (the leader died or

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/custos/custos/internal/authn"
 )
 
 // Limits on what the state keeps, so that no caller can grow it without bound.
@@ -102,9 +104,16 @@ type data struct {
 	AccessByPub     map[string]string     `json:"access_by_pub"`
 	AccessByGrantor map[uint64][]string   `json:"access_by_grantor"`
 	AccessLogs      map[string]*AccessLog `json:"access_logs"`
-	LastStamp       int64                 `json:"last_stamp"`
-	LastPrune       int64                 `json:"last_prune"`
-	Applied         uint64                `json:"applied"`
+	// Strict is set once the cluster accepts only signed entries (ClusterInit v2 or
+	// Upgrade); legacy entry kinds are refused from then on.
+	Strict bool `json:"strict,omitempty"`
+	// AdminPublicKey is the admin's Ed25519 public key in key-pair mode (nil in shared-key
+	// mode); AdminKeyGenesis the first one, which every node's configuration must name.
+	AdminPublicKey  []byte `json:"admin_public_key,omitempty"`
+	AdminKeyGenesis []byte `json:"admin_key_genesis,omitempty"`
+	LastStamp       int64  `json:"last_stamp"`
+	LastPrune       int64  `json:"last_prune"`
+	Applied         uint64 `json:"applied"`
 }
 
 func newData() *data {
@@ -174,6 +183,7 @@ type FSM struct {
 	mu       sync.RWMutex
 	d        *data
 	verifier Verifier
+	authn    *authn.Verifier
 	onEvent  func(Event)
 	applied  atomic.Uint64
 	// at is the index of the last entry reflected in d; guarded by mu, so a reader
@@ -186,13 +196,14 @@ type FSM struct {
 	notify   chan struct{} // closed and replaced after every apply
 }
 
-// NewFSM returns an empty state machine. onEvent (may be nil) is called synchronously from
-// Apply and must not block.
-func NewFSM(v Verifier, onEvent func(Event)) *FSM {
+// NewFSM returns an empty state machine. v checks threshold signatures, an checks
+// callers' credentials (both pure functions); onEvent (may be nil) is called
+// synchronously from Apply and must not block.
+func NewFSM(v Verifier, an *authn.Verifier, onEvent func(Event)) *FSM {
 	if onEvent == nil {
 		onEvent = func(Event) {}
 	}
-	return &FSM{d: newData(), verifier: v, onEvent: onEvent, notify: make(chan struct{})}
+	return &FSM{d: newData(), verifier: v, authn: an, onEvent: onEvent, notify: make(chan struct{})}
 }
 
 // WaitApplied blocks until the entry at index has been applied locally or ctx ends.
@@ -283,14 +294,38 @@ func (f *FSM) applyLocked(env *Envelope, index uint64, events *[]Event) Result {
 	}
 	d.LastStamp = env.Stamp
 	d.prune(env.Stamp)
-	a := &applier{d: d, stamp: env.Stamp, verifier: f.verifier, events: events}
+	a := &applier{d: d, stamp: env.Stamp, verifier: f.verifier, authn: f.authn, events: events}
+	if d.Strict && legacyTypes[env.Type] {
+		// An unsigned entry kind after the cluster became strict: whoever proposed it
+		// wants the FSM to believe a proposer.
+		a.audit("cluster", "entry.refused", env.Type, "refused", "auth.signature_invalid")
+		return refuse("auth.signature_invalid", "unsigned entry kind "+env.Type+" refused: this cluster accepts only signed entries")
+	}
 	switch env.Type {
 	case TypeClusterInit:
 		var c ClusterInit
-		if err := json.Unmarshal(env.Payload, &c); err != nil {
+		if err := decodeStrict(env.Payload, &c); err != nil {
 			return badEntry(err)
 		}
 		return a.clusterInit(&c)
+	case TypeUpgrade:
+		var c Upgrade
+		if err := decodeStrict(env.Payload, &c); err != nil {
+			return badEntry(err)
+		}
+		return a.upgrade(&c)
+	case TypeSubmit:
+		var c Submit
+		if err := decodeStrict(env.Payload, &c); err != nil {
+			return badEntry(err)
+		}
+		return a.submit(&c)
+	case TypeReport:
+		var c Report
+		if err := decodeStrict(env.Payload, &c); err != nil {
+			return badEntry(err)
+		}
+		return a.report(&c)
 	case TypeCall:
 		var c Call
 		if err := json.Unmarshal(env.Payload, &c); err != nil {
@@ -320,13 +355,13 @@ func (f *FSM) applyLocked(env *Envelope, index uint64, events *[]Event) Result {
 		if err := json.Unmarshal(env.Payload, &c); err != nil {
 			return badEntry(err)
 		}
-		return a.reschedule(&c)
+		return a.reschedule(&c, "cluster")
 	case TypeFail:
 		var c Fail
 		if err := json.Unmarshal(env.Payload, &c); err != nil {
 			return badEntry(err)
 		}
-		return a.fail(&c)
+		return a.fail(&c, "cluster")
 	}
 	return badEntry(fmt.Errorf("unhandled type %s", env.Type))
 }

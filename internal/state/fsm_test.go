@@ -32,7 +32,7 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	h := &harness{t: t, stamp: 1_700_000_000_000}
-	h.f = NewFSM(okVerifier{}, func(e Event) { h.events = append(h.events, e) })
+	h.f = NewFSM(okVerifier{}, nil, func(e Event) { h.events = append(h.events, e) })
 	h.apply(TypeClusterInit, &ClusterInit{Name: "test", Threshold: 2, Members: []Member{{ID: "n1"}, {ID: "n2"}, {ID: "n3"}}})
 	return h
 }
@@ -315,7 +315,7 @@ func TestSnapshotRestoreAndAuditChain(t *testing.T) {
 	if err := snap.Persist(&s); err != nil {
 		t.Fatal(err)
 	}
-	g := NewFSM(okVerifier{}, nil)
+	g := NewFSM(okVerifier{}, nil, nil)
 	if err := g.Restore(io.NopCloser(bytes.NewReader(s.Bytes()))); err != nil {
 		t.Fatal(err)
 	}
@@ -383,7 +383,7 @@ func FuzzApply(f *testing.F) {
 	f.Add(b)
 	f.Add([]byte(`{"t":"call","v":1,"s":5,"p":{"op":"keys.sign"}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		fsm := NewFSM(okVerifier{}, nil)
+		fsm := NewFSM(okVerifier{}, nil, nil)
 		fsm.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: data})
 	})
 }

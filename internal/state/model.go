@@ -1,6 +1,10 @@
 package state
 
-import "slices"
+import (
+	"slices"
+
+	"github.com/custos/custos/internal/authn"
+)
 
 // Permissions a user or an access key can hold (API.md's whitelist).
 const (
@@ -176,18 +180,7 @@ type Request struct {
 }
 
 // SignedForm is a request exactly as the caller signed it.
-type SignedForm struct {
-	Method         string `json:"method"`
-	Path           string `json:"path"`
-	RawQuery       string `json:"raw_query"`
-	Authorization  string `json:"authorization,omitempty"`
-	ContentDigest  string `json:"content_digest,omitempty"`
-	SignatureInput string `json:"signature_input,omitempty"`
-	Signature      string `json:"signature,omitempty"`
-	// XAuthToken is the X-Auth-Token header of a secp256k1 access key's request.
-	XAuthToken string `json:"x_auth_token,omitempty"`
-	Body       []byte `json:"body,omitempty"`
-}
+type SignedForm = authn.Form
 
 // Access-key schemes: how the holder signs its requests.
 const (

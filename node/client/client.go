@@ -17,6 +17,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -58,7 +59,8 @@ type Client struct {
 }
 
 type options struct {
-	hc *http.Client
+	hc  *http.Client
+	tls *tls.Config
 }
 
 // Option configures a Client.
@@ -67,6 +69,12 @@ type Option func(*options)
 // WithHTTPClient sets the HTTP client (for timeouts, TLS, proxies). The default has a
 // DefaultTimeout timeout.
 func WithHTTPClient(hc *http.Client) Option { return func(o *options) { o.hc = hc } }
+
+// WithTLSConfig sets the TLS configuration of the default HTTP client, for an https node
+// whose certificate a private CA signed (RootCAs) or that requires a client certificate
+// (Certificates, for mutual TLS). It cannot be combined with WithHTTPClient: set the TLS
+// configuration of that client's transport instead.
+func WithTLSConfig(tc *tls.Config) Option { return func(o *options) { o.tls = tc } }
 
 // New returns a client in user mode: every request carries the user token as a Bearer
 // token and an RFC 9421 signature by signingKey with keyid "user:<user_id>", where the
@@ -120,7 +128,14 @@ func NewCustom(baseURL string, authn Authenticator, opts ...Option) (*Client, er
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.hc == nil {
+	switch {
+	case o.hc != nil && o.tls != nil:
+		return nil, errors.New("client: give WithHTTPClient or WithTLSConfig, not both (put the TLS configuration in the HTTP client's transport)")
+	case o.tls != nil:
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = o.tls.Clone()
+		o.hc = &http.Client{Timeout: DefaultTimeout, Transport: tr}
+	case o.hc == nil:
 		o.hc = &http.Client{Timeout: DefaultTimeout}
 	}
 	return &Client{base: u, hc: o.hc, authn: authn, now: time.Now}, nil

@@ -2,12 +2,18 @@ package e2e
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"fmt"
 	"io"
 	"net/http"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/custos/custos/admin"
 )
 
 // refusedCeremonies reads custos_ceremonies_refused_total from a node's /metrics.
@@ -27,9 +33,52 @@ func refusedCeremonies(t *testing.T, api string) float64 {
 	return v
 }
 
+// auditAll reads a node's whole audit log through the admin SDK.
+func (c *cluster) auditAll(ctx context.Context, node int) []admin.AuditEntry {
+	c.t.Helper()
+	adm, err := admin.New(c.key, c.api(node))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var out []admin.AuditEntry
+	after := uint64(0)
+	for {
+		page, err := adm.Audit(ctx, after, 1000)
+		if err != nil {
+			c.t.Fatalf("audit: %v", err)
+		}
+		out = append(out, page...)
+		if len(page) < 1000 {
+			// The end (reading is itself audited: the log grows by an entry a page).
+			return out
+		}
+		after = page[len(page)-1].Seq
+	}
+}
+
+// refusalsBy counts the audit entries in which the FSM refused an entry proposed by node
+// (a forged or tampered request, or a report in another member's name).
+func refusalsBy(entries []admin.AuditEntry, node string) (requests, reports int) {
+	for _, e := range entries {
+		if e.Actor != "node:"+node {
+			continue
+		}
+		switch e.Action {
+		case "request.refused":
+			requests++
+		case "report.refused":
+			reports++
+		}
+	}
+	return
+}
+
 // TestCompromisedCoordinator runs a test build in which every leader misbehaves when it
-// schedules a signing: honest committee members re-verify the request from the log and
-// refuse to start their parties, so no signature is produced (DESIGN.md invariant 2).
+// schedules a signing: it swaps the digest in the caller's signed body, or corrupts the
+// caller's signature (re-signing the entry as its own). Every node's FSM verifies the
+// caller's signature itself when the entry applies, so the request is refused before any
+// ceremony is scheduled, and the refusal names the leader (DESIGN.md: the FSM believes
+// signatures, never proposers).
 func TestCompromisedCoordinator(t *testing.T) {
 	for _, mode := range []string{"swap-digest", "bad-signature"} {
 		t.Run(mode, func(t *testing.T) {
@@ -43,27 +92,178 @@ func TestCompromisedCoordinator(t *testing.T) {
 				t.Fatalf("keygen: %v", err)
 			}
 			r, err := u.clients[1].Sign(ctx, key.KeyID, []byte("transfer everything"), "", "")
-			if err == nil && r.Status == "signed" {
-				t.Fatal("a compromised coordinator obtained a signature")
-			}
 			if err == nil {
-				if r, err = u.clients[1].WaitRequest(ctx, r.RequestID, 500*time.Millisecond); err != nil {
-					t.Fatal(err)
+				t.Fatalf("a compromised coordinator got the request through: %s", r.Status)
+			}
+			if code := apiCode(err); code != "auth.signature_invalid" {
+				t.Fatalf("sign error %v, want auth.signature_invalid", err)
+			}
+			cl, err := c.adm.Cluster(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			entries := c.auditAll(ctx, 0)
+			if reqs, _ := refusalsBy(entries, cl.Leader); reqs < 1 {
+				t.Fatalf("no refusal attributed to the leader %s", cl.Leader)
+			}
+			for _, e := range entries {
+				if e.Action == "sign.signed" || e.Action == "keys.sign" && e.Outcome == "allowed" {
+					t.Fatalf("something was signed: %+v", e)
 				}
 			}
-			if err == nil && r.Status != "failed" {
-				t.Fatalf("request ended %q", r.Status)
-			}
-			if code := apiCode(err); err != nil && code != "ceremony.failed" {
-				t.Fatalf("sign error %v", err)
-			}
-			var refused float64
-			for i := range c.cl.Nodes {
-				refused += refusedCeremonies(t, c.api(i))
-			}
-			if refused < 2 {
-				t.Fatalf("only %v parties refused to join", refused)
+			if refused := refusedCeremonies(t, c.api(0)); refused != 0 {
+				t.Fatalf("a ceremony was even scheduled (%v refused)", refused)
 			}
 		})
 	}
+}
+
+// TestCompromisedMembersForge: members running a test build that forges (as the entry
+// node of every request they receive, leader or follower) propose, next to each keygen
+// and signing, the caller's request again with a fresh proposal id, admin calls without
+// a token, and share reports, results and failures in the other members' names. Every
+// one is refused by every honest FSM and attributed to the forger; keys keep their
+// honest public keys, signatures verify, users do not change, the audit chain verifies.
+// With 3 nodes one member forges; with 5 nodes (k = 3) two collude.
+func TestCompromisedMembersForge(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		nodes, k int
+		hostile  []int
+		// roles: per round, whether the (first) forger must be the leader (true) or a
+		// follower (false); nil leaves it to the election.
+		roles []bool
+	}{
+		{"3 nodes, one forger", 3, 2, []int{0}, []bool{true, false}},
+		{"5 nodes, two colluding", 5, 3, []int{0, 1}, []bool{true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := map[int][]string{}
+			for _, i := range tc.hostile {
+				env[i] = []string{"CUSTOS_TEST_MISBEHAVE=forge"}
+			}
+			c := startCluster(t, clusterOpts{nodes: tc.nodes, threshold: tc.k, bin: bins.custosdHooks, nodeEnv: env})
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			// A bystander the forgers try to re-enable and re-empower.
+			bystander := c.newUser(ctx, "bystander", "keys:read")
+			if err := c.adm.DisableUser(ctx, bystander.id); err != nil {
+				t.Fatal(err)
+			}
+			u := c.newUser(ctx, "victim")
+			usersBefore, err := c.adm.ListUsers(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for round, asLeader := range tc.roles {
+				c.forceRole(ctx, tc.hostile[0], asLeader)
+				for _, h := range tc.hostile {
+					key, _, err := u.clients[h].CreateKey(ctx, "ed25519", tc.k, fmt.Sprintf("k%d-%d", round, h), "")
+					if err != nil || key == nil || key.Status != "active" {
+						t.Fatalf("keygen through the forger: %v %+v", err, key)
+					}
+					pub, _ := hex.DecodeString(key.PublicKey)
+					msg := []byte(fmt.Sprintf("pay bob %d/%d", round, h))
+					for _, entry := range []int{h, tc.nodes - 1} {
+						r, err := u.clients[entry].Sign(ctx, key.KeyID, msg, "", "")
+						if err != nil || r.Status != "signed" || r.Signature == nil {
+							t.Fatalf("sign through node %d: %v %+v", entry+1, err, r)
+						}
+						sig, _ := hex.DecodeString(r.Signature.Signature)
+						if !ed25519.Verify(pub, msg, sig) {
+							t.Fatalf("signature through node %d does not verify under the key's public key", entry+1)
+						}
+					}
+				}
+			}
+			// Let the forgeries settle, then judge.
+			c.waitReady(allNodes(tc.nodes)...)
+			time.Sleep(2 * time.Second)
+			entries := c.auditAll(ctx, tc.nodes-1)
+			for _, h := range tc.hostile {
+				id := c.cl.Nodes[h].ID
+				reqs, reps := refusalsBy(entries, id)
+				// Per forged request: the replay and three admin calls; per committee
+				// peer: three reports in its name.
+				if reqs < 4 || reps < 3 {
+					t.Errorf("refusals attributed to %s: %d requests, %d reports", id, reqs, reps)
+				}
+			}
+			for _, e := range entries {
+				if strings.HasPrefix(e.Action, "users.") && e.Outcome == "allowed" && e.Actor != "admin" {
+					t.Errorf("a non-admin changed users: %+v", e)
+				}
+			}
+			usersAfter, err := c.adm.ListUsers(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(usersAfter) != len(usersBefore) {
+				t.Fatalf("users %d → %d: a forged admin call created one", len(usersBefore), len(usersAfter))
+			}
+			b, err := c.adm.GetUser(ctx, bystander.id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.Status != "disabled" || strings.Join(b.Permissions, ",") != "keys:read" {
+				t.Fatalf("the bystander was changed: %+v", b)
+			}
+			// The honest nodes agree on the chain, and it verifies.
+			v, err := c.adm.VerifyAudit(ctx, 0)
+			if err != nil || v.Broken != nil {
+				t.Fatalf("audit verify: %v %+v", err, v)
+			}
+			// Honest nodes keep serving.
+			key, _, err := u.clients[tc.nodes-1].CreateKey(ctx, "ed25519", tc.k, "after", "")
+			if err != nil || key.Status != "active" {
+				t.Fatalf("keygen after the forgeries: %v", err)
+			}
+		})
+	}
+}
+
+// leader returns the index of the current raft leader, asking the running nodes.
+func (c *cluster) leader(ctx context.Context) int {
+	c.t.Helper()
+	for i := range c.cl.Nodes {
+		if c.procs[i] == nil {
+			continue
+		}
+		adm, err := admin.New(c.key, c.api(i))
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		cl, err := adm.Cluster(ctx)
+		if err != nil || cl.Leader == "" {
+			continue
+		}
+		for j, n := range c.cl.Nodes {
+			if n.ID == cl.Leader {
+				return j
+			}
+		}
+	}
+	return -1
+}
+
+// forceRole restarts nodes until node i is the raft leader (asLeader) or a follower: each
+// restart of the current leader makes the others elect a new one.
+func (c *cluster) forceRole(ctx context.Context, i int, asLeader bool) {
+	c.t.Helper()
+	for try := 0; try < 12; try++ {
+		c.waitReady(allNodes(len(c.cl.Nodes))...)
+		l := c.leader(ctx)
+		if l >= 0 && (l == i) == asLeader {
+			c.t.Logf("node %d is the %s", i+1, map[bool]string{true: "leader", false: "follower"}[asLeader])
+			return
+		}
+		if l < 0 {
+			time.Sleep(500 * time.Millisecond)
+			continue
+		}
+		c.stop(l)
+		time.Sleep(3 * time.Second) // an election among the others
+		c.start(l)
+	}
+	c.t.Fatalf("node %d never became the %v role", i+1, asLeader)
 }

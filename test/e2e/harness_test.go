@@ -79,20 +79,23 @@ type clusterOpts struct {
 	nodes, threshold int
 	bin              string   // custosd binary (default bins.custosd)
 	env              []string // extra environment for every node
+	nodeEnv          map[int][]string
 	extra            map[string]any
 }
 
 // cluster is a running set of custosd processes.
 type cluster struct {
-	t     *testing.T
-	dir   string
-	cl    *devcluster.Cluster
-	bin   string
-	env   []string
-	procs []*exec.Cmd
-	logs  []*os.File
-	adm   *admin.Admin
-	key   []byte
+	t   *testing.T
+	dir string
+	cl  *devcluster.Cluster
+	bin string
+	env []string
+	// nodeEnv is extra environment for some nodes only (by index).
+	nodeEnv map[int][]string
+	procs   []*exec.Cmd
+	logs    []*os.File
+	adm     *admin.Admin
+	key     []byte
 }
 
 func startCluster(t *testing.T, o clusterOpts) *cluster {
@@ -115,7 +118,7 @@ func startCluster(t *testing.T, o clusterOpts) *cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &cluster{t: t, dir: dir, cl: cl, bin: o.bin, env: o.env, procs: make([]*exec.Cmd, o.nodes), logs: make([]*os.File, o.nodes)}
+	c := &cluster{t: t, dir: dir, cl: cl, bin: o.bin, env: o.env, nodeEnv: o.nodeEnv, procs: make([]*exec.Cmd, o.nodes), logs: make([]*os.File, o.nodes)}
 	key, err := cl.AdminKey("/")
 	if err != nil {
 		t.Fatal(err)
@@ -150,7 +153,7 @@ func (c *cluster) start(i int) {
 	}
 	cmd := exec.Command(c.bin, "run", "--config", devcluster.ConfigPath(c.dir, id))
 	cmd.Stdout, cmd.Stderr = lf, lf
-	cmd.Env = append(os.Environ(), c.env...)
+	cmd.Env = append(append(os.Environ(), c.env...), c.nodeEnv[i]...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		c.t.Fatal(err)

@@ -1,0 +1,272 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/custos/custos/admin"
+	"github.com/custos/custos/internal/devcluster"
+)
+
+// clockSkewBound is node.clockBound: how far ahead of a majority of the voters' clocks a
+// leader may stamp entries.
+const clockSkewBound = 10 * time.Second
+
+// TestClockSkew (issue 9, finding 6): a node whose clock runs 2 minutes ahead is made the
+// raft leader and hands leadership over within seconds, without stamping anything: the
+// log stays stamped on the honest clocks, so the honest nodes stay ready, and requests
+// through the fast node are forwarded to the honest leader. A node 2 minutes ahead takes
+// no part in ceremonies (a node does not act on an entry stamped more than 30 s from its
+// clock), so the keygen and signing through the fast node run with it 20 s ahead: still
+// more than the bound (it is never fit to lead) but within the 30 s its runner accepts.
+func TestClockSkew(t *testing.T) {
+	const fast = 0 // node 0 also serves the admin client: admin calls go through it
+	c := startSkewedCluster(t, fast, 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	fastID := c.cl.Nodes[fast].ID
+
+	// The fast node finds that the other voters' clocks disagree with its own and says so.
+	c.waitClockReason(ctx, fast, "ahead of a majority of the voters' clocks")
+	c.checkClockLead(fast, 2*time.Minute)
+	alice := c.newUser(ctx, "alice") // through the fast node, forwarded
+	c.checkLeaderNot(ctx, fastID)
+
+	// Make the fast node the leader, deterministically: with node 1 down, an entry is
+	// committed by nodes 0 and 2; then with node 2 down and node 1 started again, node 1's
+	// log lacks that entry, so only node 0 can win the election (node 1 votes for it).
+	c.stop(1)
+	if _, err := c.adm.CreateUser(ctx, "committed-by-0-and-2"); err != nil {
+		t.Fatalf("create user with node 1 down: %v", err)
+	}
+	c.stop(2)
+	before := c.clockStepdowns(fast) // node 0 alone cannot lead
+	start := time.Now()
+	c.start(1)
+	deadline := time.Now().Add(30 * time.Second)
+	for c.clockStepdowns(fast) <= before {
+		if time.Now().After(deadline) {
+			t.Fatalf("node %s never led and stepped down (custos_clock_stepdowns_total stays %v)", fastID, before)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("the fast node led and handed over %v after node 1 started", time.Since(start).Round(time.Millisecond))
+	// Within a few seconds another node leads and stamps: GET /v1/cluster commits an entry.
+	c.checkLeaderNot(ctx, fastID)
+	t.Logf("another node leads %v after node 1 started", time.Since(start).Round(time.Millisecond))
+	c.start(2)
+	// Had the fast node stamped anything, the honest nodes would now find the log stamped
+	// ahead of their clocks (more than 30 s) and report not ready.
+	c.waitReady(1, 2)
+	c.checkStamps(ctx, time.Now())
+	c.waitClockReason(ctx, fast, "fix NTP on this host")
+
+	// Keygen and signing through a fast node: 20 s ahead (see above).
+	c.stop(fast)
+	setClockOffset(t, c, fast, 20*time.Second)
+	c.start(fast)
+	c.waitClockReason(ctx, fast, "ahead of a majority of the voters' clocks")
+	c.checkClockLead(fast, 20*time.Second)
+	key, req, err := alice.clients[fast].CreateKey(ctx, "ed25519", 2, "skewed", "")
+	if err != nil || key == nil {
+		t.Fatalf("ed25519 keygen through the fast node: %v (request %+v)", err, req)
+	}
+	msg := []byte("signed through a node whose clock runs ahead")
+	r, err := alice.clients[fast].Sign(ctx, key.KeyID, msg, "", "")
+	if err != nil || r.Status != "signed" || r.Signature == nil {
+		t.Fatalf("sign through the fast node: %v (request %+v)", err, r)
+	}
+	pub, _ := hex.DecodeString(key.PublicKey)
+	sig, _ := hex.DecodeString(r.Signature.Signature)
+	if len(pub) != ed25519.PublicKeySize || !ed25519.Verify(pub, msg, sig) {
+		t.Fatal("the Ed25519 signature does not verify under the key")
+	}
+	now := time.Now()
+	for _, at := range []time.Time{key.CreatedAt, r.CreatedAt} {
+		if at.After(now.Add(clockSkewBound)) {
+			t.Fatalf("entry stamped %v, %v ahead of the test's clock", at, at.Sub(now))
+		}
+	}
+	c.checkLeaderNot(ctx, fastID)
+	c.checkStamps(ctx, time.Now())
+}
+
+// startSkewedCluster is startCluster with node skewed's clock shifted by offset (the
+// test-only insecure_testing.clock_offset); it waits for the other nodes to be ready.
+func startSkewedCluster(t *testing.T, skewed int, offset time.Duration) *cluster {
+	t.Helper()
+	const nodes = 3
+	ports := freePorts(t, 2*nodes)
+	dir := t.TempDir()
+	extra := map[string]any{"log": map[string]any{"level": "info"}, "ceremony": map[string]any{"sign_timeout": "15s", "keygen_timeout": "90s"}, "api": map[string]any{"wait_timeout": "30s"}}
+	spec := devcluster.Spec{Dir: dir, Threshold: 2, APIPorts: ports[:nodes], P2PPorts: ports[nodes:],
+		FixturesDir: filepath.Join(bins.root, "test", "fixtures", "preparams"), Extra: extra}
+	cl, err := devcluster.Create(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cluster{t: t, dir: dir, cl: cl, bin: bins.custosd, procs: make([]*exec.Cmd, nodes), logs: make([]*os.File, nodes)}
+	if c.key, err = cl.AdminKey("/"); err != nil {
+		t.Fatal(err)
+	}
+	if c.adm, err = admin.New(c.key, cl.Nodes[0].API); err != nil {
+		t.Fatal(err)
+	}
+	setClockOffset(t, c, skewed, offset)
+	t.Cleanup(c.stopAll)
+	for i := range cl.Nodes {
+		c.start(i)
+	}
+	var honest []int
+	for i := range nodes {
+		if i != skewed {
+			honest = append(honest, i)
+		}
+	}
+	c.waitReady(honest...)
+	return c
+}
+
+// setClockOffset sets insecure_testing.clock_offset in node i's configuration (the node
+// reads it when it starts).
+func setClockOffset(t *testing.T, c *cluster, i int, offset time.Duration) {
+	t.Helper()
+	path := devcluster.ConfigPath(c.dir, c.cl.Nodes[i].ID)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	it, _ := cfg["insecure_testing"].(map[string]any)
+	if it == nil {
+		it = map[string]any{}
+	}
+	it["clock_offset"] = offset.String()
+	cfg["insecure_testing"] = it
+	if b, err = json.MarshalIndent(cfg, "", "  "); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitClockReason waits until node i's /readyz reports not ready with a reason
+// containing want.
+func (c *cluster) waitClockReason(ctx context.Context, i int, want string) {
+	c.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var last string
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		resp, err := http.Get(c.api(i) + "/readyz")
+		if err == nil {
+			var body struct {
+				Reasons []string `json:"reasons"`
+			}
+			_ = json.NewDecoder(resp.Body).Decode(&body)
+			resp.Body.Close()
+			last = strings.Join(body.Reasons, "; ")
+			if resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(last, want) {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.t.Fatalf("node %d: /readyz never said %q (last reasons: %q)", i+1, want, last)
+}
+
+// checkLeaderNot waits (a few seconds at most) until GET /v1/cluster, through node 0,
+// names a leader other than id.
+func (c *cluster) checkLeaderNot(ctx context.Context, id string) {
+	c.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	var last string
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		cl, err := c.adm.Cluster(cctx)
+		cancel()
+		if err == nil {
+			last = cl.Leader
+			if cl.Leader != "" && cl.Leader != id {
+				return
+			}
+		} else {
+			last = err.Error()
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("GET /v1/cluster: leader still %q, want another node than %s", last, id)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// checkStamps checks that no audit entry is stamped more than the bound after now.
+func (c *cluster) checkStamps(ctx context.Context, now time.Time) {
+	c.t.Helper()
+	entries, err := c.adm.Audit(ctx, 0, 1000)
+	if err != nil {
+		c.t.Fatalf("audit: %v", err)
+	}
+	if len(entries) == 0 {
+		c.t.Fatal("no audit entries")
+	}
+	for _, e := range entries {
+		at, err := time.Parse(time.RFC3339Nano, e.Time)
+		if err != nil {
+			c.t.Fatalf("audit entry %d: time %q: %v", e.Seq, e.Time, err)
+		}
+		if at.After(now.Add(clockSkewBound)) {
+			c.t.Fatalf("audit entry %d (%s) stamped %v: %v ahead of the test's clock", e.Seq, e.Action, at, at.Sub(now))
+		}
+	}
+}
+
+// clockStepdowns reads custos_clock_stepdowns_total (all directions) from node i's
+// /metrics; -1 when it cannot be read.
+func (c *cluster) clockStepdowns(i int) float64 { return c.metric(i, "custos_clock_stepdowns_total") }
+
+// checkClockLead checks node i's measured lead over the median clock (its
+// custos_clock_lead_seconds) against want, within a second.
+func (c *cluster) checkClockLead(i int, want time.Duration) {
+	c.t.Helper()
+	got := c.metric(i, "custos_clock_lead_seconds")
+	if got < want.Seconds()-1 || got > want.Seconds()+1 {
+		c.t.Fatalf("node %d measures its clock %vs ahead, want %v", i+1, got, want)
+	}
+}
+
+// metric sums the samples of a metric on node i's /metrics; -1 when it cannot be read.
+func (c *cluster) metric(i int, name string) float64 {
+	resp, err := http.Get(c.api(i) + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	total := 0.0
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+" ") && !strings.HasPrefix(line, name+"{") {
+			continue
+		}
+		f := strings.Fields(line)
+		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+			total += v
+		}
+	}
+	return total
+}

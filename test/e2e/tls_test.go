@@ -1,0 +1,367 @@
+package e2e
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/custos/custos/admin"
+	"github.com/custos/custos/internal/devcluster"
+	"github.com/custos/custos/node/client"
+)
+
+// TestTLS runs real clusters whose API serves HTTPS (issue 9, "TLS on the API"): with a
+// certificate from a private CA, then with mutual TLS (api.client_ca_file). Clients that
+// trust the CA (SDK, admin SDK, CLI) work; plain HTTP, clients that do not trust the CA
+// and, under mTLS, clients without a certificate from the client CA are refused.
+func TestTLS(t *testing.T) {
+	ca := newTLSCA(t, "custos test CA")
+	srvCert, srvKey := ca.issue("node", true)
+	cliCert, cliKey := ca.issue("operator", false)
+	t.Run("https", func(t *testing.T) {
+		t.Parallel()
+		c := startTLSCluster(t, map[string]any{"tls_cert_file": srvCert, "tls_key_file": srvKey}, &tls.Config{RootCAs: ca.pool()})
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+
+		// The SDKs with the CA: a user creates an Ed25519 key and signs through two nodes.
+		tc := &tls.Config{RootCAs: ca.pool()}
+		u := tlsUser(ctx, t, c, tc)
+		tlsKeygenAndSign(ctx, t, u)
+
+		// Plain HTTP to the https port gets no answer from the API.
+		plainURL := strings.Replace(c.api(0), "https://", "http://", 1)
+		resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(plainURL + "/readyz")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "HTTPS") {
+				t.Fatalf("plain HTTP to the https port: %d %q", resp.StatusCode, body)
+			}
+		}
+		// A client that does not trust the CA refuses the node's certificate.
+		untrusted, err := client.New(c.api(1), u.token, u.priv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var uae x509.UnknownAuthorityError
+		if _, err := untrusted.ListKeys(ctx); err == nil || !errors.As(err, &uae) {
+			t.Fatalf("a client without the CA: %v", err)
+		}
+
+		// The CLI with --ca-file (admin) and CUSTOS_CA_FILE (user).
+		out, err := custosCLI(t, nil, "cluster", "--url", c.api(2), "--admin-key-file", c.cl.AdminKeyFile, "--ca-file", ca.file)
+		if err != nil || !strings.Contains(out, `"https://127.0.0.1:`) {
+			t.Fatalf("custos cluster over https: %v %q", err, out)
+		}
+		if _, err := custosCLI(t, nil, "cluster", "--url", c.api(2), "--admin-key-file", c.cl.AdminKeyFile); err == nil {
+			t.Fatal("the CLI accepted the node's certificate without --ca-file")
+		}
+		env := []string{"CUSTOS_TOKEN=" + u.token, "CUSTOS_IDENTITY=" + writeIdentity(t, u.priv), "CUSTOS_CA_FILE=" + ca.file}
+		if out, err := custosCLI(t, env, "keys", "list", "--url", c.api(1)); err != nil || !strings.Contains(out, `"ed25519"`) {
+			t.Fatalf("custos keys list over https: %v %q", err, out)
+		}
+
+		// Every node says in its log that its API is https.
+		for _, n := range c.cl.Nodes {
+			b, _ := os.ReadFile(devcluster.LogPath(c.dir, n.ID))
+			if !strings.Contains(string(b), `"api_scheme":"https"`) {
+				t.Fatalf("%s does not log that its API is https", n.ID)
+			}
+		}
+	})
+
+	t.Run("mutual TLS", func(t *testing.T) {
+		t.Parallel()
+		pair, err := tls.LoadX509KeyPair(cliCert, cliKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		withCert := &tls.Config{RootCAs: ca.pool(), Certificates: []tls.Certificate{pair}}
+		c := startTLSCluster(t, map[string]any{"tls_cert_file": srvCert, "tls_key_file": srvKey, "client_ca_file": ca.file}, withCert)
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+
+		u := tlsUser(ctx, t, c, withCert)
+		tlsKeygenAndSign(ctx, t, u)
+
+		// Without a client certificate, or with one from another CA, the handshake fails:
+		// the request never reaches the API (no HTTP status, no problem details).
+		other := newTLSCA(t, "another CA")
+		otherCert, otherKey := other.issue("stranger", false)
+		otherPair, err := tls.LoadX509KeyPair(otherCert, otherKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, tc := range map[string]*tls.Config{
+			"no client certificate":              {RootCAs: ca.pool()},
+			"a client certificate of another CA": {RootCAs: ca.pool(), Certificates: []tls.Certificate{otherPair}},
+		} {
+			cl, err := client.New(c.api(0), u.token, u.priv, client.WithTLSConfig(tc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Under TLS 1.3 the client may learn of the refusal only while sending its
+			// request, so the error text varies; what matters is that no HTTP answer came.
+			_, err = cl.ListKeys(ctx)
+			var ae *client.APIError
+			if err == nil || errors.As(err, &ae) {
+				t.Fatalf("%s: %v", name, err)
+			}
+			a, err := admin.New(c.key, c.api(1), admin.WithTLSConfig(tc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.Cluster(ctx); err == nil || errors.As(err, &ae) {
+				t.Fatalf("admin, %s: %v", name, err)
+			}
+		}
+		// The same at the TLS layer itself, without HTTP.
+		conn, err := tls.Dial("tcp", strings.TrimPrefix(c.api(2), "https://"), &tls.Config{RootCAs: ca.pool()})
+		if err == nil {
+			_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+			_, err = conn.Read(make([]byte, 1)) // TLS 1.3: the server's verdict arrives after the client's Finished
+			conn.Close()
+		}
+		if err == nil || !strings.Contains(err.Error(), "certificate required") {
+			t.Fatalf("handshake without a client certificate: %v", err)
+		}
+		if b, _ := os.ReadFile(devcluster.LogPath(c.dir, c.cl.Nodes[0].ID)); !strings.Contains(string(b), "TLS handshake error") {
+			t.Fatal("node1 did not refuse the handshakes")
+		}
+
+		// The CLI with --client-cert and --client-key.
+		out, err := custosCLI(t, nil, "cluster", "--url", c.api(1), "--admin-key-file", c.cl.AdminKeyFile, "--ca-file", ca.file, "--client-cert", cliCert, "--client-key", cliKey)
+		if err != nil || !strings.Contains(out, `"leader"`) {
+			t.Fatalf("custos cluster with a client certificate: %v %q", err, out)
+		}
+		if _, err := custosCLI(t, nil, "cluster", "--url", c.api(1), "--admin-key-file", c.cl.AdminKeyFile, "--ca-file", ca.file); err == nil {
+			t.Fatal("the CLI got through without a client certificate")
+		}
+	})
+}
+
+// startTLSCluster starts a 3-node cluster whose API settings include api (TLS files) and
+// whose members' API URLs are https; tc is the TLS configuration of the harness's own
+// clients (readiness probes and the admin SDK).
+func startTLSCluster(t *testing.T, api map[string]any, tc *tls.Config) *cluster {
+	t.Helper()
+	const nodes = 3
+	ports := freePorts(t, 2*nodes)
+	dir := t.TempDir()
+	apiExtra := map[string]any{"wait_timeout": "30s"}
+	for k, v := range api {
+		apiExtra[k] = v
+	}
+	extra := map[string]any{"log": map[string]any{"level": "info"}, "ceremony": map[string]any{"sign_timeout": "15s", "keygen_timeout": "90s"}, "api": apiExtra}
+	cl, err := devcluster.Create(devcluster.Spec{Dir: dir, Threshold: 2, APIPorts: ports[:nodes], P2PPorts: ports[nodes:],
+		FixturesDir: filepath.Join(bins.root, "test", "fixtures", "preparams"), Extra: extra})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// devcluster writes http:// member URLs; these nodes serve https.
+	for i := range cl.Nodes {
+		cl.Nodes[i].API = strings.Replace(cl.Nodes[i].API, "http://", "https://", 1)
+		p := devcluster.ConfigPath(dir, cl.Nodes[i].ID)
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(strings.ReplaceAll(string(b), `"api": "http://`, `"api": "https://`)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := &cluster{t: t, dir: dir, cl: cl, bin: bins.custosd, procs: make([]*exec.Cmd, nodes), logs: make([]*os.File, nodes)}
+	if c.key, err = cl.AdminKey("/"); err != nil {
+		t.Fatal(err)
+	}
+	if c.adm, err = admin.New(c.key, cl.Nodes[0].API, admin.WithTLSConfig(tc)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.stopAll)
+	for i := range cl.Nodes {
+		c.start(i)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tc.Clone()
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: tr}
+	defer hc.CloseIdleConnections()
+	deadline := time.Now().Add(90 * time.Second)
+	for i, n := range cl.Nodes {
+		for {
+			resp, err := hc.Get(n.API + "/readyz")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node %d not ready over https: %v", i+1, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	return c
+}
+
+// tlsUser creates a user through the admin SDK and returns it with one SDK client per
+// node, all using tc.
+func tlsUser(ctx context.Context, t *testing.T, c *cluster, tc *tls.Config) *user {
+	t.Helper()
+	id, err := c.adm.CreateUser(ctx, "tls-user")
+	if err != nil {
+		t.Fatalf("create user over https: %v", err)
+	}
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	tok, err := c.adm.GenUserToken(id, hex.EncodeToString(pub), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &user{id: id, priv: priv, token: tok}
+	first, err := client.New(c.api(0), tok, priv, client.WithTLSConfig(tc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.clients = append(u.clients, first)
+	for i := 1; i < len(c.cl.Nodes); i++ {
+		cl, err := first.WithBaseURL(c.api(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.clients = append(u.clients, cl)
+	}
+	return u
+}
+
+// tlsKeygenAndSign creates an Ed25519 key through node 1, signs through node 2 and
+// verifies the signature.
+func tlsKeygenAndSign(ctx context.Context, t *testing.T, u *user) {
+	t.Helper()
+	k, req, err := u.clients[0].CreateKey(ctx, "ed25519", 2, "tls", "")
+	if err == nil && k == nil && req != nil {
+		var r *client.Request
+		if r, err = u.clients[0].WaitRequest(ctx, req.RequestID, 200*time.Millisecond); err == nil {
+			k = r.Key
+		}
+	}
+	if err != nil || k == nil || k.Status != client.StatusActive {
+		t.Fatalf("Ed25519 keygen over https: %v %+v %+v", err, k, req)
+	}
+	msg := []byte("signed over TLS")
+	r, err := u.clients[1].Sign(ctx, k.KeyID, msg, "", "")
+	if err == nil && !client.Final(r.Status) {
+		r, err = u.clients[1].WaitRequest(ctx, r.RequestID, 200*time.Millisecond)
+	}
+	if err != nil || r.Status != client.StatusSigned || r.Signature == nil {
+		t.Fatalf("Ed25519 sign over https: %v %+v", err, r)
+	}
+	pub, _ := hex.DecodeString(k.PublicKey)
+	sig, _ := hex.DecodeString(r.Signature.Signature)
+	if !ed25519.Verify(ed25519.PublicKey(pub), msg, sig) {
+		t.Fatal("the signature made over https does not verify")
+	}
+}
+
+// writeIdentity writes a user's key as the CLI's identity file (mode 0600).
+func writeIdentity(t *testing.T, priv ed25519.PrivateKey) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "identity")
+	if err := os.WriteFile(p, []byte(hex.EncodeToString(priv.Seed())+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// tlsCA is a throwaway CA that writes certificates and keys as PEM files.
+type tlsCA struct {
+	t    *testing.T
+	dir  string
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	file string // the CA certificate, PEM
+}
+
+func newTLSCA(t *testing.T, name string) *tlsCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := &tlsCA{t: t, dir: t.TempDir(), cert: cert, key: key}
+	ca.file = ca.write("ca.pem", "CERTIFICATE", der)
+	return ca
+}
+
+func (ca *tlsCA) pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(ca.cert)
+	return p
+}
+
+func (ca *tlsCA) write(name, typ string, der []byte) string {
+	p := filepath.Join(ca.dir, name)
+	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		ca.t.Fatal(err)
+	}
+	return p
+}
+
+// issue writes a certificate signed by the CA and its key: a server certificate for
+// 127.0.0.1 (IP SAN), or a client certificate.
+func (ca *tlsCA) issue(name string, server bool) (certFile, keyFile string) {
+	ca.t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		ca.t.Fatal(err)
+	}
+	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
+	if err != nil {
+		ca.t.Fatal(err)
+	}
+	tpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	if server {
+		tpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		tpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		ca.t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		ca.t.Fatal(err)
+	}
+	return ca.write(name+".pem", "CERTIFICATE", der), ca.write(name+"-key.pem", "PRIVATE KEY", kder)
+}
