@@ -429,6 +429,9 @@ func (n *Node) notReady() []string {
 	if r := n.adminKeyMismatch(); r != "" {
 		reasons = append(reasons, r)
 	}
+	if r := n.vouch.blocked(); r != "" {
+		reasons = append(reasons, r)
+	}
 	if !n.pool.ready() {
 		reasons = append(reasons, "pre-parameter pool empty")
 	}

@@ -19,6 +19,8 @@ type metrics struct {
 	dropped           *prometheus.CounterVec
 	refusedCeremonies prometheus.Counter
 	shareMismatch     prometheus.Counter
+	stateUnverified   prometheus.Gauge
+	stateDiverged     prometheus.Gauge
 	poolSize          prometheus.Gauge
 	poolGenerated     prometheus.Counter
 	inlinePreParams   prometheus.Counter
@@ -34,6 +36,8 @@ func newMetrics() *metrics {
 		ceremonyDur:       prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "custos_ceremony_seconds", Help: "Ceremony durations on this node.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 16)}, []string{"kind", "curve", "outcome"}),
 		dropped:           prometheus.NewCounterVec(prometheus.CounterOpts{Name: "custos_p2p_dropped_messages_total", Help: "Ceremony messages dropped, by reason."}, []string{"reason"}),
 		refusedCeremonies: prometheus.NewCounter(prometheus.CounterOpts{Name: "custos_ceremonies_refused_total", Help: "Scheduled ceremonies this node refused to join (scheduled too late after submission, or its share did not match the key)."}),
+		stateUnverified:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "custos_state_unverified", Help: "1 while this node's state, restored from a snapshot it did not take, waits for k members' signed checkpoints."}),
+		stateDiverged:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "custos_state_diverged", Help: "1 when this node's state differs from what k other members signed: it signs nothing."}),
 		shareMismatch:     prometheus.NewCounter(prometheus.CounterOpts{Name: "custos_share_mismatch_total", Help: "Signings refused because this node's share does not yield the key's public key in the replicated state."}),
 		poolSize:          prometheus.NewGauge(prometheus.GaugeOpts{Name: "custos_preparams_pool_size", Help: "ECDSA pre-parameter sets ready."}),
 		poolGenerated:     prometheus.NewCounter(prometheus.CounterOpts{Name: "custos_preparams_generated_total", Help: "Pre-parameter sets generated in the background."}),
@@ -45,7 +49,7 @@ func newMetrics() *metrics {
 	// Go runtime (go_goroutines, memory) and process (process_open_fds, RSS) figures, for
 	// leak and load monitoring.
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m.reg.MustRegister(m.requests, m.ceremonyDur, m.dropped, m.refusedCeremonies, m.shareMismatch, m.poolSize, m.poolGenerated,
+	m.reg.MustRegister(m.requests, m.ceremonyDur, m.dropped, m.refusedCeremonies, m.shareMismatch, m.stateUnverified, m.stateDiverged, m.poolSize, m.poolGenerated,
 		m.inlinePreParams, m.raftState, m.peers, m.applied)
 	return m
 }

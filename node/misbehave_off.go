@@ -2,7 +2,11 @@
 
 package node
 
-import "github.com/custos/custos/internal/state"
+import (
+	"github.com/hashicorp/raft"
+
+	"github.com/custos/custos/internal/state"
+)
 
 // misbehaveHook is a no-op in every real build. Test builds (tag custos_testhooks) replace
 // it with a compromised coordinator, see misbehave_on.go.
@@ -10,3 +14,6 @@ func (n *Node) misbehaveHook(*state.Submit) {}
 
 // misbehaveAfterCommit is a no-op in every real build (see misbehave_on.go).
 func (n *Node) misbehaveAfterCommit(*state.SubmitBody, state.Result) {}
+
+// raftFSM is the state machine raft drives: the FSM itself in every real build.
+func (n *Node) raftFSM() raft.FSM { return n.fsm }

@@ -3,12 +3,15 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
 	"os"
 	"strings"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/custos/custos/internal/authn"
 	"github.com/custos/custos/internal/state"
@@ -141,3 +144,51 @@ func corruptMiddle(s string) string {
 	}
 	return s[:mid] + string(ch) + s[mid+1:]
 }
+
+// raftFSM is the state machine raft drives. With CUSTOS_TEST_MISBEHAVE=forge-snapshot it
+// plays a compromised leader that sends lagging followers a forged snapshot: every
+// disabled user re-enabled with every permission. Its own FSM stays honest.
+func (n *Node) raftFSM() raft.FSM {
+	if os.Getenv("CUSTOS_TEST_MISBEHAVE") != "forge-snapshot" {
+		return n.fsm
+	}
+	return forgingFSM{n.fsm, n}
+}
+
+type forgingFSM struct {
+	*state.FSM
+	n *Node
+}
+
+func (f forgingFSM) Snapshot() (raft.FSMSnapshot, error) {
+	s, err := f.FSM.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	var buf forgeSink
+	if err := s.Persist(&buf); err != nil {
+		return nil, err
+	}
+	forged := bytes.ReplaceAll(buf.Bytes(), []byte(`"status":"disabled","permissions":["keys:read"]`),
+		[]byte(`"status":"active","permissions":["keys:create","keys:read","keys:sign","keys:delete","access:manage"]`))
+	f.n.log.Warn("TEST HOOK: compromised leader forged its snapshot", "changed", !bytes.Equal(forged, buf.Bytes()))
+	return forgedSnapshot(forged), nil
+}
+
+type forgeSink struct{ bytes.Buffer }
+
+func (*forgeSink) ID() string    { return "mem" }
+func (*forgeSink) Cancel() error { return nil }
+func (*forgeSink) Close() error  { return nil }
+
+type forgedSnapshot []byte
+
+func (s forgedSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s); err != nil {
+		_ = sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (forgedSnapshot) Release() {}

@@ -68,9 +68,13 @@ type Node struct {
 	stampMu   sync.Mutex
 	lastStamp int64
 
-	waiters    *waiters
-	events     chan state.Event
-	leaderKick chan struct{}
+	waiters *waiters
+	events  chan state.Event
+	// checkpoints carries checkpoint events to checkpointLoop; vouch is this node's
+	// trust in its own state (vouch.go).
+	checkpoints chan state.Event
+	vouch       vouching
+	leaderKick  chan struct{}
 
 	ceremonies sync.WaitGroup
 	active     sync.Map // request id + attempt → struct{}: ceremonies running here
@@ -99,7 +103,7 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	n := &Node{cfg: cfg, log: log.With("node", cfg.NodeID), waiters: newWaiters(), events: make(chan state.Event, 4096), leaderKick: make(chan struct{}, 1)}
+	n := &Node{cfg: cfg, log: log.With("node", cfg.NodeID), waiters: newWaiters(), events: make(chan state.Event, 4096), checkpoints: make(chan state.Event, 64), leaderKick: make(chan struct{}, 1)}
 	mk := opts.MasterKey
 	if mk == nil {
 		var err error
@@ -323,6 +327,8 @@ func (n *Node) Start(ctx context.Context) error {
 	})
 
 	n.fsm = state.NewFSM(sigVerifier{}, n.authn, n.onEvent)
+	n.fsm.OnSnapshot(n.onSnapshot)
+	n.fsm.OnRestore(n.onRestore)
 	if err := n.openRaft(); err != nil {
 		return err
 	}
@@ -334,6 +340,7 @@ func (n *Node) Start(ctx context.Context) error {
 	n.goBG(n.dispatchEvents)
 	n.goBG(n.leaderLoop)
 	n.goBG(n.reconcileLoop)
+	n.goBG(n.checkpointLoop)
 	n.goBG(n.metricsLoop)
 	n.goBG(n.watchHealth)
 	n.goBG(n.clockLoop)

@@ -32,7 +32,14 @@ func (n *Node) openRaft() error {
 		return fmt.Errorf("raft dir: %w", err)
 	}
 	hl := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: os.Stderr, JSONFormat: true})
-	w, err := wal.Open(filepath.Join(dir, "wal"), wal.WithLogger(hl))
+	segment := 64 << 20 // raft-wal's default
+	if n.cfg.InsecureTesting.RaftTrailingLogs != 0 {
+		// Test-only: small segments, so that compacting the log really drops entries (a
+		// follower behind them then catches up from a snapshot; raft-wal still serves
+		// compacted entries that sit in its current segment).
+		segment = 64 << 10
+	}
+	w, err := wal.Open(filepath.Join(dir, "wal"), wal.WithLogger(hl), wal.WithSegmentSize(segment))
 	if err != nil {
 		return fmt.Errorf("raft log: %w", err)
 	}
@@ -65,12 +72,21 @@ func (n *Node) openRaft() error {
 	rc.SnapshotThreshold = 4096
 	rc.TrailingLogs = 8192
 	rc.BatchApplyCh = true
+	if it := n.cfg.InsecureTesting; it.RaftSnapshotThreshold != 0 || it.RaftTrailingLogs != 0 || it.RaftSnapshotInterval.Duration != 0 {
+		// Test-only (dev mode): snapshot and compact early.
+		rc.SnapshotThreshold = max(it.RaftSnapshotThreshold, 16)
+		rc.TrailingLogs = max(it.RaftTrailingLogs, 8)
+		if it.RaftSnapshotInterval.Duration > 0 {
+			rc.SnapshotInterval = it.RaftSnapshotInterval.Duration
+		}
+		n.log.Warn("INSECURE: raft snapshots and log compaction set for tests", "threshold", rc.SnapshotThreshold, "trailing", rc.TrailingLogs)
+	}
 
 	has, err := raft.HasExistingState(w, w, snaps)
 	if err != nil {
 		return fmt.Errorf("raft state: %w", err)
 	}
-	r, err := raft.NewRaft(rc, n.fsm, w, w, snaps, trans)
+	r, err := raft.NewRaft(rc, n.raftFSM(), w, w, snaps, trans)
 	if err != nil {
 		return fmt.Errorf("raft: %w", err)
 	}

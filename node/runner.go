@@ -54,6 +54,12 @@ func (n *Node) dispatchEvents(ctx context.Context) {
 				n.eraseShare(e.KeyID)
 			case state.EventRetry:
 				n.kickLeader()
+			case state.EventCheckpoint, state.EventCheckpointVote:
+				select {
+				case n.checkpoints <- e:
+				default:
+					n.met.dropped.WithLabelValues("checkpoint_queue_full").Inc()
+				}
 			}
 		}
 	}
@@ -73,6 +79,18 @@ func (n *Node) maybeRun(requestID string) {
 	}
 	runKey := r.ID + "/" + strconv.Itoa(r.Attempt)
 	if _, loaded := n.active.LoadOrStore(runKey, struct{}{}); loaded {
+		return
+	}
+	if why := n.vouch.blocked(); why != "" {
+		// This node's state is in doubt: it takes no part, and says so at once so that
+		// the leader schedules another committee instead of waiting for a timeout.
+		n.log.Warn("not joining a ceremony: this node's state is not vouched for", "request", r.ID, "why", why)
+		n.met.refusedCeremonies.Inc()
+		n.ceremonies.Add(1)
+		go func() {
+			defer n.ceremonies.Done()
+			n.reportFailure(r, "ceremony.refused", why, []string{n.cfg.NodeID})
+		}()
 		return
 	}
 	n.ceremonies.Add(1)

@@ -33,3 +33,37 @@ func TestShareMustMatchTheKey(t *testing.T) {
 		t.Fatalf("custos_share_mismatch_total = %v, want 3", got)
 	}
 }
+
+func TestCheckpointVerdict(t *testing.T) {
+	votes := func(kv ...string) map[string]string {
+		m := map[string]string{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	tests := []struct {
+		name              string
+		own               string
+		votes             map[string]string
+		k                 int
+		vouched, diverged bool
+	}{
+		{"k others agree", "A", votes("n1", "A", "n2", "A", "n3", "A"), 2, true, false},
+		{"own vote does not count", "A", votes("n3", "A", "n1", "A"), 2, false, false},
+		{"one compromised member agrees with a forged state", "F", votes("n1", "F", "n2", "A", "n3", "F"), 2, false, false},
+		{"k others signed another state", "F", votes("n1", "A", "n2", "A", "n3", "F"), 2, false, true},
+		{"k-1 others cannot make a node diverge", "A", votes("n1", "B", "n2", "A"), 2, false, false},
+		{"no own hash", "", votes("n1", "A", "n2", "A"), 2, false, false},
+		{"5 nodes, two colluding", "F", votes("n1", "F", "n2", "F", "n4", "A", "n5", "A"), 3, false, false},
+		{"5 nodes, three honest", "A", votes("n1", "F", "n2", "A", "n4", "A", "n5", "A"), 3, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v, d := checkpointVerdict(tt.own, tt.votes, "n3", tt.k)
+			if v != tt.vouched || d != tt.diverged {
+				t.Fatalf("vouched %v diverged %v, want %v %v", v, d, tt.vouched, tt.diverged)
+			}
+		})
+	}
+}

@@ -149,6 +149,13 @@ type Config struct {
 		// WriteFaultFile names a file whose presence makes every write to this node's
 		// keystore (Pebble) fail with an injected I/O error; removing it heals the node.
 		WriteFaultFile string `json:"write_fault_file"`
+		// RaftSnapshotThreshold, RaftTrailingLogs and RaftSnapshotInterval make raft
+		// snapshot and compact its log early, so that tests can make a lagging node
+		// catch up from a snapshot without writing thousands of entries (0: raft's
+		// production settings).
+		RaftSnapshotThreshold uint64   `json:"raft_snapshot_threshold"`
+		RaftTrailingLogs      uint64   `json:"raft_trailing_logs"`
+		RaftSnapshotInterval  Duration `json:"raft_snapshot_interval"`
 	} `json:"insecure_testing"`
 }
 
@@ -354,7 +361,8 @@ func (c *Config) Validate() error {
 		if c.PreParams.InsecureFixturesDir != "" {
 			errs = append(errs, fmt.Errorf("preparams.insecure_fixtures_dir loads test pre-parameters: %w (use mode \"dev\" for a local cluster)", ErrInsecure))
 		}
-		if c.InsecureTesting.ClockOffset.Duration != 0 || c.InsecureTesting.WriteFaultFile != "" {
+		it := c.InsecureTesting
+		if it.ClockOffset.Duration != 0 || it.WriteFaultFile != "" || it.RaftSnapshotThreshold != 0 || it.RaftTrailingLogs != 0 || it.RaftSnapshotInterval.Duration != 0 {
 			errs = append(errs, fmt.Errorf("insecure_testing injects faults: %w (use mode \"dev\")", ErrInsecure))
 		}
 		if !c.APITLS() && !c.API.AllowPlainHTTP && !IsLoopbackListen(c.API.Listen) {

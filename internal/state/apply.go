@@ -15,9 +15,12 @@ import (
 type applier struct {
 	d        *data
 	stamp    int64
+	index    uint64
 	verifier Verifier
 	authn    *authn.Verifier
 	events   *[]Event
+	// checkpointHere is set by a checkpoint request: the FSM checkpoints at this entry.
+	checkpointHere bool
 }
 
 func (a *applier) emit(kind, requestID, keyID string) {

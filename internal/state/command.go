@@ -146,8 +146,8 @@ type SubmitBody struct {
 }
 
 // Report is what a node says in its own name: Body is one of ShareStored,
-// CeremonyResult, CeremonyFailed (whose Node must be this Node), Reschedule or Fail (the
-// leader's decisions), by Kind (their command types), signed by Node's libp2p identity
+// CeremonyResult, CeremonyFailed, StateCheckpoint, CheckpointRequest (whose Node must be
+// this Node), Reschedule or Fail (the leader's decisions), by Kind (their command types), signed by Node's libp2p identity
 // key. Apply verifies the signature against the member's peer id in the state: a member
 // can speak only for itself.
 type Report struct {
@@ -168,12 +168,13 @@ func ReportMessage(kind string, body []byte) []byte {
 // reportKinds are the command types a Report may carry.
 var reportKinds = map[string]bool{
 	TypeShareStored: true, TypeCeremonyResult: true, TypeCeremonyFailed: true, TypeReschedule: true, TypeFail: true,
+	TypeCheckpoint: true, TypeCheckpointRequest: true,
 }
 
 // MemberReportKinds are the reports any member may forward to the leader; the others
 // (Reschedule, Fail) are the leader's own decisions and never come over the propose RPC.
 func MemberReportKinds() []string {
-	return []string{TypeShareStored, TypeCeremonyResult, TypeCeremonyFailed}
+	return []string{TypeShareStored, TypeCeremonyResult, TypeCeremonyFailed, TypeCheckpoint, TypeCheckpointRequest}
 }
 
 // decodeStrict decodes an entry payload, refusing unknown fields and trailing data: a

@@ -56,11 +56,14 @@ type Verifier interface {
 // Event tells the node that something it may act on was applied. Events never influence
 // the state; they are hints, and the node re-reads the state before acting.
 type Event struct {
-	Kind      string // EventScheduled, EventSettled, EventKeyFailed, EventRetry
+	Kind      string // EventScheduled, EventSettled, EventKeyFailed, EventRetry, EventCheckpoint, EventCheckpointVote
 	RequestID string
 	KeyID     string
 	Stamp     int64
-	Index     uint64
+	// Index is the entry's raft index; for checkpoint events, the checkpoint's index.
+	Index uint64
+	// Hash is this node's state hash at a checkpoint (EventCheckpoint).
+	Hash string
 }
 
 // Event kinds.
@@ -69,6 +72,11 @@ const (
 	EventSettled   = "settled"
 	EventKeyFailed = "key_failed"
 	EventRetry     = "retry"
+	// EventCheckpoint: this node computed its state hash at a checkpoint index; it signs
+	// and reports it.
+	EventCheckpoint = "checkpoint"
+	// EventCheckpointVote: a member's signed checkpoint was recorded; compare.
+	EventCheckpointVote = "checkpoint_vote"
 )
 
 // ProposalResult is a Call's result kept for the retries of its proposal.
@@ -111,9 +119,11 @@ type data struct {
 	// mode); AdminKeyGenesis the first one, which every node's configuration must name.
 	AdminPublicKey  []byte `json:"admin_public_key,omitempty"`
 	AdminKeyGenesis []byte `json:"admin_key_genesis,omitempty"`
-	LastStamp       int64  `json:"last_stamp"`
-	LastPrune       int64  `json:"last_prune"`
-	Applied         uint64 `json:"applied"`
+	// Checkpoints holds, per checkpoint index, each member's signed state hash.
+	Checkpoints map[uint64]map[string]string `json:"checkpoints,omitempty"`
+	LastStamp   int64                        `json:"last_stamp"`
+	LastPrune   int64                        `json:"last_prune"`
+	Applied     uint64                       `json:"applied"`
 }
 
 func newData() *data {
@@ -194,7 +204,27 @@ type FSM struct {
 
 	notifyMu sync.Mutex
 	notify   chan struct{} // closed and replaced after every apply
+
+	// own holds this node's state hashes at recent checkpoint indices (guarded by mu;
+	// local, never part of the state).
+	own map[uint64]string
+	// restoredIndex and restoredSum name the last snapshot restored (guarded by mu).
+	restoredIndex uint64
+	restoredSum   [32]byte
+	// onSnapshot, when set, learns the index and SHA-256 of every snapshot this FSM
+	// produces (the node remembers them as its own, trusted on restore).
+	onSnapshot func(index uint64, sum [32]byte)
+	// onRestore, when set, learns the index and SHA-256 of every snapshot restored.
+	onRestore func(index uint64, sum [32]byte)
 }
+
+// OnSnapshot sets the function told about every snapshot this FSM produces. Set it
+// before the FSM is given to raft.
+func (f *FSM) OnSnapshot(fn func(index uint64, sum [32]byte)) { f.onSnapshot = fn }
+
+// OnRestore sets the function told, synchronously, about every snapshot restored, before
+// any entry after it applies. Set it before the FSM is given to raft.
+func (f *FSM) OnRestore(fn func(index uint64, sum [32]byte)) { f.onRestore = fn }
 
 // NewFSM returns an empty state machine. v checks threshold signatures, an checks
 // callers' credentials (both pure functions); onEvent (may be nil) is called
@@ -271,12 +301,20 @@ func (f *FSM) Apply(l *raft.Log) any {
 	}
 	f.mu.Lock()
 	var events []Event
-	res := f.applyLocked(&env, l.Index, &events)
+	res, checkpoint := f.applyLocked(&env, l.Index, &events)
 	f.at = l.Index
+	if checkpoint || l.Index%CheckpointEvery == 0 {
+		f.d.openCheckpoint(l.Index)
+		h := f.stateHashLocked()
+		f.recordOwnLocked(l.Index, h)
+		events = append(events, Event{Kind: EventCheckpoint, Stamp: env.Stamp, Index: l.Index, Hash: h})
+	}
 	f.mu.Unlock()
 	f.setApplied(l.Index)
 	for _, e := range events {
-		e.Index = l.Index
+		if e.Index == 0 {
+			e.Index = l.Index
+		}
 		f.onEvent(e)
 	}
 	res.Index = l.Index
@@ -287,14 +325,21 @@ func (f *FSM) halt(reason string) {
 	f.halted.CompareAndSwap(nil, &reason)
 }
 
-func (f *FSM) applyLocked(env *Envelope, index uint64, events *[]Event) Result {
+// applyLocked applies one command entry; checkpoint says the entry asked for a state
+// checkpoint at its index.
+func (f *FSM) applyLocked(env *Envelope, index uint64, events *[]Event) (Result, bool) {
 	d := f.d
 	if env.Stamp < d.LastStamp {
-		return Result{Code: "cluster.unavailable", Detail: "entry stamped before its predecessor; retry"}
+		return Result{Code: "cluster.unavailable", Detail: "entry stamped before its predecessor; retry"}, false
 	}
 	d.LastStamp = env.Stamp
 	d.prune(env.Stamp)
-	a := &applier{d: d, stamp: env.Stamp, verifier: f.verifier, authn: f.authn, events: events}
+	a := &applier{d: d, stamp: env.Stamp, index: index, verifier: f.verifier, authn: f.authn, events: events}
+	return a.applyEntry(env), a.checkpointHere
+}
+
+func (a *applier) applyEntry(env *Envelope) Result {
+	d := a.d
 	if d.Strict && legacyTypes[env.Type] {
 		// An unsigned entry kind after the cluster became strict: whoever proposed it
 		// wants the FSM to believe a proposer.
@@ -415,6 +460,9 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state: snapshot: %w", err)
 	}
+	if f.onSnapshot != nil {
+		f.onSnapshot(cp.Applied, sha256.Sum256(b))
+	}
 	return snapshot(b), nil
 }
 
@@ -422,8 +470,14 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	d := newData()
-	dec := json.NewDecoder(rc)
+	h := sha256.New()
+	tee := io.TeeReader(rc, h)
+	dec := json.NewDecoder(tee)
 	if err := dec.Decode(d); err != nil {
+		return fmt.Errorf("state: restore: %w", err)
+	}
+	// The snapshot's hash covers every byte: read what the decoder left.
+	if _, err := io.Copy(io.Discard, tee); err != nil {
 		return fmt.Errorf("state: restore: %w", err)
 	}
 	if d.Version < 1 || d.Version > SnapshotVersion {
@@ -434,7 +488,14 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.mu.Lock()
 	f.d = d
 	f.at = d.Applied
+	f.restoredIndex = d.Applied
+	copy(f.restoredSum[:], h.Sum(nil))
+	f.own = nil
+	index, sum := f.restoredIndex, f.restoredSum
 	f.mu.Unlock()
+	if f.onRestore != nil {
+		f.onRestore(index, sum)
+	}
 	f.setApplied(d.Applied)
 	return nil
 }

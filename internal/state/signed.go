@@ -57,7 +57,12 @@ func (a *applier) submit(s *Submit) Result {
 		return refuse("request.malformed", "proposal id too long")
 	}
 	c := ParseRequest(b.Signed)
-	c.ProposalID, c.Schedule, c.Unschedulable = b.ProposalID, s.Schedule, truncate(s.Unschedulable, 256)
+	// A proposal id is the entry node's: keyed by origin, no member can reach another's
+	// remembered results.
+	if b.ProposalID != "" {
+		c.ProposalID = s.Origin + "/" + b.ProposalID
+	}
+	c.Schedule, c.Unschedulable = s.Schedule, truncate(s.Unschedulable, 256)
 	if c.ProposalID != "" {
 		if p, ok := a.d.Proposals[c.ProposalID]; ok {
 			// A retry of a proposal that already applied: same answer, no new effect.
@@ -77,7 +82,13 @@ func (a *applier) submit(s *Submit) Result {
 	if c.Op == OpSigpairCreate {
 		c.UserName = p.AdminName
 	}
-	return a.call(c)
+	res := a.call(c)
+	if res.Code == "auth.nonce_reused" {
+		// A signed request proposed again under a new proposal id: the caller's entry
+		// says so, and this one names the member that proposed the copy.
+		a.audit("node:"+s.Origin, "request.replayed", c.Op, "refused", res.Code)
+	}
+	return res
 }
 
 // report applies what a node says in its own name.
@@ -127,6 +138,27 @@ func (a *applier) report(rp *Report) Result {
 			c.Culprits = c.Culprits[:16]
 		}
 		return a.ceremonyFailed(&c)
+	case TypeCheckpoint:
+		var c StateCheckpoint
+		if err := decodeStrict(rp.Body, &c); err != nil {
+			return badEntry(err)
+		}
+		if r := speaksForItself(c.Node); !r.OK() {
+			return r
+		}
+		if c.Index > a.index {
+			return refuse("request.malformed", "a checkpoint cannot vouch for a later index")
+		}
+		return a.checkpointVote(&c)
+	case TypeCheckpointRequest:
+		var c CheckpointRequest
+		if err := decodeStrict(rp.Body, &c); err != nil {
+			return badEntry(err)
+		}
+		if r := speaksForItself(c.Node); !r.OK() {
+			return r
+		}
+		return a.checkpointRequest()
 	case TypeReschedule:
 		var c Reschedule
 		if err := decodeStrict(rp.Body, &c); err != nil {

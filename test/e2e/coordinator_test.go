@@ -64,7 +64,7 @@ func refusalsBy(entries []admin.AuditEntry, node string) (requests, reports int)
 			continue
 		}
 		switch e.Action {
-		case "request.refused":
+		case "request.refused", "request.replayed":
 			requests++
 		case "report.refused":
 			reports++
