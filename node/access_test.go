@@ -916,36 +916,6 @@ func TestFSMRefusesForgedSubmits(t *testing.T) {
 		}
 	})
 
-	t.Run("unknown fields", func(t *testing.T) {
-		caller := json.RawMessage(`{"kind":"user","user_id":` + itoa(bobID) + `}`)
-		// Next to the signed body: strict decoding refuses the entry before anything else.
-		sched := signSchedule()
-		var m map[string]json.RawMessage
-		_ = json.Unmarshal(mustJSON(h.submitOf(s.user(), sched)), &m)
-		m["caller"] = caller
-		before, n := h.stateDigest(), h.auditCount()
-		if res := h.apply(state.TypeSubmit, m); res.Code != "request.malformed" {
-			t.Fatalf("caller next to the body: %+v", res)
-		}
-		if h.n.fsm.Request(sched.RequestID) != nil || h.stateDigest() != before || h.auditCount() != n {
-			t.Fatal("the state changed")
-		}
-		// Inside the body the origin signed: refused, and attributed to the origin.
-		sched = signSchedule()
-		body, _ := json.Marshal(map[string]any{"signed": s.user(), "proposal_id": newID(""), "caller": caller})
-		sig, _ := authn.SignNode(h.ids["n1"], authn.DomainRequest, body)
-		before = h.stateDigest()
-		if res := h.apply(state.TypeSubmit, &state.Submit{Origin: "n1", Body: body, OriginSig: sig, Schedule: sched}); res.Code != "request.malformed" {
-			t.Fatalf("caller in the signed body: %+v", res)
-		}
-		if h.n.fsm.Request(sched.RequestID) != nil || h.stateDigest() != before {
-			t.Fatal("the state changed")
-		}
-		if a := h.lastAudit(); a.Actor != "node:n1" || a.Action != "request.refused" || a.Code != "request.malformed" {
-			t.Fatalf("audit %+v", a)
-		}
-	})
-
 	t.Run("legacy unsigned entries", func(t *testing.T) {
 		before := h.stateDigest()
 		sched := signSchedule()
@@ -1004,6 +974,31 @@ func TestFSMRefusesForgedSubmits(t *testing.T) {
 		}
 		if a := h.lastAudit(); a.Actor != s.edAK.ID || a.Code != "auth.key_revoked" {
 			t.Fatalf("audit %+v", a)
+		}
+	})
+	// Last: an unknown field halts the FSM (it would be a newer binary's entry), so
+	// this runs after everything else on this harness.
+	t.Run("unknown fields halt, and the propose gate refuses them", func(t *testing.T) {
+		caller := json.RawMessage(`{"kind":"user","user_id":` + itoa(bobID) + `}`)
+		sched := signSchedule()
+		var m map[string]json.RawMessage
+		_ = json.Unmarshal(mustJSON(h.submitOf(s.user(), sched)), &m)
+		m["caller"] = caller
+		// Inside the body the origin signed, too.
+		body, _ := json.Marshal(map[string]any{"signed": s.user(), "proposal_id": newID(""), "caller": caller})
+		sig, _ := authn.SignNode(h.ids["n1"], authn.DomainRequest, body)
+		inner := &state.Submit{Origin: "n1", Body: body, OriginSig: sig, Schedule: signSchedule()}
+		for name, payload := range map[string]any{"next to the body": m, "in the signed body": inner} {
+			if err := state.ValidateEntry(state.TypeSubmit, mustJSON(payload)); err == nil {
+				t.Fatalf("%s: the propose gate would accept it", name)
+			}
+		}
+		before := h.stateDigest()
+		if res := h.apply(state.TypeSubmit, m); res.Code != "cluster.unavailable" || h.n.fsm.Halted() == "" {
+			t.Fatalf("caller next to the body: %+v (halted %q)", res, h.n.fsm.Halted())
+		}
+		if h.n.fsm.Request(sched.RequestID) != nil || h.stateDigest() != before {
+			t.Fatal("the state changed")
 		}
 	})
 }

@@ -228,6 +228,10 @@ func (n *Node) handlePropose(ctx context.Context, from string, req []byte) ([]by
 // memberMayPropose is the propose RPC's gate: which entry kinds a member may forward,
 // and only in its own name (the FSM checks the signatures again).
 func memberMayPropose(from string, fw forwarded) error {
+	if err := state.ValidateEntry(fw.Type, fw.Payload); err != nil {
+		// What this binary could not apply would halt every node: refuse it here.
+		return fmt.Errorf("entry this node cannot decode: %w", err)
+	}
 	switch fw.Type {
 	case state.TypeSubmit:
 		var s state.Submit

@@ -627,7 +627,11 @@ func (a *applier) ceremonyFailed(c *CeremonyFailed) Result {
 	if !slices.Contains(r.Committee, c.Node) {
 		return refuse("request.conflict", "report from a node outside the committee")
 	}
-	r.Failures = append(r.Failures, Failure{Node: c.Node, Attempt: r.Attempt, Code: c.Code, Detail: truncate(c.Detail, 256), Culprits: c.Culprits})
+	culprits := c.Culprits
+	if len(culprits) > 16 {
+		culprits = culprits[:16]
+	}
+	r.Failures = append(r.Failures, Failure{Node: c.Node, Attempt: r.Attempt, Code: truncate(c.Code, 64), Detail: truncate(c.Detail, 256), Culprits: culprits})
 	if len(r.Failures) > 64 {
 		r.Failures = r.Failures[len(r.Failures)-64:]
 	}

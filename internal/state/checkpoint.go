@@ -61,6 +61,9 @@ func (d *data) openCheckpoint(index uint64) {
 
 // checkpointVote records a member's signed checkpoint.
 func (a *applier) checkpointVote(c *StateCheckpoint) Result {
+	if c.Index > a.index {
+		return refuse("request.malformed", "a checkpoint cannot vouch for a later index")
+	}
 	votes, ok := a.d.Checkpoints[c.Index]
 	if !ok {
 		return refuse("request.conflict", "no checkpoint at that index (or too old)")

@@ -2,8 +2,11 @@ package state
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"testing"
+
+	"github.com/custos/custos/internal/authn"
 )
 
 func TestCheckpoints(t *testing.T) {
@@ -104,5 +107,70 @@ func TestSnapshotRestoreSums(t *testing.T) {
 		if (restored == made) != tc.same {
 			t.Fatalf("%s snapshot: restored sum equal to the produced one: %v", tc.name, restored == made)
 		}
+	}
+}
+
+// TestNewerEntriesHalt: an older node halts on a command kind, a version or a field it
+// does not know — in the entry, in a signed body, in a report's body — rather than skip
+// or half-read it; and ValidateEntry (the propose gate) refuses each first.
+func TestNewerEntriesHalt(t *testing.T) {
+	withField := func(payload any, field string) []byte {
+		b, _ := json.Marshal(payload)
+		return append(b[:len(b)-1], []byte(`,"`+field+`":1}`)...)
+	}
+	cases := []struct {
+		name    string
+		typ     string
+		version int
+		payload func(h *signedHarness) []byte
+	}{
+		{"unknown kind", "policy.create", 1, func(h *signedHarness) []byte { return []byte(`{}`) }},
+		{"newer version", TypeSubmit, 2, func(h *signedHarness) []byte {
+			b, _ := json.Marshal(h.submitAs("n1", "n1", h.userReq("GET", "/v1/keys", "", 0), randHex(), nil))
+			return b
+		}},
+		{"newer field in a submit", TypeSubmit, 1, func(h *signedHarness) []byte {
+			return withField(h.submitAs("n1", "n1", h.userReq("GET", "/v1/keys", "", 0), randHex(), nil), "policy_ids")
+		}},
+		{"newer field in a signed submit body", TypeSubmit, 1, func(h *signedHarness) []byte {
+			body := withField(&SubmitBody{Signed: h.userReq("GET", "/v1/keys", "", 0)}, "approvals")
+			sig, _ := authn.SignNode(h.ids["n1"], authn.DomainRequest, body)
+			b, _ := json.Marshal(&Submit{Origin: "n1", Body: body, OriginSig: sig})
+			return b
+		}},
+		{"newer field in a report body", TypeReport, 1, func(h *signedHarness) []byte {
+			body := withField(&CheckpointRequest{Node: "n2"}, "scope")
+			sig, _ := signNodeForTest(h, "n2", TypeCheckpointRequest, body)
+			b, _ := json.Marshal(&Report{Node: "n2", Kind: TypeCheckpointRequest, Body: body, Sig: sig})
+			return b
+		}},
+		{"unknown report kind", TypeReport, 1, func(h *signedHarness) []byte {
+			b, _ := json.Marshal(&Report{Node: "n2", Kind: "key.deleted", Body: []byte(`{}`)})
+			return b
+		}},
+		{"newer field in an upgrade", TypeUpgrade, 1, func(h *signedHarness) []byte { return []byte(`{"features":["x"]}`) }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newSignedHarness(t, 3, 2)
+			p := tc.payload(h)
+			if tc.version == 1 {
+				if err := ValidateEntry(tc.typ, p); err == nil {
+					t.Fatal("ValidateEntry accepts it")
+				}
+			}
+			before := h.f.Checkpoint().StateHash
+			env, _ := json.Marshal(Envelope{Type: tc.typ, Version: tc.version, Stamp: h.stamp, Payload: p})
+			if res := h.applyRaw(env); res.Code != "cluster.unavailable" || h.f.Halted() == "" {
+				t.Fatalf("applied: %+v (halted %q)", res, h.f.Halted())
+			}
+			if h.f.Checkpoint().StateHash != before {
+				t.Fatal("the state changed")
+			}
+			// Halted for good: nothing after it applies either.
+			if res := h.submit("n1", h.userReq("GET", "/v1/keys", "", 0), nil); res.Code != "cluster.unavailable" {
+				t.Fatalf("after the halt: %+v", res)
+			}
+		})
 	}
 }

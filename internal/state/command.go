@@ -29,31 +29,6 @@ const (
 	TypeUpgrade = "cluster.upgrade"
 )
 
-// commandVersions lists the newest schema version each command type is at. A node refuses
-// entries of a newer version than it knows. A command may write an older version when it
-// uses nothing the newer one added (see versioned), so that nodes not yet upgraded halt
-// only when a new feature is actually used, never diverge silently.
-var commandVersions = map[string]int{
-	TypeClusterInit:    2, // v2: strict (signed entries only) and the admin public key
-	TypeCall:           3, // v2: access keys (caller kind, access.* ops, X-Auth-Token form), token nonce key; v3: proposal id
-	TypeShareStored:    2, // v2: inline_preparams
-	TypeCeremonyResult: 1,
-	TypeCeremonyFailed: 1,
-	TypeReschedule:     1,
-	TypeFail:           1,
-	TypeSubmit:         1,
-	TypeReport:         1,
-	TypeUpgrade:        1,
-}
-
-// legacyTypes are the command types written before entries were signed. They replay as
-// they always did, but only until the cluster is strict (ClusterInit v2 or Upgrade):
-// after that the FSM refuses them, because they carry what a proposer says.
-var legacyTypes = map[string]bool{
-	TypeCall: true, TypeShareStored: true, TypeCeremonyResult: true, TypeCeremonyFailed: true,
-	TypeReschedule: true, TypeFail: true,
-}
-
 // Envelope is the form of every raft log entry custos writes.
 type Envelope struct {
 	Type    string          `json:"t"`
@@ -69,10 +44,11 @@ type versioned interface {
 
 // Encode builds a log entry for a command. The stamp is filled in by the leader.
 func Encode(typ string, stamp int64, payload any) ([]byte, error) {
-	v, ok := commandVersions[typ]
+	c, ok := commands[typ]
 	if !ok {
 		return nil, fmt.Errorf("state: unknown command type %q", typ)
 	}
+	v := c.version
 	if vc, ok := payload.(versioned); ok {
 		v = min(v, vc.schemaVersion())
 	}
@@ -163,12 +139,6 @@ func ReportMessage(kind string, body []byte) []byte {
 	m = append(m, kind...)
 	m = append(m, 0)
 	return append(m, body...)
-}
-
-// reportKinds are the command types a Report may carry.
-var reportKinds = map[string]bool{
-	TypeShareStored: true, TypeCeremonyResult: true, TypeCeremonyFailed: true, TypeReschedule: true, TypeFail: true,
-	TypeCheckpoint: true, TypeCheckpointRequest: true,
 }
 
 // MemberReportKinds are the reports any member may forward to the leader; the others

@@ -294,14 +294,21 @@ func (f *FSM) Apply(l *raft.Log) any {
 		f.halt(fmt.Sprintf("entry %d: undecodable: %v", l.Index, err))
 		return Result{Code: "cluster.unavailable", Detail: "undecodable entry"}
 	}
-	known, ok := commandVersions[env.Type]
-	if !ok || env.Version < 1 || env.Version > known {
+	cmd, ok := commands[env.Type]
+	if !ok || env.Version < 1 || env.Version > cmd.version {
 		f.halt(fmt.Sprintf("entry %d: unknown command %s v%d", l.Index, env.Type, env.Version))
 		return Result{Code: "cluster.unavailable", Detail: "unknown command"}
 	}
+	apply, err := cmd.decode(env.Payload)
+	if err != nil {
+		// A field or kind this binary does not know (a newer member proposed it), or
+		// bytes no binary wrote: never skip it, never half-read it.
+		f.halt(fmt.Sprintf("entry %d: %s v%d cannot be decoded by this binary: %v", l.Index, env.Type, env.Version, err))
+		return Result{Code: "cluster.unavailable", Detail: "undecodable entry"}
+	}
 	f.mu.Lock()
 	var events []Event
-	res, checkpoint := f.applyLocked(&env, l.Index, &events)
+	res, checkpoint := f.applyLocked(&env, apply, l.Index, &events)
 	f.at = l.Index
 	if checkpoint || l.Index%CheckpointEvery == 0 {
 		f.d.openCheckpoint(l.Index)
@@ -327,7 +334,7 @@ func (f *FSM) halt(reason string) {
 
 // applyLocked applies one command entry; checkpoint says the entry asked for a state
 // checkpoint at its index.
-func (f *FSM) applyLocked(env *Envelope, index uint64, events *[]Event) (Result, bool) {
+func (f *FSM) applyLocked(env *Envelope, apply func(*applier) Result, index uint64, events *[]Event) (Result, bool) {
 	d := f.d
 	if env.Stamp < d.LastStamp {
 		return Result{Code: "cluster.unavailable", Detail: "entry stamped before its predecessor; retry"}, false
@@ -335,80 +342,17 @@ func (f *FSM) applyLocked(env *Envelope, index uint64, events *[]Event) (Result,
 	d.LastStamp = env.Stamp
 	d.prune(env.Stamp)
 	a := &applier{d: d, stamp: env.Stamp, index: index, verifier: f.verifier, authn: f.authn, events: events}
-	return a.applyEntry(env), a.checkpointHere
+	return a.applyEntry(env, apply), a.checkpointHere
 }
 
-func (a *applier) applyEntry(env *Envelope) Result {
-	d := a.d
-	if d.Strict && legacyTypes[env.Type] {
+func (a *applier) applyEntry(env *Envelope, apply func(*applier) Result) Result {
+	if a.d.Strict && commands[env.Type].legacy {
 		// An unsigned entry kind after the cluster became strict: whoever proposed it
 		// wants the FSM to believe a proposer.
 		a.audit("cluster", "entry.refused", env.Type, "refused", "auth.signature_invalid")
 		return refuse("auth.signature_invalid", "unsigned entry kind "+env.Type+" refused: this cluster accepts only signed entries")
 	}
-	switch env.Type {
-	case TypeClusterInit:
-		var c ClusterInit
-		if err := decodeStrict(env.Payload, &c); err != nil {
-			return badEntry(err)
-		}
-		return a.clusterInit(&c)
-	case TypeUpgrade:
-		var c Upgrade
-		if err := decodeStrict(env.Payload, &c); err != nil {
-			return badEntry(err)
-		}
-		return a.upgrade(&c)
-	case TypeSubmit:
-		var c Submit
-		if err := decodeStrict(env.Payload, &c); err != nil {
-			return badEntry(err)
-		}
-		return a.submit(&c)
-	case TypeReport:
-		var c Report
-		if err := decodeStrict(env.Payload, &c); err != nil {
-			return badEntry(err)
-		}
-		return a.report(&c)
-	case TypeCall:
-		var c Call
-		if err := json.Unmarshal(env.Payload, &c); err != nil {
-			return badEntry(err)
-		}
-		return a.call(&c)
-	case TypeShareStored:
-		var c ShareStored
-		if err := json.Unmarshal(env.Payload, &c); err != nil {
-			return badEntry(err)
-		}
-		return a.shareStored(&c)
-	case TypeCeremonyResult:
-		var c CeremonyResult
-		if err := json.Unmarshal(env.Payload, &c); err != nil {
-			return badEntry(err)
-		}
-		return a.ceremonyResult(&c)
-	case TypeCeremonyFailed:
-		var c CeremonyFailed
-		if err := json.Unmarshal(env.Payload, &c); err != nil {
-			return badEntry(err)
-		}
-		return a.ceremonyFailed(&c)
-	case TypeReschedule:
-		var c Reschedule
-		if err := json.Unmarshal(env.Payload, &c); err != nil {
-			return badEntry(err)
-		}
-		return a.reschedule(&c, "cluster")
-	case TypeFail:
-		var c Fail
-		if err := json.Unmarshal(env.Payload, &c); err != nil {
-			return badEntry(err)
-		}
-		return a.fail(&c, "cluster")
-	}
-	return badEntry(fmt.Errorf("unhandled type %s", env.Type))
+	return apply(a)
 }
 
 func badEntry(err error) Result {

@@ -44,12 +44,12 @@ func (a *applier) verifyNode(node, domain, what string, body, sig []byte) Result
 // submit applies a client's request: the entry node's signature attributes the entry,
 // the caller's own signature (verified here, at the entry's stamp) authorises it, and
 // everything the request asks for is derived from what the caller signed.
-func (a *applier) submit(s *Submit) Result {
+func (a *applier) submit(s *Submit, body *SubmitBody) Result {
 	if r := a.verifyNode(s.Origin, authn.DomainRequest, "request", s.Body, s.OriginSig); !r.OK() {
 		return r
 	}
-	var b SubmitBody
-	if err := decodeStrict(s.Body, &b); err != nil || b.Signed == nil {
+	b := *body
+	if b.Signed == nil {
 		a.audit("node:"+s.Origin, "request.refused", "", "refused", "request.malformed")
 		return refuse("request.malformed", "entry carries no signed request")
 	}
@@ -91,88 +91,14 @@ func (a *applier) submit(s *Submit) Result {
 	return res
 }
 
-// report applies what a node says in its own name.
-func (a *applier) report(rp *Report) Result {
-	if !reportKinds[rp.Kind] {
-		return refuse("request.malformed", "unknown report kind")
-	}
+// report applies what a node says in its own name: the signature first, then the body
+// (decoded by its kind, see reportBodies), which also checks the body speaks for its
+// signer.
+func (a *applier) report(rp *Report, apply func(*applier, string) Result) Result {
 	if r := a.verifyNode(rp.Node, authn.DomainReport, "report", ReportMessage(rp.Kind, rp.Body), rp.Sig); !r.OK() {
 		return r
 	}
-	actor := "node:" + rp.Node
-	speaksForItself := func(node string) Result {
-		if node != rp.Node {
-			a.audit(actor, "report.refused", truncate("node:"+node, 80), "refused", "auth.signature_invalid")
-			return refuse("auth.signature_invalid", "a node reports only for itself")
-		}
-		return Result{}
-	}
-	switch rp.Kind {
-	case TypeShareStored:
-		var c ShareStored
-		if err := decodeStrict(rp.Body, &c); err != nil {
-			return badEntry(err)
-		}
-		if r := speaksForItself(c.Node); !r.OK() {
-			return r
-		}
-		return a.shareStored(&c)
-	case TypeCeremonyResult:
-		var c CeremonyResult
-		if err := decodeStrict(rp.Body, &c); err != nil {
-			return badEntry(err)
-		}
-		if r := speaksForItself(c.Node); !r.OK() {
-			return r
-		}
-		return a.ceremonyResult(&c)
-	case TypeCeremonyFailed:
-		var c CeremonyFailed
-		if err := decodeStrict(rp.Body, &c); err != nil {
-			return badEntry(err)
-		}
-		if r := speaksForItself(c.Node); !r.OK() {
-			return r
-		}
-		if len(c.Culprits) > 16 {
-			c.Culprits = c.Culprits[:16]
-		}
-		return a.ceremonyFailed(&c)
-	case TypeCheckpoint:
-		var c StateCheckpoint
-		if err := decodeStrict(rp.Body, &c); err != nil {
-			return badEntry(err)
-		}
-		if r := speaksForItself(c.Node); !r.OK() {
-			return r
-		}
-		if c.Index > a.index {
-			return refuse("request.malformed", "a checkpoint cannot vouch for a later index")
-		}
-		return a.checkpointVote(&c)
-	case TypeCheckpointRequest:
-		var c CheckpointRequest
-		if err := decodeStrict(rp.Body, &c); err != nil {
-			return badEntry(err)
-		}
-		if r := speaksForItself(c.Node); !r.OK() {
-			return r
-		}
-		return a.checkpointRequest()
-	case TypeReschedule:
-		var c Reschedule
-		if err := decodeStrict(rp.Body, &c); err != nil {
-			return badEntry(err)
-		}
-		return a.reschedule(&c, actor)
-	case TypeFail:
-		var c Fail
-		if err := decodeStrict(rp.Body, &c); err != nil {
-			return badEntry(err)
-		}
-		return a.fail(&c, actor)
-	}
-	return refuse("request.malformed", "unknown report kind")
+	return apply(a, rp.Node)
 }
 
 // upgrade makes a legacy cluster strict.
