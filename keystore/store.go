@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -630,6 +631,63 @@ func (s *Store) DeleteMeta(name string) error {
 	return s.do("delete meta", func(db *pebble.DB) error {
 		return commit(db, "delete meta", func(b *pebble.Batch) error { return b.Delete(metaKey(name), nil) })
 	})
+}
+
+// PruneMeta deletes, in one synced batch, the named records whose name starts with prefix
+// and for which keep returns false; it returns how many it deleted. Records it cannot
+// open are kept (and counted in the error), never deleted blindly.
+func (s *Store) PruneMeta(prefix string, keep func(name string, value []byte) bool) (deleted int, err error) {
+	if err := validateName("meta prefix", prefix); err != nil {
+		return 0, err
+	}
+	err = s.do("prune meta", func(db *pebble.DB) error {
+		it, err := prefixIter(db, prefixMeta+prefix)
+		if err != nil {
+			return err
+		}
+		var drop [][]byte
+		var bad int
+		base := len(metaKey(""))
+		for ok := it.First(); ok; ok = it.Next() {
+			k := slices.Clone(it.Key())
+			v, err := it.ValueAndErr()
+			if err != nil {
+				bad++
+				continue
+			}
+			value, err := openRecord(s.metaAEAD, k, v)
+			if err != nil {
+				bad++
+				continue
+			}
+			if !keep(string(k[base:]), value) {
+				drop = append(drop, k)
+			}
+		}
+		if err := it.Error(); err != nil {
+			it.Close()
+			return storageErr("prune meta", err)
+		}
+		it.Close()
+		if len(drop) > 0 {
+			if err := commit(db, "prune meta", func(b *pebble.Batch) error {
+				for _, k := range drop {
+					if err := b.Delete(k, nil); err != nil {
+						return err
+					}
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+		deleted = len(drop)
+		if bad > 0 {
+			return fmt.Errorf("%w: %d meta records under %q could not be opened", ErrCorrupt, bad, prefix)
+		}
+		return nil
+	})
+	return deleted, err
 }
 
 // RotateMasterKey re-wraps every data key, the node data key and the check

@@ -692,3 +692,29 @@ func TestPreParamsSequenceExhausted(t *testing.T) {
 		t.Fatalf("TakePreParams = %s %q %v", id, data, err)
 	}
 }
+
+func TestPruneMeta(t *testing.T) {
+	s := openTest(t, t.TempDir(), testKey(1))
+	for _, n := range []string{"session-a", "session-b", "session-c", "identity"} {
+		if err := s.PutMeta(n, []byte(n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]string{}
+	n, err := s.PruneMeta("session-", func(name string, v []byte) bool {
+		seen[name] = string(v)
+		return name == "session-b"
+	})
+	if err != nil || n != 2 {
+		t.Fatalf("pruned %d, %v", n, err)
+	}
+	if len(seen) != 3 || seen["session-a"] != "session-a" {
+		t.Fatalf("keep saw %v", seen)
+	}
+	for name, want := range map[string]bool{"session-a": false, "session-b": true, "session-c": false, "identity": true} {
+		_, err := s.GetMeta(name)
+		if (err == nil) != want {
+			t.Errorf("%s: present %v, want %v", name, err == nil, want)
+		}
+	}
+}

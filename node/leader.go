@@ -160,7 +160,9 @@ func (n *Node) leaderLoop(ctx context.Context) {
 			case state.KindKeygen:
 				if age > n.cfg.Ceremony.KeygenTimeout.Duration+5*time.Second {
 					inflight[key] = true
-					go n.reportQuiet(ctx, state.TypeFail, &state.Fail{RequestID: r.ID, Code: "ceremony.failed", Detail: "keygen timed out"})
+					n.spawn(func() {
+						n.reportQuiet(ctx, state.TypeFail, &state.Fail{RequestID: r.ID, Code: "ceremony.failed", Detail: "keygen timed out"})
+					})
 				}
 			case state.KindSign:
 				timedOut := age > n.cfg.Ceremony.SignTimeout.Duration+2*time.Second
@@ -168,7 +170,7 @@ func (n *Node) leaderLoop(ctx context.Context) {
 					continue
 				}
 				inflight[key] = true
-				go n.retry(ctx, r, timedOut)
+				n.spawn(func() { n.retry(ctx, r, timedOut) })
 			}
 		}
 		if len(inflight) > 4096 {

@@ -81,7 +81,7 @@ func (n *Node) misbehaveAfterCommit(b *state.SubmitBody, res state.Result) {
 	if r == nil {
 		return
 	}
-	go n.forge(*b, r)
+	n.spawn(func() { n.forge(*b, r) })
 }
 
 // forge proposes entries a compromised member would try, through the same path as its

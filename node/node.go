@@ -76,8 +76,14 @@ type Node struct {
 	vouch       vouching
 	leaderKick  chan struct{}
 
-	ceremonies sync.WaitGroup
-	active     sync.Map // request id + attempt → struct{}: ceremonies running here
+	// lifeMu guards stopping; work counts the short-lived goroutines (ceremonies, the
+	// leader's reports) that Stop waits for. spawn refuses new ones once Stop began, so
+	// that work.Add never races work.Wait.
+	lifeMu   sync.Mutex
+	stopping bool
+	work     sync.WaitGroup
+
+	active sync.Map // request id + attempt → struct{}: ceremonies running here
 	activeN    atomicCounter
 
 	// fatal carries the first error after which the node must stop (its keystore
@@ -378,6 +384,22 @@ func p2pMembers(ms []config.Member) ([]p2p.Member, error) {
 
 func peerIDFromString(s string) (peer.ID, error) { return peer.Decode(s) }
 
+// spawn runs f in a goroutine that Stop waits for; after Stop began it runs nothing and
+// returns false.
+func (n *Node) spawn(f func()) bool {
+	n.lifeMu.Lock()
+	defer n.lifeMu.Unlock()
+	if n.stopping {
+		return false
+	}
+	n.work.Add(1)
+	go func() {
+		defer n.work.Done()
+		f()
+	}()
+	return true
+}
+
 func (n *Node) goBG(f func(ctx context.Context)) {
 	n.bg.Add(1)
 	go func() {
@@ -394,13 +416,16 @@ func (n *Node) Stop(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	n.lifeMu.Lock()
+	n.stopping = true
+	n.lifeMu.Unlock()
 	if n.cancel != nil {
 		n.cancel()
 	}
 	if n.engine != nil {
 		n.engine.Close()
 	}
-	n.ceremonies.Wait()
+	n.work.Wait()
 	if n.raft != nil {
 		if err := n.raft.Shutdown().Error(); err != nil {
 			errs = append(errs, err)

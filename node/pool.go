@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"sync"
 	"time"
 
 	ecdsakeygen "github.com/bnb-chain/tss-lib/v2/ecdsa/keygen"
@@ -22,8 +23,10 @@ import (
 // — except in the dev cluster's insecure fixture mode, which recycles a few test sets.
 type pool struct {
 	n        *Node
-	fixtures [][]byte
-	next     int
+	fixtures [][]byte // set once by seed, before any keygen
+
+	mu   sync.Mutex // guards next
+	next int        // the next fixture to hand out (fixture mode)
 }
 
 func newPool(n *Node) *pool { return &pool{n: n} }
@@ -101,8 +104,10 @@ func (p *pool) take(ctx context.Context) (_ *ecdsakeygen.LocalPreParams, inline 
 		return pre, false, nil
 	}
 	if len(p.fixtures) > 0 {
+		p.mu.Lock()
 		b := p.fixtures[p.next%len(p.fixtures)]
 		p.next++
+		p.mu.Unlock()
 		pre, err := decodePreParams(b)
 		return pre, false, err
 	}

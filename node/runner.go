@@ -86,22 +86,18 @@ func (n *Node) maybeRun(requestID string) {
 		// the leader schedules another committee instead of waiting for a timeout.
 		n.log.Warn("not joining a ceremony: this node's state is not vouched for", "request", r.ID, "why", why)
 		n.met.refusedCeremonies.Inc()
-		n.ceremonies.Add(1)
-		go func() {
-			defer n.ceremonies.Done()
-			n.reportFailure(r, "ceremony.refused", why, []string{n.cfg.NodeID})
-		}()
+		n.spawn(func() { n.reportFailure(r, "ceremony.refused", why, []string{n.cfg.NodeID}) })
 		return
 	}
-	n.ceremonies.Add(1)
 	seen := time.Now()
-	go func() {
-		defer n.ceremonies.Done()
+	if !n.spawn(func() {
 		defer n.active.Delete(runKey)
 		n.activeN.add(1)
 		defer n.activeN.add(-1)
 		n.run(r, seen)
-	}()
+	}) {
+		n.active.Delete(runKey)
+	}
 }
 
 func (n *Node) sessionParams(r *state.Request, k *state.Key) protocol.SessionParams {
@@ -131,7 +127,7 @@ func (n *Node) run(r *state.Request, seen time.Time) {
 	// A session id is never reused, also across restarts: its marker is persisted (a
 	// synced write) before the party starts. The write runs while the request is
 	// verified, and the party starts only once both are done.
-	marker := "session-" + sid.String()
+	marker := sessionMarkerPrefix + sid.String()
 	if _, err := n.ks.GetMeta(marker); err == nil {
 		log.Debug("session already ran on this node; not starting it again")
 		return
@@ -345,13 +341,43 @@ func (n *Node) eraseShare(keyID string) {
 
 // reconcileLoop catches up on what event hints may have missed (restarts, snapshots, a
 // full queue): shares of failed keys are erased and fresh schedules are joined.
+// Session markers (keystore meta "session-<id>", valued with the schedule's stamp) keep a
+// session from running twice on this node, across restarts too. A schedule is acted on
+// only within maxStampSkew of its stamp, so a marker older than sessionMarkerRetention
+// guards nothing any more: markers are pruned every sessionMarkerPrune.
+const (
+	sessionMarkerPrefix    = "session-"
+	sessionMarkerRetention = 10 * time.Minute
+	sessionMarkerPrune     = 5 * time.Minute
+)
+
+// pruneSessionMarkers deletes the session markers that can no longer matter.
+func (n *Node) pruneSessionMarkers() {
+	cutoff := n.now().Add(-sessionMarkerRetention).UnixMilli()
+	deleted, err := n.ks.PruneMeta(sessionMarkerPrefix, func(_ string, v []byte) bool {
+		stamp, err := strconv.ParseInt(string(v), 10, 64)
+		return err != nil || stamp >= cutoff // keep what it cannot read
+	})
+	if err != nil {
+		n.log.Warn("pruning session markers", "err", err)
+	}
+	if deleted > 0 {
+		n.log.Debug("pruned session markers", "deleted", deleted)
+	}
+}
+
 func (n *Node) reconcileLoop(ctx context.Context) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	// A failed key's share is checked once per process: the key_failed event erases it
 	// as it happens, so this only catches what a restart or a snapshot skipped.
 	erased := map[string]bool{}
+	var pruned time.Time
 	for {
+		if time.Since(pruned) > sessionMarkerPrune {
+			pruned = time.Now()
+			n.pruneSessionMarkers()
+		}
 		for _, k := range n.fsm.AllKeys() {
 			if k.Status == state.KeyFailed && !erased[k.ID] {
 				if ok, _ := n.ks.HasShare(k.ID); ok {

@@ -1,14 +1,18 @@
 package node
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"log/slog"
+	"strconv"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/custos/custos/internal/state"
+	"github.com/custos/custos/keystore"
 )
 
 // TestShareMustMatchTheKey: a node never uses a share whose public key differs from the
@@ -65,5 +69,34 @@ func TestCheckpointVerdict(t *testing.T) {
 				t.Fatalf("vouched %v diverged %v, want %v %v", v, d, tt.vouched, tt.diverged)
 			}
 		})
+	}
+}
+
+// TestSessionMarkersPruned: markers of sessions too old to be acted on are deleted;
+// recent ones, and ones that cannot be read, are kept.
+func TestSessionMarkersPruned(t *testing.T) {
+	ks, err := keystore.Open(t.TempDir(), bytes.Repeat([]byte{7}, keystore.MasterKeySize), keystore.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ks.Close()
+	n := &Node{ks: ks, log: slog.New(slog.DiscardHandler)}
+	now := time.Now()
+	markers := map[string]string{
+		"session-old":     strconv.FormatInt(now.Add(-sessionMarkerRetention-time.Minute).UnixMilli(), 10),
+		"session-recent":  strconv.FormatInt(now.Add(-time.Minute).UnixMilli(), 10),
+		"session-garbled": "not a stamp",
+		"identity-like":   strconv.FormatInt(now.Add(-24*time.Hour).UnixMilli(), 10),
+	}
+	for k, v := range markers {
+		if err := ks.PutMeta(k, []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n.pruneSessionMarkers()
+	for k, keep := range map[string]bool{"session-old": false, "session-recent": true, "session-garbled": true, "identity-like": true} {
+		if _, err := ks.GetMeta(k); (err == nil) != keep {
+			t.Errorf("%s: kept %v, want %v", k, err == nil, keep)
+		}
 	}
 }
