@@ -83,8 +83,8 @@ type Node struct {
 	stopping bool
 	work     sync.WaitGroup
 
-	active sync.Map // request id + attempt → struct{}: ceremonies running here
-	activeN    atomicCounter
+	active  sync.Map // request id + attempt → struct{}: ceremonies running here
+	activeN atomicCounter
 
 	// fatal carries the first error after which the node must stop (its keystore
 	// failed); faultFS is the test-only write-fault switch (nil unless configured).
