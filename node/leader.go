@@ -86,13 +86,20 @@ func (n *Node) schedule(s *state.Submit, origin string) {
 // first (both known to be up), then others at random; avoid lists nodes to leave out if
 // possible (culprits and silent parties of earlier attempts).
 func (n *Node) pickCommittee(k *state.Key, origin string, avoid []string) ([]string, bool) {
+	return chooseCommittee(k.Members, k.Threshold, n.live, []string{n.cfg.NodeID, origin}, avoid, shuffle)
+}
+
+// chooseCommittee is the committee choice as a pure function: threshold live parties,
+// preferring those in prefer, then the others in the order shuffle leaves them, and
+// those in avoid only when there are not enough others. The result is sorted.
+func chooseCommittee(parties []string, threshold int, live func(string) bool, prefer, avoid []string, shuffle func([]string)) ([]string, bool) {
 	var first, rest, avoided []string
-	for _, m := range k.Members {
+	for _, m := range parties {
 		switch {
-		case !n.live(m):
+		case !live(m):
 		case slices.Contains(avoid, m):
 			avoided = append(avoided, m)
-		case m == n.cfg.NodeID || m == origin:
+		case slices.Contains(prefer, m):
 			first = append(first, m)
 		default:
 			rest = append(rest, m)
@@ -101,10 +108,10 @@ func (n *Node) pickCommittee(k *state.Key, origin string, avoid []string) ([]str
 	shuffle(rest)
 	shuffle(avoided)
 	all := append(append(first, rest...), avoided...)
-	if len(all) < k.Threshold {
+	if len(all) < threshold {
 		return nil, false
 	}
-	c := slices.Clone(all[:k.Threshold])
+	c := slices.Clone(all[:threshold])
 	slices.Sort(c)
 	return c, true
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -98,5 +99,40 @@ func TestSessionMarkersPruned(t *testing.T) {
 		if _, err := ks.GetMeta(k); (err == nil) != keep {
 			t.Errorf("%s: kept %v, want %v", k, err == nil, keep)
 		}
+	}
+}
+
+func TestChooseCommittee(t *testing.T) {
+	all := []string{"n1", "n2", "n3", "n4", "n5"}
+	up := func(down ...string) func(string) bool {
+		return func(m string) bool { return !slices.Contains(down, m) }
+	}
+	keep := func([]string) {} // deterministic: no shuffling
+	reverse := func(s []string) { slices.Reverse(s) }
+	tests := []struct {
+		name    string
+		k       int
+		live    func(string) bool
+		prefer  []string
+		avoid   []string
+		shuffle func([]string)
+		want    []string
+	}{
+		{"leader and entry node first", 2, up(), []string{"n4", "n2"}, nil, keep, []string{"n2", "n4"}},
+		{"then the others", 3, up(), []string{"n4", "n2"}, nil, keep, []string{"n1", "n2", "n4"}},
+		{"the others in shuffled order", 3, up(), []string{"n4", "n2"}, nil, reverse, []string{"n2", "n4", "n5"}},
+		{"down parties never", 3, up("n1", "n3"), []string{"n2"}, nil, keep, []string{"n2", "n4", "n5"}},
+		{"culprits avoided", 2, up(), []string{"n1"}, []string{"n2", "n3"}, keep, []string{"n1", "n4"}},
+		{"culprits when nothing else", 3, up("n4", "n5"), []string{"n1"}, []string{"n2"}, keep, []string{"n1", "n2", "n3"}},
+		{"a preferred culprit is still avoided", 2, up(), []string{"n1", "n2"}, []string{"n1"}, keep, []string{"n2", "n3"}},
+		{"too few live", 3, up("n1", "n2", "n3"), nil, nil, keep, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := chooseCommittee(all, tt.k, tt.live, tt.prefer, tt.avoid, tt.shuffle)
+			if !slices.Equal(got, tt.want) || ok != (tt.want != nil) {
+				t.Fatalf("got %v %v, want %v", got, ok, tt.want)
+			}
+		})
 	}
 }
