@@ -74,7 +74,15 @@ func (n *Node) misbehaveHook(s *state.Submit) {
 // misbehaveAfterCommit plays a compromised entry node (CUSTOS_TEST_MISBEHAVE=forge): once
 // a keygen or sign request it received committed, it forges around it.
 func (n *Node) misbehaveAfterCommit(b *state.SubmitBody, res state.Result) {
-	if os.Getenv("CUSTOS_TEST_MISBEHAVE") != "forge" || res.RequestID == "" {
+	if os.Getenv("CUSTOS_TEST_MISBEHAVE") != "forge" {
+		return
+	}
+	if res.AccessKeyID != "" && state.ParseRequest(b.Signed).Op == state.OpAccessCreate {
+		// A grant it saw: once the grantor revokes it, propose the grant again.
+		n.spawn(func() { n.recreateGrant(*b, res.AccessKeyID) })
+		return
+	}
+	if res.RequestID == "" {
 		return
 	}
 	r := n.fsm.Request(res.RequestID)
@@ -108,6 +116,18 @@ func (n *Node) forge(b state.SubmitBody, r *state.Request) {
 		f := f
 		if s, err := n.newSubmit(&state.SubmitBody{Signed: &f, ProposalID: newID("")}); err == nil {
 			try("admin call without a token", state.TypeSubmit, s)
+		}
+	}
+	// User calls with a forged caller: the victim's route and body with no credentials,
+	// and with its token but a signature that is not its.
+	for _, f := range []state.SignedForm{
+		{Method: b.Signed.Method, Path: b.Signed.Path, Body: b.Signed.Body, ContentDigest: b.Signed.ContentDigest},
+		{Method: b.Signed.Method, Path: b.Signed.Path, Body: b.Signed.Body, ContentDigest: b.Signed.ContentDigest,
+			Authorization: b.Signed.Authorization, SignatureInput: b.Signed.SignatureInput, Signature: corruptMiddle(b.Signed.Signature)},
+	} {
+		f := f
+		if s, err := n.newSubmit(&state.SubmitBody{Signed: &f, ProposalID: newID("")}); err == nil {
+			try("user call with a forged caller", state.TypeSubmit, s)
 		}
 	}
 	mine := []byte{0x02, 0x79, 0xbe, 0x66, 0x7e, 0xf9, 0xdc, 0xbb, 0xac, 0x55, 0xa0, 0x62, 0x95, 0xce, 0x87, 0x0b, 0x07, 0x02, 0x9b, 0xfc, 0xdb, 0x2d, 0xce, 0x28, 0xd9, 0x59, 0xf2, 0x81, 0x5b, 0x16, 0xf8, 0x17, 0x98}
@@ -192,3 +212,27 @@ func (s forgedSnapshot) Persist(sink raft.SnapshotSink) error {
 }
 
 func (forgedSnapshot) Release() {}
+
+// recreateGrant waits (up to a minute) for the access key to be revoked, then proposes its
+// grantor's signed grant again with a fresh proposal id and access key id.
+func (n *Node) recreateGrant(b state.SubmitBody, id string) {
+	for i := 0; i < 600; i++ {
+		if ak := n.fsm.AccessKey(id); ak != nil && ak.RevokedAt != 0 {
+			b.ProposalID = newID("")
+			s, err := n.newSubmit(&b)
+			if err != nil {
+				return
+			}
+			ctx, cancel := context.WithTimeout(n.ctx, 20*time.Second)
+			res, err := n.propose(ctx, state.TypeSubmit, s)
+			cancel()
+			n.log.Warn("TEST HOOK: forged entry proposed", "what", "re-created revoked grant", "err", err, "code", res.Code)
+			return
+		}
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

@@ -291,6 +291,10 @@ func (c *ceremony) handleTSS(m *Message) {
 	c.seenRaw[rk] = struct{}{}
 	if spec.broadcast {
 		c.bcast[key] = h
+		// Echo before comparing: when the echoes already here show that m.From sent the
+		// others something else, they need this node's echo as first-hand evidence too
+		// (the abort that follows alone would only make them give up, blaming no one).
+		c.sendEchoes(m.From, typ, h)
 		for _, q := range c.members {
 			if q == c.self || q == m.From {
 				continue
@@ -300,7 +304,6 @@ func (c *ceremony) handleTSS(m *Message) {
 				return
 			}
 		}
-		c.sendEchoes(m.From, typ, h)
 	}
 	var valid bool
 	if err := safeCall(c.log, func() { valid = parsed.ValidateBasic() }); err != nil || !valid {

@@ -187,7 +187,7 @@ func TestMissingEchoesTimeOut(t *testing.T) {
 			return nil
 		}
 		return []*Message{m}
-	}, 4*time.Second) // long enough for tss-lib to finish even on a loaded machine
+	}, computeTimeout(4*time.Second)) // long enough for tss-lib to finish even on a loaded machine
 	for _, id := range []string{"node-a", "node-b"} {
 		requireCeremonyError(t, id, errs[id], context.DeadlineExceeded, "node-c")
 		if !strings.Contains(errs[id].Error(), "echo") {

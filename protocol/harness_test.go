@@ -290,3 +290,17 @@ func sharedECDSAKey(t *testing.T) *ecdsaKey {
 	}
 	return &ecdsaFixed
 }
+
+// raceSlowdown is how much longer the deadlines that must leave tss-lib time to finish
+// its computation are under the race detector (raceEnabled).
+const raceSlowdown = 5
+
+// computeTimeout scales a deadline that must outlast tss-lib's own computation (not
+// only a wait for messages) when the race detector slows that computation down. A test
+// that always runs into its deadline (a party withholds messages) gets as much longer.
+func computeTimeout(d time.Duration) time.Duration {
+	if raceEnabled {
+		return d * raceSlowdown
+	}
+	return d
+}
