@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -1211,7 +1212,14 @@ func TestFindAccessKeyWaitsForTheEntry(t *testing.T) {
 		}
 		done <- x
 	}()
-	time.Sleep(50 * time.Millisecond)
+	// Apply once the request waits for the entry: it holds the one wait slot.
+	deadline := time.Now().Add(3 * time.Second)
+	for len(h.n.akWaits) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the request never waited for the grant")
+		}
+		runtime.Gosched()
+	}
 	if res := h.apply(state.TypeSubmit, grant); !res.OK() || res.AccessKeyID != sched.AccessKeyID {
 		t.Fatalf("grant: %+v", res)
 	}

@@ -40,7 +40,7 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cfgs, cl, err := prepareDev(abs, *dir, *nodes, *threshold, *apiPort, *p2pPort, *fixtures)
+	cfgs, cl, err := prepareDev(bin, abs, *dir, *nodes, *threshold, *apiPort, *p2pPort, *fixtures)
 	if err != nil {
 		return err
 	}
@@ -130,11 +130,12 @@ func findCustosd(flagPath string) (string, error) {
 }
 
 // prepareDev creates the dev cluster on first use (keys, identities, configurations) and
-// reuses it afterwards, so that keys survive a second `make run`.
-func prepareDev(abs, rel string, nodes, threshold, apiPort, p2pPort int, fixtures string) ([]string, *devcluster.Cluster, error) {
+// reuses it afterwards, so that keys survive a second `make run`. custosd (`custosd init`)
+// creates each node's data directory: the CLI links no node code.
+func prepareDev(custosd, abs, rel string, nodes, threshold, apiPort, p2pPort int, fixtures string) ([]string, *devcluster.Cluster, error) {
 	cl, err := devcluster.Load(abs)
 	if errors.Is(err, os.ErrNotExist) {
-		spec := devcluster.Spec{Dir: abs, RelDir: rel, Threshold: threshold, FixturesDir: fixtures}
+		spec := devcluster.Spec{Dir: abs, RelDir: rel, Threshold: threshold, FixturesDir: fixtures, Custosd: custosd}
 		for i := 0; i < nodes; i++ {
 			spec.APIPorts = append(spec.APIPorts, apiPort+i)
 			spec.P2PPorts = append(spec.P2PPorts, p2pPort+i)

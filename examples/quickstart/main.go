@@ -1,7 +1,9 @@
 // Command quickstart walks the custos flow against a running dev cluster (`make run`):
 // the admin creates a user and issues its token offline, the user creates a secp256k1 and
 // an Ed25519 key through different nodes, signs through a third, and verifies the
-// signatures with btcec and crypto/ed25519.
+// signatures with btcec and crypto/ed25519. It uses only the public SDKs (admin,
+// node/client) and reads the dev cluster's cluster.json and admin.key (API.md's dev
+// cluster contract) with the standard library, as any program of yours could.
 //
 //	go run ./examples/quickstart [-cluster .devcluster/cluster.json]
 package main
@@ -12,31 +14,28 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log"
+	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/btcsuite/btcd/btcec/v2"
 	btcecdsa "github.com/btcsuite/btcd/btcec/v2/ecdsa"
 
 	"github.com/custos/custos/admin"
-	"github.com/custos/custos/internal/devcluster"
 	"github.com/custos/custos/node/client"
 )
 
 func main() {
 	clusterFile := flag.String("cluster", ".devcluster/cluster.json", "dev cluster file written by make run")
 	flag.Parse()
-	dir := filepath.Dir(*clusterFile)
-	cl, err := devcluster.Load(dir)
+	cl, adminKey, err := loadDevCluster(*clusterFile)
 	if err != nil {
 		log.Fatalf("read %s (is `make run` going?): %v", *clusterFile, err)
-	}
-	adminKey, err := cl.AdminKey(filepath.Dir(dir))
-	if err != nil {
-		log.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -99,6 +98,47 @@ func main() {
 		log.Fatal("Ed25519 signature does not verify")
 	}
 	fmt.Printf("Ed25519 signature in %v, verified with crypto/ed25519\n", time.Since(start).Round(time.Millisecond))
+}
+
+// devCluster is cluster.json of API.md's dev cluster contract.
+type devCluster struct {
+	Name      string `json:"name"`
+	Threshold int    `json:"threshold"`
+	Nodes     []struct {
+		ID  string `json:"id"`
+		API string `json:"api"`
+	} `json:"nodes"`
+	AdminKeyFile string `json:"admin_key_file"`
+}
+
+// loadDevCluster reads cluster.json and the ADMIN_KEY (64 hex characters) it names. A
+// relative admin_key_file is relative to where `custos dev up` ran: the directory above
+// the cluster's (".devcluster/admin.key" for ".devcluster/cluster.json").
+func loadDevCluster(path string) (*devCluster, []byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	var cl devCluster
+	if err := json.Unmarshal(b, &cl); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(cl.Nodes) == 0 {
+		return nil, nil, fmt.Errorf("%s lists no nodes", path)
+	}
+	keyFile := cl.AdminKeyFile
+	if !filepath.IsAbs(keyFile) {
+		keyFile = filepath.Join(filepath.Dir(filepath.Dir(path)), keyFile)
+	}
+	kb, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	key, err := hex.DecodeString(strings.TrimSpace(string(kb)))
+	if err != nil || len(key) != 32 {
+		return nil, nil, fmt.Errorf("%s must hold 64 hex characters", keyFile)
+	}
+	return &cl, key, nil
 }
 
 // mustKey returns the new key, polling the keygen request when it outlasted the wait.

@@ -1,20 +1,25 @@
 // Package devcluster creates and describes a local custos cluster on loopback: keys,
 // identities, per-node configurations and the cluster.json of API.md's dev cluster
 // contract. `custos dev up` and the end-to-end tests use it. It only writes dev-mode
-// configurations (insecure fixtures, shared admin key) and never starts processes.
+// configurations (insecure fixtures, shared admin key) and never starts nodes.
+//
+// It must not import node (nor anything that links tss-lib, libp2p, raft or Pebble): the
+// custos CLI links it. A node's data directory (master key, keystore, libp2p identity) is
+// custosd's format, so Create has `custosd init` write it and reads back the peer id.
 package devcluster
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 
 	"github.com/custos/custos/internal/config"
-	"github.com/custos/custos/node"
 )
 
 // Cluster is cluster.json.
@@ -43,6 +48,9 @@ type Spec struct {
 	FixturesDir string
 	// Extra is merged into every node's configuration (for tests: timeouts, log level).
 	Extra map[string]any
+	// Custosd is the custosd binary that creates each node's data directory
+	// (`custosd init`); required.
+	Custosd string
 }
 
 // ConfigPath is the configuration file of a node.
@@ -95,6 +103,9 @@ func Create(spec Spec) (*Cluster, error) {
 	if n < 2 || len(spec.P2PPorts) != n || spec.Threshold < 2 || spec.Threshold > n {
 		return nil, errors.New("devcluster: need at least 2 nodes, a p2p port per node and 2 ≤ threshold ≤ nodes")
 	}
+	if spec.Custosd == "" {
+		return nil, errors.New("devcluster: Spec.Custosd (the custosd binary) is required")
+	}
 	fixtures, err := filepath.Abs(spec.FixturesDir)
 	if err != nil {
 		return nil, err
@@ -118,7 +129,7 @@ func Create(spec Spec) (*Cluster, error) {
 	for i := 0; i < n; i++ {
 		id := fmt.Sprintf("node%d", i+1)
 		dataDir := filepath.Join(spec.Dir, id)
-		peerID, err := node.InitDataDir(dataDir, filepath.Join(dataDir, "master.key"))
+		peerID, err := initDataDir(spec.Custosd, dataDir, filepath.Join(dataDir, "master.key"))
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", id, err)
 		}
@@ -159,4 +170,22 @@ func Create(spec Spec) (*Cluster, error) {
 		return nil, err
 	}
 	return cl, nil
+}
+
+// initDataDir runs `custosd init`, which creates the node's master key file and libp2p
+// identity (or keeps those already there), and returns the peer id it prints.
+func initDataDir(custosd, dataDir, masterKeyFile string) (string, error) {
+	cmd := exec.Command(custosd, "init", "--data-dir", dataDir, "--master-key-file", masterKeyFile)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("%s init: %w: %s", custosd, err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	var out struct {
+		PeerID string `json:"peer_id"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &out); err != nil || out.PeerID == "" {
+		return "", fmt.Errorf("%s init printed no peer id: %q", custosd, stdout.Bytes())
+	}
+	return out.PeerID, nil
 }

@@ -26,7 +26,8 @@ func TestReconnectAfterRestart(t *testing.T) {
 	}
 	waitFor(t, 3*time.Second, "first frame", func() bool { return sink.count() == 1 })
 
-	addr := b.ListenAddrs()[0].String()
+	listen := b.ListenAddrs()[0]
+	addr := listen.String()
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +36,10 @@ func TestReconnectAfterRestart(t *testing.T) {
 	if err := a.SendFrame(ctxTimeout(t, time.Second), b.ID(), []byte("lost")); err == nil {
 		t.Log("send while down reported success (written before the close was noticed)")
 	}
-	time.Sleep(500 * time.Millisecond) // a few reconnect rounds fail
+	// A few reconnect rounds fail: a dials b's address, where nothing answers for b.
+	dials := countDials(t, tcpTarget(t, listen))
+	waitFor(t, 5*time.Second, "three failed reconnect rounds", func() bool { return dials.n.Load() >= 3 })
+	dials.close()
 
 	// Same identity, same port.
 	b2 := newTestHost(t, withKey(keyB), withListen(addr))

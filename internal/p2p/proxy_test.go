@@ -5,11 +5,50 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	ma "github.com/multiformats/go-multiaddr"
 )
+
+// dialCounter stands in at the address of a member that is down: it accepts and closes
+// every connection at once, counting them, so that a test sees its reconnect rounds dial
+// (and fail) instead of sleeping for a few of them.
+type dialCounter struct {
+	ln net.Listener
+	n  atomic.Int64
+	wg sync.WaitGroup
+}
+
+func countDials(t *testing.T, listen string) *dialCounter {
+	t.Helper()
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &dialCounter{ln: ln}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			d.n.Add(1)
+			_ = c.Close()
+		}
+	}()
+	t.Cleanup(d.close)
+	return d
+}
+
+// close frees the address (idempotent).
+func (d *dialCounter) close() {
+	_ = d.ln.Close()
+	d.wg.Wait()
+}
 
 // tcpProxy forwards every connection accepted on its listener to target.
 type tcpProxy struct {
@@ -121,12 +160,15 @@ func TestDialsOnlyConfiguredAddresses(t *testing.T) {
 	if _, err := a.Ping(ctxTimeout(t, time.Second), b.ID()); err == nil {
 		t.Fatal("ping succeeded with the proxy down")
 	}
-	time.Sleep(600 * time.Millisecond) // several reconnect rounds
+	// Several reconnect rounds dial the proxy's address (and fail there).
+	dials := countDials(t, listen)
+	waitFor(t, 5*time.Second, "three reconnect rounds", func() bool { return dials.n.Load() >= 3 })
 	if a.Connected(b.ID()) {
 		t.Fatalf("reconnected around the proxy: %v", a.h.Network().ConnsToPeer(b.ID())[0].RemoteMultiaddr())
 	}
 
 	// Proxy back on the same port: the reconnect loop finds b again.
+	dials.close()
 	startProxy(t, listen, tcpTarget(t, direct))
 	waitFor(t, 5*time.Second, "reconnect through the proxy", func() bool { return a.Connected(b.ID()) })
 }

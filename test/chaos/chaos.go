@@ -250,7 +250,13 @@ func (h *harness) run(ctx context.Context) (*Report, error) {
 			return nil, fmt.Errorf("chaos: initial %s keygen: %s %s", curve, rec.Outcome, rec.Code)
 		}
 	}
-	time.Sleep(2 * time.Second)
+	// The baseline of goroutines and descriptors: once the keygens' last parties ended.
+	ictx, icancel := context.WithTimeout(ctx, 30*time.Second)
+	err = h.c.WaitIdle(ictx, h.c.All()...)
+	icancel()
+	if err != nil {
+		return nil, fmt.Errorf("chaos: after the initial keygens: %w", err)
+	}
 	h.baseline = h.health(ctx)
 
 	loadCtx, stopLoad := context.WithCancel(ctx)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -18,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -39,6 +41,11 @@ const (
 	MaxNodes = 16
 	// logTailLines is how much of a node's log an error quotes.
 	logTailLines = 30
+	// PollInterval is how often the harness's waits check their condition again.
+	PollInterval = 100 * time.Millisecond
+	// probeTimeout bounds one readiness or state probe of one node (a frozen node
+	// answers nothing).
+	probeTimeout = 5 * time.Second
 )
 
 // ErrNotRunning is returned for a node whose process is not running.
@@ -60,8 +67,11 @@ type Options struct {
 	// Extra is merged into every node's configuration (see devcluster.Spec.Extra), for
 	// example {"rate": {"per_caller_rps": 0}} or {"log": {"level": "warn"}}.
 	Extra map[string]any
-	// Env is added to every node's environment.
-	Env []string
+	// Env is added to every node's environment, and NodeEnv[i] to node i's after it
+	// (for example CUSTOS_TEST_MISBEHAVE=forge for one member of a Binaries.CustosdHooks
+	// cluster).
+	Env     []string
+	NodeEnv map[int][]string
 	// Proxied puts a LatencyProxy in front of every node's p2p port and makes every member
 	// address in every configuration the proxy's (QUIC off), so that all peer-to-peer
 	// traffic crosses a proxy and is delayed by OneWayDelay in each direction. Each node
@@ -73,8 +83,23 @@ type Options struct {
 	// directions (Partition, Isolate) instead of on everything a node receives.
 	PerLink bool
 	// NodeExtra is merged into node i's configuration after Extra (per-node settings
-	// such as insecure_testing.clock_offset).
+	// such as insecure_testing.clock_offset). MergeConfig changes it later.
 	NodeExtra map[int]map[string]any
+	// TLS, when set, says that the nodes' API serves HTTPS: the TLS files go in
+	// Extra["api"] (tls_cert_file, tls_key_file, client_ca_file), the harness makes every
+	// member's API URL https (API returns it), and its own HTTP client (readiness probes,
+	// Get, the admin clients, the users' SDK clients) uses this client configuration: the
+	// CA that signed the nodes' certificate and, for mutual TLS, a client certificate.
+	TLS *tls.Config
+	// AdminKeyPair, when set, configures every node with its public key as the admin key
+	// (admin.public_key, no shared key; an admin.public_key in Extra must be the same
+	// key) and makes the harness's admin clients sign with it (admin.NewKeyPair).
+	// Otherwise the nodes take the cluster's shared ADMIN_KEY (AdminKey) and the
+	// harness's admin clients use that.
+	AdminKeyPair ed25519.PrivateKey
+	// SkipReady lists nodes New starts but does not wait for: nodes expected to report not
+	// ready (a node whose clock is off, say). Wait for them with WaitReady if ever.
+	SkipReady []int
 	// ReadyTimeout bounds New's wait for every node's /readyz (default 90 s); StopTimeout
 	// is the grace between SIGTERM and SIGKILL (default 15 s).
 	ReadyTimeout, StopTimeout time.Duration
@@ -93,8 +118,10 @@ type Cluster struct {
 	p2pPorts  []int
 	proxies   []*LatencyProxy
 	links     [][]*LatencyProxy // links[i][j]: node i's dials to node j (PerLink)
-	adm       *admin.Admin
+	adm       *admin.Admin      // talks to node 1
+	adms      []*admin.Admin    // adms[i] talks to node i
 	hc        *http.Client
+	probe     *http.Client // short timeout, for readiness and state probes
 	log       *slog.Logger
 	closeOnce sync.Once
 	closeErr  error
@@ -130,6 +157,19 @@ func New(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 	if opts.StopTimeout <= 0 {
 		opts.StopTimeout = DefaultStopTimeout
+	}
+	for i := range opts.NodeEnv {
+		if i < 0 || i >= opts.Nodes {
+			return nil, fmt.Errorf("cluster: NodeEnv for node index %d of %d", i, opts.Nodes)
+		}
+	}
+	for _, i := range opts.SkipReady {
+		if i < 0 || i >= opts.Nodes {
+			return nil, fmt.Errorf("cluster: SkipReady lists node index %d of %d", i, opts.Nodes)
+		}
+	}
+	if opts.AdminKeyPair != nil && len(opts.AdminKeyPair) != ed25519.PrivateKeySize {
+		return nil, errors.New("cluster: AdminKeyPair is not an Ed25519 private key")
 	}
 	c := &Cluster{opts: opts, dir: opts.Dir, log: opts.Logger, procs: make([]*process, opts.Nodes)}
 	if c.log == nil {
@@ -173,7 +213,23 @@ func New(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	for k, v := range opts.Extra {
 		extra[k] = v
 	}
-	c.dc, err = devcluster.Create(devcluster.Spec{Dir: c.dir, Threshold: opts.Threshold, APIPorts: c.apiPorts, P2PPorts: c.p2pPorts, FixturesDir: fixtures, Extra: extra})
+	if opts.AdminKeyPair != nil {
+		// No shared key file: the nodes take the key pair's public key only.
+		adm := map[string]any{}
+		if m, ok := extra["admin"].(map[string]any); ok {
+			for k, v := range m {
+				adm[k] = v
+			}
+		}
+		pub := hex.EncodeToString(opts.AdminKeyPair.Public().(ed25519.PublicKey))
+		if given, ok := adm["public_key"]; ok && given != pub {
+			return nil, fmt.Errorf("cluster: Extra's admin.public_key %v is not AdminKeyPair's public key %s", given, pub)
+		}
+		adm["key_file"] = ""
+		adm["public_key"] = pub
+		extra["admin"] = adm
+	}
+	c.dc, err = devcluster.Create(devcluster.Spec{Dir: c.dir, Threshold: opts.Threshold, APIPorts: c.apiPorts, P2PPorts: c.p2pPorts, FixturesDir: fixtures, Extra: extra, Custosd: c.bin})
 	if err != nil {
 		return nil, fmt.Errorf("cluster: create: %w", err)
 	}
@@ -182,6 +238,11 @@ func New(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			return nil, fmt.Errorf("cluster: NodeExtra for node index %d of %d", i, opts.Nodes)
 		}
 		if err := mergeConfig(c.ConfigPath(i), ex); err != nil {
+			return nil, err
+		}
+	}
+	if opts.TLS != nil {
+		if err := c.useHTTPS(); err != nil {
 			return nil, err
 		}
 	}
@@ -195,21 +256,25 @@ func New(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			return nil, err
 		}
 	}
-	key, err := c.dc.AdminKey("/")
-	if err != nil {
-		return nil, fmt.Errorf("cluster: admin key: %w", err)
-	}
-	c.hc = &http.Client{Timeout: 3 * time.Minute, Transport: &http.Transport{
+	tr := &http.Transport{
 		Proxy:               nil,
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:        256,
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
-	}}
-	if c.adm, err = admin.New(key, c.dc.Nodes[0].API, admin.WithHTTPClient(c.hc)); err != nil {
-		return nil, fmt.Errorf("cluster: admin client: %w", err)
+		TLSClientConfig:     opts.TLS.Clone(),
 	}
+	c.hc = &http.Client{Timeout: 3 * time.Minute, Transport: tr}
+	c.probe = &http.Client{Timeout: probeTimeout, Transport: tr}
+	for i := range c.dc.Nodes {
+		a, err := c.newAdmin(i)
+		if err != nil {
+			return nil, err
+		}
+		c.adms = append(c.adms, a)
+	}
+	c.adm = c.adms[0]
 	for i := range c.dc.Nodes {
 		if err := c.Start(i); err != nil {
 			return nil, err
@@ -217,7 +282,13 @@ func New(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 	rctx, cancel := context.WithTimeout(ctx, opts.ReadyTimeout)
 	defer cancel()
-	if err := c.WaitReady(rctx, c.all()...); err != nil {
+	var wait []int
+	for _, i := range c.All() {
+		if !slices.Contains(opts.SkipReady, i) {
+			wait = append(wait, i)
+		}
+	}
+	if err := c.WaitReady(rctx, wait...); err != nil {
 		return nil, err
 	}
 	c.log.Info("cluster ready", "nodes", opts.Nodes, "threshold", opts.Threshold, "dir", c.dir, "proxied", opts.Proxied, "one_way_delay", opts.OneWayDelay.String())
@@ -438,7 +509,42 @@ func editConfig(path string, edit func(cfg map[string]any) error) error {
 	return nil
 }
 
-func (c *Cluster) all() []int {
+// useHTTPS makes every member's API URL https, in every configuration and in API.
+func (c *Cluster) useHTTPS() error {
+	for i := range c.dc.Nodes {
+		c.dc.Nodes[i].API = strings.Replace(c.dc.Nodes[i].API, "http://", "https://", 1)
+		err := editConfig(c.ConfigPath(i), func(cfg map[string]any) error {
+			cl, _ := cfg["cluster"].(map[string]any)
+			members, _ := cl["members"].([]any)
+			if len(members) != c.N() {
+				return fmt.Errorf("lists %d members, want %d", len(members), c.N())
+			}
+			for j, m := range members {
+				mm, ok := m.(map[string]any)
+				api, ok2 := mm["api"].(string)
+				if !ok || !ok2 {
+					return fmt.Errorf("member %d has no api URL", j)
+				}
+				mm["api"] = strings.Replace(api, "http://", "https://", 1)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// MergeConfig merges extra into node i's configuration file, one level deep as
+// NodeExtra ({"insecure_testing": {"clock_offset": "20s"}} keeps that section's other
+// fields). A running node reads it when it next starts: Stop, MergeConfig, Start.
+func (c *Cluster) MergeConfig(i int, extra map[string]any) error {
+	return mergeConfig(c.ConfigPath(i), extra)
+}
+
+// All returns every node's index: 0, 1, … N()-1.
+func (c *Cluster) All() []int {
 	out := make([]int, c.N())
 	for i := range out {
 		out[i] = i
@@ -498,8 +604,8 @@ func (c *Cluster) LogPath(i int) string { return devcluster.LogPath(c.dir, c.Nod
 // ConfigPath is node i's configuration file.
 func (c *Cluster) ConfigPath(i int) string { return devcluster.ConfigPath(c.dir, c.NodeID(i)) }
 
-// Admin is an admin SDK client (HS256 shared admin key from the cluster's admin.key)
-// talking to node 1.
+// Admin is the harness's admin SDK client talking to node 1 (HS256 with the shared
+// ADMIN_KEY, or key-pair with Options.AdminKeyPair). AdminFor(i) talks to node i.
 func (c *Cluster) Admin() *admin.Admin { return c.adm }
 
 // maxGetBody bounds what Get reads.
@@ -540,18 +646,51 @@ func (c *Cluster) DebugState(ctx context.Context, i int) (*node.DebugState, erro
 	return &ds, nil
 }
 
-// AdminFor returns an admin SDK client that talks to node i.
+// AdminFor returns the harness's admin SDK client that talks to node i (made by New,
+// like Admin; the error is for an index out of range).
 func (c *Cluster) AdminFor(i int) (*admin.Admin, error) {
-	key, err := c.dc.AdminKey("/")
-	if err != nil {
-		return nil, fmt.Errorf("cluster: admin key: %w", err)
+	if i < 0 || i >= len(c.adms) {
+		return nil, fmt.Errorf("cluster: no node index %d", i)
 	}
-	a, err := admin.New(key, c.API(i), admin.WithHTTPClient(c.hc))
+	return c.adms[i], nil
+}
+
+// newAdmin makes the harness's admin client for node i: key-pair with
+// Options.AdminKeyPair, else HS256 with the shared ADMIN_KEY.
+func (c *Cluster) newAdmin(i int) (*admin.Admin, error) {
+	var (
+		a   *admin.Admin
+		err error
+	)
+	if c.opts.AdminKeyPair != nil {
+		a, err = admin.NewKeyPair(c.opts.AdminKeyPair, c.API(i), admin.WithHTTPClient(c.hc))
+	} else {
+		var key []byte
+		if key, err = c.AdminKey(); err != nil {
+			return nil, err
+		}
+		a, err = admin.New(key, c.API(i), admin.WithHTTPClient(c.hc))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("cluster: admin client: %w", err)
 	}
 	return a, nil
 }
+
+// AdminKey returns the cluster's shared ADMIN_KEY (32 bytes, from AdminKeyFile): what
+// the nodes take as admin credential unless Options.AdminKeyPair, and what HS256 admin
+// and user tokens are signed with.
+func (c *Cluster) AdminKey() ([]byte, error) {
+	key, err := c.dc.AdminKey("/")
+	if err != nil {
+		return nil, fmt.Errorf("cluster: admin key: %w", err)
+	}
+	return key, nil
+}
+
+// AdminKeyFile is the file holding the shared ADMIN_KEY in hex (the CLI's
+// --admin-key-file).
+func (c *Cluster) AdminKeyFile() string { return c.dc.AdminKeyFile }
 
 // HTTPClient is the HTTP client the harness's SDK clients share: keep-alive pools sized
 // for dozens of concurrent calls per node.
@@ -599,7 +738,7 @@ func (c *Cluster) Start(i int) error {
 	}
 	cmd := exec.Command(c.bin, "run", "--config", c.ConfigPath(i))
 	cmd.Stdout, cmd.Stderr = lf, lf
-	cmd.Env = append(os.Environ(), c.opts.Env...)
+	cmd.Env = append(append(os.Environ(), c.opts.Env...), c.opts.NodeEnv[i]...)
 	// Own process group (signals reach the node and nothing else); killed if the harness
 	// dies without closing.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -659,32 +798,48 @@ func (c *Cluster) halt(i int, sig syscall.Signal) error {
 func (c *Cluster) Running(i int) bool { return c.PID(i) != 0 }
 
 // WaitReady waits until every listed node answers 200 on /readyz, failing early (with
-// the tail of its log) when one of them exits.
+// the tail of its log) when one of them exits, and with its last answer and log tail
+// when ctx ends first.
 func (c *Cluster) WaitReady(ctx context.Context, nodes ...int) error {
-	hc := &http.Client{Timeout: 2 * time.Second}
 	for _, i := range nodes {
-		for {
-			if c.PID(i) == 0 {
-				return fmt.Errorf("cluster: %s exited before it was ready:\n%s", c.NodeID(i), c.LogTail(i, logTailLines))
+		var (
+			last   string
+			exited bool
+		)
+		err := Until(ctx, func() bool {
+			if exited = c.PID(i) == 0; exited {
+				return true
 			}
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.API(i)+"/readyz", nil)
-			if err != nil {
-				return fmt.Errorf("cluster: %w", err)
-			}
-			if resp, err := hc.Do(req); err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					break
-				}
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("cluster: %s not ready: %w\n%s", c.NodeID(i), ctx.Err(), c.LogTail(i, logTailLines))
-			case <-time.After(100 * time.Millisecond):
-			}
+			ok, answer := c.readyz(ctx, i)
+			last = answer
+			return ok
+		})
+		if exited {
+			return fmt.Errorf("cluster: %s exited before it was ready:\n%s", c.NodeID(i), c.LogTail(i, logTailLines))
+		}
+		if err != nil {
+			return fmt.Errorf("cluster: %s not ready (%s): %w\n%s", c.NodeID(i), last, err, c.LogTail(i, logTailLines))
 		}
 	}
 	return nil
+}
+
+// maxReadyzBody bounds what readyz quotes of a /readyz answer.
+const maxReadyzBody = 4 << 10
+
+// readyz asks node i's /readyz once: whether it answered 200, and what it answered.
+func (c *Cluster) readyz(ctx context.Context, i int) (bool, string) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.API(i)+"/readyz", nil)
+	if err != nil {
+		return false, err.Error()
+	}
+	resp, err := c.probe.Do(req)
+	if err != nil {
+		return false, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxReadyzBody))
+	return resp.StatusCode == http.StatusOK, fmt.Sprintf("HTTP %d %s", resp.StatusCode, bytes.TrimSpace(b))
 }
 
 // LogTail returns the last n lines of node i's log.
@@ -700,26 +855,29 @@ func (c *Cluster) LogTail(i, n int) string {
 	return strings.Join(lines, "\n")
 }
 
+// StopAll stops every running node at once (SIGTERM, then SIGKILL after the stop
+// timeout) and waits for all of them. Start brings a node back.
+func (c *Cluster) StopAll() error {
+	errs := make([]error, len(c.procs)) // not N(): Close may run before the files exist
+	var wg sync.WaitGroup
+	for i := range c.procs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = c.Stop(i)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
 // Close stops every node (SIGTERM to all at once, then SIGKILL after the stop timeout),
 // closes the proxies and removes the cluster's directory unless KeepDir (or a Dir the
 // caller gave). Idempotent.
 func (c *Cluster) Close() error {
 	c.closeOnce.Do(func() {
 		var errs []error
-		var wg sync.WaitGroup
-		errc := make(chan error, len(c.procs))
-		for i := range c.procs {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if err := c.Stop(i); err != nil {
-					errc <- err
-				}
-			}()
-		}
-		wg.Wait()
-		close(errc)
-		for err := range errc {
+		if err := c.StopAll(); err != nil {
 			errs = append(errs, err)
 		}
 		for _, p := range c.proxies {
@@ -738,19 +896,6 @@ func (c *Cluster) Close() error {
 		c.closeErr = errors.Join(errs...)
 	})
 	return c.closeErr
-}
-
-// Leader returns the index of the current raft leader as node 1 reports it.
-func (c *Cluster) Leader(ctx context.Context) (int, error) {
-	cl, err := c.adm.Cluster(ctx)
-	if err != nil {
-		return -1, fmt.Errorf("cluster: GET /v1/cluster: %w", err)
-	}
-	i := c.Index(cl.Leader)
-	if i < 0 {
-		return -1, fmt.Errorf("cluster: no leader (reported %q)", cl.Leader)
-	}
-	return i, nil
 }
 
 // VmHWM returns node i's peak resident set size in bytes.
@@ -797,17 +942,27 @@ func (c *Cluster) NewUser(ctx context.Context, name string, ttl time.Duration, p
 		return nil, fmt.Errorf("cluster: user token: %w", err)
 	}
 	u := &User{ID: id, Token: tok, Key: priv}
-	first, err := client.New(c.API(0), tok, priv, client.WithHTTPClient(c.hc))
+	if u.Clients, err = c.Clients(tok, priv); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// Clients returns one user-mode SDK client per node (index = node) for a user token and
+// its request-signing key, sharing HTTPClient (and so Options.TLS): for a token the
+// caller minted itself, or a new token of an existing User.
+func (c *Cluster) Clients(token string, key ed25519.PrivateKey) ([]*client.Client, error) {
+	first, err := client.New(c.API(0), token, key, client.WithHTTPClient(c.hc))
 	if err != nil {
 		return nil, fmt.Errorf("cluster: client: %w", err)
 	}
-	u.Clients = append(u.Clients, first)
+	out := []*client.Client{first}
 	for i := 1; i < c.N(); i++ {
 		cl, err := first.WithBaseURL(c.API(i))
 		if err != nil {
 			return nil, fmt.Errorf("cluster: client: %w", err)
 		}
-		u.Clients = append(u.Clients, cl)
+		out = append(out, cl)
 	}
-	return u, nil
+	return out, nil
 }

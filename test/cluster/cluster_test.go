@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/custos/custos/internal/devcluster"
 )
 
 func TestRewriteMemberAddrs(t *testing.T) {
@@ -56,16 +58,14 @@ func TestProxiedClusterLifecycle(t *testing.T) {
 	if _, err := c.NewUser(ctx, "lifecycle", time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	// Raft connects every pair; give the reconnect loop a moment for the last dials.
+	// Raft connects every pair; wait for the reconnect loop's last dials.
 	var conns []NodeConns
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	vctx, vcancel := context.WithTimeout(ctx, 20*time.Second)
+	_ = Until(vctx, func() bool {
 		conns, err = c.VerifyProxied()
-		if err == nil || time.Now().After(deadline) || errors.Is(err, ErrNotProxied) {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return err == nil || errors.Is(err, ErrNotProxied)
+	})
+	vcancel()
 	if err != nil {
 		t.Fatalf("%v (%+v)", err, conns)
 	}
@@ -79,6 +79,18 @@ func TestProxiedClusterLifecycle(t *testing.T) {
 	}
 	if err := c.ResetPeakRSS(0); err != nil {
 		t.Fatal(err)
+	}
+
+	// Leadership moves on demand: the leader becomes a follower.
+	l, err := c.WaitLeader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ForceRole(ctx, l, false); err != nil {
+		t.Fatal(err)
+	}
+	if now, err := c.Leader(ctx); err != nil || now == l {
+		t.Fatalf("leader %d after ForceRole(%d, follower): %v", now, l, err)
 	}
 
 	pids := c.PIDs()
@@ -111,4 +123,51 @@ func TestProxiedClusterLifecycle(t *testing.T) {
 
 func processAlive(pid int) bool {
 	return pid > 0 && syscall.Kill(pid, 0) == nil
+}
+
+// TestUseHTTPS: every member's API URL becomes https, in the configuration and in API.
+func TestUseHTTPS(t *testing.T) {
+	dir := t.TempDir()
+	c := &Cluster{dir: dir, dc: &devcluster.Cluster{Nodes: []devcluster.Node{{ID: "node1", API: "http://127.0.0.1:1"}, {ID: "node2", API: "http://127.0.0.1:2"}}}}
+	cfg := `{"cluster":{"members":[{"id":"node1","api":"http://127.0.0.1:1"},{"id":"node2","api":"http://127.0.0.1:2"}]},"api":{"listen":"127.0.0.1:1","max_body":1048576}}`
+	for i := range c.N() {
+		if err := os.MkdirAll(filepath.Dir(c.ConfigPath(i)), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(c.ConfigPath(i), []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.useHTTPS(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range c.N() {
+		if !strings.HasPrefix(c.API(i), "https://127.0.0.1:") {
+			t.Errorf("API(%d) = %s", i, c.API(i))
+		}
+		b, err := os.ReadFile(c.ConfigPath(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := strings.Join(strings.Fields(string(b)), "")
+		for _, want := range []string{`"api":"https://127.0.0.1:1"`, `"api":"https://127.0.0.1:2"`, `"listen":"127.0.0.1:1"`, `"max_body":1048576`} {
+			if !strings.Contains(got, want) {
+				t.Errorf("%s lacks %s:\n%s", c.ConfigPath(i), want, got)
+			}
+		}
+	}
+}
+
+// TestUntil: Until checks at once, then every PollInterval, and gives up with ctx.
+func TestUntil(t *testing.T) {
+	n := 0
+	if err := Until(t.Context(), func() bool { n++; return n == 3 }); err != nil || n != 3 {
+		t.Fatalf("Until returned %v after %d checks", err, n)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*PollInterval)
+	defer cancel()
+	start := time.Now()
+	if err := Until(ctx, func() bool { return false }); !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 20*PollInterval {
+		t.Fatalf("Until of a condition that never holds: %v after %v", err, time.Since(start))
+	}
 }

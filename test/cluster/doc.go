@@ -1,10 +1,17 @@
-// Package cluster runs real multi-process custos clusters on loopback for benchmarks and
-// system tests: it builds custosd from the module being tested, writes every node's
-// configuration with internal/devcluster (dev mode, shared admin key, insecure
-// pre-parameter fixtures), starts, stops and kills the node processes, waits for /readyz,
-// creates users with Go SDK clients for every node, reads the nodes' peak resident memory
-// from /proc, and can route every peer-to-peer link through a TCP latency proxy
-// (LatencyProxy) and prove from the kernel's socket table that it does.
+// Package cluster runs real multi-process custos clusters on loopback for the system
+// tests (test/e2e, test/hostile, test/chaos) and benchmarks (test/bench): it builds
+// custosd (plain and with the test-only misbehaviour hooks) and the custos CLI from the
+// module being tested (BuildAll), writes every node's configuration with
+// internal/devcluster (dev mode, shared admin key or an admin key pair, insecure
+// pre-parameter fixtures, per-node settings and environment, HTTPS API), starts, stops,
+// kills and freezes the node processes, waits for /readyz, for a leader, for idle nodes,
+// moves the raft leadership (ForceRole), creates users with Go SDK clients for every
+// node, reads the nodes' peak resident memory from /proc, and can route every
+// peer-to-peer link through a TCP latency proxy (LatencyProxy) and prove from the
+// kernel's socket table that it does. NewForTest ties a cluster to a test.
+//
+// Its waits poll a condition with a deadline (Until) or wait for an event; none sleeps
+// for a while hoping that something happened meanwhile.
 //
 // It owns the processes it starts and nothing else: each runs in its own process group,
 // dies with the harness (SIGKILL on parent death) and is stopped by Close (SIGTERM, then

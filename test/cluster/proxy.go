@@ -42,12 +42,13 @@ type LatencyProxy struct {
 	// unless the connection is reset or times out first).
 	jitter    atomic.Int64
 	bandwidth atomic.Int64
-	blocked   [2]atomic.Bool
+	blocked   [2]gate
 
 	accepted atomic.Int64
 
 	mu       sync.Mutex
 	closed   bool
+	done     chan struct{} // closed by Close
 	conns    map[net.Conn]struct{}
 	upstream map[string]struct{} // local addresses of the proxy's dials to target
 	wg       sync.WaitGroup
@@ -63,7 +64,7 @@ func NewLatencyProxy(listen, target string, delay time.Duration) (*LatencyProxy,
 	if err != nil {
 		return nil, fmt.Errorf("cluster: proxy listen %s: %w", listen, err)
 	}
-	p := &LatencyProxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}, upstream: map[string]struct{}{}}
+	p := &LatencyProxy{ln: ln, target: target, done: make(chan struct{}), conns: map[net.Conn]struct{}{}, upstream: map[string]struct{}{}}
 	p.delay.Store(int64(delay))
 	p.wg.Add(1)
 	go p.serve()
@@ -124,10 +125,53 @@ func (p *LatencyProxy) SetBandwidth(bytesPerSecond int64) error {
 // Block holds (true) or releases (false) every byte travelling in direction d, on open
 // connections and new ones: a one-way partition of the link. Held bytes queue up to the
 // proxy's limit, then the sender sees TCP back-pressure.
-func (p *LatencyProxy) Block(d Direction, on bool) { p.blocked[d&1].Store(on) }
+func (p *LatencyProxy) Block(d Direction, on bool) { p.blocked[d&1].set(on) }
 
 // Blocked reports whether direction d is held.
-func (p *LatencyProxy) Blocked(d Direction) bool { return p.blocked[d&1].Load() }
+func (p *LatencyProxy) Blocked(d Direction) bool {
+	_, held := p.blocked[d&1].state()
+	return held
+}
+
+// gate holds one direction: while held, open is a channel that Block(d, false) closes.
+type gate struct {
+	mu   sync.Mutex
+	held bool
+	open chan struct{}
+}
+
+func (g *gate) set(on bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	switch {
+	case on && !g.held:
+		g.held, g.open = true, make(chan struct{})
+	case !on && g.held:
+		g.held = false
+		close(g.open)
+	}
+}
+
+func (g *gate) state() (<-chan struct{}, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.open, g.held
+}
+
+// waitOpen returns once direction d is not held, or the proxy is closed.
+func (p *LatencyProxy) waitOpen(d Direction) {
+	for {
+		open, held := p.blocked[d&1].state()
+		if !held {
+			return
+		}
+		select {
+		case <-open:
+		case <-p.done:
+			return
+		}
+	}
+}
 
 // Reset aborts every open proxied connection on both sides with a TCP reset (RST), as a
 // middlebox or a rebooted NAT would; new connections are accepted as before.
@@ -143,12 +187,6 @@ func (p *LatencyProxy) Reset() int {
 		n++
 	}
 	return n / 2
-}
-
-func (p *LatencyProxy) isClosed() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.closed
 }
 
 // Accepted is how many connections the proxy has accepted so far.
@@ -176,6 +214,7 @@ func (p *LatencyProxy) Close() error {
 		return nil
 	}
 	p.closed = true
+	close(p.done)
 	err := p.ln.Close()
 	for c := range p.conns {
 		_ = c.Close()
@@ -294,9 +333,7 @@ func (p *LatencyProxy) pipe(dst, src net.Conn, dir Direction) {
 		if failed {
 			continue // drain so that the reader never blocks
 		}
-		for p.Blocked(dir) && !p.isClosed() {
-			time.Sleep(10 * time.Millisecond)
-		}
+		p.waitOpen(dir)
 		if d := time.Until(c.due); d > 0 {
 			timer.Reset(d)
 			<-timer.C

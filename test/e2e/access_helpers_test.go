@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 import (
@@ -19,6 +21,7 @@ import (
 	"github.com/custos/custos/admin"
 	"github.com/custos/custos/internal/auth"
 	"github.com/custos/custos/node/client"
+	testcluster "github.com/custos/custos/test/cluster"
 )
 
 // noRateLimit is the "rate" configuration that turns the per-caller limit off, for
@@ -72,7 +75,7 @@ func newEdPair(t *testing.T) (ed25519.PrivateKey, string) {
 // client per node. perms nil means the node's defaults.
 func (c *cluster) newUserWith(ctx context.Context, name string, mint func(id uint64, pubHex string) (string, error), perms ...string) *user {
 	c.t.Helper()
-	id, err := c.adm.CreateUser(ctx, name, perms...)
+	id, err := c.Admin().CreateUser(ctx, name, perms...)
 	if err != nil {
 		c.t.Fatalf("create user %s: %v", name, err)
 	}
@@ -81,37 +84,25 @@ func (c *cluster) newUserWith(ctx context.Context, name string, mint func(id uin
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	u := &user{id: id, priv: priv, token: tok}
-	for i := range c.cl.Nodes {
-		cl, err := client.New(c.api(i), tok, priv)
-		if err != nil {
-			c.t.Fatal(err)
-		}
-		u.clients = append(u.clients, cl)
-	}
-	return u
+	clients, err := c.Clients(tok, priv)
+	c.must(err)
+	return &user{&testcluster.User{ID: id, Token: tok, Key: priv, Clients: clients}}
 }
 
 // reissue gives u a new token (and new clients) from mint, keeping its key.
 func (c *cluster) reissue(u *user, tok string) {
 	c.t.Helper()
-	u.token = tok
-	u.clients = nil
-	for i := range c.cl.Nodes {
-		cl, err := client.New(c.api(i), tok, u.priv)
-		if err != nil {
-			c.t.Fatal(err)
-		}
-		u.clients = append(u.clients, cl)
-	}
+	clients, err := c.Clients(tok, u.Key)
+	c.must(err)
+	u.Token, u.Clients = tok, clients
 }
 
 // edKey runs an Ed25519 keygen (fast, unlike ECDSA's) for u through node i.
 func (u *user) edKey(ctx context.Context, t *testing.T, node int, label string) *client.Key {
 	t.Helper()
-	k, req, err := u.clients[node].CreateKey(ctx, "ed25519", 2, label, "")
+	k, req, err := u.Clients[node].CreateKey(ctx, "ed25519", 2, label, "")
 	if err != nil || k == nil {
-		t.Fatalf("ed25519 keygen for user %d: %v (request %+v)", u.id, err, req)
+		t.Fatalf("ed25519 keygen for user %d: %v (request %+v)", u.ID, err, req)
 	}
 	return k
 }
@@ -119,7 +110,7 @@ func (u *user) edKey(ctx context.Context, t *testing.T, node int, label string) 
 // signReq has u sign msg with key and returns the request id.
 func (u *user) signReq(ctx context.Context, t *testing.T, node int, keyID string, msg string) string {
 	t.Helper()
-	r, err := u.clients[node].Sign(ctx, keyID, []byte(msg), "", "")
+	r, err := u.Clients[node].Sign(ctx, keyID, []byte(msg), "", "")
 	if err != nil || r.Status != client.StatusSigned {
 		t.Fatalf("sign: %v %+v", err, r)
 	}
@@ -137,7 +128,7 @@ type accessKey struct {
 func (c *cluster) grantEd25519(ctx context.Context, t *testing.T, u *user, perms []string, keyIDs []string, expires time.Time) *accessKey {
 	t.Helper()
 	priv, pubHex := newEdPair(t)
-	k, err := u.clients[0].CreateAccessKey(ctx, client.AccessKeyGrant{Label: "test", Scheme: client.SchemeEd25519,
+	k, err := u.Clients[0].CreateAccessKey(ctx, client.AccessKeyGrant{Label: "test", Scheme: client.SchemeEd25519,
 		PublicKey: pubHex, Permissions: perms, KeyIDs: keyIDs, ExpiresAt: expires})
 	if err != nil {
 		t.Fatalf("grant %v to an Ed25519 key: %v", perms, err)
@@ -152,8 +143,8 @@ func (c *cluster) grantEd25519(ctx context.Context, t *testing.T, u *user, perms
 func (c *cluster) accessKeyClients(t *testing.T, id string, priv ed25519.PrivateKey) []*client.Client {
 	t.Helper()
 	var out []*client.Client
-	for i := range c.cl.Nodes {
-		cl, err := client.NewAccessKey(c.api(i), id, priv)
+	for i := range c.N() {
+		cl, err := client.NewAccessKey(c.API(i), id, priv)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -166,13 +157,13 @@ func (c *cluster) accessKeyClients(t *testing.T, id string, priv ed25519.Private
 // timestamps (WithBaseURL).
 func (c *cluster) xauthClients(t *testing.T, key *btcec.PrivateKey, scheme string) []*client.Client {
 	t.Helper()
-	first, err := client.NewXAuth(c.api(0), key, scheme)
+	first, err := client.NewXAuth(c.API(0), key, scheme)
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := []*client.Client{first}
-	for i := 1; i < len(c.cl.Nodes); i++ {
-		cl, err := first.WithBaseURL(c.api(i))
+	for i := 1; i < c.N(); i++ {
+		cl, err := first.WithBaseURL(c.API(i))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -223,8 +214,8 @@ func resend(t *testing.T, req *http.Request, base string, body []byte) *http.Req
 func (c *cluster) keyPairAdmins(t *testing.T, priv ed25519.PrivateKey, opts ...admin.Option) []*admin.Admin {
 	t.Helper()
 	var out []*admin.Admin
-	for i := range c.cl.Nodes {
-		a, err := admin.NewKeyPair(priv, c.api(i), opts...)
+	for i := range c.N() {
+		a, err := admin.NewKeyPair(priv, c.API(i), opts...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -236,9 +227,7 @@ func (c *cluster) keyPairAdmins(t *testing.T, priv ed25519.PrivateKey, opts ...a
 // hsIssuer is an HS256 issuer with the cluster's shared admin key.
 func (c *cluster) hsIssuer() *auth.Issuer {
 	c.t.Helper()
-	iss, err := auth.NewHS256Issuer(c.key)
-	if err != nil {
-		c.t.Fatal(err)
-	}
+	iss, err := auth.NewHS256Issuer(c.adminKey())
+	c.must(err)
 	return iss
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 import (
@@ -18,6 +20,7 @@ import (
 
 	"github.com/custos/custos/internal/auth"
 	"github.com/custos/custos/node/client"
+	testcluster "github.com/custos/custos/test/cluster"
 )
 
 // TestAccessKeys walks issue 3's access-key and user-lifecycle promises on one 3-process
@@ -26,7 +29,7 @@ import (
 // grantors, revoke-tokens, X-Auth-Token (bsm, brc77, DELETE, replay), each key's own
 // log, the CLI, and `custos audit verify` over everything that happened.
 func TestAccessKeys(t *testing.T) {
-	c := startCluster(t, clusterOpts{extra: map[string]any{"rate": noRateLimit()}})
+	c := startCluster(t, testcluster.Options{Extra: map[string]any{"rate": noRateLimit()}})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
@@ -41,22 +44,22 @@ func TestAccessKeys(t *testing.T) {
 
 	t.Run("ownership", func(t *testing.T) {
 		for i := range 3 {
-			_, err := bob.clients[i].GetKey(ctx, ka1.KeyID)
+			_, err := bob.Clients[i].GetKey(ctx, ka1.KeyID)
 			wantErr(t, "bob reads alice's key", err, 404, "key.not_found")
 		}
-		_, err := bob.clients[1].Sign(ctx, ka1.KeyID, []byte("steal"), "", "")
+		_, err := bob.Clients[1].Sign(ctx, ka1.KeyID, []byte("steal"), "", "")
 		wantErr(t, "bob signs with alice's key", err, 404, "key.not_found")
-		_, err = bob.clients[2].GetRequest(ctx, ra1)
+		_, err = bob.Clients[2].GetRequest(ctx, ra1)
 		if s, _ := apiErr(err); s != 404 {
 			t.Fatalf("bob reads alice's request: %v", err)
 		}
-		ks, err := bob.clients[0].ListKeys(ctx)
+		ks, err := bob.Clients[0].ListKeys(ctx)
 		wantOK(t, "bob lists", err)
 		if len(ks) != 1 || ks[0].KeyID != kb.KeyID {
 			t.Fatalf("bob's list: %+v", ks)
 		}
 		_, pub := newEdPair(t)
-		_, err = bob.clients[0].CreateAccessKey(ctx, client.AccessKeyGrant{Scheme: client.SchemeEd25519, PublicKey: pub,
+		_, err = bob.Clients[0].CreateAccessKey(ctx, client.AccessKeyGrant{Scheme: client.SchemeEd25519, PublicKey: pub,
 			Permissions: []string{client.PermKeysRead}, KeyIDs: []string{ka1.KeyID}})
 		wantErr(t, "bob grants access to alice's key", err, 404, "key.not_found")
 		// Bob's access key sees bob's keys only.
@@ -66,14 +69,14 @@ func TestAccessKeys(t *testing.T) {
 		_, err = bak.clients[2].Sign(ctx, ka1.KeyID, []byte("steal"), "", "")
 		wantErr(t, "bob's access key signs with alice's key", err, 404, "key.not_found")
 		// Alice cannot see, use or revoke bob's access key.
-		_, err = alice.clients[0].AccessKeyLog(ctx, bak.ID)
+		_, err = alice.Clients[0].AccessKeyLog(ctx, bak.ID)
 		if s, _ := apiErr(err); s != 404 {
 			t.Fatalf("alice reads bob's access-key log: %v", err)
 		}
-		if s, _ := apiErr(alice.clients[1].RevokeAccessKey(ctx, bak.ID)); s != 404 {
+		if s, _ := apiErr(alice.Clients[1].RevokeAccessKey(ctx, bak.ID)); s != 404 {
 			t.Fatal("alice revoked bob's access key")
 		}
-		aks, err := alice.clients[2].ListAccessKeys(ctx)
+		aks, err := alice.Clients[2].ListAccessKeys(ctx)
 		wantOK(t, "alice lists access keys", err)
 		for _, k := range aks {
 			if k.ID == bak.ID {
@@ -88,11 +91,11 @@ func TestAccessKeys(t *testing.T) {
 		carol := c.newUser(ctx, "carol", client.PermKeysRead, client.PermAccessManage)
 		for _, perms := range [][]string{{client.PermKeysSign}, {client.PermKeysRead, client.PermKeysCreate}, {client.PermAccessManage}, {client.PermKeysRead, client.PermAccessManage}} {
 			_, pub := newEdPair(t)
-			_, err := carol.clients[1].CreateAccessKey(ctx, client.AccessKeyGrant{Scheme: client.SchemeEd25519, PublicKey: pub, Permissions: perms})
+			_, err := carol.Clients[1].CreateAccessKey(ctx, client.AccessKeyGrant{Scheme: client.SchemeEd25519, PublicKey: pub, Permissions: perms})
 			wantErr(t, "carol grants "+strings.Join(perms, ","), err, 403, "perm.denied")
 		}
 		_, pub := newEdPair(t)
-		_, err := alice.clients[2].CreateAccessKey(ctx, client.AccessKeyGrant{Scheme: client.SchemeEd25519, PublicKey: pub,
+		_, err := alice.Clients[2].CreateAccessKey(ctx, client.AccessKeyGrant{Scheme: client.SchemeEd25519, PublicKey: pub,
 			Permissions: []string{client.PermKeysRead, client.PermAccessManage}})
 		wantErr(t, "alice grants access:manage", err, 403, "perm.denied")
 		c.grantEd25519(ctx, t, carol, []string{client.PermKeysRead}, nil, time.Time{})
@@ -104,12 +107,12 @@ func TestAccessKeys(t *testing.T) {
 		ak := c.grantEd25519(ctx, t, dan, keysRS, nil, time.Time{})
 		_, err := ak.clients[1].Sign(ctx, kd.KeyID, []byte("before"), "", "")
 		wantOK(t, "access key signs", err)
-		wantOK(t, "drop dan's keys:sign", c.adm.SetPermissions(ctx, dan.id, []string{client.PermKeysRead, client.PermAccessManage}))
+		wantOK(t, "drop dan's keys:sign", c.Admin().SetPermissions(ctx, dan.ID, []string{client.PermKeysRead, client.PermAccessManage}))
 		_, err = ak.clients[2].Sign(ctx, kd.KeyID, []byte("after"), "", "")
 		wantErr(t, "access key signs after the grantor lost keys:sign", err, 403, "perm.denied")
 		_, err = ak.clients[0].GetKey(ctx, kd.KeyID)
 		wantOK(t, "access key still reads", err)
-		wantOK(t, "restore", c.adm.SetPermissions(ctx, dan.id, []string{client.PermKeysRead, client.PermKeysSign, client.PermAccessManage}))
+		wantOK(t, "restore", c.Admin().SetPermissions(ctx, dan.ID, []string{client.PermKeysRead, client.PermKeysSign, client.PermAccessManage}))
 		_, err = ak.clients[1].Sign(ctx, kd.KeyID, []byte("restored"), "", "")
 		wantOK(t, "access key signs again", err)
 	})
@@ -153,12 +156,12 @@ func TestAccessKeys(t *testing.T) {
 		ak := c.grantEd25519(ctx, t, alice, keysRS, nil, time.Time{})
 		_, err := ak.clients[2].ListKeys(ctx)
 		wantOK(t, "use via node3", err)
-		wantOK(t, "revoke via node1", alice.clients[0].RevokeAccessKey(ctx, ak.ID))
+		wantOK(t, "revoke via node1", alice.Clients[0].RevokeAccessKey(ctx, ak.ID))
 		_, err = ak.clients[2].ListKeys(ctx)
 		wantErr(t, "use via node3 right after", err, 401, "auth.key_revoked")
 		_, err = ak.clients[1].Sign(ctx, ka1.KeyID, []byte("late"), "", "")
 		wantErr(t, "sign via node2", err, 401, "auth.key_revoked")
-		ks, err := alice.clients[1].ListAccessKeys(ctx)
+		ks, err := alice.Clients[1].ListAccessKeys(ctx)
 		wantOK(t, "list", err)
 		i := slices.IndexFunc(ks, func(k client.AccessKey) bool { return k.ID == ak.ID })
 		if i < 0 || ks[i].RevokedAt.IsZero() {
@@ -170,12 +173,12 @@ func TestAccessKeys(t *testing.T) {
 		ak := c.grantEd25519(ctx, t, alice, []string{client.PermKeysRead}, nil, time.Time{})
 		pub := ak.PublicKey
 		grant := client.AccessKeyGrant{Scheme: client.SchemeEd25519, PublicKey: pub, Permissions: []string{client.PermKeysRead}}
-		_, err := alice.clients[1].CreateAccessKey(ctx, grant)
+		_, err := alice.Clients[1].CreateAccessKey(ctx, grant)
 		wantErr(t, "second grant to one public key", err, 409, "request.conflict")
-		_, err = bob.clients[2].CreateAccessKey(ctx, grant)
+		_, err = bob.Clients[2].CreateAccessKey(ctx, grant)
 		wantErr(t, "another user's grant to that public key", err, 409, "request.conflict")
-		wantOK(t, "revoke", alice.clients[0].RevokeAccessKey(ctx, ak.ID))
-		again, err := alice.clients[1].CreateAccessKey(ctx, grant)
+		wantOK(t, "revoke", alice.Clients[0].RevokeAccessKey(ctx, ak.ID))
+		again, err := alice.Clients[1].CreateAccessKey(ctx, grant)
 		wantOK(t, "grant after revocation", err)
 		if again.ID == ak.ID {
 			t.Fatal("a new grant reused the revoked id")
@@ -205,30 +208,30 @@ func TestAccessKeys(t *testing.T) {
 			wantErr(t, "after expiry", err, 401, "auth.key_revoked")
 		}
 		_, pub := newEdPair(t)
-		_, err = alice.clients[0].CreateAccessKey(ctx, client.AccessKeyGrant{Scheme: client.SchemeEd25519, PublicKey: pub,
+		_, err = alice.Clients[0].CreateAccessKey(ctx, client.AccessKeyGrant{Scheme: client.SchemeEd25519, PublicKey: pub,
 			Permissions: []string{client.PermKeysRead}, ExpiresAt: time.Now().Add(-time.Minute)})
 		wantErr(t, "grant that expired already", err, 400, "request.malformed")
 	})
 
 	t.Run("replay on another node", func(t *testing.T) {
 		ak := c.grantEd25519(ctx, t, alice, []string{client.PermKeysRead}, nil, time.Time{})
-		req := signed(t, rawReq{"GET", c.api(0) + "/v1/keys", nil}, "", ak.ID, ak.priv, time.Now())
+		req := signed(t, rawReq{"GET", c.API(0) + "/v1/keys", nil}, "", ak.ID, ak.priv, time.Now())
 		if status, code := send(t, req); status != 200 {
 			t.Fatalf("first use: %d %s", status, code)
 		}
 		for _, node := range []int{1, 2, 0} {
-			if status, code := send(t, resend(t, req, c.api(node), nil)); status != 401 || code != "auth.nonce_reused" {
+			if status, code := send(t, resend(t, req, c.API(node), nil)); status != 401 || code != "auth.nonce_reused" {
 				t.Fatalf("replay on node %d: %d %q", node+1, status, code)
 			}
 		}
 		// A request with a body, replayed elsewhere.
 		body := []byte(`{"message":"` + hex.EncodeToString([]byte("once")) + `"}`)
 		sak := c.grantEd25519(ctx, t, alice, keysRS, nil, time.Time{})
-		req = signed(t, rawReq{"POST", c.api(1) + "/v1/keys/" + ka1.KeyID + "/sign", body}, "", sak.ID, sak.priv, time.Now())
+		req = signed(t, rawReq{"POST", c.API(1) + "/v1/keys/" + ka1.KeyID + "/sign", body}, "", sak.ID, sak.priv, time.Now())
 		if status, code := send(t, req); status != 200 {
 			t.Fatalf("signed request: %d %s", status, code)
 		}
-		if status, code := send(t, resend(t, req, c.api(2), body)); status != 401 || code != "auth.nonce_reused" {
+		if status, code := send(t, resend(t, req, c.API(2), body)); status != 401 || code != "auth.nonce_reused" {
 			t.Fatalf("replayed sign on node 3: %d %q", status, code)
 		}
 	})
@@ -237,15 +240,15 @@ func TestAccessKeys(t *testing.T) {
 		erin := c.newUser(ctx, "erin")
 		ke := erin.edKey(ctx, t, 1, "e")
 		ak := c.grantEd25519(ctx, t, erin, keysRS, nil, time.Time{})
-		wantOK(t, "disable", c.adm.DisableUser(ctx, erin.id))
+		wantOK(t, "disable", c.Admin().DisableUser(ctx, erin.ID))
 		for i := range 3 {
-			_, err := erin.clients[i].ListKeys(ctx)
+			_, err := erin.Clients[i].ListKeys(ctx)
 			wantErr(t, "disabled user", err, 401, "auth.user_disabled")
 			_, err = ak.clients[i].GetKey(ctx, ke.KeyID)
 			wantErr(t, "access key of a disabled user", err, 401, "auth.user_disabled")
 		}
-		wantOK(t, "enable", c.adm.EnableUser(ctx, erin.id))
-		_, err := erin.clients[2].ListKeys(ctx)
+		wantOK(t, "enable", c.Admin().EnableUser(ctx, erin.ID))
+		_, err := erin.Clients[2].ListKeys(ctx)
 		wantOK(t, "re-enabled user", err)
 		_, err = ak.clients[0].Sign(ctx, ke.KeyID, []byte("back"), "", "")
 		wantOK(t, "access key of a re-enabled user", err)
@@ -253,21 +256,21 @@ func TestAccessKeys(t *testing.T) {
 
 	t.Run("revoke tokens", func(t *testing.T) {
 		fay := c.newUser(ctx, "fay")
-		_, err := fay.clients[0].ListKeys(ctx)
+		_, err := fay.Clients[0].ListKeys(ctx)
 		wantOK(t, "old token before", err)
 		// Token iat is in whole seconds: let the second of the old token's iat pass.
 		time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(1100 * time.Millisecond)))
-		wantOK(t, "revoke-tokens", c.adm.RevokeTokens(ctx, fay.id))
+		wantOK(t, "revoke-tokens", c.Admin().RevokeTokens(ctx, fay.ID))
 		for i := range 3 {
-			_, err = fay.clients[i].ListKeys(ctx)
+			_, err = fay.Clients[i].ListKeys(ctx)
 			wantErr(t, "old token after revoke-tokens", err, 401, "auth.token_invalid")
 		}
 		time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(1100 * time.Millisecond)))
-		tok, err := c.adm.GenUserToken(fay.id, hex.EncodeToString(fay.priv.Public().(ed25519.PublicKey)), time.Hour)
+		tok, err := c.Admin().GenUserToken(fay.ID, hex.EncodeToString(fay.Key.Public().(ed25519.PublicKey)), time.Hour)
 		wantOK(t, "new token", err)
 		c.reissue(fay, tok)
 		for i := range 3 {
-			_, err = fay.clients[i].ListKeys(ctx)
+			_, err = fay.Clients[i].ListKeys(ctx)
 			wantOK(t, "new token after revoke-tokens", err)
 		}
 	})
@@ -276,7 +279,7 @@ func TestAccessKeys(t *testing.T) {
 		key, err := btcec.NewPrivateKey()
 		wantOK(t, "secp256k1 key", err)
 		pubHex := hex.EncodeToString(key.PubKey().SerializeCompressed())
-		ak, err := alice.clients[1].CreateAccessKey(ctx, client.AccessKeyGrant{Label: "droplit", Scheme: client.SchemeSecp256k1,
+		ak, err := alice.Clients[1].CreateAccessKey(ctx, client.AccessKeyGrant{Label: "droplit", Scheme: client.SchemeSecp256k1,
 			PublicKey: pubHex, Permissions: keysRS})
 		wantOK(t, "grant a secp256k1 key", err)
 		if ak.Scheme != client.SchemeSecp256k1 || ak.PublicKey != pubHex {
@@ -300,36 +303,36 @@ func TestAccessKeys(t *testing.T) {
 		}
 		// Refused on DELETE: the token does not sign the method.
 		for _, mint := range []func(*btcec.PrivateKey, string, []byte, time.Time) (string, error){auth.SignXAuthTokenBSM, auth.SignXAuthTokenBRC77} {
-			req := xauthRequest(t, "DELETE", c.api(0)+"/v1/access-keys/"+ak.ID, nil, mint, key, time.Now())
+			req := xauthRequest(t, "DELETE", c.API(0)+"/v1/access-keys/"+ak.ID, nil, mint, key, time.Now())
 			if status, code := send(t, req); status != 401 {
 				t.Fatalf("X-Auth-Token on DELETE: %d %q", status, code)
 			}
 		}
-		ks, err := alice.clients[0].ListAccessKeys(ctx)
+		ks, err := alice.Clients[0].ListAccessKeys(ctx)
 		wantOK(t, "list", err)
 		if i := slices.IndexFunc(ks, func(k client.AccessKey) bool { return k.ID == ak.ID }); i < 0 || !ks[i].RevokedAt.IsZero() {
 			t.Fatal("the secp256k1 access key was revoked by an X-Auth DELETE")
 		}
 		// A replayed token, on the same node and another.
-		req := xauthRequest(t, "GET", c.api(2)+"/v1/keys", nil, auth.SignXAuthTokenBRC77, key, time.Now())
+		req := xauthRequest(t, "GET", c.API(2)+"/v1/keys", nil, auth.SignXAuthTokenBRC77, key, time.Now())
 		if status, code := send(t, req); status != 200 {
 			t.Fatalf("first use: %d %q", status, code)
 		}
 		for _, node := range []int{2, 0} {
-			if status, code := send(t, resend(t, req, c.api(node), nil)); status != 401 || code != "auth.nonce_reused" {
+			if status, code := send(t, resend(t, req, c.API(node), nil)); status != 401 || code != "auth.nonce_reused" {
 				t.Fatalf("replayed X-Auth-Token on node %d: %d %q", node+1, status, code)
 			}
 		}
 		// The path in the token must be the request's.
-		req = xauthRequest(t, "GET", c.api(1)+"/v1/keys/"+ka1.KeyID, nil, auth.SignXAuthTokenBSM, key, time.Now())
-		other := resend(t, req, c.api(1), nil)
+		req = xauthRequest(t, "GET", c.API(1)+"/v1/keys/"+ka1.KeyID, nil, auth.SignXAuthTokenBSM, key, time.Now())
+		other := resend(t, req, c.API(1), nil)
 		other.URL.Path = "/v1/keys/" + ka2.KeyID
 		if status, code := send(t, other); status != 401 {
 			t.Fatalf("token for another path: %d %q", status, code)
 		}
 		// Mixed with a bearer token: exactly one kind of credential.
-		req = xauthRequest(t, "GET", c.api(0)+"/v1/keys", nil, auth.SignXAuthTokenBSM, key, time.Now())
-		req.Header.Set("Authorization", "Bearer "+alice.token)
+		req = xauthRequest(t, "GET", c.API(0)+"/v1/keys", nil, auth.SignXAuthTokenBSM, key, time.Now())
+		req.Header.Set("Authorization", "Bearer "+alice.Token)
 		if status, code := send(t, req); status != 401 || code != "auth.missing" {
 			t.Fatalf("X-Auth-Token with a bearer token: %d %q", status, code)
 		}
@@ -341,7 +344,7 @@ func TestAccessKeys(t *testing.T) {
 			wantErr(t, "ungranted secp256k1 key", err, 401, "auth.token_invalid")
 		}
 		// Its log shows the uses: 2 schemes × 3 nodes × (list + sign) + 2 queries + 1.
-		log, err := alice.clients[2].AccessKeyLog(ctx, ak.ID)
+		log, err := alice.Clients[2].AccessKeyLog(ctx, ak.ID)
 		wantOK(t, "log", err)
 		allowed := 0
 		for _, e := range log {
@@ -365,7 +368,7 @@ func TestAccessKeys(t *testing.T) {
 		wantErr(t, "sign without keys:sign", err, 403, "perm.denied")
 		_, err = ak.clients[0].GetKey(ctx, "key_doesnotexist")
 		wantErr(t, "get unknown", err, 404, "key.not_found")
-		log, err := alice.clients[1].AccessKeyLog(ctx, ak.ID)
+		log, err := alice.Clients[1].AccessKeyLog(ctx, ak.ID)
 		wantOK(t, "read the log", err)
 		want := []struct{ outcome, code string }{{"allowed", ""}, {"allowed", ""}, {"refused", "perm.denied"}, {"refused", "key.not_found"}}
 		if len(log) != len(want) {
@@ -384,7 +387,7 @@ func TestAccessKeys(t *testing.T) {
 		if len(routes) < 3 {
 			t.Fatalf("log does not tell list, get and sign apart: %+v", log)
 		}
-		_, err = bob.clients[0].AccessKeyLog(ctx, ak.ID)
+		_, err = bob.Clients[0].AccessKeyLog(ctx, ak.ID)
 		if s, _ := apiErr(err); s != 404 {
 			t.Fatalf("bob reads alice's key's log: %v", err)
 		}
@@ -395,30 +398,30 @@ func TestAccessKeys(t *testing.T) {
 	t.Run("cli", func(t *testing.T) {
 		dir := t.TempDir()
 		idFile := filepath.Join(dir, "alice.key")
-		wantOK(t, "write identity", os.WriteFile(idFile, []byte(hex.EncodeToString(alice.priv.Seed())+"\n"), 0o600))
-		env := []string{"CUSTOS_TOKEN=" + alice.token, "CUSTOS_IDENTITY=" + idFile}
+		wantOK(t, "write identity", os.WriteFile(idFile, []byte(hex.EncodeToString(alice.Key.Seed())+"\n"), 0o600))
+		env := []string{"CUSTOS_TOKEN=" + alice.Token, "CUSTOS_IDENTITY=" + idFile}
 		_, pub := newEdPair(t)
 		out, err := custosCLI(t, env, "access-keys", "grant", "--scheme", "ed25519", "--public-key", pub, "--permissions", "keys:read,keys:sign",
-			"--key-ids", ka2.KeyID, "--expires", "24h", "--label", "cli bot", "--url", c.api(1))
+			"--key-ids", ka2.KeyID, "--expires", "24h", "--label", "cli bot", "--url", c.API(1))
 		wantOK(t, "cli grant", err)
 		var k client.AccessKey
 		if err := json.Unmarshal([]byte(out), &k); err != nil || !strings.HasPrefix(k.ID, "ak_") || k.Label != "cli bot" ||
 			!slices.Equal(k.KeyIDs, []string{ka2.KeyID}) || k.ExpiresAt.Before(time.Now().Add(23*time.Hour)) {
 			t.Fatalf("cli grant printed %q (%v)", out, err)
 		}
-		out, err = custosCLI(t, env, "access-keys", "list", "--url", c.api(2))
+		out, err = custosCLI(t, env, "access-keys", "list", "--url", c.API(2))
 		wantOK(t, "cli list", err)
 		if !strings.Contains(out, k.ID) {
 			t.Fatalf("cli list lacks %s: %s", k.ID, out)
 		}
-		out, err = custosCLI(t, env, "access-keys", "log", k.ID, "--url", c.api(0))
+		out, err = custosCLI(t, env, "access-keys", "log", k.ID, "--url", c.API(0))
 		wantOK(t, "cli log", err)
 		if strings.TrimSpace(out) != "[]" {
 			t.Fatalf("log of an unused key: %s", out)
 		}
-		_, err = custosCLI(t, env, "access-keys", "revoke", k.ID, "--url", c.api(0))
+		_, err = custosCLI(t, env, "access-keys", "revoke", k.ID, "--url", c.API(0))
 		wantOK(t, "cli revoke", err)
-		if _, err := custosCLI(t, env, "access-keys", "grant", "--scheme", "ed25519", "--public-key", pub, "--permissions", "access:manage", "--url", c.api(0)); err == nil ||
+		if _, err := custosCLI(t, env, "access-keys", "grant", "--scheme", "ed25519", "--public-key", pub, "--permissions", "access:manage", "--url", c.API(0)); err == nil ||
 			!strings.Contains(err.Error(), "perm.denied") {
 			t.Fatalf("cli grant of access:manage: %v", err)
 		}
@@ -426,7 +429,7 @@ func TestAccessKeys(t *testing.T) {
 
 	t.Run("audit verify", func(t *testing.T) {
 		for _, node := range []int{0, 2} {
-			out, err := custosCLI(t, nil, "audit", "verify", "--url", c.api(node), "--admin-key-file", filepath.Join(c.dir, "admin.key"))
+			out, err := custosCLI(t, nil, "audit", "verify", "--url", c.API(node), "--admin-key-file", filepath.Join(c.Dir(), "admin.key"))
 			wantOK(t, "custos audit verify", err)
 			var rep struct {
 				Verified bool   `json:"verified"`
@@ -441,11 +444,11 @@ func TestAccessKeys(t *testing.T) {
 		}
 		// Strings that canonical JSON must escape (or must not), in the log through a
 		// refused request's object, then verified again.
-		odd := c.api(0) + "/v1/keys/" + "k%0A%22%5C%E2%80%A8%01%7F%C3%A9%FF"
-		req := signed(t, rawReq{"GET", odd, nil}, alice.token, auth.UserKeyID(alice.id), alice.priv, time.Now())
+		odd := c.API(0) + "/v1/keys/" + "k%0A%22%5C%E2%80%A8%01%7F%C3%A9%FF"
+		req := signed(t, rawReq{"GET", odd, nil}, alice.Token, auth.UserKeyID(alice.ID), alice.Key, time.Now())
 		status, code := send(t, req)
 		t.Logf("odd key id answered %d %s", status, code)
-		es, err := c.adm.Audit(ctx, 0, 1000)
+		es, err := c.Admin().Audit(ctx, 0, 1000)
 		wantOK(t, "read the audit log", err)
 		found := false
 		for _, e := range es {
@@ -457,7 +460,7 @@ func TestAccessKeys(t *testing.T) {
 		if !found {
 			t.Log("the odd key id did not reach the audit log")
 		}
-		out, err := custosCLI(t, nil, "audit", "verify", "--url", c.api(1), "--admin-key-file", filepath.Join(c.dir, "admin.key"))
+		out, err := custosCLI(t, nil, "audit", "verify", "--url", c.API(1), "--admin-key-file", filepath.Join(c.Dir(), "admin.key"))
 		if err != nil {
 			t.Fatalf("audit verify after odd strings: %v\n%s", err, out)
 		}

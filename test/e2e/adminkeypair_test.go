@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 import (
@@ -13,6 +15,7 @@ import (
 
 	"github.com/custos/custos/admin"
 	"github.com/custos/custos/internal/auth"
+	testcluster "github.com/custos/custos/test/cluster"
 )
 
 // TestAdminKeyPair runs a cluster configured with an Ed25519 admin public key (made by
@@ -40,15 +43,15 @@ func TestAdminKeyPair(t *testing.T) {
 	}
 	adminPriv := ed25519.NewKeyFromSeed(priv)
 
-	c := startCluster(t, clusterOpts{extra: map[string]any{
+	c := startCluster(t, testcluster.Options{AdminKeyPair: adminPriv, Extra: map[string]any{
 		"rate":  noRateLimit(),
 		"admin": map[string]any{"key_file": "", "public_key": kg.PublicKey},
 	}})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	shared := c.adm // HS256 with the dev cluster's ADMIN_KEY, which these nodes do not use
+	shared, err := admin.New(c.adminKey(), c.API(0)) // HS256 with the dev cluster's ADMIN_KEY, which these nodes do not use
+	wantOK(t, "shared-key admin client", err)
 	admins := c.keyPairAdmins(t, adminPriv)
-	c.adm = admins[0]
 
 	for i, a := range admins {
 		id, err := a.CreateUser(ctx, "kp-user-"+jsonNum(uint64(i)))
@@ -69,7 +72,7 @@ func TestAdminKeyPair(t *testing.T) {
 	}
 	// A key-pair token signed by another key.
 	other, _ := newEdPair(t)
-	impostor, _ := admin.NewKeyPair(other, c.api(1))
+	impostor, _ := admin.NewKeyPair(other, c.API(1))
 	_, err = impostor.ListUsers(ctx)
 	if s, _ := apiErr(err); s != 401 {
 		t.Fatalf("admin token from another key pair: %v", err)
@@ -81,7 +84,7 @@ func TestAdminKeyPair(t *testing.T) {
 		tok, err := iss.AdminToken(time.Now())
 		wantOK(t, "token", err)
 		send1 := func(node int) (int, string) {
-			req := signed(t, rawReq{"GET", c.api(node) + "/v1/admin/users", nil}, tok, "admin", adminPriv, time.Now())
+			req := signed(t, rawReq{"GET", c.API(node) + "/v1/admin/users", nil}, tok, "admin", adminPriv, time.Now())
 			return send(t, req)
 		}
 		if status, code := send1(0); status != 200 {
@@ -94,7 +97,7 @@ func TestAdminKeyPair(t *testing.T) {
 		}
 		// The token alone, without the admin's request signature.
 		tok2, _ := iss.AdminToken(time.Now())
-		req := rawRequest(t, "GET", c.api(1)+"/v1/admin/users", nil)
+		req := rawRequest(t, "GET", c.API(1)+"/v1/admin/users", nil)
 		req.Header.Set("Authorization", "Bearer "+tok2)
 		if status, _ := send(t, req); status != 401 {
 			t.Fatalf("unsigned key-pair admin request: %d", status)
@@ -106,24 +109,24 @@ func TestAdminKeyPair(t *testing.T) {
 		k := u.edKey(ctx, t, 1, "kp")
 		u.signReq(ctx, t, 2, k.KeyID, "key-pair cluster")
 		// An HS256 user token is not accepted where the nodes hold only a public key.
-		tok, _ := c.hsIssuer().UserToken(u.id, hex.EncodeToString(u.priv.Public().(ed25519.PublicKey)), time.Hour, "", time.Now())
-		req := signed(t, rawReq{"GET", c.api(0) + "/v1/keys", nil}, tok, auth.UserKeyID(u.id), u.priv, time.Now())
+		tok, _ := c.hsIssuer().UserToken(u.ID, hex.EncodeToString(u.Key.Public().(ed25519.PublicKey)), time.Hour, "", time.Now())
+		req := signed(t, rawReq{"GET", c.API(0) + "/v1/keys", nil}, tok, auth.UserKeyID(u.ID), u.Key, time.Now())
 		if status, code := send(t, req); status != 401 || code != "auth.token_invalid" {
 			t.Fatalf("HS256 user token: %d %q", status, code)
 		}
 	})
 
 	t.Run("cli", func(t *testing.T) {
-		out, err := custosCLI(t, nil, "admin", "users", "--admin-private-key-file", keyFile, "--url", c.api(2))
+		out, err := custosCLI(t, nil, "admin", "users", "--admin-private-key-file", keyFile, "--url", c.API(2))
 		wantOK(t, "custos admin users (key pair)", err)
 		if !strings.Contains(out, "kp-alice") {
 			t.Fatalf("users: %s", out)
 		}
-		_, err = custosCLI(t, nil, "admin", "users", "--admin-key-file", filepath.Join(c.dir, "admin.key"), "--url", c.api(2))
+		_, err = custosCLI(t, nil, "admin", "users", "--admin-key-file", filepath.Join(c.Dir(), "admin.key"), "--url", c.API(2))
 		if err == nil {
 			t.Fatal("the CLI with the shared key was accepted by a key-pair cluster")
 		}
-		out, err = custosCLI(t, nil, "audit", "verify", "--admin-private-key-file", keyFile, "--url", c.api(1))
+		out, err = custosCLI(t, nil, "audit", "verify", "--admin-private-key-file", keyFile, "--url", c.API(1))
 		wantOK(t, "custos audit verify (key pair)", err)
 		if !strings.Contains(out, `"verified": true`) {
 			t.Fatalf("audit verify: %s", out)

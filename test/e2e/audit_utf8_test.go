@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 import (
@@ -11,6 +13,7 @@ import (
 
 	"github.com/custos/custos/admin"
 	"github.com/custos/custos/internal/auth"
+	testcluster "github.com/custos/custos/test/cluster"
 )
 
 // TestAuditInvalidUTF8: a key id that is not UTF-8 (GET /v1/keys/%FF) lands in an audit
@@ -19,9 +22,9 @@ import (
 func TestAuditInvalidUTF8(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c := startCluster(t, clusterOpts{extra: map[string]any{"rate": noRateLimit()}})
+	c := startCluster(t, testcluster.Options{Extra: map[string]any{"rate": noRateLimit()}})
 	alice := c.newUser(ctx, "alice")
-	actor := "user:" + strconv.FormatUint(alice.id, 10)
+	actor := "user:" + strconv.FormatUint(alice.ID, 10)
 
 	// stored is the object as the node keeps it: each run of invalid bytes one U+FFFD
 	// (internal/state), or one per byte where the key id went through encoding/json first.
@@ -34,18 +37,18 @@ func TestAuditInvalidUTF8(t *testing.T) {
 		{"k%FF%FE%22%5C%0A%E2%80%A8%C3%A9", []string{"k\uFFFD\"\\\n\u2028é", "k\uFFFD\uFFFD\"\\\n\u2028é"}},
 	}
 	for i, p := range paths {
-		req := signed(t, rawReq{"GET", c.api(i%len(c.cl.Nodes)) + "/v1/keys/" + p.path, nil}, alice.token, auth.UserKeyID(alice.id), alice.priv, time.Now())
+		req := signed(t, rawReq{"GET", c.API(i%c.N()) + "/v1/keys/" + p.path, nil}, alice.Token, auth.UserKeyID(alice.ID), alice.Key, time.Now())
 		if status, code := send(t, req); status != 404 || code != "key.not_found" {
 			t.Fatalf("GET /v1/keys/%s: %d %q, want 404 key.not_found", p.path, status, code)
 		}
 	}
 
-	es, err := c.adm.Audit(ctx, 0, 1000)
+	es, err := c.Admin().Audit(ctx, 0, 1000)
 	wantOK(t, "read the audit log", err)
 
 	// The whole chain, those entries included, verifies, read through each node.
-	for i := range c.cl.Nodes {
-		adm, err := admin.New(c.key, c.api(i))
+	for i := range c.N() {
+		adm, err := admin.New(c.adminKey(), c.API(i))
 		wantOK(t, "admin client", err)
 		res, err := adm.VerifyAudit(ctx, 0)
 		wantOK(t, "VerifyAudit", err)
@@ -54,7 +57,7 @@ func TestAuditInvalidUTF8(t *testing.T) {
 		}
 		t.Logf("node %d: %d entries verified, head %s", i+1, res.Entries, res.HeadHash)
 	}
-	out, err := custosCLI(t, nil, "audit", "verify", "--url", c.api(1), "--admin-key-file", filepath.Join(c.dir, "admin.key"))
+	out, err := custosCLI(t, nil, "audit", "verify", "--url", c.API(1), "--admin-key-file", filepath.Join(c.Dir(), "admin.key"))
 	wantOK(t, "custos audit verify", err)
 	var rep struct {
 		Verified bool   `json:"verified"`

@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 import (
@@ -7,16 +9,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/custos/custos/admin"
-	"github.com/custos/custos/internal/devcluster"
+	testcluster "github.com/custos/custos/test/cluster"
 )
 
 // clockSkewBound is node.clockBound: how far ahead of a majority of the voters' clocks a
@@ -35,7 +33,7 @@ func TestClockSkew(t *testing.T) {
 	c := startSkewedCluster(t, fast, 2*time.Minute)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	fastID := c.cl.Nodes[fast].ID
+	fastID := c.NodeID(fast)
 
 	// The fast node finds that the other voters' clocks disagree with its own and says so.
 	c.waitClockReason(ctx, fast, "ahead of a majority of the voters' clocks")
@@ -47,7 +45,7 @@ func TestClockSkew(t *testing.T) {
 	// committed by nodes 0 and 2; then with node 2 down and node 1 started again, node 1's
 	// log lacks that entry, so only node 0 can win the election (node 1 votes for it).
 	c.stop(1)
-	if _, err := c.adm.CreateUser(ctx, "committed-by-0-and-2"); err != nil {
+	if _, err := c.Admin().CreateUser(ctx, "committed-by-0-and-2"); err != nil {
 		t.Fatalf("create user with node 1 down: %v", err)
 	}
 	c.stop(2)
@@ -78,12 +76,12 @@ func TestClockSkew(t *testing.T) {
 	c.start(fast)
 	c.waitClockReason(ctx, fast, "ahead of a majority of the voters' clocks")
 	c.checkClockLead(fast, 20*time.Second)
-	key, req, err := alice.clients[fast].CreateKey(ctx, "ed25519", 2, "skewed", "")
+	key, req, err := alice.Clients[fast].CreateKey(ctx, "ed25519", 2, "skewed", "")
 	if err != nil || key == nil {
 		t.Fatalf("ed25519 keygen through the fast node: %v (request %+v)", err, req)
 	}
 	msg := []byte("signed through a node whose clock runs ahead")
-	r, err := alice.clients[fast].Sign(ctx, key.KeyID, msg, "", "")
+	r, err := alice.Clients[fast].Sign(ctx, key.KeyID, msg, "", "")
 	if err != nil || r.Status != "signed" || r.Signature == nil {
 		t.Fatalf("sign through the fast node: %v (request %+v)", err, r)
 	}
@@ -106,61 +104,19 @@ func TestClockSkew(t *testing.T) {
 // test-only insecure_testing.clock_offset); it waits for the other nodes to be ready.
 func startSkewedCluster(t *testing.T, skewed int, offset time.Duration) *cluster {
 	t.Helper()
-	const nodes = 3
-	ports := freePorts(t, 2*nodes)
-	dir := t.TempDir()
-	extra := map[string]any{"log": map[string]any{"level": "info"}, "ceremony": map[string]any{"sign_timeout": "15s", "keygen_timeout": "90s"}, "api": map[string]any{"wait_timeout": "30s"}}
-	spec := devcluster.Spec{Dir: dir, Threshold: 2, APIPorts: ports[:nodes], P2PPorts: ports[nodes:],
-		FixturesDir: filepath.Join(bins.root, "test", "fixtures", "preparams"), Extra: extra}
-	cl, err := devcluster.Create(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &cluster{t: t, dir: dir, cl: cl, bin: bins.custosd, procs: make([]*exec.Cmd, nodes), logs: make([]*os.File, nodes)}
-	if c.key, err = cl.AdminKey("/"); err != nil {
-		t.Fatal(err)
-	}
-	if c.adm, err = admin.New(c.key, cl.Nodes[0].API); err != nil {
-		t.Fatal(err)
-	}
-	setClockOffset(t, c, skewed, offset)
-	t.Cleanup(c.stopAll)
-	for i := range cl.Nodes {
-		c.start(i)
-	}
-	var honest []int
-	for i := range nodes {
-		if i != skewed {
-			honest = append(honest, i)
-		}
-	}
-	c.waitReady(honest...)
-	return c
+	return startCluster(t, testcluster.Options{NodeExtra: map[int]map[string]any{skewed: clockOffset(offset)}, SkipReady: []int{skewed}})
+}
+
+// clockOffset is the configuration that shifts a node's clock by offset.
+func clockOffset(offset time.Duration) map[string]any {
+	return map[string]any{"insecure_testing": map[string]any{"clock_offset": offset.String()}}
 }
 
 // setClockOffset sets insecure_testing.clock_offset in node i's configuration (the node
 // reads it when it starts).
 func setClockOffset(t *testing.T, c *cluster, i int, offset time.Duration) {
 	t.Helper()
-	path := devcluster.ConfigPath(c.dir, c.cl.Nodes[i].ID)
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cfg map[string]any
-	if err := json.Unmarshal(b, &cfg); err != nil {
-		t.Fatal(err)
-	}
-	it, _ := cfg["insecure_testing"].(map[string]any)
-	if it == nil {
-		it = map[string]any{}
-	}
-	it["clock_offset"] = offset.String()
-	cfg["insecure_testing"] = it
-	if b, err = json.MarshalIndent(cfg, "", "  "); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, b, 0o600); err != nil {
+	if err := c.MergeConfig(i, clockOffset(offset)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -172,7 +128,7 @@ func (c *cluster) waitClockReason(ctx context.Context, i int, want string) {
 	deadline := time.Now().Add(30 * time.Second)
 	var last string
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		resp, err := http.Get(c.api(i) + "/readyz")
+		resp, err := http.Get(c.API(i) + "/readyz")
 		if err == nil {
 			var body struct {
 				Reasons []string `json:"reasons"`
@@ -197,7 +153,7 @@ func (c *cluster) checkLeaderNot(ctx context.Context, id string) {
 	var last string
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		cl, err := c.adm.Cluster(cctx)
+		cl, err := c.Admin().Cluster(cctx)
 		cancel()
 		if err == nil {
 			last = cl.Leader
@@ -217,7 +173,7 @@ func (c *cluster) checkLeaderNot(ctx context.Context, id string) {
 // checkStamps checks that no audit entry is stamped more than the bound after now.
 func (c *cluster) checkStamps(ctx context.Context, now time.Time) {
 	c.t.Helper()
-	entries, err := c.adm.Audit(ctx, 0, 1000)
+	entries, err := c.Admin().Audit(ctx, 0, 1000)
 	if err != nil {
 		c.t.Fatalf("audit: %v", err)
 	}
@@ -251,7 +207,7 @@ func (c *cluster) checkClockLead(i int, want time.Duration) {
 
 // metric sums the samples of a metric on node i's /metrics; -1 when it cannot be read.
 func (c *cluster) metric(i int, name string) float64 {
-	resp, err := http.Get(c.api(i) + "/metrics")
+	resp, err := http.Get(c.API(i) + "/metrics")
 	if err != nil {
 		return -1
 	}

@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 import (
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/custos/custos/admin"
+	testcluster "github.com/custos/custos/test/cluster"
 )
 
 // refusedCeremonies reads custos_ceremonies_refused_total from a node's /metrics.
@@ -36,10 +39,8 @@ func refusedCeremonies(t *testing.T, api string) float64 {
 // auditAll reads a node's whole audit log through the admin SDK.
 func (c *cluster) auditAll(ctx context.Context, node int) []admin.AuditEntry {
 	c.t.Helper()
-	adm, err := admin.New(c.key, c.api(node))
-	if err != nil {
-		c.t.Fatal(err)
-	}
+	adm, err := c.AdminFor(node)
+	c.must(err)
 	var out []admin.AuditEntry
 	after := uint64(0)
 	for {
@@ -82,23 +83,23 @@ func refusalsBy(entries []admin.AuditEntry, node string) (requests, reports int)
 func TestCompromisedCoordinator(t *testing.T) {
 	for _, mode := range []string{"swap-digest", "bad-signature"} {
 		t.Run(mode, func(t *testing.T) {
-			c := startCluster(t, clusterOpts{bin: bins.custosdHooks, env: []string{"CUSTOS_TEST_MISBEHAVE=" + mode},
-				extra: map[string]any{"ceremony": map[string]any{"sign_timeout": "5s"}}})
+			c := startCluster(t, testcluster.Options{Binary: bins.CustosdHooks, Env: []string{"CUSTOS_TEST_MISBEHAVE=" + mode},
+				Extra: map[string]any{"ceremony": map[string]any{"sign_timeout": "5s"}}})
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
 			u := c.newUser(ctx, "victim")
-			key, _, err := u.clients[0].CreateKey(ctx, "ed25519", 2, "", "")
+			key, _, err := u.Clients[0].CreateKey(ctx, "ed25519", 2, "", "")
 			if err != nil || key == nil {
 				t.Fatalf("keygen: %v", err)
 			}
-			r, err := u.clients[1].Sign(ctx, key.KeyID, []byte("transfer everything"), "", "")
+			r, err := u.Clients[1].Sign(ctx, key.KeyID, []byte("transfer everything"), "", "")
 			if err == nil {
 				t.Fatalf("a compromised coordinator got the request through: %s", r.Status)
 			}
 			if code := apiCode(err); code != "auth.signature_invalid" {
 				t.Fatalf("sign error %v, want auth.signature_invalid", err)
 			}
-			cl, err := c.adm.Cluster(ctx)
+			cl, err := c.Admin().Cluster(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -111,7 +112,7 @@ func TestCompromisedCoordinator(t *testing.T) {
 					t.Fatalf("something was signed: %+v", e)
 				}
 			}
-			if refused := refusedCeremonies(t, c.api(0)); refused != 0 {
+			if refused := refusedCeremonies(t, c.API(0)); refused != 0 {
 				t.Fatalf("a ceremony was even scheduled (%v refused)", refused)
 			}
 		})
@@ -142,30 +143,30 @@ func TestCompromisedMembersForge(t *testing.T) {
 			for _, i := range tc.hostile {
 				env[i] = []string{"CUSTOS_TEST_MISBEHAVE=forge"}
 			}
-			c := startCluster(t, clusterOpts{nodes: tc.nodes, threshold: tc.k, bin: bins.custosdHooks, nodeEnv: env})
+			c := startCluster(t, testcluster.Options{Nodes: tc.nodes, Threshold: tc.k, Binary: bins.CustosdHooks, NodeEnv: env})
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
 			// A bystander the forgers try to re-enable and re-empower.
 			bystander := c.newUser(ctx, "bystander", "keys:read")
-			if err := c.adm.DisableUser(ctx, bystander.id); err != nil {
+			if err := c.Admin().DisableUser(ctx, bystander.ID); err != nil {
 				t.Fatal(err)
 			}
 			u := c.newUser(ctx, "victim")
-			usersBefore, err := c.adm.ListUsers(ctx)
+			usersBefore, err := c.Admin().ListUsers(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
 			for round, asLeader := range tc.roles {
 				c.forceRole(ctx, tc.hostile[0], asLeader)
 				for _, h := range tc.hostile {
-					key, _, err := u.clients[h].CreateKey(ctx, "ed25519", tc.k, fmt.Sprintf("k%d-%d", round, h), "")
+					key, _, err := u.Clients[h].CreateKey(ctx, "ed25519", tc.k, fmt.Sprintf("k%d-%d", round, h), "")
 					if err != nil || key == nil || key.Status != "active" {
 						t.Fatalf("keygen through the forger: %v %+v", err, key)
 					}
 					pub, _ := hex.DecodeString(key.PublicKey)
 					msg := []byte(fmt.Sprintf("pay bob %d/%d", round, h))
 					for _, entry := range []int{h, tc.nodes - 1} {
-						r, err := u.clients[entry].Sign(ctx, key.KeyID, msg, "", "")
+						r, err := u.Clients[entry].Sign(ctx, key.KeyID, msg, "", "")
 						if err != nil || r.Status != "signed" || r.Signature == nil {
 							t.Fatalf("sign through node %d: %v %+v", entry+1, err, r)
 						}
@@ -176,12 +177,23 @@ func TestCompromisedMembersForge(t *testing.T) {
 					}
 				}
 			}
-			// Let the forgeries settle, then judge.
-			c.waitReady(allNodes(tc.nodes)...)
-			time.Sleep(2 * time.Second)
-			entries := c.auditAll(ctx, tc.nodes-1)
+			// Let the forgeries settle: wait until the refusals are in the last node's
+			// audit log, then judge.
+			c.waitReady(c.All()...)
+			var entries []admin.AuditEntry
+			sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
+			_ = testcluster.Until(sctx, func() bool {
+				entries = c.auditAll(ctx, tc.nodes-1)
+				for _, h := range tc.hostile {
+					if reqs, reps := refusalsBy(entries, c.NodeID(h)); reqs < 4 || reps < 3 {
+						return false
+					}
+				}
+				return true
+			})
+			scancel()
 			for _, h := range tc.hostile {
-				id := c.cl.Nodes[h].ID
+				id := c.NodeID(h)
 				reqs, reps := refusalsBy(entries, id)
 				// Per forged request: the replay and three admin calls; per committee
 				// peer: three reports in its name.
@@ -194,14 +206,14 @@ func TestCompromisedMembersForge(t *testing.T) {
 					t.Errorf("a non-admin changed users: %+v", e)
 				}
 			}
-			usersAfter, err := c.adm.ListUsers(ctx)
+			usersAfter, err := c.Admin().ListUsers(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if len(usersAfter) != len(usersBefore) {
 				t.Fatalf("users %d → %d: a forged admin call created one", len(usersBefore), len(usersAfter))
 			}
-			b, err := c.adm.GetUser(ctx, bystander.id)
+			b, err := c.Admin().GetUser(ctx, bystander.ID)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -209,61 +221,15 @@ func TestCompromisedMembersForge(t *testing.T) {
 				t.Fatalf("the bystander was changed: %+v", b)
 			}
 			// The honest nodes agree on the chain, and it verifies.
-			v, err := c.adm.VerifyAudit(ctx, 0)
+			v, err := c.Admin().VerifyAudit(ctx, 0)
 			if err != nil || v.Broken != nil {
 				t.Fatalf("audit verify: %v %+v", err, v)
 			}
 			// Honest nodes keep serving.
-			key, _, err := u.clients[tc.nodes-1].CreateKey(ctx, "ed25519", tc.k, "after", "")
+			key, _, err := u.Clients[tc.nodes-1].CreateKey(ctx, "ed25519", tc.k, "after", "")
 			if err != nil || key.Status != "active" {
 				t.Fatalf("keygen after the forgeries: %v", err)
 			}
 		})
 	}
-}
-
-// leader returns the index of the current raft leader, asking the running nodes.
-func (c *cluster) leader(ctx context.Context) int {
-	c.t.Helper()
-	for i := range c.cl.Nodes {
-		if c.procs[i] == nil {
-			continue
-		}
-		adm, err := admin.New(c.key, c.api(i))
-		if err != nil {
-			c.t.Fatal(err)
-		}
-		cl, err := adm.Cluster(ctx)
-		if err != nil || cl.Leader == "" {
-			continue
-		}
-		for j, n := range c.cl.Nodes {
-			if n.ID == cl.Leader {
-				return j
-			}
-		}
-	}
-	return -1
-}
-
-// forceRole restarts nodes until node i is the raft leader (asLeader) or a follower: each
-// restart of the current leader makes the others elect a new one.
-func (c *cluster) forceRole(ctx context.Context, i int, asLeader bool) {
-	c.t.Helper()
-	for try := 0; try < 12; try++ {
-		c.waitReady(allNodes(len(c.cl.Nodes))...)
-		l := c.leader(ctx)
-		if l >= 0 && (l == i) == asLeader {
-			c.t.Logf("node %d is the %s", i+1, map[bool]string{true: "leader", false: "follower"}[asLeader])
-			return
-		}
-		if l < 0 {
-			time.Sleep(500 * time.Millisecond)
-			continue
-		}
-		c.stop(l)
-		time.Sleep(3 * time.Second) // an election among the others
-		c.start(l)
-	}
-	c.t.Fatalf("node %d never became the %v role", i+1, asLeader)
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 import (
@@ -22,6 +24,7 @@ import (
 
 	"github.com/custos/custos/internal/auth"
 	"github.com/custos/custos/node/client"
+	testcluster "github.com/custos/custos/test/cluster"
 )
 
 func apiCode(err error) string {
@@ -95,23 +98,23 @@ func sha(s string) []byte {
 
 // TestThresholdCluster walks issue 2's flows 1–5 on three real custosd processes.
 func TestThresholdCluster(t *testing.T) {
-	c := startCluster(t, clusterOpts{})
+	c := startCluster(t, testcluster.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 
 	// 1. The admin creates users (our route and Sigpair's).
 	alice := c.newUser(ctx, "alice")
 	sigpairID := sigpairCreateUser(t, c, "bob")
-	if sigpairID <= alice.id {
-		t.Fatalf("user ids not increasing: %d then %d", alice.id, sigpairID)
+	if sigpairID <= alice.ID {
+		t.Fatalf("user ids not increasing: %d then %d", alice.ID, sigpairID)
 	}
 
 	// 3. Keys created through different nodes.
-	ecKey, req, err := alice.clients[1].CreateKey(ctx, "secp256k1", 2, "treasury", "")
+	ecKey, req, err := alice.Clients[1].CreateKey(ctx, "secp256k1", 2, "treasury", "")
 	if err != nil || ecKey == nil {
 		t.Fatalf("secp256k1 keygen: %v (request %+v)", err, req)
 	}
-	edKey, req, err := alice.clients[2].CreateKey(ctx, "ed25519", 2, "agent", "")
+	edKey, req, err := alice.Clients[2].CreateKey(ctx, "ed25519", 2, "agent", "")
 	if err != nil || edKey == nil {
 		t.Fatalf("ed25519 keygen: %v (request %+v)", err, req)
 	}
@@ -123,7 +126,7 @@ func TestThresholdCluster(t *testing.T) {
 	digest := sha("pay 1 BTC to bob")
 	for i := 0; i < 3; i++ {
 		start := time.Now()
-		r, err := alice.clients[i].Sign(ctx, ecKey.KeyID, digest, "", "")
+		r, err := alice.Clients[i].Sign(ctx, ecKey.KeyID, digest, "", "")
 		if err != nil {
 			t.Fatalf("ECDSA sign via node %d: %v", i+1, err)
 		}
@@ -134,25 +137,25 @@ func TestThresholdCluster(t *testing.T) {
 		t.Logf("ECDSA sign via node%d: %v", i+1, time.Since(start))
 	}
 	// Two signings of the same digest run under different, fresh sessions.
-	r1, err1 := alice.clients[0].Sign(ctx, ecKey.KeyID, digest, "", "")
-	r2, err2 := alice.clients[0].Sign(ctx, ecKey.KeyID, digest, "", "")
+	r1, err1 := alice.Clients[0].Sign(ctx, ecKey.KeyID, digest, "", "")
+	r2, err2 := alice.Clients[0].Sign(ctx, ecKey.KeyID, digest, "", "")
 	if err1 != nil || err2 != nil || r1.SessionID == "" || r1.SessionID == r2.SessionID {
 		t.Fatalf("session ids of two signings of one digest: %q %q (%v %v)", r1.SessionID, r2.SessionID, err1, err2)
 	}
 	// An idempotency key returns the first request; with another body it conflicts.
-	i1, err1 := alice.clients[0].Sign(ctx, ecKey.KeyID, digest, "", "pay-42")
-	i2, err2 := alice.clients[1].Sign(ctx, ecKey.KeyID, digest, "", "pay-42")
+	i1, err1 := alice.Clients[0].Sign(ctx, ecKey.KeyID, digest, "", "pay-42")
+	i2, err2 := alice.Clients[1].Sign(ctx, ecKey.KeyID, digest, "", "pay-42")
 	if err1 != nil || err2 != nil || i1.RequestID != i2.RequestID || i2.Signature == nil || i1.Signature.DER != i2.Signature.DER {
 		t.Fatalf("idempotent sign: %+v %+v (%v %v)", i1, i2, err1, err2)
 	}
-	if _, err := alice.clients[2].Sign(ctx, ecKey.KeyID, sha("other"), "", "pay-42"); apiCode(err) != "request.idempotency_conflict" {
+	if _, err := alice.Clients[2].Sign(ctx, ecKey.KeyID, sha("other"), "", "pay-42"); apiCode(err) != "request.idempotency_conflict" {
 		t.Fatalf("idempotency key with another body: %v", err)
 	}
-	r, err := alice.clients[0].Sign(ctx, ecKey.KeyID, digest, "m/0/7", "")
+	r, err := alice.Clients[0].Sign(ctx, ecKey.KeyID, digest, "m/0/7", "")
 	if err != nil || r.Status != "signed" {
 		t.Fatalf("derived sign: %v %+v", err, r)
 	}
-	got, err := alice.clients[0].GetKey(ctx, ecKey.KeyID)
+	got, err := alice.Clients[0].GetKey(ctx, ecKey.KeyID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +165,7 @@ func TestThresholdCluster(t *testing.T) {
 	big := bytes.Repeat([]byte{0xab}, 64<<10)
 	for name, msg := range map[string][]byte{"empty": {}, "64KiB": big, "leading zero": {0x00, 0x00, 0x01, 0x02}} {
 		start := time.Now()
-		r, err := alice.clients[2].Sign(ctx, edKey.KeyID, msg, "", "")
+		r, err := alice.Clients[2].Sign(ctx, edKey.KeyID, msg, "", "")
 		if err != nil || r.Status != "signed" {
 			t.Fatalf("Ed25519 sign %s: %v %+v", name, err, r)
 		}
@@ -178,14 +181,14 @@ func TestThresholdCluster(t *testing.T) {
 	t.Run("cli", func(t *testing.T) { cliFlow(t, c) })
 
 	// 5. Restart the whole cluster: the same keys still sign.
-	for i := range c.procs {
+	for i := range c.N() {
 		c.stop(i)
 	}
-	for i := range c.procs {
+	for i := range c.N() {
 		c.start(i)
 	}
 	c.waitReady(0, 1, 2)
-	r, err = alice.clients[1].Sign(ctx, ecKey.KeyID, digest, "", "")
+	r, err = alice.Clients[1].Sign(ctx, ecKey.KeyID, digest, "", "")
 	if err != nil || r.Status != "signed" {
 		t.Fatalf("sign after restart: %v %+v", err, r)
 	}
@@ -195,7 +198,7 @@ func TestThresholdCluster(t *testing.T) {
 	c.kill(2)
 	for _, key := range []string{ecKey.KeyID, edKey.KeyID} {
 		msg := digest
-		r, err = alice.clients[0].Sign(ctx, key, msg, "", "")
+		r, err = alice.Clients[0].Sign(ctx, key, msg, "", "")
 		if err != nil || r.Status != "signed" {
 			t.Fatalf("sign with one node down: %v %+v", err, r)
 		}
@@ -203,7 +206,7 @@ func TestThresholdCluster(t *testing.T) {
 	// Two down: a clear error, not a hang.
 	c.kill(1)
 	start := time.Now()
-	_, err = alice.clients[0].Sign(ctx, ecKey.KeyID, digest, "", "")
+	_, err = alice.Clients[0].Sign(ctx, ecKey.KeyID, digest, "", "")
 	if code := apiCode(err); code != "cluster.no_quorum" && code != "cluster.unavailable" {
 		t.Fatalf("sign with two nodes down: %v (code %q)", err, code)
 	}
@@ -215,7 +218,7 @@ func TestThresholdCluster(t *testing.T) {
 // sigpairCreateUser calls POST /v1/create-user with a Sigpair admin-SDK style token.
 func sigpairCreateUser(t *testing.T, c *cluster, name string) uint64 {
 	t.Helper()
-	iss, err := auth.NewHS256Issuer(c.key)
+	iss, err := auth.NewHS256Issuer(c.adminKey())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +226,7 @@ func sigpairCreateUser(t *testing.T, c *cluster, name string) uint64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, _ := http.NewRequest("POST", c.api(1)+"/v1/create-user", strings.NewReader("{}"))
+	req, _ := http.NewRequest("POST", c.API(1)+"/v1/create-user", strings.NewReader("{}"))
 	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
@@ -246,7 +249,7 @@ func sigpairCreateUser(t *testing.T, c *cluster, name string) uint64 {
 func cliFlow(t *testing.T, c *cluster) {
 	dir := t.TempDir()
 	idFile := filepath.Join(dir, "alice.key")
-	conn := []string{"--admin-key-file", filepath.Join(c.dir, "admin.key"), "--url", c.api(0)}
+	conn := []string{"--admin-key-file", filepath.Join(c.Dir(), "admin.key"), "--url", c.API(0)}
 	out, err := custosCLI(t, nil, "keys", "new-identity", "--out", idFile)
 	if err != nil {
 		t.Fatal(err)
@@ -272,7 +275,7 @@ func cliFlow(t *testing.T, c *cluster) {
 		t.Fatal(err)
 	}
 	env := []string{"CUSTOS_TOKEN=" + strings.TrimSpace(tok), "CUSTOS_IDENTITY=" + idFile}
-	out, err = custosCLI(t, env, "keys", "create", "--curve", "ed25519", "--label", "cli", "--url", c.api(1))
+	out, err = custosCLI(t, env, "keys", "create", "--curve", "ed25519", "--label", "cli", "--url", c.API(1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,7 +283,7 @@ func cliFlow(t *testing.T, c *cluster) {
 	if err := json.Unmarshal([]byte(out), &k); err != nil || k.Status != "active" {
 		t.Fatalf("keys create: %q", out)
 	}
-	out, err = custosCLI(t, env, "sign", "--key", k.KeyID, "--text", "hello from the CLI", "--url", c.api(2))
+	out, err = custosCLI(t, env, "sign", "--key", k.KeyID, "--text", "hello from the CLI", "--url", c.API(2))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +296,7 @@ func cliFlow(t *testing.T, c *cluster) {
 	if !ed25519.Verify(pub, []byte("hello from the CLI"), sig) {
 		t.Fatal("CLI signature does not verify")
 	}
-	if _, err := custosCLI(t, env, "keys", "list", "--url", c.api(0)); err != nil {
+	if _, err := custosCLI(t, env, "keys", "list", "--url", c.API(0)); err != nil {
 		t.Fatal(err)
 	}
 	_ = os.Remove(idFile)

@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 import (
@@ -15,6 +17,7 @@ import (
 
 	"github.com/custos/custos/internal/auth"
 	"github.com/custos/custos/node/client"
+	testcluster "github.com/custos/custos/test/cluster"
 )
 
 // interopTokens is test/interop/xauth.mjs's answer.
@@ -45,7 +48,7 @@ func jsXAuthTokens(t *testing.T, key *btcec.PrivateKey, reqs []interopRequest) *
 	if err != nil {
 		t.Fatalf("node (Node.js) is required for the X-Auth-Token interop test: %v", err)
 	}
-	dir := filepath.Join(bins.root, "test", "interop")
+	dir := filepath.Join(bins.Root, "test", "interop")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "bitcoin-auth")); err != nil {
@@ -81,7 +84,7 @@ func jsXAuthTokens(t *testing.T, key *btcec.PrivateKey, reqs []interopRequest) *
 // BRC-77 token whose embedded signer is another key than its pubkey field (which the
 // reference verifier accepts) is refused.
 func TestXAuthInterop(t *testing.T) {
-	c := startCluster(t, clusterOpts{extra: map[string]any{"rate": noRateLimit()}})
+	c := startCluster(t, testcluster.Options{Extra: map[string]any{"rate": noRateLimit()}})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	alice := c.newUser(ctx, "alice")
@@ -89,7 +92,7 @@ func TestXAuthInterop(t *testing.T) {
 	key, err := btcec.NewPrivateKey()
 	wantOK(t, "secp256k1 key", err)
 	pubHex := hex.EncodeToString(key.PubKey().SerializeCompressed())
-	ak, err := alice.clients[1].CreateAccessKey(ctx, client.AccessKeyGrant{Label: "bitcoin-auth", Scheme: client.SchemeSecp256k1,
+	ak, err := alice.Clients[1].CreateAccessKey(ctx, client.AccessKeyGrant{Label: "bitcoin-auth", Scheme: client.SchemeSecp256k1,
 		PublicKey: pubHex, Permissions: []string{client.PermKeysRead, client.PermKeysSign}})
 	wantOK(t, "grant", err)
 
@@ -129,7 +132,7 @@ func TestXAuthInterop(t *testing.T) {
 		for i, r := range reqs {
 			for j, tok := range []string{toks.Tokens[i].BSM, toks.Tokens[i].BRC77} {
 				node := (i + j) % 3
-				req := rawRequest(t, r.Method, c.api(node)+r.Path, []byte(r.Body))
+				req := rawRequest(t, r.Method, c.API(node)+r.Path, []byte(r.Body))
 				req.Header.Set("X-Auth-Token", tok)
 				if status, code := send(t, req); status != 200 {
 					t.Fatalf("%s %s with a %s token via node %d: %d %q", r.Method, r.Path, []string{"bsm", "brc77"}[j], node+1, status, code)
@@ -140,7 +143,7 @@ func TestXAuthInterop(t *testing.T) {
 
 	t.Run("forged signer refused", func(t *testing.T) {
 		for i, r := range reqs {
-			req := rawRequest(t, r.Method, c.api(i%3)+r.Path, []byte(r.Body))
+			req := rawRequest(t, r.Method, c.API(i%3)+r.Path, []byte(r.Body))
 			req.Header.Set("X-Auth-Token", toks.Tokens[i].ForgedBRC77)
 			if status, code := send(t, req); status != 401 {
 				t.Fatalf("forged BRC-77 token on %s %s: %d %q", r.Method, r.Path, status, code)
@@ -149,7 +152,7 @@ func TestXAuthInterop(t *testing.T) {
 	})
 
 	t.Run("replay refused", func(t *testing.T) {
-		req := rawRequest(t, "GET", c.api(2)+reqs[0].Path, nil)
+		req := rawRequest(t, "GET", c.API(2)+reqs[0].Path, nil)
 		req.Header.Set("X-Auth-Token", toks.Tokens[0].BRC77)
 		if status, code := send(t, req); status != 401 || code != "auth.nonce_reused" {
 			t.Fatalf("replayed reference token: %d %q", status, code)
@@ -157,7 +160,7 @@ func TestXAuthInterop(t *testing.T) {
 	})
 
 	t.Run("log", func(t *testing.T) {
-		log, err := alice.clients[0].AccessKeyLog(ctx, ak.ID)
+		log, err := alice.Clients[0].AccessKeyLog(ctx, ak.ID)
 		wantOK(t, "log", err)
 		allowed := 0
 		for _, e := range log {

@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 import (
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/custos/custos/node/client"
+	testcluster "github.com/custos/custos/test/cluster"
 )
 
 // matrixSubject is a caller that owns a key, a finished sign request and an access key,
@@ -95,7 +98,7 @@ func matrixRoutes() []matrixRoute {
 // (and none), and as access keys granted exactly one permission each: each call is
 // allowed or refused 403 perm.denied, as the route's permission says.
 func TestPermissionMatrix(t *testing.T) {
-	c := startCluster(t, clusterOpts{extra: map[string]any{"rate": noRateLimit()}})
+	c := startCluster(t, testcluster.Options{Extra: map[string]any{"rate": noRateLimit()}})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
@@ -122,13 +125,13 @@ func TestPermissionMatrix(t *testing.T) {
 			}
 			u := c.newUser(ctx, "matrix-"+name, allPerms()...)
 			k := u.edKey(ctx, t, 0, "matrix")
-			s := &matrixSubject{name: "user with " + name, clients: u.clients, keyID: k.KeyID, reqID: u.signReq(ctx, t, 1, k.KeyID, "setup")}
+			s := &matrixSubject{name: "user with " + name, clients: u.Clients, keyID: k.KeyID, reqID: u.signReq(ctx, t, 1, k.KeyID, "setup")}
 			s.akID = c.grantEd25519(ctx, t, u, []string{client.PermKeysRead}, nil, time.Time{}).ID
 			var only []string
 			if perm != "" {
 				only = []string{perm}
 			}
-			wantOK(t, "set permissions", c.adm.SetPermissions(ctx, u.id, only))
+			wantOK(t, "set permissions", c.Admin().SetPermissions(ctx, u.ID, only))
 			t.Run(name, func(t *testing.T) {
 				for i, r := range matrixRoutes() {
 					node := i % 3
@@ -157,7 +160,7 @@ func TestPermissionMatrix(t *testing.T) {
 			})
 		}
 		// No access key's call revoked the spare key.
-		ks, err := grantor.clients[0].ListAccessKeys(ctx)
+		ks, err := grantor.Clients[0].ListAccessKeys(ctx)
 		wantOK(t, "list access keys", err)
 		for _, ak := range ks {
 			if !ak.RevokedAt.IsZero() {

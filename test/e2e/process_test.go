@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 import (
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/custos/custos/internal/devcluster"
+	testcluster "github.com/custos/custos/test/cluster"
 )
 
 // listeningPorts returns the TCP ports a process listens on and how many UDP sockets it
@@ -62,15 +65,15 @@ func listeningPorts(t *testing.T, pid int) (tcp []int, udp int) {
 // TestOnePortForPeers checks that a node listens on exactly its HTTP API port and its one
 // libp2p port (raft, ceremonies and RPC share it), and on nothing else.
 func TestOnePortForPeers(t *testing.T) {
-	c := startCluster(t, clusterOpts{})
+	c := startCluster(t, testcluster.Options{})
 	cfgPorts := map[int]bool{}
-	for i := range c.cl.Nodes {
-		u := c.api(i)
+	for i := range c.N() {
+		u := c.API(i)
 		p, _ := strconv.Atoi(u[strings.LastIndexByte(u, ':')+1:])
 		cfgPorts[p] = true
 	}
-	for i, p := range c.procs {
-		tcp, udp := listeningPorts(t, p.Process.Pid)
+	for i := range c.N() {
+		tcp, udp := listeningPorts(t, c.PID(i))
 		if len(tcp) != 2 || udp != 0 {
 			t.Fatalf("node %d listens on TCP %v and %d UDP sockets; want exactly the API and libp2p ports", i+1, tcp, udp)
 		}
@@ -90,15 +93,18 @@ func TestOnePortForPeers(t *testing.T) {
 // for the insecure pre-parameter fixtures: it must exit non-zero with a clear message.
 func TestProductionRefusesFixtures(t *testing.T) {
 	dir := t.TempDir()
-	ports := freePorts(t, 4)
+	ports, err := testcluster.FreePorts(4)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cl, err := devcluster.Create(devcluster.Spec{Dir: dir, Threshold: 2, APIPorts: ports[:2], P2PPorts: ports[2:],
-		FixturesDir: filepath.Join(bins.root, "test", "fixtures", "preparams"), Extra: map[string]any{"mode": "production"}})
+		FixturesDir: filepath.Join(bins.Root, "test", "fixtures", "preparams"), Extra: map[string]any{"mode": "production"}, Custosd: bins.Custosd})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, bins.custosd, "run", "--config", devcluster.ConfigPath(dir, cl.Nodes[0].ID)).CombinedOutput()
+	out, err := exec.CommandContext(ctx, bins.Custosd, "run", "--config", devcluster.ConfigPath(dir, cl.Nodes[0].ID)).CombinedOutput()
 	if err == nil {
 		t.Fatal("custosd started with insecure fixtures in a production configuration")
 	}

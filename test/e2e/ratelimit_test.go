@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 import (
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/custos/custos/node/client"
+	testcluster "github.com/custos/custos/test/cluster"
 )
 
 // TestRateLimit drives one caller at ten times its per-caller limit, concurrently, against
@@ -23,15 +26,15 @@ func TestRateLimit(t *testing.T) {
 		duration = 4 * time.Second
 		workers  = 24
 	)
-	c := startCluster(t, clusterOpts{extra: map[string]any{"rate": map[string]any{"per_caller_rps": rps, "burst": burst}}})
+	c := startCluster(t, testcluster.Options{Extra: map[string]any{"rate": map[string]any{"per_caller_rps": rps, "burst": burst}}})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	noisy := c.newUser(ctx, "noisy")
 	quiet := c.newUser(ctx, "quiet")
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 2 * workers}}
-	noisyCl, err := client.New(c.api(0), noisy.token, noisy.priv, client.WithHTTPClient(hc))
+	noisyCl, err := client.New(c.API(0), noisy.Token, noisy.Key, client.WithHTTPClient(hc))
 	wantOK(t, "client", err)
-	quietCl := quiet.clients[0]
+	quietCl := quiet.Clients[0]
 
 	var ok, limited, other, skipped atomic.Int64
 	var badRetry atomic.Int64
@@ -121,6 +124,6 @@ func TestRateLimit(t *testing.T) {
 		t.Fatalf("quiet caller: %d of %d requests succeeded (want ≥ 99 %%)", quietOK.Load(), total)
 	}
 	// Limits are per node: the noisy caller is served at once by another node.
-	_, err = noisy.clients[1].ListKeys(ctx)
+	_, err = noisy.Clients[1].ListKeys(ctx)
 	wantOK(t, "noisy caller on node 2", err)
 }

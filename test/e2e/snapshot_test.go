@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 import (
@@ -6,14 +8,19 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/custos/custos/admin"
-	"github.com/custos/custos/internal/devcluster"
+	testcluster "github.com/custos/custos/test/cluster"
 )
+
+// snapshotTrailingLogs is how many entries TestSnapshotVouching's nodes keep in their
+// log before their last snapshot's end.
+const snapshotTrailingLogs = 16
 
 // readyz returns a node's /readyz status code and reasons.
 func readyz(api string) (int, []string) {
@@ -46,8 +53,8 @@ func TestSnapshotVouching(t *testing.T) {
 			if tc.forged {
 				env[0] = []string{"CUSTOS_TEST_MISBEHAVE=forge-snapshot"}
 			}
-			c := startCluster(t, clusterOpts{bin: bins.custosdHooks, nodeEnv: env, extra: map[string]any{
-				"insecure_testing": map[string]any{"raft_snapshot_threshold": 32, "raft_trailing_logs": 16, "raft_snapshot_interval": "500ms"},
+			c := startCluster(t, testcluster.Options{Binary: bins.CustosdHooks, NodeEnv: env, Extra: map[string]any{
+				"insecure_testing": map[string]any{"raft_snapshot_threshold": 32, "raft_trailing_logs": snapshotTrailingLogs, "raft_snapshot_interval": "500ms"},
 				"ceremony":         map[string]any{"sign_timeout": "5s"},
 				"rate":             map[string]any{"per_caller_rps": 0},
 			}})
@@ -55,32 +62,36 @@ func TestSnapshotVouching(t *testing.T) {
 			defer cancel()
 			c.forceRole(ctx, 0, true)
 			bystander := c.newUser(ctx, "bystander", "keys:read")
-			adm1, err := admin.New(c.key, c.api(1))
+			adm1, err := admin.New(c.adminKey(), c.API(1))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := adm1.DisableUser(ctx, bystander.id); err != nil {
+			if err := adm1.DisableUser(ctx, bystander.ID); err != nil {
 				t.Fatal(err)
 			}
 			u := c.newUser(ctx, "owner")
-			key, _, err := u.clients[1].CreateKey(ctx, "ed25519", 2, "k", "")
+			key, _, err := u.Clients[1].CreateKey(ctx, "ed25519", 2, "k", "")
 			if err != nil || key.Status != "active" {
 				t.Fatalf("keygen: %v", err)
 			}
 			// Node 3 falls behind: far more entries than the leader keeps in its log.
 			c.stop(2)
+			var behind uint64 // at or past the first entry node 3 lacks (see appliedIndex)
 			for i := 0; i < 120; i++ {
-				if _, err := u.clients[1].ListKeys(ctx); err != nil {
+				if _, err := u.Clients[1].ListKeys(ctx); err != nil {
 					t.Fatalf("list %d: %v", i, err)
 				}
+				if i == 0 {
+					behind = c.appliedIndex(ctx, 1)
+				}
 			}
-			time.Sleep(2 * time.Second) // the leader snapshots and compacts
+			c.waitCompacted(ctx, behind) // the leader snapshots and compacts
 			c.start(2)
 			if tc.forged {
 				var reasons []string
 				deadline := time.Now().Add(60 * time.Second)
 				for time.Now().Before(deadline) {
-					_, reasons = readyz(c.api(2))
+					_, reasons = readyz(c.API(2))
 					if strings.Contains(strings.Join(reasons, " "), "differs from the state") {
 						break
 					}
@@ -89,12 +100,12 @@ func TestSnapshotVouching(t *testing.T) {
 				if !strings.Contains(strings.Join(reasons, " "), "differs from the state") {
 					t.Fatalf("node 3 did not find its forged state diverged; readyz reasons %q", reasons)
 				}
-				if v := metric(t, c.api(2), "custos_state_diverged"); v != 1 {
+				if v := metric(t, c.API(2), "custos_state_diverged"); v != 1 {
 					t.Fatalf("custos_state_diverged = %v", v)
 				}
 				// The others keep signing (node 3 refuses to join; the leader picks others).
 				for i := 0; i < 3; i++ {
-					r, err := u.clients[1].Sign(ctx, key.KeyID, []byte{byte(i)}, "", "")
+					r, err := u.Clients[1].Sign(ctx, key.KeyID, []byte{byte(i)}, "", "")
 					if err != nil || r.Status != "signed" {
 						t.Fatalf("sign %d with a diverged member: %v", i, err)
 					}
@@ -102,11 +113,11 @@ func TestSnapshotVouching(t *testing.T) {
 				return
 			}
 			c.waitReady(2)
-			if v := metric(t, c.api(2), "custos_state_unverified"); v != 0 {
+			if v := metric(t, c.API(2), "custos_state_unverified"); v != 0 {
 				t.Fatalf("custos_state_unverified = %v after vouching", v)
 			}
 			// It did go through a snapshot from the leader, and waited for the vouching.
-			logb, err := os.ReadFile(devcluster.LogPath(c.dir, c.cl.Nodes[2].ID))
+			logb, err := os.ReadFile(c.LogPath(2))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -117,7 +128,7 @@ func TestSnapshotVouching(t *testing.T) {
 			}
 			// Node 3 takes part again: sign through it until it has been in a committee.
 			for i := 0; i < 3; i++ {
-				r, err := u.clients[2].Sign(ctx, key.KeyID, []byte{byte(i)}, "", "")
+				r, err := u.Clients[2].Sign(ctx, key.KeyID, []byte{byte(i)}, "", "")
 				if err != nil || r.Status != "signed" {
 					t.Fatalf("sign through the caught-up node: %v", err)
 				}
@@ -143,4 +154,62 @@ func metric(t *testing.T, api, name string) float64 {
 		}
 	}
 	return -1
+}
+
+// appliedIndex is node i's last applied raft index. A proposal returns once it applied on
+// its entry node: once one made after a node stopped returned through node i, the index
+// is at or past the first entry the stopped node lacks.
+func (c *cluster) appliedIndex(ctx context.Context, i int) uint64 {
+	c.t.Helper()
+	ds, err := c.DebugState(ctx, i)
+	c.must(err)
+	return ds.Index
+}
+
+// waitCompacted waits until the leader's raft log holds no entry at or below index: it
+// wrote a snapshot whose last entry is snapshotTrailingLogs or more past index. Raft
+// compacts its log right after it writes a snapshot, up to that many entries before the
+// snapshot's end (raft-wal then serves none of them), so a node that lacks the entries
+// after index can catch up only from the leader's snapshot.
+func (c *cluster) waitCompacted(ctx context.Context, index uint64) {
+	c.t.Helper()
+	var last uint64
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	err := testcluster.Until(wctx, func() bool {
+		l, err := c.Leader(wctx)
+		if err != nil {
+			return false
+		}
+		last = lastSnapshotIndex(c.t, filepath.Join(c.Dir(), c.NodeID(l), "raft", "snapshots"))
+		return last >= index+snapshotTrailingLogs
+	})
+	if err != nil {
+		c.t.Fatalf("the leader's last snapshot ends at index %d, want %d or more: %v", last, index+snapshotTrailingLogs, err)
+	}
+}
+
+// lastSnapshotIndex is the last index of the newest snapshot raft's file snapshot store
+// keeps in dir ("<term>-<index>-<time>/meta.json"; ".tmp" while being written), 0 if none.
+func lastSnapshotIndex(t *testing.T, dir string) uint64 {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var last uint64
+	for _, e := range ents {
+		if !e.IsDir() || strings.HasSuffix(e.Name(), ".tmp") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name(), "meta.json"))
+		if err != nil {
+			continue // reaped meanwhile
+		}
+		var meta struct{ Index uint64 }
+		if err := json.Unmarshal(b, &meta); err == nil {
+			last = max(last, meta.Index)
+		}
+	}
+	return last
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 import (
@@ -17,15 +19,14 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/custos/custos/admin"
-	"github.com/custos/custos/internal/devcluster"
 	"github.com/custos/custos/node/client"
+	testcluster "github.com/custos/custos/test/cluster"
 )
 
 // TestTLS runs real clusters whose API serves HTTPS (issue 9, "TLS on the API"): with a
@@ -43,12 +44,11 @@ func TestTLS(t *testing.T) {
 		defer cancel()
 
 		// The SDKs with the CA: a user creates an Ed25519 key and signs through two nodes.
-		tc := &tls.Config{RootCAs: ca.pool()}
-		u := tlsUser(ctx, t, c, tc)
+		u := c.newUser(ctx, "tls-user")
 		tlsKeygenAndSign(ctx, t, u)
 
 		// Plain HTTP to the https port gets no answer from the API.
-		plainURL := strings.Replace(c.api(0), "https://", "http://", 1)
+		plainURL := strings.Replace(c.API(0), "https://", "http://", 1)
 		resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(plainURL + "/readyz")
 		if err == nil {
 			body, _ := io.ReadAll(resp.Body)
@@ -58,7 +58,7 @@ func TestTLS(t *testing.T) {
 			}
 		}
 		// A client that does not trust the CA refuses the node's certificate.
-		untrusted, err := client.New(c.api(1), u.token, u.priv)
+		untrusted, err := client.New(c.API(1), u.Token, u.Key)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -68,23 +68,23 @@ func TestTLS(t *testing.T) {
 		}
 
 		// The CLI with --ca-file (admin) and CUSTOS_CA_FILE (user).
-		out, err := custosCLI(t, nil, "cluster", "--url", c.api(2), "--admin-key-file", c.cl.AdminKeyFile, "--ca-file", ca.file)
+		out, err := custosCLI(t, nil, "cluster", "--url", c.API(2), "--admin-key-file", c.AdminKeyFile(), "--ca-file", ca.file)
 		if err != nil || !strings.Contains(out, `"https://127.0.0.1:`) {
 			t.Fatalf("custos cluster over https: %v %q", err, out)
 		}
-		if _, err := custosCLI(t, nil, "cluster", "--url", c.api(2), "--admin-key-file", c.cl.AdminKeyFile); err == nil {
+		if _, err := custosCLI(t, nil, "cluster", "--url", c.API(2), "--admin-key-file", c.AdminKeyFile()); err == nil {
 			t.Fatal("the CLI accepted the node's certificate without --ca-file")
 		}
-		env := []string{"CUSTOS_TOKEN=" + u.token, "CUSTOS_IDENTITY=" + writeIdentity(t, u.priv), "CUSTOS_CA_FILE=" + ca.file}
-		if out, err := custosCLI(t, env, "keys", "list", "--url", c.api(1)); err != nil || !strings.Contains(out, `"ed25519"`) {
+		env := []string{"CUSTOS_TOKEN=" + u.Token, "CUSTOS_IDENTITY=" + writeIdentity(t, u.Key), "CUSTOS_CA_FILE=" + ca.file}
+		if out, err := custosCLI(t, env, "keys", "list", "--url", c.API(1)); err != nil || !strings.Contains(out, `"ed25519"`) {
 			t.Fatalf("custos keys list over https: %v %q", err, out)
 		}
 
 		// Every node says in its log that its API is https.
-		for _, n := range c.cl.Nodes {
-			b, _ := os.ReadFile(devcluster.LogPath(c.dir, n.ID))
+		for i := range c.N() {
+			b, _ := os.ReadFile(c.LogPath(i))
 			if !strings.Contains(string(b), `"api_scheme":"https"`) {
-				t.Fatalf("%s does not log that its API is https", n.ID)
+				t.Fatalf("%s does not log that its API is https", c.NodeID(i))
 			}
 		}
 	})
@@ -100,7 +100,7 @@ func TestTLS(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
 
-		u := tlsUser(ctx, t, c, withCert)
+		u := c.newUser(ctx, "tls-user")
 		tlsKeygenAndSign(ctx, t, u)
 
 		// Without a client certificate, or with one from another CA, the handshake fails:
@@ -115,7 +115,7 @@ func TestTLS(t *testing.T) {
 			"no client certificate":              {RootCAs: ca.pool()},
 			"a client certificate of another CA": {RootCAs: ca.pool(), Certificates: []tls.Certificate{otherPair}},
 		} {
-			cl, err := client.New(c.api(0), u.token, u.priv, client.WithTLSConfig(tc))
+			cl, err := client.New(c.API(0), u.Token, u.Key, client.WithTLSConfig(tc))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -126,7 +126,7 @@ func TestTLS(t *testing.T) {
 			if err == nil || errors.As(err, &ae) {
 				t.Fatalf("%s: %v", name, err)
 			}
-			a, err := admin.New(c.key, c.api(1), admin.WithTLSConfig(tc))
+			a, err := admin.New(c.adminKey(), c.API(1), admin.WithTLSConfig(tc))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -135,7 +135,7 @@ func TestTLS(t *testing.T) {
 			}
 		}
 		// The same at the TLS layer itself, without HTTP.
-		conn, err := tls.Dial("tcp", strings.TrimPrefix(c.api(2), "https://"), &tls.Config{RootCAs: ca.pool()})
+		conn, err := tls.Dial("tcp", strings.TrimPrefix(c.API(2), "https://"), &tls.Config{RootCAs: ca.pool()})
 		if err == nil {
 			_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
 			_, err = conn.Read(make([]byte, 1)) // TLS 1.3: the server's verdict arrives after the client's Finished
@@ -144,16 +144,16 @@ func TestTLS(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "certificate required") {
 			t.Fatalf("handshake without a client certificate: %v", err)
 		}
-		if b, _ := os.ReadFile(devcluster.LogPath(c.dir, c.cl.Nodes[0].ID)); !strings.Contains(string(b), "TLS handshake error") {
+		if b, _ := os.ReadFile(c.LogPath(0)); !strings.Contains(string(b), "TLS handshake error") {
 			t.Fatal("node1 did not refuse the handshakes")
 		}
 
 		// The CLI with --client-cert and --client-key.
-		out, err := custosCLI(t, nil, "cluster", "--url", c.api(1), "--admin-key-file", c.cl.AdminKeyFile, "--ca-file", ca.file, "--client-cert", cliCert, "--client-key", cliKey)
+		out, err := custosCLI(t, nil, "cluster", "--url", c.API(1), "--admin-key-file", c.AdminKeyFile(), "--ca-file", ca.file, "--client-cert", cliCert, "--client-key", cliKey)
 		if err != nil || !strings.Contains(out, `"leader"`) {
 			t.Fatalf("custos cluster with a client certificate: %v %q", err, out)
 		}
-		if _, err := custosCLI(t, nil, "cluster", "--url", c.api(1), "--admin-key-file", c.cl.AdminKeyFile, "--ca-file", ca.file); err == nil {
+		if _, err := custosCLI(t, nil, "cluster", "--url", c.API(1), "--admin-key-file", c.AdminKeyFile(), "--ca-file", ca.file); err == nil {
 			t.Fatal("the CLI got through without a client certificate")
 		}
 	})
@@ -161,105 +161,24 @@ func TestTLS(t *testing.T) {
 
 // startTLSCluster starts a 3-node cluster whose API settings include api (TLS files) and
 // whose members' API URLs are https; tc is the TLS configuration of the harness's own
-// clients (readiness probes and the admin SDK).
+// clients (readiness probes, the admin SDK, the users' SDK clients).
 func startTLSCluster(t *testing.T, api map[string]any, tc *tls.Config) *cluster {
 	t.Helper()
-	const nodes = 3
-	ports := freePorts(t, 2*nodes)
-	dir := t.TempDir()
 	apiExtra := map[string]any{"wait_timeout": "30s"}
 	for k, v := range api {
 		apiExtra[k] = v
 	}
-	extra := map[string]any{"log": map[string]any{"level": "info"}, "ceremony": map[string]any{"sign_timeout": "15s", "keygen_timeout": "90s"}, "api": apiExtra}
-	cl, err := devcluster.Create(devcluster.Spec{Dir: dir, Threshold: 2, APIPorts: ports[:nodes], P2PPorts: ports[nodes:],
-		FixturesDir: filepath.Join(bins.root, "test", "fixtures", "preparams"), Extra: extra})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// devcluster writes http:// member URLs; these nodes serve https.
-	for i := range cl.Nodes {
-		cl.Nodes[i].API = strings.Replace(cl.Nodes[i].API, "http://", "https://", 1)
-		p := devcluster.ConfigPath(dir, cl.Nodes[i].ID)
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(strings.ReplaceAll(string(b), `"api": "http://`, `"api": "https://`)), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c := &cluster{t: t, dir: dir, cl: cl, bin: bins.custosd, procs: make([]*exec.Cmd, nodes), logs: make([]*os.File, nodes)}
-	if c.key, err = cl.AdminKey("/"); err != nil {
-		t.Fatal(err)
-	}
-	if c.adm, err = admin.New(c.key, cl.Nodes[0].API, admin.WithTLSConfig(tc)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.stopAll)
-	for i := range cl.Nodes {
-		c.start(i)
-	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = tc.Clone()
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: tr}
-	defer hc.CloseIdleConnections()
-	deadline := time.Now().Add(90 * time.Second)
-	for i, n := range cl.Nodes {
-		for {
-			resp, err := hc.Get(n.API + "/readyz")
-			if err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					break
-				}
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("node %d not ready over https: %v", i+1, err)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
-	return c
-}
-
-// tlsUser creates a user through the admin SDK and returns it with one SDK client per
-// node, all using tc.
-func tlsUser(ctx context.Context, t *testing.T, c *cluster, tc *tls.Config) *user {
-	t.Helper()
-	id, err := c.adm.CreateUser(ctx, "tls-user")
-	if err != nil {
-		t.Fatalf("create user over https: %v", err)
-	}
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	tok, err := c.adm.GenUserToken(id, hex.EncodeToString(pub), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := &user{id: id, priv: priv, token: tok}
-	first, err := client.New(c.api(0), tok, priv, client.WithTLSConfig(tc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.clients = append(u.clients, first)
-	for i := 1; i < len(c.cl.Nodes); i++ {
-		cl, err := first.WithBaseURL(c.api(i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		u.clients = append(u.clients, cl)
-	}
-	return u
+	return startCluster(t, testcluster.Options{TLS: tc, Extra: map[string]any{"api": apiExtra}})
 }
 
 // tlsKeygenAndSign creates an Ed25519 key through node 1, signs through node 2 and
 // verifies the signature.
 func tlsKeygenAndSign(ctx context.Context, t *testing.T, u *user) {
 	t.Helper()
-	k, req, err := u.clients[0].CreateKey(ctx, "ed25519", 2, "tls", "")
+	k, req, err := u.Clients[0].CreateKey(ctx, "ed25519", 2, "tls", "")
 	if err == nil && k == nil && req != nil {
 		var r *client.Request
-		if r, err = u.clients[0].WaitRequest(ctx, req.RequestID, 200*time.Millisecond); err == nil {
+		if r, err = u.Clients[0].WaitRequest(ctx, req.RequestID, 200*time.Millisecond); err == nil {
 			k = r.Key
 		}
 	}
@@ -267,9 +186,9 @@ func tlsKeygenAndSign(ctx context.Context, t *testing.T, u *user) {
 		t.Fatalf("Ed25519 keygen over https: %v %+v %+v", err, k, req)
 	}
 	msg := []byte("signed over TLS")
-	r, err := u.clients[1].Sign(ctx, k.KeyID, msg, "", "")
+	r, err := u.Clients[1].Sign(ctx, k.KeyID, msg, "", "")
 	if err == nil && !client.Final(r.Status) {
-		r, err = u.clients[1].WaitRequest(ctx, r.RequestID, 200*time.Millisecond)
+		r, err = u.Clients[1].WaitRequest(ctx, r.RequestID, 200*time.Millisecond)
 	}
 	if err != nil || r.Status != client.StatusSigned || r.Signature == nil {
 		t.Fatalf("Ed25519 sign over https: %v %+v", err, r)

@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 import (
@@ -9,20 +11,21 @@ import (
 
 	"github.com/custos/custos/admin"
 	"github.com/custos/custos/node/client"
+	testcluster "github.com/custos/custos/test/cluster"
 )
 
 // TestTokenPolicy runs a cluster configured with "auth": {"require_audience": true,
 // "max_token_ttl": "1h"}: user tokens must name this cluster ("dev") and live at most an
 // hour.
 func TestTokenPolicy(t *testing.T) {
-	c := startCluster(t, clusterOpts{extra: map[string]any{
+	c := startCluster(t, testcluster.Options{Extra: map[string]any{
 		"rate": noRateLimit(),
 		"auth": map[string]any{"require_audience": true, "max_token_ttl": "1h"},
 	}})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	iss := c.hsIssuer()
-	id, err := c.adm.CreateUser(ctx, "ttl-user")
+	id, err := c.Admin().CreateUser(ctx, "ttl-user")
 	wantOK(t, "create user (admin token without aud)", err)
 	priv, pubHex := newEdPair(t)
 
@@ -46,7 +49,7 @@ func TestTokenPolicy(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			tok, err := iss.UserToken(id, pubHex, tt.ttl, tt.audience, time.Now().Add(tt.iat))
 			wantOK(t, "mint", err)
-			cl, err := client.New(c.api(i%3), tok, priv)
+			cl, err := client.New(c.API(i%3), tok, priv)
 			wantOK(t, "client", err)
 			_, err = cl.ListKeys(ctx)
 			if tt.status == 200 {
@@ -58,17 +61,17 @@ func TestTokenPolicy(t *testing.T) {
 	}
 
 	t.Run("admin SDK and CLI with an audience", func(t *testing.T) {
-		dev, err := admin.New(c.key, c.api(1), admin.WithAudience("dev"))
+		dev, err := admin.New(c.adminKey(), c.API(1), admin.WithAudience("dev"))
 		wantOK(t, "admin", err)
 		u := c.newUserWith(ctx, "aud-user", func(id uint64, pub string) (string, error) { return dev.GenUserToken(id, pub, 45*time.Minute) })
 		k := u.edKey(ctx, t, 2, "aud")
 		u.signReq(ctx, t, 0, k.KeyID, "with an audience")
 		// An admin token for another cluster is refused too.
-		staging, _ := admin.New(c.key, c.api(0), admin.WithAudience("staging"))
+		staging, _ := admin.New(c.adminKey(), c.API(0), admin.WithAudience("staging"))
 		_, err = staging.ListUsers(ctx)
 		wantErr(t, "admin token for another cluster", err, 401, "auth.wrong_audience")
 		// The CLI mints tokens with --audience.
-		conn := []string{"--admin-key-file", filepath.Join(c.dir, "admin.key"), "--url", c.api(0)}
+		conn := []string{"--admin-key-file", filepath.Join(c.Dir(), "admin.key"), "--url", c.API(0)}
 		for _, tc := range []struct {
 			args []string
 			ok   bool
@@ -77,9 +80,9 @@ func TestTokenPolicy(t *testing.T) {
 			{[]string{"--ttl", "1h"}, false},
 		} {
 			priv, pub := newEdPair(t)
-			tok, err := custosCLI(t, nil, append(append([]string{"admin", "token", "--user-id", jsonNum(u.id), "--public-key", pub}, tc.args...), conn...)...)
+			tok, err := custosCLI(t, nil, append(append([]string{"admin", "token", "--user-id", jsonNum(u.ID), "--public-key", pub}, tc.args...), conn...)...)
 			wantOK(t, "cli token", err)
-			cl, err := client.New(c.api(2), strings.TrimSpace(tok), priv)
+			cl, err := client.New(c.API(2), strings.TrimSpace(tok), priv)
 			wantOK(t, "client", err)
 			_, err = cl.ListKeys(ctx)
 			if tc.ok {

@@ -124,17 +124,10 @@ func setup(ctx context.Context, t *testing.T, withECDSA bool, acts ...behaviour)
 		t.Fatal(err)
 	}
 	// The leader is node 1 or 2 once node 3 is gone.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		l, err := c.Leader(ctx)
-		if err == nil && l != hostileIdx {
-			e.leader = l
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no honest leader: %d, %v", l, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+	lctx, lcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer lcancel()
+	if e.leader, err = c.WaitLeader(lctx, hostileIdx); err != nil {
+		t.Fatalf("no honest leader: %v", err)
 	}
 	e.other = 1 - e.leader
 	return e
