@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/custos/custos/admin"
+	"github.com/custos/custos/node/client"
 	testcluster "github.com/custos/custos/test/cluster"
 )
 
@@ -175,6 +176,42 @@ func TestCompromisedMembersForge(t *testing.T) {
 							t.Fatalf("signature through node %d does not verify under the key's public key", entry+1)
 						}
 					}
+				}
+			}
+			// A grant made through the forger, then revoked: the forger proposes the
+			// grantor's signed grant again.
+			agentPub, _, err := ed25519.GenerateKey(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			agentHex := hex.EncodeToString(agentPub)
+			ak, err := u.Clients[tc.hostile[0]].CreateAccessKey(ctx, client.AccessKeyGrant{Scheme: client.SchemeEd25519, PublicKey: agentHex, Permissions: []string{"keys:read"}})
+			if err != nil {
+				t.Fatalf("grant through the forger: %v", err)
+			}
+			if err := u.Clients[tc.nodes-1].RevokeAccessKey(ctx, ak.ID); err != nil {
+				t.Fatal(err)
+			}
+			rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+			recreated := testcluster.Until(rctx, func() bool {
+				for _, e := range c.auditAll(ctx, tc.nodes-1) {
+					if e.Actor == "node:"+c.NodeID(tc.hostile[0]) && e.Action == "request.replayed" && e.Object == "access.create" {
+						return true
+					}
+				}
+				return false
+			})
+			rcancel()
+			if recreated != nil {
+				t.Fatalf("the forger's re-created grant is not in the audit log: %v", recreated)
+			}
+			aks, err := u.Clients[tc.nodes-1].ListAccessKeys(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range aks {
+				if k.PublicKey == agentHex && (k.ID != ak.ID || k.RevokedAt.IsZero()) {
+					t.Fatalf("the revoked grant came back: %+v", k)
 				}
 			}
 			// Let the forgeries settle: wait until the refusals are in the last node's
