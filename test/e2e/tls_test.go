@@ -4,19 +4,12 @@ package e2e
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -25,6 +18,7 @@ import (
 	"time"
 
 	"github.com/custos/custos/admin"
+	"github.com/custos/custos/internal/testca"
 	"github.com/custos/custos/node/client"
 	testcluster "github.com/custos/custos/test/cluster"
 )
@@ -34,12 +28,12 @@ import (
 // trust the CA (SDK, admin SDK, CLI) work; plain HTTP, clients that do not trust the CA
 // and, under mTLS, clients without a certificate from the client CA are refused.
 func TestTLS(t *testing.T) {
-	ca := newTLSCA(t, "custos test CA")
-	srvCert, srvKey := ca.issue("node", true)
-	cliCert, cliKey := ca.issue("operator", false)
+	ca := testca.New(t, "custos test CA")
+	srvCert, srvKey := ca.Issue("node", true)
+	cliCert, cliKey := ca.Issue("operator", false)
 	t.Run("https", func(t *testing.T) {
 		t.Parallel()
-		c := startTLSCluster(t, map[string]any{"tls_cert_file": srvCert, "tls_key_file": srvKey}, &tls.Config{RootCAs: ca.pool()})
+		c := startTLSCluster(t, map[string]any{"tls_cert_file": srvCert, "tls_key_file": srvKey}, &tls.Config{RootCAs: ca.Pool()})
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
 
@@ -68,14 +62,14 @@ func TestTLS(t *testing.T) {
 		}
 
 		// The CLI with --ca-file (admin) and CUSTOS_CA_FILE (user).
-		out, err := custosCLI(t, nil, "cluster", "--url", c.API(2), "--admin-key-file", c.AdminKeyFile(), "--ca-file", ca.file)
+		out, err := custosCLI(t, nil, "cluster", "--url", c.API(2), "--admin-key-file", c.AdminKeyFile(), "--ca-file", ca.File)
 		if err != nil || !strings.Contains(out, `"https://127.0.0.1:`) {
 			t.Fatalf("custos cluster over https: %v %q", err, out)
 		}
 		if _, err := custosCLI(t, nil, "cluster", "--url", c.API(2), "--admin-key-file", c.AdminKeyFile()); err == nil {
 			t.Fatal("the CLI accepted the node's certificate without --ca-file")
 		}
-		env := []string{"CUSTOS_TOKEN=" + u.Token, "CUSTOS_IDENTITY=" + writeIdentity(t, u.Key), "CUSTOS_CA_FILE=" + ca.file}
+		env := []string{"CUSTOS_TOKEN=" + u.Token, "CUSTOS_IDENTITY=" + writeIdentity(t, u.Key), "CUSTOS_CA_FILE=" + ca.File}
 		if out, err := custosCLI(t, env, "keys", "list", "--url", c.API(1)); err != nil || !strings.Contains(out, `"ed25519"`) {
 			t.Fatalf("custos keys list over https: %v %q", err, out)
 		}
@@ -95,8 +89,8 @@ func TestTLS(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		withCert := &tls.Config{RootCAs: ca.pool(), Certificates: []tls.Certificate{pair}}
-		c := startTLSCluster(t, map[string]any{"tls_cert_file": srvCert, "tls_key_file": srvKey, "client_ca_file": ca.file}, withCert)
+		withCert := &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{pair}}
+		c := startTLSCluster(t, map[string]any{"tls_cert_file": srvCert, "tls_key_file": srvKey, "client_ca_file": ca.File}, withCert)
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
 
@@ -105,15 +99,15 @@ func TestTLS(t *testing.T) {
 
 		// Without a client certificate, or with one from another CA, the handshake fails:
 		// the request never reaches the API (no HTTP status, no problem details).
-		other := newTLSCA(t, "another CA")
-		otherCert, otherKey := other.issue("stranger", false)
+		other := testca.New(t, "another CA")
+		otherCert, otherKey := other.Issue("stranger", false)
 		otherPair, err := tls.LoadX509KeyPair(otherCert, otherKey)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for name, tc := range map[string]*tls.Config{
-			"no client certificate":              {RootCAs: ca.pool()},
-			"a client certificate of another CA": {RootCAs: ca.pool(), Certificates: []tls.Certificate{otherPair}},
+			"no client certificate":              {RootCAs: ca.Pool()},
+			"a client certificate of another CA": {RootCAs: ca.Pool(), Certificates: []tls.Certificate{otherPair}},
 		} {
 			cl, err := client.New(c.API(0), u.Token, u.Key, client.WithTLSConfig(tc))
 			if err != nil {
@@ -135,7 +129,7 @@ func TestTLS(t *testing.T) {
 			}
 		}
 		// The same at the TLS layer itself, without HTTP.
-		conn, err := tls.Dial("tcp", strings.TrimPrefix(c.API(2), "https://"), &tls.Config{RootCAs: ca.pool()})
+		conn, err := tls.Dial("tcp", strings.TrimPrefix(c.API(2), "https://"), &tls.Config{RootCAs: ca.Pool()})
 		if err == nil {
 			_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
 			_, err = conn.Read(make([]byte, 1)) // TLS 1.3: the server's verdict arrives after the client's Finished
@@ -149,11 +143,11 @@ func TestTLS(t *testing.T) {
 		}
 
 		// The CLI with --client-cert and --client-key.
-		out, err := custosCLI(t, nil, "cluster", "--url", c.API(1), "--admin-key-file", c.AdminKeyFile(), "--ca-file", ca.file, "--client-cert", cliCert, "--client-key", cliKey)
+		out, err := custosCLI(t, nil, "cluster", "--url", c.API(1), "--admin-key-file", c.AdminKeyFile(), "--ca-file", ca.File, "--client-cert", cliCert, "--client-key", cliKey)
 		if err != nil || !strings.Contains(out, `"leader"`) {
 			t.Fatalf("custos cluster with a client certificate: %v %q", err, out)
 		}
-		if _, err := custosCLI(t, nil, "cluster", "--url", c.API(1), "--admin-key-file", c.AdminKeyFile(), "--ca-file", ca.file); err == nil {
+		if _, err := custosCLI(t, nil, "cluster", "--url", c.API(1), "--admin-key-file", c.AdminKeyFile(), "--ca-file", ca.File); err == nil {
 			t.Fatal("the CLI got through without a client certificate")
 		}
 	})
@@ -208,79 +202,4 @@ func writeIdentity(t *testing.T, priv ed25519.PrivateKey) string {
 		t.Fatal(err)
 	}
 	return p
-}
-
-// tlsCA is a throwaway CA that writes certificates and keys as PEM files.
-type tlsCA struct {
-	t    *testing.T
-	dir  string
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	file string // the CA certificate, PEM
-}
-
-func newTLSCA(t *testing.T, name string) *tlsCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := &tlsCA{t: t, dir: t.TempDir(), cert: cert, key: key}
-	ca.file = ca.write("ca.pem", "CERTIFICATE", der)
-	return ca
-}
-
-func (ca *tlsCA) pool() *x509.CertPool {
-	p := x509.NewCertPool()
-	p.AddCert(ca.cert)
-	return p
-}
-
-func (ca *tlsCA) write(name, typ string, der []byte) string {
-	p := filepath.Join(ca.dir, name)
-	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		ca.t.Fatal(err)
-	}
-	return p
-}
-
-// issue writes a certificate signed by the CA and its key: a server certificate for
-// 127.0.0.1 (IP SAN), or a client certificate.
-func (ca *tlsCA) issue(name string, server bool) (certFile, keyFile string) {
-	ca.t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		ca.t.Fatal(err)
-	}
-	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
-	if err != nil {
-		ca.t.Fatal(err)
-	}
-	tpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	if server {
-		tpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		ca.t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		ca.t.Fatal(err)
-	}
-	return ca.write(name+".pem", "CERTIFICATE", der), ca.write(name+"-key.pem", "PRIVATE KEY", kder)
 }
