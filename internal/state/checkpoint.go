@@ -139,11 +139,3 @@ func (f *FSM) CheckpointAt(index uint64) CheckpointView {
 	defer f.mu.RUnlock()
 	return CheckpointView{Index: index, Own: f.own[index], Votes: maps.Clone(f.d.Checkpoints[index])}
 }
-
-// Restored returns the index and SHA-256 of the last snapshot this FSM restored (zero
-// when it restored none since it started).
-func (f *FSM) Restored() (index uint64, sum [32]byte) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.restoredIndex, f.restoredSum
-}

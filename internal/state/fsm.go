@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -208,9 +207,6 @@ type FSM struct {
 	// own holds this node's state hashes at recent checkpoint indices (guarded by mu;
 	// local, never part of the state).
 	own map[uint64]string
-	// restoredIndex and restoredSum name the last snapshot restored (guarded by mu).
-	restoredIndex uint64
-	restoredSum   [32]byte
 	// onSnapshot, when set, learns the index and SHA-256 of every snapshot this FSM
 	// produces (the node remembers them as its own, trusted on restore).
 	onSnapshot func(index uint64, sum [32]byte)
@@ -432,11 +428,11 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.mu.Lock()
 	f.d = d
 	f.at = d.Applied
-	f.restoredIndex = d.Applied
-	copy(f.restoredSum[:], h.Sum(nil))
 	f.own = nil
-	index, sum := f.restoredIndex, f.restoredSum
 	f.mu.Unlock()
+	index := d.Applied
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
 	if f.onRestore != nil {
 		f.onRestore(index, sum)
 	}
@@ -476,11 +472,7 @@ type Checkpoint struct {
 func (f *FSM) Checkpoint() Checkpoint {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	cp := *f.d
-	cp.Applied = 0
-	b, _ := json.Marshal(&cp)
-	sum := sha256.Sum256(b)
-	c := Checkpoint{Index: f.at, StateHash: hex.EncodeToString(sum[:]), AuditHead: GenesisHash}
+	c := Checkpoint{Index: f.at, StateHash: f.stateHashLocked(), AuditHead: GenesisHash}
 	if n := len(f.d.Audit); n > 0 {
 		c.AuditSeq, c.AuditHead = f.d.Audit[n-1].Seq, f.d.Audit[n-1].Hash
 	}
