@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/custos/custos/internal/api"
 	"github.com/custos/custos/internal/auth"
 	"github.com/custos/custos/node/client"
 )
@@ -125,31 +126,17 @@ func ParseAdminKeyHex(s string) ([]byte, error) {
 	return k, nil
 }
 
-// User is a user as the admin API shows it.
-type User struct {
-	UserID      uint64    `json:"user_id"`
-	Name        string    `json:"name"`
-	Status      string    `json:"status"`
-	Permissions []string  `json:"permissions"`
-	CreatedAt   time.Time `json:"created_at,omitzero"`
-}
-
-// Cluster is GET /v1/cluster.
-type Cluster = client.Cluster
-
-// AuditEntry is one hash-chained audit entry. Time is kept as the node wrote it, since
-// the hash covers the entry's exact JSON (RFC 8785).
-type AuditEntry struct {
-	Seq      uint64 `json:"seq"`
-	Time     string `json:"time"`
-	Actor    string `json:"actor"`
-	Action   string `json:"action"`
-	Object   string `json:"object"`
-	Outcome  string `json:"outcome"`
-	Code     string `json:"code"`
-	PrevHash string `json:"prev_hash"`
-	Hash     string `json:"hash"`
-}
+// The admin API's objects: internal/api's types (the one definition the nodes marshal),
+// named here so that code outside the module can use them.
+type (
+	// User is a user as the admin API shows it.
+	User = api.User
+	// Cluster is GET /v1/cluster.
+	Cluster = api.Cluster
+	// AuditEntry is one hash-chained audit entry. Time is kept as the node wrote it,
+	// since the hash covers the entry's exact JSON (RFC 8785).
+	AuditEntry = api.AuditEntry
+)
 
 // GenUserToken issues a user token offline (no call to a node): Sigpair's
 // {"user_id","iat","exp","public_key"} (plus aud with WithAudience), valid for ttl.
@@ -168,13 +155,11 @@ func (a *Admin) CreateUser(ctx context.Context, name string, permissions ...stri
 	if name == "" {
 		return 0, errors.New("admin: empty user name")
 	}
-	body := struct {
-		Name        string   `json:"name"`
-		Permissions []string `json:"permissions,omitempty"`
-	}{Name: name, Permissions: permissions}
-	var out struct {
-		UserID uint64 `json:"user_id"`
+	body := api.UserBody{Name: name}
+	if len(permissions) > 0 {
+		body.Permissions = &permissions
 	}
+	var out api.UserCreated
 	if err := a.c.Do(ctx, http.MethodPost, "/v1/admin/users", body, &out); err != nil {
 		return 0, err
 	}
@@ -235,10 +220,7 @@ func (a *Admin) SetPermissions(ctx context.Context, id uint64, perms []string) e
 	if perms == nil {
 		perms = []string{}
 	}
-	body := struct {
-		Permissions []string `json:"permissions"`
-	}{perms}
-	return a.c.Do(ctx, http.MethodPut, userPath(id, "/permissions"), body, nil)
+	return a.c.Do(ctx, http.MethodPut, userPath(id, "/permissions"), api.PermissionsBody{Permissions: perms}, nil)
 }
 
 // RotateAdminKey replaces the cluster's admin public key (key-pair mode; PUT
@@ -247,10 +229,7 @@ func (a *Admin) SetPermissions(ctx context.Context, id uint64, perms []string) e
 // accepted, so build a new Admin with the new private key afterwards. The nodes'
 // admin.public_key keeps naming the cluster's first key.
 func (a *Admin) RotateAdminKey(ctx context.Context, newPublicKeyHex string) error {
-	body := struct {
-		PublicKey string `json:"public_key"`
-	}{newPublicKeyHex}
-	return a.c.Do(ctx, http.MethodPut, "/v1/admin/admin-key", body, nil)
+	return a.c.Do(ctx, http.MethodPut, "/v1/admin/admin-key", api.AdminKey{PublicKey: newPublicKeyHex}, nil)
 }
 
 // Cluster returns GET /v1/cluster.
@@ -266,9 +245,7 @@ func (a *Admin) Audit(ctx context.Context, after uint64, limit int) ([]AuditEntr
 	if limit > 0 {
 		q.Set("limit", strconv.Itoa(limit))
 	}
-	var out struct {
-		Entries []AuditEntry `json:"entries"`
-	}
+	var out api.AuditList
 	if err := a.c.Do(ctx, http.MethodGet, "/v1/audit?"+q.Encode(), nil, &out); err != nil {
 		return nil, err
 	}

@@ -4,254 +4,218 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
-	"net/http/httptest"
-	"strings"
-	"sync"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/custos/custos/internal/api"
 	"github.com/custos/custos/internal/auth"
 	"github.com/custos/custos/node/client"
+	"github.com/custos/custos/node/nodetest"
 )
 
-var hsKey = bytes.Repeat([]byte{3}, 32)
-
-func edKey(seed byte) ed25519.PrivateKey {
-	s := make([]byte, ed25519.SeedSize)
-	s[0] = seed
-	return ed25519.NewKeyFromSeed(s)
-}
-
-// fakeNode checks admin credentials the way a node does (token; in key-pair mode also an
-// RFC 9421 signature with keyid "admin"; jti once) and records the calls.
-type fakeNode struct {
-	verifier *auth.TokenVerifier
-	adminPub ed25519.PublicKey // nil in HS256 mode
-
-	mu     sync.Mutex
-	jtis   map[string]bool
-	calls  []string
-	bodies []string
-}
-
-func newFakeNode(t *testing.T, cfg auth.VerifierConfig) (*fakeNode, *httptest.Server) {
+// wantAPIError checks that err is the node's problem answer with code, with the status
+// and title internal/api's table gives the code.
+func wantAPIError(t *testing.T, err error, code string) {
 	t.Helper()
-	v, err := auth.NewTokenVerifier(cfg)
+	var ae *client.APIError
+	if !errors.As(err, &ae) {
+		t.Fatalf("want %s, got %v", code, err)
+	}
+	if ae.Code != code || ae.Status != api.StatusOf(code) || ae.Title != api.Title(code) || ae.RequestID == "" {
+		t.Fatalf("want %s (HTTP %d), got %#v", code, api.StatusOf(code), ae)
+	}
+}
+
+// exercise runs the admin routes against a real cluster: users, their permissions and
+// tokens, the cluster and the audit log. Every call carries its own token (a jti is
+// accepted once), so a passing run also shows that.
+func exercise(t *testing.T, a *Admin, cl *nodetest.Cluster) {
+	t.Helper()
+	ctx := context.Background()
+	started := time.Now()
+	alice, err := a.CreateUser(ctx, "alice", api.PermKeysRead, api.PermKeysSign)
+	if err != nil {
+		t.Fatalf("CreateUser: %v", err)
+	}
+	bob, err := a.CreateUser(ctx, "bob")
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeNode{verifier: v, adminPub: cfg.AdminPublicKey, jtis: map[string]bool{}}
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/admin/users", func(w http.ResponseWriter, r *http.Request) {
-		var b map[string]any
-		if err := json.NewDecoder(r.Body).Decode(&b); err != nil || b["name"] == "" {
-			problem(w, 400, "request.malformed", "bad body")
-			return
-		}
-		writeJSON(w, 201, map[string]any{"user_id": 7, "name": b["name"]})
-	})
-	mux.HandleFunc("GET /v1/admin/users", func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Query().Get("after") == "" {
-			writeJSON(w, 200, map[string]any{"users": []any{user(1), user(2)}, "next": "2"})
-			return
-		}
-		writeJSON(w, 200, map[string]any{"users": []any{user(3)}})
-	})
-	mux.HandleFunc("GET /v1/admin/users/{id}", func(w http.ResponseWriter, r *http.Request) {
-		if r.PathValue("id") != "7" {
-			problem(w, 404, "user.not_found", "no such user")
-			return
-		}
-		writeJSON(w, 200, user(7))
-	})
-	for _, op := range []string{"disable", "enable", "revoke-tokens"} {
-		mux.HandleFunc("POST /v1/admin/users/{id}/"+op, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, user(7)) })
+	if bob <= alice {
+		t.Fatalf("user ids must increase: alice %d, bob %d", alice, bob)
 	}
-	mux.HandleFunc("PUT /v1/admin/users/{id}/permissions", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, user(7)) })
-	mux.HandleFunc("GET /v1/cluster", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, 200, map[string]any{"name": "dev", "threshold": 2, "parties": 3, "leader": "node2", "members": []any{}})
-	})
-	mux.HandleFunc("GET /v1/audit", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, 200, map[string]any{"entries": []any{map[string]any{"seq": 4, "time": "2026-01-02T03:04:05.123Z", "actor": "admin", "action": "user.create",
-			"object": "user:7", "outcome": "ok", "code": "", "prev_hash": strings.Repeat("0", 64), "hash": strings.Repeat("a", 64)}}})
-	})
-	srv := httptest.NewServer(f.authenticate(mux))
-	t.Cleanup(srv.Close)
-	return f, srv
-}
-
-func user(id int) map[string]any {
-	return map[string]any{"user_id": id, "name": "u", "status": "active", "permissions": []string{"keys:read"}, "created_at": "2026-01-02T03:04:05Z"}
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func problem(w http.ResponseWriter, status int, code, detail string) {
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"type": "about:blank", "title": "error", "status": status, "code": code, "detail": detail, "request_id": "rq"})
-}
-
-func (f *fakeNode) authenticate(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		now := time.Now()
-		fail := func(err error) { problem(w, 401, auth.CodeOf(err), err.Error()) }
-		if err := auth.CheckContentDigest(r.Header.Get("Content-Digest"), body); err != nil {
-			fail(err)
-			return
-		}
-		claims, err := f.verifier.VerifyAdmin(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "), now)
-		if err != nil {
-			fail(err)
-			return
-		}
-		signed := r.Header.Get("Signature-Input") != ""
-		if f.adminPub == nil && signed {
-			problem(w, 401, auth.CodeTokenInvalid, "HS256-mode admin requests are not signed")
-			return
-		}
-		if f.adminPub != nil {
-			parts := auth.RequestPartsFromHTTP(r, body)
-			sig, err := auth.ParseSignature(r.Header.Get("Signature-Input"), r.Header.Get("Signature"))
-			if err == nil {
-				err = auth.CheckProfile(sig, parts)
-			}
-			if err == nil && sig.KeyID != "admin" {
-				err = &auth.Error{Code: auth.CodeSignatureInvalid, Detail: "keyid"}
-			}
-			if err == nil {
-				err = auth.CheckWindow(sig, now)
-			}
-			if err == nil {
-				err = auth.VerifyEd25519(f.adminPub, sig, parts)
-			}
-			if err != nil {
-				fail(err)
-				return
-			}
-		}
-		f.mu.Lock()
-		reused := claims.ID == "" || f.jtis[claims.ID]
-		f.jtis[claims.ID] = true
-		f.calls = append(f.calls, r.Method+" "+r.URL.RequestURI())
-		f.bodies = append(f.bodies, string(body))
-		f.mu.Unlock()
-		if reused {
-			problem(w, 401, "auth.nonce_reused", "jti reused or missing")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-func exercise(t *testing.T, a *Admin, f *fakeNode) {
-	t.Helper()
-	ctx := context.Background()
-	id, err := a.CreateUser(ctx, "alice", "keys:read", "keys:sign")
-	if err != nil || id != 7 {
-		t.Fatalf("CreateUser: %d %v", id, err)
-	}
-	if f.bodies[len(f.bodies)-1] != `{"name":"alice","permissions":["keys:read","keys:sign"]}` {
-		t.Fatalf("create body %s", f.bodies[len(f.bodies)-1])
-	}
-	if _, err := a.CreateUser(ctx, "bob"); err != nil {
-		t.Fatal(err)
-	}
-	if f.bodies[len(f.bodies)-1] != `{"name":"bob"}` {
-		t.Fatalf("default permissions must omit the list: %s", f.bodies[len(f.bodies)-1])
-	}
-	users, err := a.ListUsers(ctx)
-	if err != nil || len(users) != 3 || users[2].UserID != 3 || users[0].Permissions[0] != "keys:read" {
-		t.Fatalf("ListUsers: %+v %v", users, err)
-	}
-	u, err := a.GetUser(ctx, 7)
-	if err != nil || u.UserID != 7 || u.CreatedAt.IsZero() {
+	u, err := a.GetUser(ctx, alice)
+	if err != nil || u.UserID != alice || u.Name != "alice" || u.Status != api.UserActive ||
+		!slices.Equal(u.Permissions, []string{api.PermKeysRead, api.PermKeysSign}) || u.CreatedAt.Before(started.Add(-2*time.Second)) {
 		t.Fatalf("GetUser: %+v %v", u, err)
 	}
-	_, err = a.GetUser(ctx, 8)
-	var ae *client.APIError
-	if !errors.As(err, &ae) || ae.Status != 404 || ae.Code != "user.not_found" {
-		t.Fatalf("GetUser 404: %#v", err)
+	u, err = a.GetUser(ctx, bob)
+	if err != nil || !slices.Equal(u.Permissions, []string{api.PermKeysCreate, api.PermKeysRead, api.PermKeysSign, api.PermKeysDelete, api.PermAccessManage}) {
+		t.Fatalf("default permissions: %+v %v", u, err)
 	}
-	for _, op := range []func(context.Context, uint64) error{a.DisableUser, a.EnableUser, a.RevokeTokens} {
-		if err := op(ctx, 7); err != nil {
-			t.Fatal(err)
+	users, err := a.ListUsers(ctx)
+	if err != nil || !slices.ContainsFunc(users, func(u User) bool { return u.UserID == alice }) || !slices.ContainsFunc(users, func(u User) bool { return u.UserID == bob }) ||
+		!slices.IsSortedFunc(users, func(x, y User) int { return int(x.UserID) - int(y.UserID) }) {
+		t.Fatalf("ListUsers: %+v %v", users, err)
+	}
+	// Pages of one, through the "next" cursor.
+	pages := 0
+	err = a.c.ListAll(ctx, "/v1/admin/users", 1, func(data json.RawMessage) (json.RawMessage, error) {
+		var page api.UserList
+		if err := json.Unmarshal(data, &page); err != nil {
+			return nil, err
 		}
+		pages += len(page.Users)
+		if page.Next == "" {
+			return nil, nil
+		}
+		return json.Marshal(page.Next)
+	})
+	if err != nil || pages != len(users) {
+		t.Fatalf("%d users in pages of one (%v), %d in one page", pages, err, len(users))
 	}
-	if err := a.SetPermissions(ctx, 7, nil); err != nil {
+	_, err = a.GetUser(ctx, bob+1_000_000)
+	wantAPIError(t, err, api.CodeUserNotFound)
+
+	// The token GenUserToken issues works on every node; disabling refuses it at once.
+	uc, _ := userClient(t, a, cl.URL(cl.N()-1), alice)
+	if _, err := uc.ListKeys(ctx); err != nil {
+		t.Fatalf("the user's first call: %v", err)
+	}
+	if err := a.DisableUser(ctx, alice); err != nil {
 		t.Fatal(err)
 	}
-	if f.bodies[len(f.bodies)-1] != `{"permissions":[]}` {
-		t.Fatalf("permissions body %s", f.bodies[len(f.bodies)-1])
+	if u, err := a.GetUser(ctx, alice); err != nil || u.Status != api.UserDisabled {
+		t.Fatalf("disabled: %+v %v", u, err)
 	}
-	cl, err := a.Cluster(ctx)
-	if err != nil || cl.Leader != "node2" {
-		t.Fatalf("Cluster: %+v %v", cl, err)
+	_, err = uc.ListKeys(ctx)
+	wantAPIError(t, err, api.CodeAuthUserDisabled)
+	if err := a.EnableUser(ctx, alice); err != nil {
+		t.Fatal(err)
 	}
-	es, err := a.Audit(ctx, 3, 50)
-	if err != nil || len(es) != 1 || es[0].Seq != 4 || es[0].Time != "2026-01-02T03:04:05.123Z" {
+	if _, err := uc.ListKeys(ctx); err != nil {
+		t.Fatalf("enabled again: %v", err)
+	}
+
+	// Revoking tokens refuses those issued before; a new one works.
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	oldTok, err := a.iss.UserToken(alice, hex.EncodeToString(pub), time.Hour, a.audience, time.Now().Add(-10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, _ := client.New(cl.URL(0), oldTok, priv)
+	if _, err := old.ListKeys(ctx); err != nil {
+		t.Fatalf("a token issued 10 s ago: %v", err)
+	}
+	if err := a.RevokeTokens(ctx, alice); err != nil {
+		t.Fatal(err)
+	}
+	_, err = old.ListKeys(ctx)
+	wantAPIError(t, err, api.CodeAuthTokenInvalid)
+	fresh, _ := userClient(t, a, cl.URL(0), alice)
+	if _, err := fresh.ListKeys(ctx); err != nil {
+		t.Fatalf("a token issued after the revocation: %v", err)
+	}
+
+	// Permissions: removed, the user may not even read its keys.
+	if err := a.SetPermissions(ctx, alice, nil); err != nil {
+		t.Fatal(err)
+	}
+	if u, err := a.GetUser(ctx, alice); err != nil || len(u.Permissions) != 0 {
+		t.Fatalf("no permissions: %+v %v", u, err)
+	}
+	_, err = fresh.ListKeys(ctx)
+	wantAPIError(t, err, api.CodePermDenied)
+	if err := a.SetPermissions(ctx, alice, []string{api.PermKeysRead}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fresh.ListKeys(ctx); err != nil {
+		t.Fatalf("keys:read again: %v", err)
+	}
+	wantAPIError(t, a.SetPermissions(ctx, alice, []string{"keys:everything"}), api.CodeRequestMalformed)
+
+	c, err := a.Cluster(ctx)
+	if err != nil || c.Name != cl.Name() || c.Parties != cl.N() || len(c.Members) != cl.N() || c.Leader == "" {
+		t.Fatalf("Cluster: %+v %v", c, err)
+	}
+
+	es, err := a.Audit(ctx, 0, 50)
+	if err != nil || len(es) < 10 || es[0].Seq != 1 || es[0].Action != "cluster.init" || es[0].PrevHash != AuditGenesisHash {
 		t.Fatalf("Audit: %+v %v", es, err)
 	}
-	want := []string{
-		"POST /v1/admin/users", "POST /v1/admin/users",
-		"GET /v1/admin/users?limit=1000", "GET /v1/admin/users?after=2&limit=1000",
-		"GET /v1/admin/users/7", "GET /v1/admin/users/8",
-		"POST /v1/admin/users/7/disable", "POST /v1/admin/users/7/enable", "POST /v1/admin/users/7/revoke-tokens",
-		"PUT /v1/admin/users/7/permissions", "GET /v1/cluster", "GET /v1/audit?after=3&limit=50",
+	created := false
+	for i, e := range es {
+		if e.Seq != uint64(i+1) || (i > 0 && e.PrevHash != es[i-1].Hash) {
+			t.Fatalf("entry %d: %+v", i, e)
+		}
+		created = created || (e.Action == "users.create" && e.Actor == "admin" && e.Outcome == api.OutcomeAllowed)
 	}
-	if strings.Join(f.calls, "\n") != strings.Join(want, "\n") {
-		t.Fatalf("calls:\n%s", strings.Join(f.calls, "\n"))
+	if !created {
+		t.Fatalf("no users.create by the admin in %+v", es)
 	}
-	if len(f.jtis) != len(want) {
-		t.Fatal("every call needs its own admin token")
+	es, err = a.Audit(ctx, 3, 2)
+	if err != nil || len(es) != 2 || es[0].Seq != 4 || es[1].Seq != 5 {
+		t.Fatalf("Audit after 3, limit 2: %+v %v", es, err)
 	}
 }
 
 func TestHS256Mode(t *testing.T) {
-	f, srv := newFakeNode(t, auth.VerifierConfig{HMACKey: hsKey, Audience: "dev"})
-	a, err := New(hsKey, srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	exercise(t, a, f)
+	a, cl := hmacAdmin(t, 1, WithAudience(nodetest.DefaultName))
+	exercise(t, a, cl)
 }
 
 func TestKeyPairMode(t *testing.T) {
-	priv := edKey(1)
-	f, srv := newFakeNode(t, auth.VerifierConfig{AdminPublicKey: priv.Public().(ed25519.PublicKey), Audience: "dev"})
-	a, err := NewKeyPair(priv, srv.URL, WithAudience("dev"), WithHTTPClient(&http.Client{Timeout: 5 * time.Second}))
+	cl := nodetest.Start(t, nodetest.Options{KeyPair: true, Nodes: 2})
+	ctx := context.Background()
+	a, err := NewKeyPair(cl.AdminPrivateKey(), cl.URL(0), WithHTTPClient(&http.Client{Timeout: 30 * time.Second}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	exercise(t, a, f)
+	exercise(t, a, cl)
 
-	// Another admin key is refused.
-	other, _ := NewKeyPair(edKey(2), srv.URL)
-	if _, err := other.Cluster(context.Background()); client.CodeOf(err) != auth.CodeTokenInvalid {
-		t.Fatalf("foreign admin key: %v", err)
+	// Another admin key pair, or the shared-key mode, is refused.
+	_, otherPriv, _ := ed25519.GenerateKey(rand.Reader)
+	other, _ := NewKeyPair(otherPriv, cl.URL(1))
+	_, err = other.Cluster(ctx)
+	wantAPIError(t, err, api.CodeAuthTokenInvalid)
+	hs, _ := New(bytes.Repeat([]byte{3}, 32), cl.URL(1))
+	if _, err := hs.Cluster(ctx); client.CodeOf(err) == "" || api.StatusOf(client.CodeOf(err)) != http.StatusUnauthorized {
+		t.Fatalf("an HS256 admin on a key-pair cluster: %v", err)
+	}
+
+	// Rotation: from its entry on only the new key works. (On the node that committed
+	// it: another node refuses the new key early until it has applied the entry too.)
+	newPub, newPriv, _ := ed25519.GenerateKey(rand.Reader)
+	if err := a.RotateAdminKey(ctx, hex.EncodeToString(newPub)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.Cluster(ctx)
+	wantAPIError(t, err, api.CodeAuthTokenInvalid)
+	rotated, _ := NewKeyPair(newPriv, cl.URL(0))
+	if _, err := rotated.CreateUser(ctx, "after rotation"); err != nil {
+		t.Fatalf("the new admin key: %v", err)
 	}
 }
 
 func TestWrongAudience(t *testing.T) {
-	_, srv := newFakeNode(t, auth.VerifierConfig{HMACKey: hsKey, Audience: "dev"})
-	a, _ := New(hsKey, srv.URL, WithAudience("prod"))
-	if _, err := a.Cluster(context.Background()); client.CodeOf(err) != auth.CodeWrongAudience {
-		t.Fatalf("got %v", err)
+	a, _ := hmacAdmin(t, 0, WithAudience("prod"))
+	_, err := a.Cluster(context.Background())
+	wantAPIError(t, err, api.CodeAuthWrongAudience)
+	// Without aud the token is for any cluster that does not require it.
+	b, _ := hmacAdmin(t, 2)
+	if _, err := b.Cluster(context.Background()); err != nil {
+		t.Fatalf("an admin token without aud: %v", err)
 	}
 }
 
 func TestGenUserToken(t *testing.T) {
+	hsKey := bytes.Repeat([]byte{3}, 32)
 	pub := edKey(9).Public().(ed25519.PublicKey)
 	pubHex := hex.EncodeToString(pub)
 	// Offline: a base URL that cannot be reached is fine.
@@ -280,7 +244,14 @@ func TestGenUserToken(t *testing.T) {
 	}
 }
 
+func edKey(seed byte) ed25519.PrivateKey {
+	s := make([]byte, ed25519.SeedSize)
+	s[0] = seed
+	return ed25519.NewKeyFromSeed(s)
+}
+
 func TestConstructors(t *testing.T) {
+	hsKey := bytes.Repeat([]byte{3}, 32)
 	if _, err := New(hsKey[:31], "http://x"); err == nil {
 		t.Error("short admin key accepted")
 	}

@@ -4,23 +4,31 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"testing"
 	"time"
-
-	"github.com/custos/custos/internal/auth"
 )
 
-// TestWithTLSConfig talks to an https node whose certificate only the given CA pool
-// trusts.
+// TestWithTLSConfig talks over https to a real node behind a TLS-terminating proxy whose
+// certificate only the given CA pool trusts.
 func TestWithTLSConfig(t *testing.T) {
-	_, plain := newFakeNode(t, auth.VerifierConfig{HMACKey: hsKey, Audience: "dev"})
-	srv := httptest.NewTLSServer(plain.Config.Handler)
+	cl := shared.Cluster(t)
+	target, err := url.Parse(cl.URL(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(httputil.NewSingleHostReverseProxy(target))
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshake below
+	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	ctx := context.Background()
 
-	a, err := New(hsKey, srv.URL)
+	a, err := New(cl.AdminKey(), srv.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,14 +37,14 @@ func TestWithTLSConfig(t *testing.T) {
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(srv.Certificate())
-	a, err = New(hsKey, srv.URL, WithTLSConfig(&tls.Config{RootCAs: roots}))
+	a, err = New(cl.AdminKey(), srv.URL, WithTLSConfig(&tls.Config{RootCAs: roots}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cl, err := a.Cluster(ctx); err != nil || cl.Name != "dev" {
-		t.Fatalf("Cluster over https: %+v %v", cl, err)
+	if c, err := a.Cluster(ctx); err != nil || c.Name != cl.Name() {
+		t.Fatalf("Cluster over https: %+v %v", c, err)
 	}
-	if _, err := New(hsKey, srv.URL, WithTLSConfig(&tls.Config{RootCAs: roots}), WithHTTPClient(&http.Client{Timeout: time.Second})); err == nil {
+	if _, err := New(cl.AdminKey(), srv.URL, WithTLSConfig(&tls.Config{RootCAs: roots}), WithHTTPClient(&http.Client{Timeout: time.Second})); err == nil {
 		t.Fatal("WithTLSConfig and WithHTTPClient together were accepted")
 	}
 }

@@ -98,26 +98,43 @@ func TestInProcessClusterStopsCleanly(t *testing.T) {
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for _, n := range nodes {
-		for len(n.notReady()) > 0 {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s not ready: %v", n.cfg.NodeID, n.notReady())
-			}
-			time.Sleep(50 * time.Millisecond)
+		var reasons []string
+		if !waitUntil(deadline, func() bool {
+			reasons = n.notReady()
+			return len(reasons) == 0
+		}) {
+			t.Fatalf("%s not ready: %v", n.cfg.NodeID, reasons)
 		}
 	}
 	if ours := ourGoroutines(); len(ours) == 0 {
 		t.Fatal("no custos goroutine found while running: the leak check would see nothing")
 	}
 	stopAll()
-	deadline = time.Now().Add(10 * time.Second)
+	var left []string
+	if !waitUntil(time.Now().Add(10*time.Second), func() bool {
+		left = ourGoroutines()
+		return len(left) == 0
+	}) {
+		t.Fatalf("%d custos goroutines outlived Stop, e.g.:\n%s", len(left), left[0])
+	}
+}
+
+// waitUntil calls cond at once and then every 50 ms until it returns true (true) or
+// deadline passes (false). It is test/cluster.Until for this package, which cannot import
+// test/cluster: that package imports node.
+func waitUntil(deadline time.Time, cond func() bool) bool {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	timeout := time.NewTimer(time.Until(deadline))
+	defer timeout.Stop()
 	for {
-		left := ourGoroutines()
-		if len(left) == 0 {
-			return
+		if cond() {
+			return true
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d custos goroutines outlived Stop, e.g.:\n%s", len(left), left[0])
+		select {
+		case <-timeout.C:
+			return cond()
+		case <-tick.C:
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -11,46 +11,42 @@ import (
 	"github.com/custos/custos/internal/p2p"
 )
 
-// metrics are the node's Prometheus collectors, in a registry of its own (no globals).
+// metrics are the node's Prometheus registry (its own, no globals) and the collectors
+// the node itself updates; each component registers its own in the same registry.
 type metrics struct {
-	reg               *prometheus.Registry
-	requests          *prometheus.CounterVec
-	ceremonyDur       *prometheus.HistogramVec
-	dropped           *prometheus.CounterVec
-	refusedCeremonies prometheus.Counter
-	shareMismatch     prometheus.Counter
-	stateUnverified   prometheus.Gauge
-	stateDiverged     prometheus.Gauge
-	poolSize          prometheus.Gauge
-	poolGenerated     prometheus.Counter
-	inlinePreParams   prometheus.Counter
-	raftState         *prometheus.GaugeVec
-	peers             prometheus.Gauge
-	applied           prometheus.Gauge
+	reg      *prometheus.Registry
+	dropped  *prometheus.CounterVec
+	phases   *prometheus.HistogramVec
+	poolSize prometheus.Gauge
+	// poolGenerated and inlinePreParams count the pool's work (its hooks).
+	poolGenerated   prometheus.Counter
+	inlinePreParams prometheus.Counter
+	raftState       *prometheus.GaugeVec
+	peers           prometheus.Gauge
+	applied         prometheus.Gauge
 }
 
 func newMetrics() *metrics {
 	m := &metrics{
-		reg:               prometheus.NewRegistry(),
-		requests:          prometheus.NewCounterVec(prometheus.CounterOpts{Name: "custos_http_requests_total", Help: "API requests by route and outcome code."}, []string{"route", "code"}),
-		ceremonyDur:       prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "custos_ceremony_seconds", Help: "Ceremony durations on this node.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 16)}, []string{"kind", "curve", "outcome"}),
-		dropped:           prometheus.NewCounterVec(prometheus.CounterOpts{Name: "custos_p2p_dropped_messages_total", Help: "Ceremony messages dropped, by reason."}, []string{"reason"}),
-		refusedCeremonies: prometheus.NewCounter(prometheus.CounterOpts{Name: "custos_ceremonies_refused_total", Help: "Scheduled ceremonies this node refused to join (scheduled too late after submission, or its share did not match the key)."}),
-		stateUnverified:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "custos_state_unverified", Help: "1 while this node's state, restored from a snapshot it did not take, waits for k members' signed checkpoints."}),
-		stateDiverged:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "custos_state_diverged", Help: "1 when this node's state differs from what k other members signed: it signs nothing."}),
-		shareMismatch:     prometheus.NewCounter(prometheus.CounterOpts{Name: "custos_share_mismatch_total", Help: "Signings refused because this node's share does not yield the key's public key in the replicated state."}),
-		poolSize:          prometheus.NewGauge(prometheus.GaugeOpts{Name: "custos_preparams_pool_size", Help: "ECDSA pre-parameter sets ready."}),
-		poolGenerated:     prometheus.NewCounter(prometheus.CounterOpts{Name: "custos_preparams_generated_total", Help: "Pre-parameter sets generated in the background."}),
-		inlinePreParams:   prometheus.NewCounter(prometheus.CounterOpts{Name: "custos_preparams_inline_total", Help: "Keygens that had to generate pre-parameters inline."}),
-		raftState:         prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "custos_raft_state", Help: "1 for this node's current raft state."}, []string{"state"}),
-		peers:             prometheus.NewGauge(prometheus.GaugeOpts{Name: "custos_p2p_peers", Help: "Connected cluster peers."}),
-		applied:           prometheus.NewGauge(prometheus.GaugeOpts{Name: "custos_raft_applied_index", Help: "Last applied raft index."}),
+		reg:     prometheus.NewRegistry(),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "custos_p2p_dropped_messages_total", Help: "Ceremony messages dropped, by reason."}, []string{"reason"}),
+		// The phases of a request's path, where its time goes: on the entry node
+		// (event sign_request: auth, commit, wait), on each committee member (event
+		// ceremony: sched_lag, prep, load, mpc, report) and for every proposal
+		// (event proposal:<entry type>: commit, apply_wait); role is leader or follower.
+		phases: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "custos_phase_seconds", Help: "Durations of the phases of a request's path on this node, by event, phase and this node's raft role.",
+			Buckets: prometheus.ExponentialBucketsRange(0.00005, 30, 40)}, []string{"event", "phase", "role"}),
+		poolSize:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "custos_preparams_pool_size", Help: "ECDSA pre-parameter sets ready."}),
+		poolGenerated:   prometheus.NewCounter(prometheus.CounterOpts{Name: "custos_preparams_generated_total", Help: "Pre-parameter sets generated in the background."}),
+		inlinePreParams: prometheus.NewCounter(prometheus.CounterOpts{Name: "custos_preparams_inline_total", Help: "Keygens that had to generate pre-parameters inline."}),
+		raftState:       prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "custos_raft_state", Help: "1 for this node's current raft state."}, []string{"state"}),
+		peers:           prometheus.NewGauge(prometheus.GaugeOpts{Name: "custos_p2p_peers", Help: "Connected cluster peers."}),
+		applied:         prometheus.NewGauge(prometheus.GaugeOpts{Name: "custos_raft_applied_index", Help: "Last applied raft index."}),
 	}
 	// Go runtime (go_goroutines, memory) and process (process_open_fds, RSS) figures, for
 	// leak and load monitoring.
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m.reg.MustRegister(m.requests, m.ceremonyDur, m.dropped, m.refusedCeremonies, m.shareMismatch, m.stateUnverified, m.stateDiverged, m.poolSize, m.poolGenerated,
-		m.inlinePreParams, m.raftState, m.peers, m.applied)
+	m.reg.MustRegister(m.dropped, m.phases, m.poolSize, m.poolGenerated, m.inlinePreParams, m.raftState, m.peers, m.applied)
 	return m
 }
 
@@ -66,7 +62,7 @@ func (n *Node) metricsLoop(ctx context.Context) {
 		}
 		n.met.peers.Set(float64(len(n.host.Peers())))
 		n.met.applied.Set(float64(n.fsm.AppliedIndex()))
-		n.met.poolSize.Set(float64(n.pool.size()))
+		n.met.poolSize.Set(float64(n.pool.Size()))
 		return true
 	})
 }

@@ -8,12 +8,12 @@ import (
 	"github.com/custos/custos/internal/state"
 )
 
-// misbehaveHook is a no-op in every real build. Test builds (tag custos_testhooks) replace
-// it with a compromised coordinator, see misbehave_on.go.
-func (n *Node) misbehaveHook(*state.Submit) {}
+// beforeStamp is nil in every real build. Test builds (tag custos_testhooks) return a
+// compromised coordinator, see misbehave_on.go.
+func (n *Node) beforeStamp() func(*state.Submit) { return nil }
 
-// misbehaveAfterCommit is a no-op in every real build (see misbehave_on.go).
-func (n *Node) misbehaveAfterCommit(*state.SubmitBody, state.Result) {}
+// afterCommit is nil in every real build (see misbehave_on.go).
+func (n *Node) afterCommit() func(*state.SubmitBody, state.Result) { return nil }
 
 // raftFSM is the state machine raft drives: the FSM itself in every real build.
 func (n *Node) raftFSM() raft.FSM { return n.fsm }

@@ -5,6 +5,7 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"os"
@@ -29,6 +30,10 @@ import (
 //
 // Honest nodes' FSMs must refuse every one of these (DESIGN.md: the FSM believes
 // signatures, never proposers).
+func (n *Node) beforeStamp() func(*state.Submit) { return n.misbehaveHook }
+
+func (n *Node) afterCommit() func(*state.SubmitBody, state.Result) { return n.misbehaveAfterCommit }
+
 func (n *Node) misbehaveHook(s *state.Submit) {
 	mode := os.Getenv("CUSTOS_TEST_MISBEHAVE")
 	if mode == "" {
@@ -65,7 +70,7 @@ func (n *Node) misbehaveHook(s *state.Submit) {
 			n.log.Warn("TEST HOOK: compromised coordinator corrupted the request signature")
 		}
 		b.Signed = &f
-		if forged, err := n.newSubmit(&b); err == nil {
+		if forged, err := n.raft.SignSubmit(&b); err == nil {
 			s.Origin, s.Body, s.OriginSig = forged.Origin, forged.Body, forged.OriginSig
 		}
 	}
@@ -79,7 +84,7 @@ func (n *Node) misbehaveAfterCommit(b *state.SubmitBody, res state.Result) {
 	}
 	if res.AccessKeyID != "" && state.ParseRequest(b.Signed).Op == state.OpAccessCreate {
 		// A grant it saw: once the grantor revokes it, propose the grant again.
-		n.spawn(func() { n.recreateGrant(*b, res.AccessKeyID) })
+		n.goBG(func(context.Context) { n.recreateGrant(*b, res.AccessKeyID) })
 		return
 	}
 	if res.RequestID == "" {
@@ -89,7 +94,7 @@ func (n *Node) misbehaveAfterCommit(b *state.SubmitBody, res state.Result) {
 	if r == nil {
 		return
 	}
-	n.spawn(func() { n.forge(*b, r) })
+	n.goBG(func(context.Context) { n.forge(*b, r) })
 }
 
 // forge proposes entries a compromised member would try, through the same path as its
@@ -98,13 +103,13 @@ func (n *Node) forge(b state.SubmitBody, r *state.Request) {
 	ctx, cancel := context.WithTimeout(n.ctx, 20*time.Second)
 	defer cancel()
 	try := func(what, typ string, payload any) {
-		res, err := n.propose(ctx, typ, payload)
+		res, err := n.raft.Propose(ctx, typ, payload)
 		n.log.Warn("TEST HOOK: forged entry proposed", "what", what, "err", err, "code", res.Code)
 	}
 	// The caller's request again, with a fresh proposal id.
 	replay := b
-	replay.ProposalID = newID("")
-	if s, err := n.newSubmit(&replay); err == nil {
+	replay.ProposalID = testID()
+	if s, err := n.raft.SignSubmit(&replay); err == nil {
 		try("replay", state.TypeSubmit, s)
 	}
 	// Admin calls with no token, or with the user's own credentials on an admin route.
@@ -114,7 +119,7 @@ func (n *Node) forge(b state.SubmitBody, r *state.Request) {
 		{Method: "POST", Path: "/v1/admin/users", Body: []byte(`{"name":"mallory"}`)},
 	} {
 		f := f
-		if s, err := n.newSubmit(&state.SubmitBody{Signed: &f, ProposalID: newID("")}); err == nil {
+		if s, err := n.raft.SignSubmit(&state.SubmitBody{Signed: &f, ProposalID: testID()}); err == nil {
 			try("admin call without a token", state.TypeSubmit, s)
 		}
 	}
@@ -126,7 +131,7 @@ func (n *Node) forge(b state.SubmitBody, r *state.Request) {
 			Authorization: b.Signed.Authorization, SignatureInput: b.Signed.SignatureInput, Signature: corruptMiddle(b.Signed.Signature)},
 	} {
 		f := f
-		if s, err := n.newSubmit(&state.SubmitBody{Signed: &f, ProposalID: newID("")}); err == nil {
+		if s, err := n.raft.SignSubmit(&state.SubmitBody{Signed: &f, ProposalID: testID()}); err == nil {
 			try("user call with a forged caller", state.TypeSubmit, s)
 		}
 	}
@@ -148,11 +153,18 @@ func (n *Node) forge(b state.SubmitBody, r *state.Request) {
 }
 
 func (n *Node) forgedReport(ctx context.Context, typ string, payload any) {
-	res, err := n.report(ctx, typ, payload)
+	res, err := n.raft.Report(ctx, typ, payload)
 	n.log.Warn("TEST HOOK: forged report proposed", "kind", typ, "err", err, "code", res.Code)
 }
 
 // corruptMiddle changes one base64 character in the middle of s (long values only).
+// testID is 16 random bytes in hex (a fresh proposal id).
+func testID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
 func corruptMiddle(s string) string {
 	if len(s) <= 12 {
 		return s
@@ -218,13 +230,13 @@ func (forgedSnapshot) Release() {}
 func (n *Node) recreateGrant(b state.SubmitBody, id string) {
 	for i := 0; i < 600; i++ {
 		if ak := n.fsm.AccessKey(id); ak != nil && ak.RevokedAt != 0 {
-			b.ProposalID = newID("")
-			s, err := n.newSubmit(&b)
+			b.ProposalID = testID()
+			s, err := n.raft.SignSubmit(&b)
 			if err != nil {
 				return
 			}
 			ctx, cancel := context.WithTimeout(n.ctx, 20*time.Second)
-			res, err := n.propose(ctx, state.TypeSubmit, s)
+			res, err := n.raft.Propose(ctx, state.TypeSubmit, s)
 			cancel()
 			n.log.Warn("TEST HOOK: forged entry proposed", "what", "re-created revoked grant", "err", err, "code", res.Code)
 			return

@@ -16,33 +16,32 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
-	"github.com/hashicorp/raft"
-	wal "github.com/hashicorp/raft-wal"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/custos/custos/internal/auth"
 	"github.com/custos/custos/internal/authn"
+	"github.com/custos/custos/internal/ceremony"
 	"github.com/custos/custos/internal/config"
+	"github.com/custos/custos/internal/httpapi"
 	"github.com/custos/custos/internal/p2p"
+	"github.com/custos/custos/internal/raftnode"
+	"github.com/custos/custos/internal/scheduler"
 	"github.com/custos/custos/internal/state"
+	"github.com/custos/custos/internal/vouch"
 	"github.com/custos/custos/keystore"
 	"github.com/custos/custos/protocol"
 )
 
-// Node is one running custos node.
+// Node is one running custos node: it wires the components below and owns their
+// lifetimes. Each component owns its goroutines (Start under a WaitGroup, Stop cancels and
+// waits); the node starts them in dependency order and stops them in reverse.
 type Node struct {
-	cfg    *config.Config
-	log    *slog.Logger
-	ks     *keystore.Store
-	host   *p2p.Host
-	fsm    *state.FSM
-	raft   *raft.Raft
-	wal    *wal.WAL
-	trans  *raft.NetworkTransport
-	engine *protocol.Engine
-	// authn verifies every credential, here for early refusals and in the FSM at the
-	// entry's stamp (the same code).
+	cfg *config.Config
+	log *slog.Logger
+	ks  *keystore.Store
+	// authn verifies every credential, in the API for early refusal and in the FSM at
+	// the entry's stamp (the same code).
 	authn *authn.Verifier
 	// adminPub is the admin's Ed25519 public key of this node's configuration (key-pair
 	// mode): written into the cluster's first entry, then only compared with the state.
@@ -50,50 +49,39 @@ type Node struct {
 	// identity is the node's libp2p identity key: it signs the node's reports and the
 	// requests it proposes.
 	identity crypto.PrivKey
-	pool     *pool
 	met      *metrics
-	// limiter is the per-caller token bucket (nil when rate limiting is off).
-	limiter *rateLimiter
-	// akWaits bounds the requests waiting for an access key this node has not applied yet.
-	akWaits chan struct{}
-	http    *http.Server
-	apiLn   net.Listener
+
+	host   *p2p.Host
+	engine *protocol.Engine
+	fsm    *state.FSM
+	vouch  *vouch.Vouch
+	sched  *scheduler.Scheduler
+	raft   *raftnode.Node
+	pool   *protocol.Pool
+	runner *ceremony.Runner
+	api    *httpapi.Server
+	http   *http.Server
+	apiLn  net.Listener
 
 	// clockOffset is insecure_testing.clock_offset (zero in production); every wall-clock
 	// reading that decides something goes through now.
 	clockOffset time.Duration
-	// clock is what this node knows of its clock against the other voters' (clock.go).
-	clock *clockCheck
 
-	stampMu   sync.Mutex
-	lastStamp int64
-
-	waiters *waiters
-	events  chan state.Event
-	// checkpoints carries checkpoint events to checkpointLoop; vouch is this node's
-	// trust in its own state (vouch.go).
-	checkpoints chan state.Event
-	vouch       vouching
-	leaderKick  chan struct{}
-
-	// lifeMu guards stopping; work counts the short-lived goroutines (ceremonies, the
-	// leader's reports) that Stop waits for. spawn refuses new ones once Stop began, so
-	// that work.Add never races work.Wait.
-	lifeMu   sync.Mutex
-	stopping bool
-	work     sync.WaitGroup
-
-	active  sync.Map // request id + attempt → struct{}: ceremonies running here
-	activeN atomicCounter
+	// events carries the FSM's events from Apply (which must not block) to dispatch.
+	events chan state.Event
 
 	// fatal carries the first error after which the node must stop (its keystore
 	// failed); faultFS is the test-only write-fault switch (nil unless configured).
 	fatal   chan error
 	faultFS *errorfs.Toggle
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	bg     sync.WaitGroup
+	// ctx ends when Stop begins; bg counts the node's own loops (dispatch, metrics,
+	// health, the API server, test hooks), which Stop waits for.
+	ctx      context.Context
+	cancel   context.CancelFunc
+	lifeMu   sync.Mutex // guards stopping
+	stopping bool
+	bg       sync.WaitGroup
 }
 
 // Options are what a node needs beyond its configuration file.
@@ -109,7 +97,7 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	n := &Node{cfg: cfg, log: log.With("node", cfg.NodeID), waiters: newWaiters(), events: make(chan state.Event, 4096), checkpoints: make(chan state.Event, 64), leaderKick: make(chan struct{}, 1)}
+	n := &Node{cfg: cfg, log: log.With("node", cfg.NodeID), events: make(chan state.Event, 4096)}
 	mk := opts.MasterKey
 	if mk == nil {
 		var err error
@@ -146,14 +134,8 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 	n.authn, n.adminPub = an, adminPub
 	n.clockOffset = cfg.InsecureTesting.ClockOffset.Duration
 	n.met = newMetrics()
-	n.limiter = newRateLimiter(cfg.RateLimit())
-	n.akWaits = make(chan struct{}, maxAccessKeyWaits)
 	return n, nil
 }
-
-// maxAccessKeyWaits bounds the requests that wait at once for an unknown access key to
-// appear in this node's state (see findAccessKey).
-const maxAccessKeyWaits = 32
 
 // Fatal delivers the error after which the node must stop (at most one): its keystore
 // failed, so it can neither store nor read shares until restarted on a working disk.
@@ -288,9 +270,10 @@ func Identity(ks *keystore.Store) (crypto.PrivKey, error) {
 	return p2p.UnmarshalIdentity(b)
 }
 
-// Start runs the node: p2p host, raft, engine, pool, scheduler, runner and HTTP API.
+// Start runs the node: p2p host, ceremony engine, FSM, vouching, scheduler, raft,
+// pre-parameter pool, runner and HTTP API, in that order. ctx bounds the start only.
 func (n *Node) Start(ctx context.Context) error {
-	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.ctx, n.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	priv, err := Identity(n.ks)
 	if err != nil {
 		return err
@@ -317,46 +300,65 @@ func (n *Node) Start(ctx context.Context) error {
 
 	n.engine = protocol.NewEngine(protocol.EngineConfig{
 		Self:      n.cfg.NodeID,
-		Transport: &tssTransport{n: n},
+		Transport: &tssTransport{host: host},
 		Logger:    n.log,
 		OnDrop:    func(reason string) { n.met.dropped.WithLabelValues(reason).Inc() },
 	})
 	host.SetFrameHandler(n.onFrame)
-	n.clock = newClockCheck(n.met.reg)
-	host.HandleRPC(rpcClock, n.handleClock)
-	host.HandleRPC(rpcPropose, func(ctx context.Context, from peer.ID, req []byte) ([]byte, error) {
-		id, ok := host.NodeIDOf(from)
-		if !ok {
-			return nil, errors.New("unknown peer")
-		}
-		return n.handlePropose(ctx, id, req)
-	})
 
-	n.fsm = state.NewFSM(sigVerifier{}, n.authn, n.onEvent)
-	n.fsm.OnSnapshot(n.onSnapshot)
-	n.fsm.OnRestore(n.onRestore)
-	if err := n.openRaft(); err != nil {
+	n.fsm = state.NewFSM(ceremony.SignatureVerifier{}, n.authn, n.onEvent)
+	n.vouch = vouch.New(vouch.Config{NodeID: n.cfg.NodeID, Logger: n.log, State: n.fsm, Store: n.ks, Registerer: n.met.reg})
+	n.fsm.OnSnapshot(n.vouch.OnSnapshot)
+	n.fsm.OnRestore(n.vouch.OnRestore)
+
+	if n.sched, err = scheduler.New(scheduler.Config{Config: n.cfg, Logger: n.log, State: n.fsm, IsLeader: n.isLeader, Live: n.live, Now: n.now, AdminPublicKey: n.adminPub}); err != nil {
 		return err
 	}
-	n.pool = newPool(n)
-	if err := n.pool.seed(); err != nil {
+	if n.raft, err = raftnode.New(raftnode.Config{
+		Config: n.cfg, Logger: n.log, Identity: priv, Host: host, FSM: n.fsm, RaftFSM: n.raftFSM(), Scheduler: n.sched,
+		BeforeStamp: n.beforeStamp(), Now: n.now, Registerer: n.met.reg, Phases: n.met.phases,
+		OnRefused: func() { n.met.dropped.WithLabelValues("proposal_refused").Inc() },
+	}); err != nil {
 		return err
 	}
-	n.goBG(n.pool.run)
+	// The filler pauses while ceremonies run (the runner is built next).
+	busy := func() bool { return n.runner != nil && n.runner.Active() > 0 }
+	if n.pool, err = newPool(n.cfg, n.ks, n.log, n.met, busy); err != nil {
+		return err
+	}
+	if n.runner, err = ceremony.New(ceremony.Config{
+		Config: n.cfg, Logger: n.log, State: n.fsm, Reporter: n.raft, Engine: n.engine, PreParams: n.pool, Store: n.ks,
+		Blocked: n.vouch.Blocked, Now: n.now, IsLeader: n.isLeader, Registerer: n.met.reg, Phases: n.met.phases,
+	}); err != nil {
+		return err
+	}
+	if n.api, err = httpapi.New(httpapi.Config{
+		Config: n.cfg, Logger: n.log, State: n.fsm, Authn: n.authn, Proposer: submitter{n.raft},
+		Registry: n.met.reg, Phases: n.met.phases, Now: n.now, IsLeader: n.isLeader, Leader: n.raft.Leader, Live: n.live,
+		NotReady: n.notReady, SessionID: ceremony.SessionID, DebugState: n.debugState, AfterCommit: n.afterCommit(),
+	}); err != nil {
+		return err
+	}
+
+	// The dispatcher first: raft replays its log as it opens, and the events of the
+	// replay go to the runner and the API's waiters.
 	n.goBG(n.dispatchEvents)
-	n.goBG(n.leaderLoop)
-	n.goBG(n.reconcileLoop)
-	n.goBG(n.checkpointLoop)
+	if err := n.raft.Start(n.ctx); err != nil {
+		return err
+	}
+	n.vouch.Start(n.ctx, n.raft)
+	n.sched.Start(n.ctx, n.raft)
+	n.pool.Start(n.ctx)
+	n.runner.Start()
 	n.goBG(n.metricsLoop)
 	n.goBG(n.watchHealth)
-	n.goBG(n.clockLoop)
 
-	ln, err := listenAPI(n.cfg)
+	ln, err := httpapi.Listen(n.cfg)
 	if err != nil {
 		return err
 	}
 	n.apiLn = ln
-	n.http = &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+	n.http = &http.Server{Handler: n.api.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	n.goBG(func(ctx context.Context) {
 		if err := n.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("api server stopped", "err", err)
@@ -368,6 +370,70 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.log.Info("node started", "api", ln.Addr().String(), "api_scheme", scheme, "api_mtls", n.cfg.API.ClientCAFile != "", "peer_id", pid.String(), "p2p", host.ListenAddrs())
 	return nil
+}
+
+// submitter is the API's proposer: raft's, with raft's errors told apart as the API
+// needs (an entry that may still commit, or one that was not accepted).
+type submitter struct{ r *raftnode.Node }
+
+func (s submitter) Submit(ctx context.Context, b *state.SubmitBody) (state.Result, error) {
+	sub, err := s.r.SignSubmit(b)
+	if err != nil {
+		return state.Result{}, fmt.Errorf("%w: %v", httpapi.ErrNotSigned, err)
+	}
+	res, err := s.r.Propose(ctx, state.TypeSubmit, sub)
+	if errors.Is(err, raftnode.ErrNoQuorum) {
+		err = httpapi.NoQuorum(err)
+	}
+	return res, err
+}
+
+// onEvent is called by the FSM inside Apply: it only queues.
+func (n *Node) onEvent(e state.Event) {
+	select {
+	case n.events <- e:
+	default:
+		// The queue is full: the runner's reconcile loop finds scheduled work from the
+		// state itself, so a dropped hint delays a ceremony but loses nothing.
+		n.met.dropped.WithLabelValues("event_queue_full").Inc()
+	}
+}
+
+// dispatchEvents hands each FSM event to the component it concerns.
+func (n *Node) dispatchEvents(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e := <-n.events:
+			switch e.Kind {
+			case state.EventScheduled:
+				n.runner.Scheduled(e.RequestID)
+			case state.EventSettled:
+				n.api.Settled(e.RequestID)
+			case state.EventKeyFailed:
+				n.runner.KeyFailed(e.KeyID)
+			case state.EventRetry:
+				n.sched.Kick()
+			case state.EventCheckpoint, state.EventCheckpointVote:
+				if !n.vouch.Notify(e) {
+					n.met.dropped.WithLabelValues("checkpoint_queue_full").Inc()
+				}
+			}
+		}
+	}
+}
+
+// isLeader reports whether this node leads raft now.
+func (n *Node) isLeader() bool { return n.raft.IsLeader() }
+
+// live reports whether a member is reachable from this node now (itself always).
+func (n *Node) live(nodeID string) bool {
+	if nodeID == n.cfg.NodeID {
+		return true
+	}
+	pid, ok := n.host.PeerIDOf(nodeID)
+	return ok && n.host.Connected(pid)
 }
 
 func p2pMembers(ms []config.Member) ([]p2p.Member, error) {
@@ -382,25 +448,14 @@ func p2pMembers(ms []config.Member) ([]p2p.Member, error) {
 	return out, nil
 }
 
-func peerIDFromString(s string) (peer.ID, error) { return peer.Decode(s) }
-
-// spawn runs f in a goroutine that Stop waits for; after Stop began it runs nothing and
-// returns false.
-func (n *Node) spawn(f func()) bool {
+// goBG runs f under the node's context in a goroutine Stop waits for; after Stop began it
+// runs nothing.
+func (n *Node) goBG(f func(ctx context.Context)) {
 	n.lifeMu.Lock()
 	defer n.lifeMu.Unlock()
 	if n.stopping {
-		return false
+		return
 	}
-	n.work.Add(1)
-	go func() {
-		defer n.work.Done()
-		f()
-	}()
-	return true
-}
-
-func (n *Node) goBG(f func(ctx context.Context)) {
 	n.bg.Add(1)
 	go func() {
 		defer n.bg.Done()
@@ -408,7 +463,8 @@ func (n *Node) goBG(f func(ctx context.Context)) {
 	}()
 }
 
-// Stop shuts the node down: API first, then ceremonies, raft, p2p and the keystore.
+// Stop shuts the node down in the reverse order of Start: API first, then ceremonies,
+// the leader's loop, vouching, the pool, raft, the node's loops, p2p and the keystore.
 func (n *Node) Stop(ctx context.Context) error {
 	var errs []error
 	if n.http != nil {
@@ -425,19 +481,24 @@ func (n *Node) Stop(ctx context.Context) error {
 	if n.engine != nil {
 		n.engine.Close()
 	}
-	n.work.Wait()
+	if n.runner != nil {
+		n.runner.Stop()
+	}
+	if n.sched != nil {
+		n.sched.Stop()
+	}
+	if n.vouch != nil {
+		n.vouch.Stop()
+	}
+	if n.pool != nil {
+		n.pool.Stop()
+	}
 	if n.raft != nil {
-		if err := n.raft.Shutdown().Error(); err != nil {
+		if err := n.raft.Stop(); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	n.bg.Wait()
-	if n.trans != nil {
-		_ = n.trans.Close()
-	}
-	if n.wal != nil {
-		_ = n.wal.Close()
-	}
 	if n.host != nil {
 		_ = n.host.Close()
 	}

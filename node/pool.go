@@ -1,172 +1,85 @@
 package node
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
-	"sync"
 	"time"
 
-	ecdsakeygen "github.com/bnb-chain/tss-lib/v2/ecdsa/keygen"
-
+	"github.com/custos/custos/internal/config"
 	"github.com/custos/custos/keystore"
+	"github.com/custos/custos/protocol"
 )
 
-// pool keeps this node's encrypted stock of ECDSA pre-parameters (Paillier keys and safe
-// primes), filled in the background one set at a time so that keygen does not wait for
-// primes when it is warm. Every keygen takes a fresh set: a set is never used for two keys
-// — except in the dev cluster's insecure fixture mode, which recycles a few test sets.
-type pool struct {
-	n        *Node
-	fixtures [][]byte // set once by seed, before any keygen
+// preParamStore is the pool's store over the keystore: the sets are sealed like shares.
+type preParamStore struct{ ks *keystore.Store }
 
-	mu   sync.Mutex // guards next
-	next int        // the next fixture to hand out (fixture mode)
+func (s preParamStore) CountPreParams() (int, error) { return s.ks.CountPreParams() }
+
+func (s preParamStore) AddPreParams(b []byte) error {
+	_, err := s.ks.AddPreParams(b)
+	return err
 }
 
-func newPool(n *Node) *pool { return &pool{n: n} }
+func (s preParamStore) TakePreParams() ([]byte, error) {
+	_, b, err := s.ks.TakePreParams()
+	switch {
+	case errors.Is(err, keystore.ErrNotFound):
+		return nil, fmt.Errorf("%w: %w", protocol.ErrPoolStoreEmpty, err)
+	case errors.Is(err, keystore.ErrCorrupt):
+		return nil, fmt.Errorf("%w: %w", protocol.ErrPoolStoreCorrupt, err)
+	}
+	return b, err
+}
 
-// seed loads this node's share of the insecure fixtures (dev mode only; config validation
-// refuses them in production) and puts them in an empty pool.
-func (p *pool) seed() error {
-	dir := p.n.cfg.PreParams.InsecureFixturesDir
+// newPool builds this node's pre-parameter pool: the keystore as its store, the
+// configured target, and in dev mode this node's disjoint slice of the insecure fixtures.
+// busy reports whether ceremonies run here (the filler waits for them).
+func newPool(cfg *config.Config, ks *keystore.Store, log *slog.Logger, met *metrics, busy func() bool) (*protocol.Pool, error) {
+	fixtures, err := loadFixtures(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return protocol.NewPool(protocol.PoolConfig{
+		Store: preParamStore{ks}, Target: cfg.PreParams.Target, Fixtures: fixtures, Busy: busy, Logger: log,
+		OnGenerated: func(time.Duration) { met.poolGenerated.Inc() },
+		OnInline:    met.inlinePreParams.Inc,
+		OnSize:      func(n int) { met.poolSize.Set(float64(n)) },
+	})
+}
+
+// loadFixtures reads this node's share of preparams.insecure_fixtures_dir (dev mode only;
+// configuration validation refuses it in production): each node takes a disjoint slice
+// of the files, so that no two parties share a Paillier key.
+func loadFixtures(cfg *config.Config) ([][]byte, error) {
+	dir := cfg.PreParams.InsecureFixturesDir
 	if dir == "" {
-		return nil
+		return nil, nil
 	}
 	files, err := filepath.Glob(filepath.Join(dir, "preparams-*.json"))
 	if err != nil || len(files) == 0 {
-		return fmt.Errorf("preparams.insecure_fixtures_dir %s holds no preparams-*.json", dir)
+		return nil, fmt.Errorf("preparams.insecure_fixtures_dir %s holds no preparams-*.json", dir)
 	}
 	sort.Strings(files)
-	// Each node takes a disjoint slice of the fixtures, so no two parties share a
-	// Paillier key.
-	ids := make([]string, 0, len(p.n.cfg.Cluster.Members))
-	for _, m := range p.n.cfg.Cluster.Members {
+	ids := make([]string, 0, len(cfg.Cluster.Members))
+	for _, m := range cfg.Cluster.Members {
 		ids = append(ids, m.ID)
 	}
 	slices.Sort(ids)
-	me := slices.Index(ids, p.n.cfg.NodeID)
-	for i := me; i < len(files); i += len(ids) {
+	var out [][]byte
+	for i := slices.Index(ids, cfg.NodeID); i >= 0 && i < len(files); i += len(ids) {
 		b, err := os.ReadFile(files[i])
 		if err != nil {
-			return fmt.Errorf("fixture: %w", err)
+			return nil, fmt.Errorf("fixture: %w", err)
 		}
-		p.fixtures = append(p.fixtures, b)
+		out = append(out, b)
 	}
-	if len(p.fixtures) == 0 {
-		return fmt.Errorf("too few fixtures in %s for %d nodes", dir, len(ids))
+	if len(out) == 0 {
+		return nil, fmt.Errorf("too few fixtures in %s for %d nodes", dir, len(ids))
 	}
-	p.n.log.Warn("INSECURE: ECDSA pre-parameters come from shared test fixtures and are reused across keys; never use this mode for real keys", "sets", len(p.fixtures))
-	if c, _ := p.n.ks.CountPreParams(); c == 0 {
-		for _, b := range p.fixtures {
-			if _, err := p.n.ks.AddPreParams(b); err != nil {
-				return fmt.Errorf("seed pool: %w", err)
-			}
-		}
-	}
-	return nil
-}
-
-func (p *pool) size() int {
-	c, _ := p.n.ks.CountPreParams()
-	return c
-}
-
-// ready reports whether keygen can start without generating primes inline.
-func (p *pool) ready() bool { return len(p.fixtures) > 0 || p.size() > 0 }
-
-// take returns a validated set, generating one inline only when the pool is empty (and
-// then reports inline).
-func (p *pool) take(ctx context.Context) (_ *ecdsakeygen.LocalPreParams, inline bool, err error) {
-	for {
-		_, b, err := p.n.ks.TakePreParams()
-		if errors.Is(err, keystore.ErrNotFound) {
-			break
-		}
-		if errors.Is(err, keystore.ErrCorrupt) {
-			p.n.log.Error("discarding a corrupt pre-parameter set", "err", err)
-			continue
-		}
-		if err != nil {
-			return nil, false, err
-		}
-		pre, err := decodePreParams(b)
-		if err != nil {
-			p.n.log.Error("discarding an invalid pre-parameter set", "err", err)
-			continue
-		}
-		p.n.met.poolSize.Set(float64(p.size()))
-		return pre, false, nil
-	}
-	if len(p.fixtures) > 0 {
-		p.mu.Lock()
-		b := p.fixtures[p.next%len(p.fixtures)]
-		p.next++
-		p.mu.Unlock()
-		pre, err := decodePreParams(b)
-		return pre, false, err
-	}
-	p.n.log.Warn("pre-parameter pool empty: generating a set inline; keygen will be slow")
-	p.n.met.inlinePreParams.Inc()
-	pre, err := ecdsakeygen.GeneratePreParamsWithContext(ctx, 1)
-	return pre, true, err
-}
-
-func decodePreParams(b []byte) (*ecdsakeygen.LocalPreParams, error) {
-	var pre ecdsakeygen.LocalPreParams
-	if err := json.Unmarshal(b, &pre); err != nil {
-		return nil, fmt.Errorf("decode pre-parameters: %w", err)
-	}
-	if !pre.ValidateWithProof() {
-		return nil, errors.New("pre-parameters fail validation")
-	}
-	return &pre, nil
-}
-
-// run fills the pool up to its target, one set at a time on one core, pausing while
-// ceremonies run here so that they never wait for CPU.
-func (p *pool) run(ctx context.Context) {
-	if len(p.fixtures) > 0 {
-		return
-	}
-	for {
-		if ctx.Err() != nil {
-			return
-		}
-		size := p.size()
-		p.n.met.poolSize.Set(float64(size))
-		if size >= p.n.cfg.PreParams.Target || p.n.activeN.load() > 0 {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
-			continue
-		}
-		start := time.Now()
-		gctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-		pre, err := ecdsakeygen.GeneratePreParamsWithContext(gctx, 1)
-		cancel()
-		if err != nil {
-			if ctx.Err() == nil {
-				p.n.log.Warn("pre-parameter generation failed", "err", err)
-			}
-			continue
-		}
-		b, err := json.Marshal(pre)
-		if err != nil {
-			continue
-		}
-		if _, err := p.n.ks.AddPreParams(b); err != nil {
-			p.n.log.Error("could not store pre-parameters", "err", err)
-			continue
-		}
-		p.n.met.poolGenerated.Inc()
-		p.n.log.Info("pre-parameter set generated", "seconds", time.Since(start).Seconds(), "pool", size+1)
-	}
+	return out, nil
 }

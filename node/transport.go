@@ -6,15 +6,16 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/custos/custos/internal/p2p"
 	"github.com/custos/custos/protocol"
 )
 
 // tssTransport carries ceremony messages over the libp2p host's /custos/tss/1 protocol.
-type tssTransport struct{ n *Node }
+type tssTransport struct{ host *p2p.Host }
 
 // Send implements protocol.Transport.
 func (t *tssTransport) Send(ctx context.Context, to string, m *protocol.Message) error {
-	pid, ok := t.n.host.PeerIDOf(to)
+	pid, ok := t.host.PeerIDOf(to)
 	if !ok {
 		return fmt.Errorf("unknown node %q", to)
 	}
@@ -22,7 +23,7 @@ func (t *tssTransport) Send(ctx context.Context, to string, m *protocol.Message)
 	if err != nil {
 		return err
 	}
-	return t.n.host.SendFrame(ctx, pid, b)
+	return t.host.SendFrame(ctx, pid, b)
 }
 
 // onFrame receives a ceremony frame; the sender is the authenticated libp2p peer of the

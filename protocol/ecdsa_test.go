@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"math/big"
 	"testing"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/bnb-chain/tss-lib/v2/crypto/modproof"
 	"github.com/bnb-chain/tss-lib/v2/crypto/mta"
-	ecdsakeygen "github.com/bnb-chain/tss-lib/v2/ecdsa/keygen"
 	ecdsasigning "github.com/bnb-chain/tss-lib/v2/ecdsa/signing"
 	"github.com/btcsuite/btcd/btcec/v2"
 	btcecdsa "github.com/btcsuite/btcd/btcec/v2/ecdsa"
@@ -24,8 +22,11 @@ func TestECDSAKeygenAndSign(t *testing.T) {
 	k := sharedECDSAKey(t)
 	t.Logf("ECDSA 2-of-3 keygen took %v", k.took)
 	for _, id := range k.ids {
-		if got := ECDSAPublicKey(k.saves[id]); !bytes.Equal(got, k.pub) {
+		if got := k.shares[id].PublicKey(); !bytes.Equal(got, k.pub) {
 			t.Fatalf("%s computed public key %x, %s computed %x", id, got, k.ids[0], k.pub)
+		}
+		if c := k.shares[id].Curve(); c != CurveSecp256k1 {
+			t.Fatalf("%s: share of curve %q", id, c)
 		}
 	}
 	if _, err := btcec.ParsePubKey(k.pub); err != nil {
@@ -35,29 +36,37 @@ func TestECDSAKeygenAndSign(t *testing.T) {
 	tests := []struct {
 		name    string
 		signers []string
-		path    string
+		path    []uint32
+		// legacy: sign with shares decoded from today's storage form (bare
+		// json.Marshal of the save data, as the node wrote shares before versioned shares).
+		legacy bool
 	}{
-		{"no derivation", []string{"node-a", "node-b"}, "m"},
-		{"derived m/0/7", []string{"node-c", "node-b"}, "m/0/7"},
+		{"no derivation", []string{"node-a", "node-b"}, nil, false},
+		{"derived m/0/7", []string{"node-c", "node-b"}, []uint32{0, 7}, false},
+		{"legacy stored shares", []string{"node-a", "node-c"}, nil, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			path, err := ParsePath(tc.path)
-			if err != nil {
-				t.Fatal(err)
+			path := tc.path
+			shares := k.shares
+			if tc.legacy {
+				shares = map[string]*Share{}
+				for _, id := range tc.signers {
+					shares[id] = legacyRoundTrip(t, k.shares[id])
+				}
 			}
 			_, es := newCluster(t, tc.signers...)
 			digest := sha256.Sum256([]byte("custos test " + tc.name))
 			sid := NewSessionID(SessionParams{Kind: KindSignECDSA, KeyID: "k1", RequestID: tc.name, Payload: digest[:], Path: path, Committee: tc.signers})
 			before := map[string][]byte{}
 			for _, id := range tc.signers {
-				before[id], _ = json.Marshal(k.saves[id])
+				before[id] = mustMarshal(t, shares[id])
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			start := time.Now()
-			sigs, errs := runParties(tc.signers, func(id string) (*ECDSASignature, error) {
-				return es[id].SignECDSA(ctx, sid, tc.signers, 2, k.saves[id], digest[:], k.chainCode, path)
+			sigs, errs := runParties(tc.signers, func(id string) (*Signature, error) {
+				return es[id].Sign(ctx, sid, tc.signers, 2, shares[id], digest[:], k.chainCode, path)
 			})
 			t.Logf("ECDSA 2-party signing (%s) took %v", tc.name, time.Since(start))
 			if len(errs) > 0 {
@@ -72,6 +81,9 @@ func TestECDSAKeygenAndSign(t *testing.T) {
 				t.Fatal(err)
 			}
 			for id, s := range sigs {
+				if s.Curve != CurveSecp256k1 || len(s.R) != 32 || len(s.S) != 32 || s.Sig != nil {
+					t.Fatalf("%s: malformed signature %+v", id, s)
+				}
 				parsed, err := btcecdsa.ParseDERSignature(s.DER)
 				if err != nil {
 					t.Fatalf("%s: DER does not parse: %v", id, err)
@@ -80,11 +92,12 @@ func TestECDSAKeygenAndSign(t *testing.T) {
 					t.Fatalf("%s: signature does not verify against the derived key", id)
 				}
 				var sc btcec.ModNScalar
-				sc.SetBytes(&s.S)
+				sc.SetByteSlice(s.S)
 				if sc.IsOverHalfOrder() {
 					t.Fatalf("%s: S is not low", id)
 				}
-				compact := append([]byte{27 + 4 + s.RecoveryID}, append(s.R[:], s.S[:]...)...)
+				compact := append([]byte{27 + 4 + s.RecoveryID}, s.R...)
+				compact = append(compact, s.S...)
 				rec, _, err := btcecdsa.RecoverCompact(compact, digest[:])
 				if err != nil || !bytes.Equal(rec.SerializeCompressed(), wantPub) {
 					t.Fatalf("%s: recovery id %d does not recover the key", id, s.RecoveryID)
@@ -94,13 +107,12 @@ func TestECDSAKeygenAndSign(t *testing.T) {
 				}
 			}
 			for _, id := range tc.signers {
-				after, _ := json.Marshal(k.saves[id])
-				if !bytes.Equal(before[id], after) {
-					t.Fatalf("%s: SignECDSA modified the caller's save data", id)
+				if !bytes.Equal(before[id], mustMarshal(t, shares[id])) {
+					t.Fatalf("%s: Sign modified the caller's share", id)
 				}
 			}
 			// The session id is spent.
-			_, err = es[tc.signers[0]].SignECDSA(ctx, sid, tc.signers, 2, k.saves[tc.signers[0]], digest[:], k.chainCode, path)
+			_, err = es[tc.signers[0]].Sign(ctx, sid, tc.signers, 2, shares[tc.signers[0]], digest[:], k.chainCode, path)
 			if !errors.Is(err, ErrSessionReused) {
 				t.Fatalf("reusing a session id: got %v, want ErrSessionReused", err)
 			}
@@ -140,15 +152,14 @@ func TestECDSASignDegenerateCiphertext(t *testing.T) {
 	sid := randomSID(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, errs := runWithBad(ctx, []string{"node-a"}, []string{"node-b"}, func(ctx context.Context, id string) (*ECDSASignature, error) {
-		return es[id].SignECDSA(ctx, sid, signers, 2, k.saves[id], digest[:], nil, nil)
+	_, errs := runWithBad(ctx, []string{"node-a"}, []string{"node-b"}, func(ctx context.Context, id string) (*Signature, error) {
+		return es[id].Sign(ctx, sid, signers, 2, k.shares[id], digest[:], nil, nil)
 	})
 	requireCeremonyError(t, "node-a", errs["node-a"], ErrInvalidMessage, "node-b")
 }
 
 func paillierNOf(k *ecdsaKey, id string) *big.Int {
-	save := k.saves[id]
-	return new(big.Int).Set(save.PaillierSK.N)
+	return new(big.Int).Set(k.shares[id].ecdsa.PaillierSK.N)
 }
 
 func mustMarshalAny(t *testing.T, m proto.Message) []byte {
@@ -171,30 +182,31 @@ func TestSignECDSARejectsBadArguments(t *testing.T) {
 	ctx := context.Background()
 	digest := make([]byte, 32)
 	digest[31] = 1
-	foreign := *k.saves["node-b"]
 	tests := []struct {
 		name    string
 		signers []string
 		digest  []byte
-		key     *ecdsakeygen.LocalPartySaveData
+		key     *Share
 		path    []uint32
 		cc      []byte
 	}{
+		{"no share", []string{"node-a", "node-b"}, digest, &Share{}, nil, nil},
+		{"digest not below the order", []string{"node-a", "node-b"}, bytes.Repeat([]byte{0xff}, 32), nil, nil, nil},
 		{"short digest", []string{"node-a", "node-b"}, digest[:31], nil, nil, nil},
 		{"self not a signer", []string{"node-b", "node-c"}, digest, nil, nil, nil},
 		{"too few signers", []string{"node-a"}, digest, nil, nil, nil},
 		{"unknown signer", []string{"node-a", "node-x"}, digest, nil, nil, nil},
-		{"share of another node", []string{"node-a", "node-b"}, digest, &foreign, nil, nil},
+		{"share of another node", []string{"node-a", "node-b"}, digest, k.shares["node-b"], nil, nil},
 		{"hardened path", []string{"node-a", "node-b"}, digest, nil, []uint32{1 << 31}, k.chainCode},
 		{"missing chain code", []string{"node-a", "node-b"}, digest, nil, []uint32{1}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			key := k.saves["node-a"]
+			key := k.shares["node-a"]
 			if tc.key != nil {
 				key = tc.key
 			}
-			_, err := e.SignECDSA(ctx, randomSID(t), tc.signers, 2, key, tc.digest, tc.cc, tc.path)
+			_, err := e.Sign(ctx, randomSID(t), tc.signers, 2, key, tc.digest, tc.cc, tc.path)
 			if !errors.Is(err, ErrInvalidArgument) {
 				t.Fatalf("got %v, want ErrInvalidArgument", err)
 			}
@@ -203,7 +215,7 @@ func TestSignECDSARejectsBadArguments(t *testing.T) {
 }
 
 func TestECDSAValidationChecks(t *testing.T) {
-	pre := loadPreParams(t, 0)
+	pre := &loadPreParams(t, 0).p
 	N := pre.PaillierSK.N
 	// #323: a modproof whose w shares a factor with N.
 	if err := checkModProof(fakeModProof(pre.PaillierSK.P, N), N); err == nil {

@@ -5,24 +5,21 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"runtime"
 	"testing"
 	"time"
-
-	eddsakeygen "github.com/bnb-chain/tss-lib/v2/eddsa/keygen"
 )
 
 // eddsaKeygen runs a threshold-of-len(ids) Ed25519 keygen on es.
-func eddsaKeygen(t *testing.T, es map[string]*Engine, ids []string, threshold int) map[string]*eddsakeygen.LocalPartySaveData {
+func eddsaKeygen(t *testing.T, es map[string]*Engine, ids []string, threshold int) map[string]*Share {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	sid := randomSID(t)
 	start := time.Now()
-	saves, errs := runParties(ids, func(id string) (*eddsakeygen.LocalPartySaveData, error) {
-		return es[id].KeygenEdDSA(ctx, sid, ids, threshold)
+	saves, errs := runParties(ids, func(id string) (*Share, error) {
+		return es[id].Keygen(ctx, sid, CurveEd25519, ids, threshold, nil)
 	})
 	t.Logf("EdDSA %d-of-%d keygen took %v", threshold, len(ids), time.Since(start))
 	if len(errs) > 0 {
@@ -36,14 +33,20 @@ func TestEdDSAKeygenAndSign(t *testing.T) {
 	ids := []string{"node-a", "node-b", "node-c"}
 	_, es := newCluster(t, ids...)
 	saves := eddsaKeygen(t, es, ids, 2)
-	pub := EdDSAPublicKey(saves["node-a"])
+	pub := saves["node-a"].PublicKey()
 	if len(pub) != ed25519.PublicKeySize {
 		t.Fatalf("public key of %d bytes", len(pub))
 	}
 	for _, id := range ids {
-		if !bytes.Equal(EdDSAPublicKey(saves[id]), pub) {
+		if !bytes.Equal(saves[id].PublicKey(), pub) || saves[id].Curve() != CurveEd25519 {
 			t.Fatalf("%s computed a different public key", id)
 		}
+	}
+	// Shares as today's nodes stored them (bare json.Marshal of the save
+	// data) sign as well.
+	legacy := map[string]*Share{}
+	for _, id := range ids {
+		legacy[id] = legacyRoundTrip(t, saves[id])
 	}
 
 	big := make([]byte, 64<<10)
@@ -55,35 +58,40 @@ func TestEdDSAKeygenAndSign(t *testing.T) {
 		name    string
 		signers []string
 		msg     []byte
+		shares  map[string]*Share
 	}{
-		{"empty message", []string{"node-a", "node-b"}, []byte{}},
-		{"64 KiB message", []string{"node-b", "node-c"}, big},
-		{"leading zero bytes", []string{"node-a", "node-c"}, []byte{0x00, 0x00, 0x01, 0x02}},
-		{"only zero bytes", []string{"node-a", "node-b"}, []byte{0x00, 0x00, 0x00}},
-		{"all three signers", ids, []byte("hello custos")},
+		{"empty message", []string{"node-a", "node-b"}, []byte{}, saves},
+		{"64 KiB message", []string{"node-b", "node-c"}, big, saves},
+		{"leading zero bytes", []string{"node-a", "node-c"}, []byte{0x00, 0x00, 0x01, 0x02}, saves},
+		{"only zero bytes", []string{"node-a", "node-b"}, []byte{0x00, 0x00, 0x00}, saves},
+		{"all three signers", ids, []byte("hello custos"), saves},
+		{"legacy stored shares", []string{"node-b", "node-c"}, []byte("legacy"), legacy},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			before, _ := json.Marshal(saves[tc.signers[0]])
+			saves := tc.shares
+			before := mustMarshal(t, saves[tc.signers[0]])
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			sid := NewSessionID(SessionParams{Kind: KindSignEdDSA, KeyID: "k", RequestID: tc.name, Payload: tc.msg, Committee: tc.signers})
 			start := time.Now()
-			sigs, errs := runParties(tc.signers, func(id string) ([]byte, error) {
-				return es[id].SignEdDSA(ctx, sid, tc.signers, 2, saves[id], tc.msg)
+			sigs, errs := runParties(tc.signers, func(id string) (*Signature, error) {
+				return es[id].Sign(ctx, sid, tc.signers, 2, saves[id], tc.msg, nil, nil)
 			})
 			t.Logf("EdDSA %d-party signing of %d bytes took %v", len(tc.signers), len(tc.msg), time.Since(start))
 			if len(errs) > 0 {
 				t.Fatalf("signing failed: %v", errs)
 			}
 			for id, sig := range sigs {
-				if len(sig) != ed25519.SignatureSize || !ed25519.Verify(pub, tc.msg, sig) {
+				if sig.Curve != CurveEd25519 || sig.R != nil || sig.S != nil || sig.DER != nil {
+					t.Fatalf("%s: malformed signature %+v", id, sig)
+				}
+				if len(sig.Sig) != ed25519.SignatureSize || !ed25519.Verify(pub, tc.msg, sig.Sig) {
 					t.Fatalf("%s: signature does not verify with crypto/ed25519", id)
 				}
 			}
-			after, _ := json.Marshal(saves[tc.signers[0]])
-			if !bytes.Equal(before, after) {
-				t.Fatal("SignEdDSA modified the caller's save data")
+			if !bytes.Equal(before, mustMarshal(t, saves[tc.signers[0]])) {
+				t.Fatal("Sign modified the caller's share")
 			}
 		})
 	}
@@ -102,19 +110,22 @@ func TestSignEdDSARejectsBadArguments(t *testing.T) {
 	tests := []struct {
 		name    string
 		signers []string
-		key     *eddsakeygen.LocalPartySaveData
+		key     *Share
 		msg     []byte
+		path    []uint32
 		want    error
 	}{
-		{"message too large", []string{"node-a", "node-b"}, saves["node-a"], tooBig, ErrInvalidArgument},
-		{"nil key", []string{"node-a", "node-b"}, nil, nil, ErrInvalidArgument},
-		{"another node's share", []string{"node-a", "node-b"}, saves["node-c"], nil, ErrInvalidArgument},
-		{"duplicate signer", []string{"node-a", "node-a"}, saves["node-a"], nil, ErrInvalidArgument},
-		{"stranger", []string{"node-a", "node-z"}, saves["node-a"], nil, ErrInvalidArgument},
+		{"message too large", []string{"node-a", "node-b"}, saves["node-a"], tooBig, nil, ErrInvalidArgument},
+		{"nil key", []string{"node-a", "node-b"}, nil, nil, nil, ErrInvalidArgument},
+		{"zero share", []string{"node-a", "node-b"}, &Share{}, nil, nil, ErrInvalidArgument},
+		{"derivation path", []string{"node-a", "node-b"}, saves["node-a"], []byte("x"), []uint32{0}, ErrInvalidArgument},
+		{"another node's share", []string{"node-a", "node-b"}, saves["node-c"], nil, nil, ErrInvalidArgument},
+		{"duplicate signer", []string{"node-a", "node-a"}, saves["node-a"], nil, nil, ErrInvalidArgument},
+		{"stranger", []string{"node-a", "node-z"}, saves["node-a"], nil, nil, ErrInvalidArgument},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := e.SignEdDSA(context.Background(), randomSID(t), tc.signers, 2, tc.key, tc.msg)
+			_, err := e.Sign(context.Background(), randomSID(t), tc.signers, 2, tc.key, tc.msg, nil, tc.path)
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}

@@ -33,6 +33,18 @@ var (
 	// ErrBadSignature: the ceremony produced a signature that does not verify
 	// against the (derived) public key. It is never returned to the caller.
 	ErrBadSignature = errors.New("protocol: produced signature does not verify")
+	// ErrInvalidShare: bytes that are not a usable key share of the curve
+	// the caller named (truncated, garbage, another curve, failed structural
+	// checks). ParseShare's errors wrap it; a share that fails it never signs.
+	ErrInvalidShare = errors.New("protocol: invalid key share")
+	// ErrInvalidPreParams: bytes that are not a usable set of ECDSA
+	// pre-parameters. ParsePreParams's errors wrap it.
+	ErrInvalidPreParams = errors.New("protocol: invalid pre-parameters")
+	// ErrUnsupportedVersion: a share or pre-parameter encoding of a version
+	// this build does not know, most likely written by a newer custos: run
+	// that version (or newer) on this node. It comes wrapped together with
+	// ErrInvalidShare or ErrInvalidPreParams.
+	ErrUnsupportedVersion = errors.New("protocol: unsupported encoding version")
 )
 
 // CeremonyError is a failed ceremony. Culprits are the node ids the engine

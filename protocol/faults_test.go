@@ -32,8 +32,8 @@ func keygenWithBad(t *testing.T, hook hookFunc, timeout time.Duration) (*memNet,
 	defer cancel()
 	sid := randomSID(t)
 	start := time.Now()
-	_, errs := runWithBad(ctx, []string{"node-a", "node-b"}, []string{"node-c"}, func(ctx context.Context, id string) (*eddsakeygen.LocalPartySaveData, error) {
-		return es[id].KeygenEdDSA(ctx, sid, trio, 2)
+	_, errs := runWithBad(ctx, []string{"node-a", "node-b"}, []string{"node-c"}, func(ctx context.Context, id string) (*Share, error) {
+		return es[id].Keygen(ctx, sid, CurveEd25519, trio, 2, nil)
 	})
 	t.Logf("honest parties returned after %v", time.Since(start))
 	return n, errs
@@ -162,8 +162,8 @@ func TestSilentPartyTimesOut(t *testing.T) {
 	defer cancel()
 	sid := randomSID(t)
 	start := time.Now()
-	_, errs := runParties(ids[:2], func(id string) (*eddsakeygen.LocalPartySaveData, error) {
-		return es[id].KeygenEdDSA(ctx, sid, ids, 2)
+	_, errs := runParties(ids[:2], func(id string) (*Share, error) {
+		return es[id].Keygen(ctx, sid, CurveEd25519, ids, 2, nil)
 	})
 	took := time.Since(start)
 	t.Logf("silent party: honest parties failed after %v (timeout %v)", took, timeout)
@@ -210,8 +210,8 @@ func TestDuplicatedMessagesAreHarmless(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	sid := randomSID(t)
-	_, errs := runParties(trio, func(id string) ([]byte, error) {
-		return es[id].SignEdDSA(ctx, sid, trio, 2, saves[id], []byte("twice"))
+	_, errs := runParties(trio, func(id string) (*Signature, error) {
+		return es[id].Sign(ctx, sid, trio, 2, saves[id], []byte("twice"), nil, nil)
 	})
 	if len(errs) > 0 {
 		t.Fatalf("signing with duplicated messages failed: %v", errs)
@@ -275,14 +275,14 @@ func TestMessagesBeforeStartAreHeld(t *testing.T) {
 	defer cancel()
 	sid := randomSID(t)
 	type result struct {
-		save *eddsakeygen.LocalPartySaveData
-		err  error
+		share *Share
+		err   error
 	}
 	late := make(chan result, 1)
 	early := make(chan map[string]error, 1)
 	go func() {
-		_, errs := runParties([]string{"node-b", "node-c"}, func(id string) (*eddsakeygen.LocalPartySaveData, error) {
-			return es[id].KeygenEdDSA(ctx, sid, trio, 2)
+		_, errs := runParties([]string{"node-b", "node-c"}, func(id string) (*Share, error) {
+			return es[id].Keygen(ctx, sid, CurveEd25519, trio, 2, nil)
 		})
 		early <- errs
 	}()
@@ -301,7 +301,7 @@ func TestMessagesBeforeStartAreHeld(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	go func() {
-		s, err := a.KeygenEdDSA(ctx, sid, trio, 2)
+		s, err := a.Keygen(ctx, sid, CurveEd25519, trio, 2, nil)
 		late <- result{s, err}
 	}()
 	if r := <-late; r.err != nil {
@@ -380,8 +380,8 @@ func TestFinishedSessionsAreClosed(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	sid := randomSID(t)
-	if _, errs := runParties(trio, func(id string) (*eddsakeygen.LocalPartySaveData, error) {
-		return es[id].KeygenEdDSA(ctx, sid, trio, 2)
+	if _, errs := runParties(trio, func(id string) (*Share, error) {
+		return es[id].Keygen(ctx, sid, CurveEd25519, trio, 2, nil)
 	}); len(errs) > 0 {
 		t.Fatal(errs)
 	}
@@ -390,7 +390,7 @@ func TestFinishedSessionsAreClosed(t *testing.T) {
 	if n.dropCount(DropClosedSession) != before+1 {
 		t.Fatal("late message for a finished session was not dropped")
 	}
-	if _, err := es["node-a"].KeygenEdDSA(ctx, sid, trio, 2); !errors.Is(err, ErrSessionReused) {
+	if _, err := es["node-a"].Keygen(ctx, sid, CurveEd25519, trio, 2, nil); !errors.Is(err, ErrSessionReused) {
 		t.Fatalf("reusing a session id: got %v", err)
 	}
 }
@@ -401,7 +401,7 @@ func TestEngineLimitsAndClose(t *testing.T) {
 	ctx := context.Background()
 	done := make(chan error, 1)
 	go func() {
-		_, err := e.KeygenEdDSA(ctx, randomSID(t), trio, 2) // the others never come
+		_, err := e.Keygen(ctx, randomSID(t), CurveEd25519, trio, 2, nil) // the others never come
 		done <- err
 	}()
 	deadline := time.Now().Add(5 * time.Second)
@@ -417,13 +417,13 @@ func TestEngineLimitsAndClose(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if _, err := e.KeygenEdDSA(ctx, randomSID(t), trio, 2); !errors.Is(err, ErrTooManySessions) {
+	if _, err := e.Keygen(ctx, randomSID(t), CurveEd25519, trio, 2, nil); !errors.Is(err, ErrTooManySessions) {
 		t.Fatalf("second session: got %v, want ErrTooManySessions", err)
 	}
 	e.Close()
 	err := <-done
 	requireCeremonyError(t, "node-a", err, ErrEngineClosed)
-	if _, err := e.KeygenEdDSA(ctx, randomSID(t), trio, 2); !errors.Is(err, ErrEngineClosed) {
+	if _, err := e.Keygen(ctx, randomSID(t), CurveEd25519, trio, 2, nil); !errors.Is(err, ErrEngineClosed) {
 		t.Fatalf("after Close: got %v, want ErrEngineClosed", err)
 	}
 }
@@ -431,20 +431,39 @@ func TestEngineLimitsAndClose(t *testing.T) {
 func TestKeygenRejectsBadArguments(t *testing.T) {
 	n := newMemNet()
 	e := n.addEngine(t, "node-a", nil)
-	pre := loadPreParams(t, 0)
-	incomplete := *pre
-	incomplete.P = nil
+	incomplete := loadPreParams(t, 0)
+	incomplete.p.P = nil
+	spent := loadPreParams(t, 1)
+	spent.used.Store(true)
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name string
 		run  func() error
 	}{
-		{"threshold 1", func() error { _, err := e.KeygenEdDSA(ctx, randomSID(t), trio, 1); return err }},
-		{"threshold above n", func() error { _, err := e.KeygenEdDSA(ctx, randomSID(t), trio, 4); return err }},
-		{"self missing", func() error { _, err := e.KeygenEdDSA(ctx, randomSID(t), []string{"node-b", "node-c"}, 2); return err }},
-		{"empty id", func() error { _, err := e.KeygenEdDSA(ctx, randomSID(t), []string{"node-a", ""}, 2); return err }},
-		{"nil pre-parameters", func() error { _, err := e.KeygenECDSA(ctx, randomSID(t), trio, 2, nil); return err }},
-		{"incomplete pre-parameters", func() error { _, err := e.KeygenECDSA(ctx, randomSID(t), trio, 2, &incomplete); return err }},
+		{"threshold 1", func() error { _, err := e.Keygen(ctx, randomSID(t), CurveEd25519, trio, 1, nil); return err }},
+		{"threshold above n", func() error { _, err := e.Keygen(ctx, randomSID(t), CurveEd25519, trio, 4, nil); return err }},
+		{"self missing", func() error {
+			_, err := e.Keygen(ctx, randomSID(t), CurveEd25519, []string{"node-b", "node-c"}, 2, nil)
+			return err
+		}},
+		{"empty id", func() error {
+			_, err := e.Keygen(ctx, randomSID(t), CurveEd25519, []string{"node-a", ""}, 2, nil)
+			return err
+		}},
+		{"nil pre-parameters", func() error { _, err := e.Keygen(ctx, randomSID(t), CurveSecp256k1, trio, 2, nil); return err }},
+		{"incomplete pre-parameters", func() error {
+			_, err := e.Keygen(ctx, randomSID(t), CurveSecp256k1, trio, 2, incomplete)
+			return err
+		}},
+		{"pre-parameters that already started a keygen", func() error {
+			_, err := e.Keygen(ctx, randomSID(t), CurveSecp256k1, trio, 2, spent)
+			return err
+		}},
+		{"pre-parameters for ed25519", func() error {
+			_, err := e.Keygen(ctx, randomSID(t), CurveEd25519, trio, 2, loadPreParams(t, 2))
+			return err
+		}},
+		{"unknown curve", func() error { _, err := e.Keygen(ctx, randomSID(t), "p256", trio, 2, nil); return err }},
 	} {
 		if err := tc.run(); !errors.Is(err, ErrInvalidArgument) {
 			t.Errorf("%s: got %v, want ErrInvalidArgument", tc.name, err)
@@ -467,14 +486,14 @@ func TestPeerAbortEndsTheWaitEarly(t *testing.T) {
 	defer cancel()
 	sid := randomSID(t)
 	start := time.Now()
-	_, errs := runParties(trio, func(id string) (*eddsakeygen.LocalPartySaveData, error) {
+	_, errs := runParties(trio, func(id string) (*Share, error) {
 		ctx := ctx
 		if id == "node-c" {
 			var c context.CancelFunc
 			ctx, c = context.WithTimeout(ctx, 300*time.Millisecond)
 			defer c()
 		}
-		return es[id].KeygenEdDSA(ctx, sid, trio, 2)
+		return es[id].Keygen(ctx, sid, CurveEd25519, trio, 2, nil)
 	})
 	took := time.Since(start)
 	t.Logf("all parties returned after %v", took)

@@ -3,7 +3,6 @@ package protocol
 import (
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,8 +14,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	ecdsakeygen "github.com/bnb-chain/tss-lib/v2/ecdsa/keygen"
 )
 
 // ----- in-memory transport with fault injection
@@ -223,26 +220,31 @@ func settleGoroutines(t *testing.T, baseline int) {
 
 // ----- fixtures
 
-func loadPreParams(t testing.TB, i int) *ecdsakeygen.LocalPreParams {
+// fixtureBytes returns the bytes of pre-parameter fixture i, in the legacy
+// form (json.Marshal of tss-lib's LocalPreParams) today's nodes read.
+func fixtureBytes(t testing.TB, i int) []byte {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("..", "test", "fixtures", "preparams", fmt.Sprintf("preparams-%02d.json", i)))
 	if err != nil {
 		t.Fatalf("read pre-parameters fixture: %v", err)
 	}
-	var p ecdsakeygen.LocalPreParams
-	if err := json.Unmarshal(b, &p); err != nil {
-		t.Fatalf("decode pre-parameters fixture: %v", err)
+	return b
+}
+
+// loadPreParams returns pre-parameter fixture i, fresh (never used).
+func loadPreParams(t testing.TB, i int) *PreParams {
+	t.Helper()
+	p, err := ParsePreParams(fixtureBytes(t, i))
+	if err != nil {
+		t.Fatalf("pre-parameters fixture %d: %v", i, err)
 	}
-	if !p.ValidateWithProof() {
-		t.Fatalf("pre-parameters fixture %d is incomplete", i)
-	}
-	return &p
+	return p
 }
 
 // ecdsaKey is the result of the one ECDSA keygen this test binary runs.
 type ecdsaKey struct {
 	ids       []string
-	saves     map[string]*ecdsakeygen.LocalPartySaveData
+	shares    map[string]*Share
 	pub       []byte
 	chainCode []byte
 	took      time.Duration
@@ -254,8 +256,9 @@ var (
 	ecdsaFixed ecdsaKey
 )
 
-// sharedECDSAKey runs a 2-of-3 ECDSA keygen once per test binary (it takes
-// seconds) and returns it; tests must not modify the save data.
+// sharedECDSAKey runs a 2-of-3 ECDSA keygen (through Engine.Keygen, with
+// fixture pre-parameters) once per test binary (it takes seconds) and
+// returns it; tests must not modify the shares.
 func sharedECDSAKey(t *testing.T) *ecdsaKey {
 	t.Helper()
 	ecdsaOnce.Do(func() {
@@ -264,13 +267,13 @@ func sharedECDSAKey(t *testing.T) *ecdsaKey {
 		sid := NewSessionID(SessionParams{Kind: KindKeygenECDSA, KeyID: "k1", RequestID: "r1", Committee: ids})
 		ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 		defer cancel()
-		pres := map[string]*ecdsakeygen.LocalPreParams{}
+		pres := map[string]*PreParams{}
 		for i, id := range ids {
 			pres[id] = loadPreParams(t, i)
 		}
 		start := time.Now()
-		res, errs := runParties(ids, func(id string) (*ecdsakeygen.LocalPartySaveData, error) {
-			return es[id].KeygenECDSA(ctx, sid, ids, 2, pres[id])
+		res, errs := runParties(ids, func(id string) (*Share, error) {
+			return es[id].Keygen(ctx, sid, CurveSecp256k1, ids, 2, pres[id])
 		})
 		ecdsaFixed.took = time.Since(start)
 		if len(errs) > 0 {
@@ -278,8 +281,8 @@ func sharedECDSAKey(t *testing.T) *ecdsaKey {
 			return
 		}
 		ecdsaFixed.ids = ids
-		ecdsaFixed.saves = res
-		ecdsaFixed.pub = ECDSAPublicKey(res[ids[0]])
+		ecdsaFixed.shares = res
+		ecdsaFixed.pub = res[ids[0]].PublicKey()
 		ecdsaFixed.chainCode = make([]byte, 32)
 		if _, err := rand.Read(ecdsaFixed.chainCode); err != nil {
 			ecdsaFixed.err = err

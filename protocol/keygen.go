@@ -3,6 +3,7 @@ package protocol
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	ecdsakeygen "github.com/bnb-chain/tss-lib/v2/ecdsa/keygen"
 	eddsakeygen "github.com/bnb-chain/tss-lib/v2/eddsa/keygen"
@@ -18,17 +19,38 @@ func checkThreshold(threshold, n int) error {
 	return nil
 }
 
-// KeygenECDSA runs GG18 secp256k1 key generation with the given committee
-// (node ids, self included) so that any threshold of them can sign. pre are
-// this node's Paillier/NTilde pre-parameters; they must be fresh (never used
-// for another key) and are validated with ValidateWithProof; they are never
-// generated here. The result is this node's share.
-func (e *Engine) KeygenECDSA(ctx context.Context, sid SessionID, committee []string, threshold int, pre *ecdsakeygen.LocalPreParams) (*ecdsakeygen.LocalPartySaveData, error) {
-	if pre == nil || !pre.ValidateWithProof() {
-		return nil, invalidArg("missing or incomplete ECDSA pre-parameters")
+// Keygen runs key generation on curve (CurveSecp256k1: GG18 ECDSA;
+// CurveEd25519: EdDSA) with the given committee (node ids, self included) so
+// that any threshold of them can sign, and returns this node's share.
+//
+// For secp256k1, pre are this node's pre-parameters: required, fresh (a set
+// is never used for two keys: Keygen refuses one that already started a
+// keygen, also a failed one — take a new set for every attempt), and checked
+// again here; they are never generated here. For ed25519 pre must be nil.
+func (e *Engine) Keygen(ctx context.Context, sid SessionID, curve string, committee []string, threshold int, pre *PreParams) (*Share, error) {
+	switch curve {
+	case CurveSecp256k1:
+		return e.keygenECDSA(ctx, sid, committee, threshold, pre)
+	case CurveEd25519:
+		if pre != nil {
+			return nil, invalidArg("ed25519 keygen takes no pre-parameters")
+		}
+		return e.keygenEdDSA(ctx, sid, committee, threshold)
+	default:
+		return nil, invalidArg("unknown curve %q", curve)
 	}
-	if pre.PaillierSK.N.BitLen() != paillierBits || pre.NTildei.BitLen() != paillierBits {
-		return nil, invalidArg("pre-parameters must have %d-bit moduli", paillierBits)
+}
+
+// keygenECDSA runs GG18 secp256k1 key generation.
+func (e *Engine) keygenECDSA(ctx context.Context, sid SessionID, committee []string, threshold int, pre *PreParams) (*Share, error) {
+	if pre == nil {
+		return nil, invalidArg("secp256k1 keygen needs pre-parameters")
+	}
+	if err := checkPreParams(&pre.p); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
+	if pre.used.Load() {
+		return nil, invalidArg("these pre-parameters already started a keygen; every keygen needs a fresh set")
 	}
 	if err := checkThreshold(threshold, len(committee)); err != nil {
 		return nil, err
@@ -37,7 +59,11 @@ func (e *Engine) KeygenECDSA(ctx context.Context, sid SessionID, committee []str
 	if err != nil {
 		return nil, err
 	}
-	preCopy := clonePreParams(*pre)
+	// From here on the set's Paillier key may reach the other parties.
+	if !pre.used.CompareAndSwap(false, true) {
+		return nil, invalidArg("these pre-parameters already started a keygen; every keygen needs a fresh set")
+	}
+	preCopy := clonePreParams(pre.p)
 	c.check = ecdsaKeygenChecks(threshold-1, preCopy.NTildei)
 	params := tss.NewParameters(tss.S256(), tss.NewPeerContext(c.sorted), c.pids[c.self], len(c.members), threshold-1)
 	save, err := runCeremony(ctx, c, func(out chan<- tss.Message, end chan<- *ecdsakeygen.LocalPartySaveData) tss.Party {
@@ -49,13 +75,15 @@ func (e *Engine) KeygenECDSA(ctx context.Context, sid SessionID, committee []str
 	if save == nil || !save.ECDSAPub.ValidateBasic() || save.ShareID == nil || save.ShareID.Cmp(PartyKey(c.self)) != 0 {
 		return nil, &CeremonyError{Err: errIncompleteSave}
 	}
-	return save, nil
+	share, err := newECDSAShare(save)
+	if err != nil {
+		return nil, &CeremonyError{Err: fmt.Errorf("%w: %w", errIncompleteSave, err)}
+	}
+	return share, nil
 }
 
-// KeygenEdDSA runs Ed25519 key generation with the given committee (node ids,
-// self included) so that any threshold of them can sign. The result is this
-// node's share.
-func (e *Engine) KeygenEdDSA(ctx context.Context, sid SessionID, committee []string, threshold int) (*eddsakeygen.LocalPartySaveData, error) {
+// keygenEdDSA runs Ed25519 key generation.
+func (e *Engine) keygenEdDSA(ctx context.Context, sid SessionID, committee []string, threshold int) (*Share, error) {
 	if err := checkThreshold(threshold, len(committee)); err != nil {
 		return nil, err
 	}
@@ -74,5 +102,9 @@ func (e *Engine) KeygenEdDSA(ctx context.Context, sid SessionID, committee []str
 	if save == nil || !save.EDDSAPub.ValidateBasic() || save.ShareID == nil || save.ShareID.Cmp(PartyKey(c.self)) != 0 {
 		return nil, &CeremonyError{Err: errIncompleteSave}
 	}
-	return save, nil
+	share, err := newEdDSAShare(save)
+	if err != nil {
+		return nil, &CeremonyError{Err: fmt.Errorf("%w: %w", errIncompleteSave, err)}
+	}
+	return share, nil
 }

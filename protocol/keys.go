@@ -2,13 +2,11 @@ package protocol
 
 import (
 	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/sha512"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/big"
-	"strconv"
-	"strings"
 
 	"github.com/bnb-chain/tss-lib/v2/crypto"
 	"github.com/bnb-chain/tss-lib/v2/crypto/ckd"
@@ -41,19 +39,19 @@ func PartyKey(nodeID string) *big.Int {
 	return k.Add(k, big.NewInt(1))
 }
 
-// ECDSAPublicKey returns the 33-byte compressed secp256k1 public key of a
+// ecdsaPublicKey returns the 33-byte compressed secp256k1 public key of a
 // keygen result, or nil if save carries none.
-func ECDSAPublicKey(save *ecdsakeygen.LocalPartySaveData) []byte {
+func ecdsaPublicKey(save *ecdsakeygen.LocalPartySaveData) []byte {
 	if save == nil || save.ECDSAPub == nil || !save.ECDSAPub.ValidateBasic() {
 		return nil
 	}
 	return compressSecp(save.ECDSAPub.X(), save.ECDSAPub.Y())
 }
 
-// EdDSAPublicKey returns the 32-byte RFC 8032 encoding of an Ed25519 keygen
+// eddsaPublicKey returns the 32-byte RFC 8032 encoding of an Ed25519 keygen
 // result (little-endian y with the sign of x in the top bit), or nil if save
 // carries none.
-func EdDSAPublicKey(save *eddsakeygen.LocalPartySaveData) []byte {
+func eddsaPublicKey(save *eddsakeygen.LocalPartySaveData) []byte {
 	if save == nil || save.EDDSAPub == nil || !save.EDDSAPub.ValidateBasic() {
 		return nil
 	}
@@ -132,46 +130,6 @@ func checkPath(path []uint32) error {
 		}
 	}
 	return nil
-}
-
-// ParsePath parses a non-hardened BIP32 path such as "m/0/7". "m" alone is the
-// empty path. Steps are canonical decimal numbers below 2^31; hardened markers
-// (' or h) are refused, as are empty steps and paths deeper than MaxPathDepth.
-func ParsePath(s string) ([]uint32, error) {
-	if len(s) > 2+MaxPathDepth*11 {
-		return nil, invalidArg("derivation path too long")
-	}
-	parts := strings.Split(s, "/")
-	if parts[0] != "m" {
-		return nil, invalidArg("derivation path must start with \"m\"")
-	}
-	steps := parts[1:]
-	if len(steps) > MaxPathDepth {
-		return nil, invalidArg("derivation path depth %d exceeds %d", len(steps), MaxPathDepth)
-	}
-	path := make([]uint32, 0, len(steps))
-	for i, p := range steps {
-		if p == "" {
-			return nil, invalidArg("derivation step %d is empty", i)
-		}
-		if strings.HasSuffix(p, "'") || strings.HasSuffix(p, "h") || strings.HasSuffix(p, "H") {
-			return nil, invalidArg("derivation step %d (%q) is hardened; only non-hardened derivation is possible", i, p)
-		}
-		for _, c := range p {
-			if c < '0' || c > '9' {
-				return nil, invalidArg("derivation step %d (%q) is not a decimal number", i, p)
-			}
-		}
-		if len(p) > 1 && p[0] == '0' {
-			return nil, invalidArg("derivation step %d (%q) has a leading zero", i, p)
-		}
-		v, err := strconv.ParseUint(p, 10, 32)
-		if err != nil || v >= ckd.HardenedKeyStart {
-			return nil, invalidArg("derivation step %d (%q) must be below 2^31", i, p)
-		}
-		path = append(path, uint32(v))
-	}
-	return path, nil
 }
 
 // ----- deep copies: tss-lib mutates save data in place (derivation rewrites
@@ -297,55 +255,98 @@ func allPoints(ps []*crypto.ECPoint, n int) bool {
 	return true
 }
 
-var errBadSave = errors.New("malformed key share")
+// badShare describes a failed structural check; it wraps ErrInvalidShare and
+// never quotes a value of the share.
+func badShare(what string) error { return fmt.Errorf("%w: %s", ErrInvalidShare, what) }
 
+// partyKeysOK reports whether the party keys are distinct and in [1, order):
+// tss-lib divides by their differences (Lagrange coefficients), so a
+// duplicate would make it divide by zero.
+func partyKeysOK(ks []*big.Int, order *big.Int) bool {
+	seen := make(map[string]bool, len(ks))
+	for _, k := range ks {
+		if k.Sign() <= 0 || k.Cmp(order) >= 0 || seen[k.String()] {
+			return false
+		}
+		seen[k.String()] = true
+	}
+	return true
+}
+
+// onCurve reports whether every point is on curve (the JSON form names each
+// point's curve, and an unnamed one defaults to secp256k1).
+func onCurve(ps []*crypto.ECPoint, curve elliptic.Curve) bool {
+	for _, p := range ps {
+		if !tss.SameCurve(p.Curve(), curve) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkECDSASave is the structural check of secp256k1 save data, so that
+// tss-lib never dereferences nil or mixes curves. Its errors wrap
+// ErrInvalidShare.
 func checkECDSASave(s *ecdsakeygen.LocalPartySaveData) error {
 	if s == nil {
-		return fmt.Errorf("%w: %w: nil", ErrInvalidArgument, errBadSave)
+		return badShare("nil")
 	}
 	n := len(s.Ks)
 	sk := s.PaillierSK
 	switch {
 	case n < 2:
-		return fmt.Errorf("%w: %w: %d parties", ErrInvalidArgument, errBadSave, n)
+		return badShare(fmt.Sprintf("%d parties", n))
 	case s.Xi == nil || s.ShareID == nil:
-		return fmt.Errorf("%w: %w: missing secret share", ErrInvalidArgument, errBadSave)
+		return badShare("missing secret share")
 	case sk == nil || sk.N == nil || sk.LambdaN == nil || sk.PhiN == nil:
-		return fmt.Errorf("%w: %w: missing Paillier key", ErrInvalidArgument, errBadSave)
+		return badShare("missing Paillier key")
 	case !allInts(s.Ks, n) || !allInts(s.NTildej, n) || !allInts(s.H1j, n) || !allInts(s.H2j, n):
-		return fmt.Errorf("%w: %w: inconsistent party data", ErrInvalidArgument, errBadSave)
+		return badShare("inconsistent party data")
 	case !allPoints(s.BigXj, n) || len(s.PaillierPKs) != n:
-		return fmt.Errorf("%w: %w: inconsistent public shares", ErrInvalidArgument, errBadSave)
+		return badShare("inconsistent public shares")
 	case !s.ECDSAPub.ValidateBasic():
-		return fmt.Errorf("%w: %w: missing public key", ErrInvalidArgument, errBadSave)
+		return badShare("missing public key")
 	}
 	for _, pk := range s.PaillierPKs {
 		if pk == nil || pk.N == nil || pk.N.Sign() <= 0 {
-			return fmt.Errorf("%w: %w: missing Paillier public key", ErrInvalidArgument, errBadSave)
+			return badShare("missing Paillier public key")
 		}
 	}
-	if !tss.SameCurve(s.ECDSAPub.Curve(), tss.S256()) {
-		return fmt.Errorf("%w: %w: not a secp256k1 key", ErrInvalidArgument, errBadSave)
+	curve := tss.S256()
+	switch {
+	case !tss.SameCurve(s.ECDSAPub.Curve(), curve):
+		return badShare("not a secp256k1 key")
+	case !onCurve(s.BigXj, curve):
+		return badShare("public shares on another curve")
+	case !partyKeysOK(s.Ks, curve.Params().N):
+		return badShare("party keys not distinct or out of range")
 	}
 	return nil
 }
 
+// checkEdDSASave is the structural check of Ed25519 save data. Its errors
+// wrap ErrInvalidShare.
 func checkEdDSASave(s *eddsakeygen.LocalPartySaveData) error {
 	if s == nil {
-		return fmt.Errorf("%w: %w: nil", ErrInvalidArgument, errBadSave)
+		return badShare("nil")
 	}
 	n := len(s.Ks)
+	curve := tss.Edwards()
 	switch {
 	case n < 2:
-		return fmt.Errorf("%w: %w: %d parties", ErrInvalidArgument, errBadSave, n)
+		return badShare(fmt.Sprintf("%d parties", n))
 	case s.Xi == nil || s.ShareID == nil:
-		return fmt.Errorf("%w: %w: missing secret share", ErrInvalidArgument, errBadSave)
+		return badShare("missing secret share")
 	case !allInts(s.Ks, n) || !allPoints(s.BigXj, n):
-		return fmt.Errorf("%w: %w: inconsistent party data", ErrInvalidArgument, errBadSave)
+		return badShare("inconsistent party data")
 	case !s.EDDSAPub.ValidateBasic():
-		return fmt.Errorf("%w: %w: missing public key", ErrInvalidArgument, errBadSave)
-	case !tss.SameCurve(s.EDDSAPub.Curve(), tss.Edwards()):
-		return fmt.Errorf("%w: %w: not an Ed25519 key", ErrInvalidArgument, errBadSave)
+		return badShare("missing public key")
+	case !tss.SameCurve(s.EDDSAPub.Curve(), curve):
+		return badShare("not an Ed25519 key")
+	case !onCurve(s.BigXj, curve):
+		return badShare("public shares on another curve")
+	case !partyKeysOK(s.Ks, curve.Params().N):
+		return badShare("party keys not distinct or out of range")
 	}
 	return nil
 }

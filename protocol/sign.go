@@ -11,7 +11,6 @@ import (
 	"github.com/bnb-chain/tss-lib/v2/common"
 	ecdsakeygen "github.com/bnb-chain/tss-lib/v2/ecdsa/keygen"
 	ecdsasigning "github.com/bnb-chain/tss-lib/v2/ecdsa/signing"
-	eddsakeygen "github.com/bnb-chain/tss-lib/v2/eddsa/keygen"
 	eddsasigning "github.com/bnb-chain/tss-lib/v2/eddsa/signing"
 	"github.com/bnb-chain/tss-lib/v2/tss"
 	"github.com/btcsuite/btcd/btcec/v2"
@@ -21,15 +20,57 @@ import (
 // MaxEdDSAMessageSize caps the raw message of an Ed25519 signing.
 const MaxEdDSAMessageSize = 1 << 20
 
-// ECDSASignature is a secp256k1 signature produced by a ceremony, verified
-// against the (derived) public key before it is returned.
-type ECDSASignature struct {
-	// R and S are big-endian, zero-padded; S is in the lower half of the order.
-	R, S [32]byte
+// Signature is a signature produced by a ceremony, verified against the
+// (derived) public key before it is returned. Which fields are set depends on
+// Curve.
+type Signature struct {
+	// Curve is CurveSecp256k1 or CurveEd25519.
+	Curve string
+
+	// secp256k1 (nil or zero for Ed25519):
+	// R and S are 32 bytes each, big-endian, zero-padded; S is in the lower
+	// half of the order.
+	R, S []byte
 	// RecoveryID (0..3) recovers the public key from (R, S) and the digest.
 	RecoveryID byte
 	// DER is the strict DER encoding of (R, S).
 	DER []byte
+
+	// Ed25519 (nil for secp256k1):
+	// Sig is the 64-byte RFC 8032 signature.
+	Sig []byte
+}
+
+// Sign signs msg with share together with signers (node ids, self included,
+// at least threshold of them) and returns the verified signature.
+//
+// For a secp256k1 share msg is the 32-byte digest. With a non-empty path the
+// signature is made with the non-hardened BIP32 child of the key under
+// chainCode (32 bytes), through tss-lib's key-derivation delta; chainCode is
+// not used otherwise. The signature is normalised to low S, its recovery id
+// computed, and it is verified with btcec against the (derived) public key.
+//
+// For an Ed25519 share msg is the raw message (up to MaxEdDSAMessageSize
+// bytes, possibly empty or starting with zero bytes); there is no
+// derivation, so path must be empty. The signature is verified with
+// crypto/ed25519.
+//
+// share is not modified.
+func (e *Engine) Sign(ctx context.Context, sid SessionID, signers []string, threshold int, share *Share, msg, chainCode []byte, path []uint32) (*Signature, error) {
+	if share == nil {
+		return nil, invalidArg("no key share")
+	}
+	switch share.curve {
+	case CurveSecp256k1:
+		return e.signECDSA(ctx, sid, signers, threshold, share, msg, chainCode, path)
+	case CurveEd25519:
+		if len(path) > 0 {
+			return nil, invalidArg("ed25519 keys have no derivation; the path must be empty")
+		}
+		return e.signEdDSA(ctx, sid, signers, threshold, share, msg)
+	default:
+		return nil, invalidArg("key share of unknown curve %q", share.curve)
+	}
 }
 
 // keyIndex maps each party key of a share's party list to its position.
@@ -65,14 +106,8 @@ func checkSigners(c *ceremony, shareID *big.Int, ks []*big.Int, threshold int) (
 	return pos, nil
 }
 
-// SignECDSA signs a 32-byte digest with a secp256k1 key share together with
-// signers (node ids, self included, at least threshold of them). With a
-// non-empty path the signature is made with the non-hardened BIP32 child of
-// the key under chainCode (32 bytes), through tss-lib's key-derivation delta.
-// The signature is normalised to low S, its recovery id computed, and it is
-// verified with btcec against the (derived) public key before it is returned.
-// key is not modified.
-func (e *Engine) SignECDSA(ctx context.Context, sid SessionID, signers []string, threshold int, key *ecdsakeygen.LocalPartySaveData, digest []byte, chainCode []byte, path []uint32) (*ECDSASignature, error) {
+// signECDSA signs a 32-byte digest with a secp256k1 key share (see Sign).
+func (e *Engine) signECDSA(ctx context.Context, sid SessionID, signers []string, threshold int, share *Share, digest []byte, chainCode []byte, path []uint32) (*Signature, error) {
 	curve := tss.S256()
 	if len(digest) != 32 {
 		return nil, invalidArg("digest must be 32 bytes, got %d", len(digest))
@@ -81,8 +116,11 @@ func (e *Engine) SignECDSA(ctx context.Context, sid SessionID, signers []string,
 	if m.Cmp(curve.Params().N) >= 0 {
 		return nil, invalidArg("digest is not below the curve order")
 	}
-	if err := checkECDSASave(key); err != nil {
-		return nil, err
+	if share == nil || share.ecdsa == nil {
+		return nil, invalidArg("no secp256k1 key share")
+	}
+	if err := checkECDSASave(share.ecdsa); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
 	}
 	if threshold < 2 {
 		return nil, invalidArg("threshold %d (want at least 2)", threshold)
@@ -91,7 +129,7 @@ func (e *Engine) SignECDSA(ctx context.Context, sid SessionID, signers []string,
 	if err != nil {
 		return nil, err
 	}
-	keyCopy := cloneECDSASave(key)
+	keyCopy := cloneECDSASave(share.ecdsa)
 	pos, err := checkSigners(c, keyCopy.ShareID, keyCopy.Ks, threshold)
 	if err != nil {
 		return nil, err
@@ -143,7 +181,7 @@ func (e *Engine) SignECDSA(ctx context.Context, sid SessionID, signers []string,
 }
 
 // finishECDSA normalises, encodes and verifies a tss-lib ECDSA signature.
-func finishECDSA(data *common.SignatureData, digest, pubCompressed []byte) (*ECDSASignature, error) {
+func finishECDSA(data *common.SignatureData, digest, pubCompressed []byte) (*Signature, error) {
 	if data == nil || len(data.R) == 0 || len(data.R) > 32 || len(data.S) == 0 || len(data.S) > 32 {
 		return nil, fmt.Errorf("%w: malformed signature data", ErrBadSignature)
 	}
@@ -165,13 +203,14 @@ func finishECDSA(data *common.SignatureData, digest, pubCompressed []byte) (*ECD
 	if !sig.Verify(digest, pub) {
 		return nil, ErrBadSignature
 	}
-	out := &ECDSASignature{DER: sig.Serialize()}
-	r.PutBytes(&out.R)
-	s.PutBytes(&out.S)
+	var rb, sb [32]byte
+	r.PutBytes(&rb)
+	s.PutBytes(&sb)
+	out := &Signature{Curve: CurveSecp256k1, R: rb[:], S: sb[:], DER: sig.Serialize()}
 	// Recovery id: the one under which (R, S) recovers this public key.
 	compact := make([]byte, 65)
-	copy(compact[1:33], out.R[:])
-	copy(compact[33:], out.S[:])
+	copy(compact[1:33], rb[:])
+	copy(compact[33:], sb[:])
 	for id := byte(0); id < 4; id++ {
 		compact[0] = 27 + 4 + id // compressed key
 		rec, _, err := btcecdsa.RecoverCompact(compact, digest)
@@ -183,17 +222,16 @@ func finishECDSA(data *common.SignatureData, digest, pubCompressed []byte) (*ECD
 	return nil, fmt.Errorf("%w: no recovery id recovers the public key", ErrBadSignature)
 }
 
-// SignEdDSA signs msg (the raw message, up to MaxEdDSAMessageSize bytes,
-// possibly empty or starting with zero bytes) with an Ed25519 key share
-// together with signers (node ids, self included, at least threshold of them).
-// It returns the 64-byte RFC 8032 signature, verified with crypto/ed25519
-// before it is returned. key is not modified.
-func (e *Engine) SignEdDSA(ctx context.Context, sid SessionID, signers []string, threshold int, key *eddsakeygen.LocalPartySaveData, msg []byte) ([]byte, error) {
+// signEdDSA signs a raw message with an Ed25519 key share (see Sign).
+func (e *Engine) signEdDSA(ctx context.Context, sid SessionID, signers []string, threshold int, share *Share, msg []byte) (*Signature, error) {
 	if len(msg) > MaxEdDSAMessageSize {
 		return nil, invalidArg("message of %d bytes exceeds %d", len(msg), MaxEdDSAMessageSize)
 	}
-	if err := checkEdDSASave(key); err != nil {
-		return nil, err
+	if share == nil || share.eddsa == nil {
+		return nil, invalidArg("no Ed25519 key share")
+	}
+	if err := checkEdDSASave(share.eddsa); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
 	}
 	if threshold < 2 {
 		return nil, invalidArg("threshold %d (want at least 2)", threshold)
@@ -202,11 +240,11 @@ func (e *Engine) SignEdDSA(ctx context.Context, sid SessionID, signers []string,
 	if err != nil {
 		return nil, err
 	}
-	keyCopy := cloneEdDSASave(key)
+	keyCopy := cloneEdDSASave(share.eddsa)
 	if _, err := checkSigners(c, keyCopy.ShareID, keyCopy.Ks, threshold); err != nil {
 		return nil, err
 	}
-	pub := EdDSAPublicKey(&keyCopy)
+	pub := eddsaPublicKey(&keyCopy)
 	c.check = eddsaSignChecks()
 	params := tss.NewParameters(tss.Edwards(), tss.NewPeerContext(c.sorted), c.pids[c.self], len(c.members), threshold-1)
 	// tss-lib takes the message as an integer; fullBytesLen restores leading
@@ -225,5 +263,5 @@ func (e *Engine) SignEdDSA(ctx context.Context, sid SessionID, signers []string,
 	if !ed25519.Verify(ed25519.PublicKey(pub), msg, sig) {
 		return nil, &CeremonyError{Err: ErrBadSignature}
 	}
-	return sig, nil
+	return &Signature{Curve: CurveEd25519, Sig: sig}, nil
 }

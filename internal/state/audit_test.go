@@ -43,7 +43,7 @@ func TestAuditHashMatchesVerifier(t *testing.T) {
 			if e.Object != tt.stored || e.Actor != "user:"+tt.stored || e.Code != "key.not_found"+tt.stored {
 				t.Fatalf("stored %q %q %q, want object %q", e.Actor, e.Object, e.Code, tt.stored)
 			}
-			served, err := json.Marshal(e) // what GET /v1/audit serves (node/http.go)
+			served, err := json.Marshal(e) // what GET /v1/audit serves (internal/httpapi)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -205,7 +205,6 @@ type Call struct {
 	Curve          string `json:"curve,omitempty"`
 	Threshold      int    `json:"threshold,omitempty"`
 	Label          string `json:"label,omitempty"`
-	Message        []byte `json:"message,omitempty"`
 	MessageHex     string `json:"message_hex,omitempty"`
 	Path           string `json:"path,omitempty"`
 	IdempotencyKey string `json:"idempotency_key,omitempty"`

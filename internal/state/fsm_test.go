@@ -345,39 +345,6 @@ func TestCanonicalJSON(t *testing.T) {
 	}
 }
 
-func TestParsePath(t *testing.T) {
-	tests := []struct {
-		in   string
-		want []uint32
-		ok   bool
-	}{
-		{"m", []uint32{}, true},
-		{"m/0/7", []uint32{0, 7}, true},
-		{"m/2147483647", []uint32{2147483647}, true},
-		{"m/2147483648", nil, false},
-		{"m/0'", nil, false},
-		{"m/0h", nil, false},
-		{"m/", nil, false},
-		{"m//1", nil, false},
-		{"0/1", nil, false},
-		{"m/01", nil, false},
-		{"m/-1", nil, false},
-		{"m/+1", nil, false},
-		{"m/1/2/3/4/5/6/7/8/9/10/11/12/13/14/15/16", []uint32{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}, true},
-		{"m/1/2/3/4/5/6/7/8/9/10/11/12/13/14/15/16/17", nil, false},
-	}
-	for _, tt := range tests {
-		got, err := ParsePath(tt.in)
-		if (err == nil) != tt.ok {
-			t.Errorf("%q: err %v", tt.in, err)
-			continue
-		}
-		if tt.ok && len(got) != len(tt.want) {
-			t.Errorf("%q: %v", tt.in, got)
-		}
-	}
-}
-
 func FuzzApply(f *testing.F) {
 	b, _ := Encode(TypeCall, 1, &Call{Caller: Caller{Kind: "admin"}, Op: OpUserCreate, UserName: "x"})
 	f.Add(b)

@@ -3,17 +3,18 @@ package state
 import (
 	"slices"
 
+	"github.com/custos/custos/internal/api"
 	"github.com/custos/custos/internal/authn"
 )
 
 // Permissions a user or an access key can hold (API.md's whitelist).
 const (
-	PermKeysCreate     = "keys:create"
-	PermKeysRead       = "keys:read"
-	PermKeysSign       = "keys:sign"
-	PermKeysDelete     = "keys:delete"
-	PermAccessManage   = "access:manage"
-	PermApprovalDecide = "approvals:decide"
+	PermKeysCreate     = api.PermKeysCreate
+	PermKeysRead       = api.PermKeysRead
+	PermKeysSign       = api.PermKeysSign
+	PermKeysDelete     = api.PermKeysDelete
+	PermAccessManage   = api.PermAccessManage
+	PermApprovalDecide = api.PermApprovalsDecide
 )
 
 // AllPermissions lists every permission custos knows, in a stable order.
@@ -31,8 +32,8 @@ func ValidPermission(p string) bool { return slices.Contains(AllPermissions(), p
 
 // User statuses.
 const (
-	UserActive   = "active"
-	UserDisabled = "disabled"
+	UserActive   = api.UserActive
+	UserDisabled = api.UserDisabled
 )
 
 // Member is one node of the cluster as the replicated state knows it.
@@ -59,15 +60,15 @@ func (u *User) Has(p string) bool { return slices.Contains(u.Permissions, p) }
 
 // Key statuses.
 const (
-	KeyGenerating = "generating"
-	KeyActive     = "active"
-	KeyFailed     = "failed"
+	KeyGenerating = api.KeyGenerating
+	KeyActive     = api.KeyActive
+	KeyFailed     = api.KeyFailed
 )
 
 // Curves.
 const (
-	CurveSecp256k1 = "secp256k1"
-	CurveEd25519   = "ed25519"
+	CurveSecp256k1 = api.CurveSecp256k1
+	CurveEd25519   = api.CurveEd25519
 )
 
 // Key is an MPC key's public metadata. The shares live only in each node's keystore.
@@ -90,31 +91,25 @@ type Key struct {
 
 // Request kinds.
 const (
-	KindKeygen = "keygen"
-	KindSign   = "sign"
+	KindKeygen = api.KindKeygen
+	KindSign   = api.KindSign
 )
 
-// Request statuses (API.md).
+// Request statuses: the wire API's (internal/api).
 const (
-	StatusSubmitted       = "submitted"
-	StatusPendingApproval = "pending_approval"
-	StatusScheduled       = "scheduled"
-	StatusSigning         = "signing"
-	StatusSigned          = "signed"
-	StatusActive          = "active"
-	StatusBlocked         = "blocked"
-	StatusDenied          = "denied"
-	StatusFailed          = "failed"
+	StatusSubmitted       = api.StatusSubmitted
+	StatusPendingApproval = api.StatusPendingApproval
+	StatusScheduled       = api.StatusScheduled
+	StatusSigning         = api.StatusSigning
+	StatusSigned          = api.StatusSigned
+	StatusActive          = api.StatusActive
+	StatusBlocked         = api.StatusBlocked
+	StatusDenied          = api.StatusDenied
+	StatusFailed          = api.StatusFailed
 )
 
-// Final reports whether a request status is terminal.
-func Final(status string) bool {
-	switch status {
-	case StatusSigned, StatusActive, StatusBlocked, StatusDenied, StatusFailed:
-		return true
-	}
-	return false
-}
+// Final reports whether a request status is terminal (api.Final).
+func Final(status string) bool { return api.Final(status) }
 
 // ErrorInfo is the error attached to a failed, blocked or denied request.
 type ErrorInfo struct {

@@ -9,51 +9,25 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/custos/custos/internal/api"
 )
 
 // Bodies of the API routes, decoded strictly (unknown fields refused) from the body the
-// caller signed.
+// caller signed: the wire API's own types (internal/api), one definition for the SDKs that
+// write them and the FSM that reads them.
 type (
-	// SignBody is POST /v1/keys/{key_id}/sign's body.
-	SignBody struct {
-		Message        string `json:"message"`
-		DerivationPath string `json:"derivation_path,omitempty"`
-		IdempotencyKey string `json:"idempotency_key,omitempty"`
-	}
-	// KeygenBody is POST /v1/keys's body.
-	KeygenBody struct {
-		Curve          string `json:"curve"`
-		Threshold      int    `json:"threshold"`
-		Label          string `json:"label,omitempty"`
-		IdempotencyKey string `json:"idempotency_key,omitempty"`
-	}
-	// UserBody is POST /v1/admin/users's body.
-	UserBody struct {
-		Name        string    `json:"name"`
-		Permissions *[]string `json:"permissions,omitempty"`
-	}
-	// PermissionsBody is PUT /v1/admin/users/{id}/permissions's body.
-	PermissionsBody struct {
-		Permissions []string `json:"permissions"`
-	}
-	// AccessKeyBody is POST /v1/access-keys's body: the access-key object's writable fields.
-	AccessKeyBody struct {
-		Label       string   `json:"label,omitempty"`
-		Scheme      string   `json:"scheme"`
-		PublicKey   string   `json:"public_key"`
-		Permissions []string `json:"permissions"`
-		KeyIDs      []string `json:"key_ids,omitempty"`
-		// ExpiresAt is RFC 3339; absent or null means no expiry.
-		ExpiresAt *string `json:"expires_at,omitempty"`
-	}
+	SignBody        = api.SignBody
+	KeygenBody      = api.KeygenBody
+	UserBody        = api.UserBody
+	PermissionsBody = api.PermissionsBody
+	AccessKeyBody   = api.AccessKeyBody
 	// AdminKeyBody is PUT /v1/admin/admin-key's body: the admin's new Ed25519 public key.
-	AdminKeyBody struct {
-		PublicKey string `json:"public_key"`
-	}
+	AdminKeyBody = api.AdminKey
 )
 
-// grant returns the body's grant fields.
-func (b *AccessKeyBody) grant() *GrantFields {
+// grantOf returns a grant body's grant fields.
+func grantOf(b *AccessKeyBody) *GrantFields {
 	g := &GrantFields{Label: b.Label, Scheme: b.Scheme, PublicKey: b.PublicKey, Permissions: b.Permissions, KeyIDs: b.KeyIDs}
 	if b.ExpiresAt != nil {
 		g.ExpiresAt = *b.ExpiresAt
@@ -230,7 +204,7 @@ func ParseRequest(f *SignedForm) *Call {
 	case OpAccessCreate:
 		var b AccessKeyBody
 		c.Malformed = DecodeBody(f.Body, &b)
-		c.Grant = b.grant()
+		c.Grant = grantOf(&b)
 	case OpAccessRevoke:
 		c.AccessKeyID = param()
 		emptyBody()
@@ -247,7 +221,7 @@ func ParseGrantBody(body []byte) (*GrantFields, string) {
 	if bad := DecodeBody(body, &b); bad != "" {
 		return nil, bad
 	}
-	return b.grant(), ""
+	return grantOf(&b), ""
 }
 
 // page checks a list's limit (a positive integer when present).

@@ -16,6 +16,12 @@ import (
 // the same verifier the entry node used for its early refusal; a node's report is
 // checked against the member's identity key.
 
+// MaxStampSkew is how far an entry's stamp may be from a node's clock for the node to
+// act on it (DESIGN.md invariant 3): the runner joins no ceremony scheduled further off,
+// and a node whose log is stamped further ahead is not ready. The FSM itself never reads
+// a clock.
+const MaxStampSkew = 30 * time.Second
+
 // member returns the member with this id.
 func (d *data) member(id string) *Member {
 	for i := range d.Members {

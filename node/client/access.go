@@ -13,25 +13,26 @@ import (
 
 	"github.com/btcsuite/btcd/btcec/v2"
 
+	"github.com/custos/custos/internal/api"
 	"github.com/custos/custos/internal/auth"
 )
 
 // Permissions a user or an access key can hold (API.md's whitelist).
 const (
-	PermKeysCreate      = "keys:create"
-	PermKeysRead        = "keys:read"
-	PermKeysSign        = "keys:sign"
-	PermKeysDelete      = "keys:delete"
-	PermAccessManage    = "access:manage"
-	PermApprovalsDecide = "approvals:decide"
+	PermKeysCreate      = api.PermKeysCreate
+	PermKeysRead        = api.PermKeysRead
+	PermKeysSign        = api.PermKeysSign
+	PermKeysDelete      = api.PermKeysDelete
+	PermAccessManage    = api.PermAccessManage
+	PermApprovalsDecide = api.PermApprovalsDecide
 )
 
 // Access-key schemes: how the key's holder signs its requests.
 const (
 	// SchemeEd25519 access keys sign with custos's RFC 9421 profile (NewAccessKey).
-	SchemeEd25519 = "ed25519"
+	SchemeEd25519 = api.SchemeEd25519
 	// SchemeSecp256k1 access keys send bitcoin-auth's X-Auth-Token (NewXAuth).
-	SchemeSecp256k1 = "secp256k1"
+	SchemeSecp256k1 = api.SchemeSecp256k1
 )
 
 // X-Auth-Token schemes for NewXAuth.
@@ -62,123 +63,29 @@ type AccessKeyGrant struct {
 	ExpiresAt   time.Time
 }
 
-// MarshalJSON writes the grant as the API's JSON (expires_at as RFC 3339 UTC, omitted
-// when zero; label and key_ids omitted when empty).
+// MarshalJSON writes the grant as the API's JSON (api.AccessKeyBody: expires_at as
+// RFC 3339 UTC, omitted when zero; label and key_ids omitted when empty; permissions
+// always a list).
 func (g AccessKeyGrant) MarshalJSON() ([]byte, error) {
-	w := struct {
-		Label       string   `json:"label,omitempty"`
-		Scheme      string   `json:"scheme"`
-		PublicKey   string   `json:"public_key"`
-		Permissions []string `json:"permissions"`
-		KeyIDs      []string `json:"key_ids,omitempty"`
-		ExpiresAt   string   `json:"expires_at,omitempty"`
-	}{Label: g.Label, Scheme: g.Scheme, PublicKey: g.PublicKey, Permissions: g.Permissions, KeyIDs: g.KeyIDs}
+	w := api.AccessKeyBody{Label: g.Label, Scheme: g.Scheme, PublicKey: g.PublicKey, Permissions: g.Permissions, KeyIDs: g.KeyIDs}
 	if w.Permissions == nil {
 		w.Permissions = []string{}
 	}
 	if !g.ExpiresAt.IsZero() {
-		w.ExpiresAt = g.ExpiresAt.UTC().Format(time.RFC3339Nano)
+		exp := g.ExpiresAt.UTC().Format(time.RFC3339Nano)
+		w.ExpiresAt = &exp
 	}
 	return json.Marshal(w)
 }
 
-// AccessKey is an access key as the API shows it. ExpiresAt is zero when it never
-// expires, RevokedAt zero while it is not revoked.
-type AccessKey struct {
-	ID          string
-	Label       string
-	Scheme      string
-	PublicKey   string
-	Permissions []string
-	KeyIDs      []string
-	ExpiresAt   time.Time
-	CreatedAt   time.Time
-	RevokedAt   time.Time
-}
+// AccessKey is an access key as the API shows it (api.AccessKey). ExpiresAt is zero
+// when it never expires, RevokedAt zero while it is not revoked; Revoked and Expired
+// tell them at a given time.
+type AccessKey = api.AccessKey
 
-type accessKeyWire struct {
-	ID          string   `json:"id"`
-	Label       string   `json:"label"`
-	Scheme      string   `json:"scheme"`
-	PublicKey   string   `json:"public_key"`
-	Permissions []string `json:"permissions"`
-	KeyIDs      []string `json:"key_ids"`
-	ExpiresAt   *string  `json:"expires_at"`
-	CreatedAt   *string  `json:"created_at"`
-	RevokedAt   *string  `json:"revoked_at"`
-}
-
-// optionalTime parses an RFC 3339 time that may be null or empty (zero time).
-func optionalTime(field string, s *string) (time.Time, error) {
-	if s == nil || *s == "" {
-		return time.Time{}, nil
-	}
-	t, err := time.Parse(time.RFC3339Nano, *s)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("client: access key %s: %w", field, err)
-	}
-	return t, nil
-}
-
-// UnmarshalJSON reads the API's access-key object; expires_at and revoked_at may be null,
-// empty or absent.
-func (k *AccessKey) UnmarshalJSON(b []byte) error {
-	var w accessKeyWire
-	if err := json.Unmarshal(b, &w); err != nil {
-		return err
-	}
-	out := AccessKey{ID: w.ID, Label: w.Label, Scheme: w.Scheme, PublicKey: w.PublicKey, Permissions: w.Permissions, KeyIDs: w.KeyIDs}
-	var err error
-	if out.ExpiresAt, err = optionalTime("expires_at", w.ExpiresAt); err != nil {
-		return err
-	}
-	if out.CreatedAt, err = optionalTime("created_at", w.CreatedAt); err != nil {
-		return err
-	}
-	if out.RevokedAt, err = optionalTime("revoked_at", w.RevokedAt); err != nil {
-		return err
-	}
-	*k = out
-	return nil
-}
-
-// MarshalJSON writes the API's access-key object (zero times as null).
-func (k AccessKey) MarshalJSON() ([]byte, error) {
-	opt := func(t time.Time) *string {
-		if t.IsZero() {
-			return nil
-		}
-		s := t.UTC().Format(time.RFC3339Nano)
-		return &s
-	}
-	return json.Marshal(accessKeyWire{ID: k.ID, Label: k.Label, Scheme: k.Scheme, PublicKey: k.PublicKey,
-		Permissions: k.Permissions, KeyIDs: k.KeyIDs, ExpiresAt: opt(k.ExpiresAt), CreatedAt: opt(k.CreatedAt), RevokedAt: opt(k.RevokedAt)})
-}
-
-// Revoked reports whether the key was revoked at or before now.
-func (k *AccessKey) Revoked(now time.Time) bool {
-	return !k.RevokedAt.IsZero() && !k.RevokedAt.After(now)
-}
-
-// Expired reports whether the key had expired at now.
-func (k *AccessKey) Expired(now time.Time) bool {
-	return !k.ExpiresAt.IsZero() && !k.ExpiresAt.After(now)
-}
-
-// AccessLogEntry is one use of an access key, allowed or refused, from its own log.
-type AccessLogEntry struct {
-	// Seq numbers the key's uses, ascending (zero when the node does not send it).
-	Seq  uint64    `json:"seq,omitempty"`
-	Time time.Time `json:"time"`
-	// Route is what the key was used for (the node's name for the route).
-	Route string `json:"route"`
-	// Object is the key, request or other object the use concerned, when there was one.
-	Object string `json:"object,omitempty"`
-	// Outcome is "allowed" or "refused".
-	Outcome string `json:"outcome"`
-	// Code is the error code of a refusal, empty when allowed.
-	Code string `json:"code,omitempty"`
-}
+// AccessLogEntry is one use of an access key, allowed or refused, from its own log
+// (api.AccessLogEntry).
+type AccessLogEntry = api.AccessLogEntry
 
 func accessKeyPath(id, suffix string) (string, error) {
 	if id == "" {

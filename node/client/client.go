@@ -9,8 +9,11 @@
 // is a new signed request. Users manage their access keys with CreateAccessKey,
 // ListAccessKeys, RevokeAccessKey and AccessKeyLog.
 //
+// The objects it returns (Key, Request, AccessKey, Cluster, …), the request statuses and
+// Final are internal/api's: the one definition of the wire API, which the nodes marshal.
 // API errors come back as *APIError (RFC 9457 problem details) so that callers can branch
-// on Code. The package never logs and never sends a private key anywhere.
+// on Code; a code's HTTP status and title are those of internal/api's table. The package
+// never logs and never sends a private key anywhere.
 package client
 
 import (
@@ -28,6 +31,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/custos/custos/internal/api"
 	"github.com/custos/custos/internal/auth"
 )
 
@@ -166,13 +170,16 @@ func parseBaseURL(baseURL string) (*url.URL, error) {
 // BaseURL is the node URL this client calls.
 func (c *Client) BaseURL() string { return c.base.String() }
 
-// APIError is an error answer of the API (RFC 9457 problem details).
+// APIError is an error answer of the API (RFC 9457 problem details, api.Problem). A
+// node answers each Code with the one HTTP status and title of internal/api's table.
 type APIError struct {
-	// Status is the HTTP status code.
+	// Status is the HTTP status code of the answer.
 	Status int
 	// Code is the stable error code (API.md), e.g. "auth.token_expired"; empty when the
 	// answer was not problem details.
-	Code      string
+	Code string
+	// Title is the problem's title; when the answer had none, the code's title in the
+	// table, else the HTTP status text.
 	Title     string
 	Detail    string
 	RequestID string
@@ -249,9 +256,9 @@ func (c *Client) do(ctx context.Context, method, path string, body any, out any)
 	if err != nil {
 		return 0, fmt.Errorf("client: build request: %w", err)
 	}
-	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Accept", api.ContentTypeJSON)
 	if len(raw) > 0 {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Type", api.ContentTypeJSON)
 	}
 	if err := c.authn(req, raw, c.now()); err != nil {
 		return 0, fmt.Errorf("client: authenticate request: %w", err)
@@ -280,14 +287,8 @@ func (c *Client) do(ctx context.Context, method, path string, body any, out any)
 }
 
 func parseAPIError(resp *http.Response, data []byte) *APIError {
-	e := &APIError{Status: resp.StatusCode, RequestID: resp.Header.Get("X-Request-Id")}
-	var p struct {
-		Title     string   `json:"title"`
-		Code      string   `json:"code"`
-		Detail    string   `json:"detail"`
-		RequestID string   `json:"request_id"`
-		Request   *Request `json:"request"`
-	}
+	e := &APIError{Status: resp.StatusCode, RequestID: resp.Header.Get(api.HeaderRequestID)}
+	var p api.Problem
 	if json.Unmarshal(data, &p) == nil {
 		e.Title, e.Code, e.Detail, e.Request = p.Title, p.Code, p.Detail, p.Request
 		if p.RequestID != "" {
@@ -301,7 +302,11 @@ func parseAPIError(resp *http.Response, data []byte) *APIError {
 		e.Detail = d
 	}
 	if e.Title == "" {
-		e.Title = http.StatusText(resp.StatusCode)
+		if _, known := api.Lookup(e.Code); known {
+			e.Title = api.Title(e.Code)
+		} else {
+			e.Title = http.StatusText(resp.StatusCode)
+		}
 	}
 	if ra := resp.Header.Get("Retry-After"); ra != "" {
 		if s, err := strconv.Atoi(ra); err == nil && s >= 0 {

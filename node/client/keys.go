@@ -9,126 +9,57 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/custos/custos/internal/api"
 )
 
-// Key is a threshold key as the API shows it.
-type Key struct {
-	KeyID     string `json:"key_id"`
-	Label     string `json:"label"`
-	Curve     string `json:"curve"`
-	Threshold int    `json:"threshold"`
-	Parties   int    `json:"parties"`
-	// PublicKey is hex: 33-byte compressed secp256k1 or 32-byte Ed25519.
-	PublicKey string    `json:"public_key"`
-	Status    string    `json:"status"`
-	CreatedAt time.Time `json:"created_at"`
-	// ChainCode is the BIP32 chain code (hex) of secp256k1 keys, for non-hardened
-	// derivation.
-	ChainCode string `json:"chain_code,omitempty"`
-	// PreParamsInline (keygen answers only) lists the nodes that had no ECDSA
-	// pre-parameters ready and generated them during the keygen.
-	PreParamsInline []string `json:"preparams_inline,omitempty"`
-}
+// The API's objects. They are internal/api's types (the one definition the nodes
+// marshal), named here so that code outside the module can use them.
+type (
+	// Key is a threshold key as the API shows it.
+	Key = api.Key
+	// Signature is a finished signature: R, S (hex, low-S), RecoveryID and DER for
+	// secp256k1; Signature (hex, 64 bytes) for Ed25519.
+	Signature = api.Signature
+	// RequestError is the error of a failed, blocked or denied request.
+	RequestError = api.RequestError
+	// Request is a keygen or sign request and its state.
+	Request = api.Request
+	// Member is one node of the cluster.
+	Member = api.Member
+	// Cluster is GET /v1/cluster.
+	Cluster = api.Cluster
+)
 
-// Signature is a finished signature: R, S (hex, low-S), RecoveryID and DER for
-// secp256k1; Signature (hex, 64 bytes) for Ed25519.
-type Signature struct {
-	R          string `json:"r,omitempty"`
-	S          string `json:"s,omitempty"`
-	RecoveryID *int   `json:"recovery_id,omitempty"`
-	DER        string `json:"der,omitempty"`
-	Signature  string `json:"signature,omitempty"`
-}
-
-// RequestError is the error of a failed, blocked or denied request.
-type RequestError struct {
-	Code   string `json:"code"`
-	Detail string `json:"detail"`
-}
-
-// Request is a keygen, sign or delete request and its state.
-type Request struct {
-	RequestID string    `json:"request_id"`
-	Kind      string    `json:"kind"`
-	Status    string    `json:"status"`
-	KeyID     string    `json:"key_id"`
-	CreatedAt time.Time `json:"created_at"`
-	// UpdatedAt is zero when the node does not report it.
-	UpdatedAt time.Time `json:"updated_at,omitzero"`
-	// Message is the hex message of a sign request.
-	Message        string `json:"message,omitempty"`
-	DerivationPath string `json:"derivation_path,omitempty"`
-	IdempotencyKey string `json:"idempotency_key,omitempty"`
-	// SessionID is the MPC session of the request's current attempt (for log correlation).
-	SessionID string        `json:"session_id,omitempty"`
-	Signature *Signature    `json:"signature,omitempty"`
-	Key       *Key          `json:"key,omitempty"`
-	Error     *RequestError `json:"error,omitempty"`
-	// PreParamsInline (keygen) lists the nodes that generated ECDSA pre-parameters
-	// during the keygen because their pool was empty.
-	PreParamsInline []string `json:"preparams_inline,omitempty"`
-}
-
-// Request statuses (API.md).
+// Request statuses (API.md), as internal/api defines them.
 const (
-	StatusSubmitted       = "submitted"
-	StatusPendingApproval = "pending_approval"
-	StatusScheduled       = "scheduled"
-	StatusSigning         = "signing"
-	StatusSigned          = "signed"
-	StatusActive          = "active"
-	StatusBlocked         = "blocked"
-	StatusDenied          = "denied"
-	StatusFailed          = "failed"
+	StatusSubmitted       = api.StatusSubmitted
+	StatusPendingApproval = api.StatusPendingApproval
+	StatusScheduled       = api.StatusScheduled
+	StatusSigning         = api.StatusSigning
+	StatusSigned          = api.StatusSigned
+	StatusActive          = api.StatusActive
+	StatusBlocked         = api.StatusBlocked
+	StatusDenied          = api.StatusDenied
+	StatusFailed          = api.StatusFailed
+)
+
+// Curves a key can be on (CreateKey's curve).
+const (
+	CurveSecp256k1 = api.CurveSecp256k1
+	CurveEd25519   = api.CurveEd25519
 )
 
 // Final reports whether a request status is final (signed, active, failed, blocked,
-// denied).
-func Final(status string) bool {
-	switch status {
-	case StatusSigned, StatusActive, StatusFailed, StatusBlocked, StatusDenied:
-		return true
-	}
-	return false
-}
-
-// Member is one node of the cluster.
-type Member struct {
-	ID      string `json:"id"`
-	API     string `json:"api"`
-	PeerID  string `json:"peer_id"`
-	Healthy bool   `json:"healthy"`
-	Leader  bool   `json:"leader"`
-}
-
-// Cluster is GET /v1/cluster.
-type Cluster struct {
-	Name      string   `json:"name"`
-	Threshold int      `json:"threshold"`
-	Parties   int      `json:"parties"`
-	Leader    string   `json:"leader"`
-	Members   []Member `json:"members"`
-}
-
-type keygenBody struct {
-	Curve          string `json:"curve"`
-	Threshold      int    `json:"threshold"`
-	Label          string `json:"label,omitempty"`
-	IdempotencyKey string `json:"idempotency_key,omitempty"`
-}
-
-type signBody struct {
-	Message        string `json:"message"`
-	DerivationPath string `json:"derivation_path,omitempty"`
-	IdempotencyKey string `json:"idempotency_key,omitempty"`
-}
+// denied): api.Final, for callers outside the module.
+func Final(status string) bool { return api.Final(status) }
 
 // CreateKey runs a keygen (POST /v1/keys). A 201 returns the key; a 202 (keygen still
 // running after the node's wait) returns the request to poll with WaitRequest.
 // idempotencyKey may be empty.
 func (c *Client) CreateKey(ctx context.Context, curve string, threshold int, label string, idempotencyKey string) (*Key, *Request, error) {
 	var raw json.RawMessage
-	status, err := c.do(ctx, http.MethodPost, "/v1/keys", keygenBody{Curve: curve, Threshold: threshold, Label: label, IdempotencyKey: idempotencyKey}, &raw)
+	status, err := c.do(ctx, http.MethodPost, "/v1/keys", api.KeygenBody{Curve: curve, Threshold: threshold, Label: label, IdempotencyKey: idempotencyKey}, &raw)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -197,7 +128,7 @@ func (c *Client) Sign(ctx context.Context, keyID string, message []byte, derivat
 		return nil, errors.New("client: empty key id")
 	}
 	var r Request
-	body := signBody{Message: hex.EncodeToString(message), DerivationPath: derivationPath, IdempotencyKey: idempotencyKey}
+	body := api.SignBody{Message: hex.EncodeToString(message), DerivationPath: derivationPath, IdempotencyKey: idempotencyKey}
 	if err := c.Do(ctx, http.MethodPost, "/v1/keys/"+url.PathEscape(keyID)+"/sign", body, &r); err != nil {
 		return nil, err
 	}
@@ -217,21 +148,33 @@ func (c *Client) GetRequest(ctx context.Context, id string) (*Request, error) {
 }
 
 // WaitRequest polls a request every poll (1 s when poll <= 0) until its status is final
-// (Final) or ctx ends. Each poll is a new signed request.
+// (Final) or ctx ends. Each poll is a new signed request. An answer that says to come
+// back later (503, e.g. cluster.unavailable while a new leader is elected, or 429) does
+// not end the wait: it polls again after max(poll, Retry-After). Any other error does.
 func (c *Client) WaitRequest(ctx context.Context, id string, poll time.Duration) (*Request, error) {
 	if poll <= 0 {
 		poll = time.Second
 	}
 	t := time.NewTimer(0)
 	defer t.Stop()
+	var transient error
 	for {
 		select {
 		case <-ctx.Done():
+			if transient != nil {
+				return nil, fmt.Errorf("client: waiting for request %s: %w (last answer: %w)", id, ctx.Err(), transient)
+			}
 			return nil, fmt.Errorf("client: waiting for request %s: %w", id, ctx.Err())
 		case <-t.C:
 		}
 		r, err := c.GetRequest(ctx, id)
-		if err != nil {
+		var ae *APIError
+		switch {
+		case errors.As(err, &ae) && (ae.Status == http.StatusServiceUnavailable || ae.Status == http.StatusTooManyRequests):
+			transient = err
+			t.Reset(max(poll, ae.RetryAfter))
+			continue
+		case err != nil:
 			return nil, err
 		}
 		if Final(r.Status) {

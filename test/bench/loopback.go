@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/custos/custos/protocol/baseline"
 	"github.com/custos/custos/test/cluster"
 )
 
@@ -48,7 +49,7 @@ const (
 	targetConc       = 16
 )
 
-func runLoopback(ctx context.Context, o *options, bin string, base *baseline, rep *report, log *slog.Logger) error {
+func runLoopback(ctx context.Context, o *options, bin string, base *baseline.Baseline, rep *report, log *slog.Logger) error {
 	log.Info("starting cluster", "nodes", o.nodes, "k", o.k)
 	c, err := cluster.New(ctx, cluster.Options{Nodes: o.nodes, Threshold: o.k, Binary: bin, KeepDir: o.keep, Extra: clusterExtra(o), Logger: log})
 	if err != nil {
@@ -66,15 +67,15 @@ func runLoopback(ctx context.Context, o *options, bin string, base *baseline, re
 	if err != nil {
 		return err
 	}
-	ecdsaB := func(ctx context.Context) (time.Duration, error) { return base.signECDSA(ctx, randomDigest()) }
+	ecdsaB := func(ctx context.Context) (time.Duration, error) { return base.SignECDSA(ctx, randomDigest()) }
 	ecdsaC := func(ctx context.Context) (time.Duration, error) {
 		return cs.signECDSA(ctx, cs.randomEntry(), randomDigest())
 	}
-	eddsaB := func(ctx context.Context) (time.Duration, error) { return base.signEdDSA(ctx, randomMessage(o.msgSize)) }
+	eddsaB := func(ctx context.Context) (time.Duration, error) { return base.SignEdDSA(ctx, randomMessage(o.msgSize)) }
 	eddsaC := func(ctx context.Context) (time.Duration, error) {
 		return cs.signEdDSA(ctx, cs.randomEntry(), randomMessage(o.msgSize))
 	}
-	keygenB := base.timedKeygenECDSA
+	keygenB := base.KeygenECDSA
 	keygenC := func(ctx context.Context) (time.Duration, error) {
 		_, took, err := cs.createKey(ctx, cs.randomEntry(), curveSecp256k1)
 		return took, err
@@ -113,7 +114,7 @@ func runLoopback(ctx context.Context, o *options, bin string, base *baseline, re
 	}
 
 	results := make([]struct{ b, c []summary }, len(cells))
-	windows := make([][]window, len(cells))
+	windows := make([][]phaseWindow, len(cells))
 	var rss *rssReport
 	for r := range o.reps {
 		for i, d := range cells {
@@ -122,7 +123,10 @@ func runLoopback(ctx context.Context, o *options, bin string, base *baseline, re
 			}
 			log.Info("cell", "rep", r+1, "of", o.reps, "cell", d.name, "samples", d.samples, "concurrency", d.conc)
 			var bRun, cRun runResult
-			from := time.Now()
+			var before []phaseSnapshot
+			if o.phases {
+				before = snapshotPhases(ctx, c, d.name, "start", log)
+			}
 			switch d.kind {
 			case kindLatency:
 				bRun, cRun = latencyRuns(ctx, d, r, log)
@@ -148,7 +152,10 @@ func runLoopback(ctx context.Context, o *options, bin string, base *baseline, re
 					cRun, bRun = sideRun(true), sideRun(false)
 				}
 			}
-			windows[i] = append(windows[i], window{from: from, to: time.Now()})
+			if o.phases {
+				sleepCtx(ctx, phaseSettle)
+				windows[i] = append(windows[i], phaseWindow{before: before, after: snapshotPhases(ctx, c, d.name, "end", log)})
+			}
 			bs, csum := bRun.summary(), cRun.summary()
 			log.Info("cell done", "cell", d.name, "rep", r+1,
 				"baseline_p50_ms", bs.P50ms, "cluster_p50_ms", csum.P50ms,
@@ -161,9 +168,12 @@ func runLoopback(ctx context.Context, o *options, bin string, base *baseline, re
 	for i, d := range cells {
 		rep.addCell(d, aggregate(results[i].b), aggregate(results[i].c))
 		if o.phases {
-			ps, err := collectPhases(c, windows[i])
+			ps, err := collectPhases(windows[i])
 			if err != nil {
-				log.Warn("cannot read the phases from the node logs", "cell", d.name, "err", err)
+				log.Warn("some phase histograms could not be added up", "cell", d.name, "err", err)
+			}
+			if len(ps) == 0 {
+				log.Warn("no "+phaseMetric+" observations in the cell's windows (do the nodes export the histogram?)", "cell", d.name)
 			}
 			rep.Cells[len(rep.Cells)-1].Phases = ps
 		}
@@ -259,4 +269,24 @@ func resetRSS(c *cluster.Cluster, log *slog.Logger) []int {
 		pids[i] = c.PID(i)
 	}
 	return pids
+}
+
+// snapshotPhases scrapes every node's phase histograms at the start or the end (when) of
+// one repetition of a cell; failures are logged, and the failed nodes' windows left out.
+func snapshotPhases(ctx context.Context, c *cluster.Cluster, cell, when string, log *slog.Logger) []phaseSnapshot {
+	snap, err := scrapePhases(ctx, c)
+	if err != nil {
+		log.Warn("cannot scrape the phase histograms", "cell", cell, "at", when, "err", err)
+	}
+	return snap
+}
+
+// sleepCtx waits d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }

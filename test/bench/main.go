@@ -1,8 +1,9 @@
 //go:build linux
 
 // Command bench measures custos against its own engine, tss-lib, on one machine in one
-// run: (a) an in-process baseline (tss-lib parties in this process, every message
-// serialised with WireBytes and parsed again, same curve, k, n and message sizes) and
+// run: (a) an in-process baseline (protocol/baseline: tss-lib parties in this process,
+// every message serialised with WireBytes and parsed again, same curve, k, n and message
+// sizes) and
 // (b) the same operations through a real custosd cluster on loopback (test/cluster),
 // called through the Go SDK with full authentication (user token and an RFC 9421
 // signature on every request). Cells: ECDSA sign (k-of-n), Ed25519 sign, ECDSA keygen
@@ -18,9 +19,10 @@
 //	    [-keygen-samples 5] [-reps 3] [-conc 1,4,16] [-wan 50ms] [-wan-only]
 //	    [-phases] [-cpuprofile DIR [-cpuprofile-seconds 10s]]
 //
-// -phases breaks each cell's cluster latency down into the sign path's phases, from
-// timing lines the nodes log at debug level (see phases.go). -cpuprofile DIR saves each
-// node's CPU profile, and the in-process baseline's, taken while the ECDSA and the
+// -phases breaks each cell's cluster latency down into the sign path's phases, from the
+// nodes' custos_phase_seconds histograms, scraped from their GET /metrics at the start
+// and at the end of each repetition of the cell (see phases.go). -cpuprofile DIR saves
+// each node's CPU profile, and the in-process baseline's, taken while the ECDSA and the
 // Ed25519 sign cells run (after the measured repetitions), and prints their top entries
 // (see profile.go).
 //
@@ -46,6 +48,7 @@ import (
 
 	golog "github.com/ipfs/go-log"
 
+	"github.com/custos/custos/protocol/baseline"
 	"github.com/custos/custos/test/cluster"
 )
 
@@ -85,7 +88,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 
 Measures the in-process tss-lib baseline and a real custosd cluster on loopback in one
 run, alternated, and prints a table and a JSON file. Profiling:
-  -phases               add each cell's sign-path phase breakdown (from the nodes' debug logs)
+  -phases               add each cell's sign-path phase breakdown (from the nodes' /metrics)
   -cpuprofile DIR       save the nodes' (and the baseline's) CPU profiles of the sign cells
                         in DIR and print their top entries
 e.g. go run ./test/bench -keygen-samples 0 -conc 16 -phases -cpuprofile bench-results/prof
@@ -109,7 +112,7 @@ flags:
 	fs.StringVar(&o.bin, "custosd", "", "custosd binary to run (default: build ./cmd/custosd)")
 	fs.StringVar(&o.nodeLog, "node-log-level", "info", "log level of the nodes (their logs go to files)")
 	fs.BoolVar(&o.verbose, "v", false, "log progress at debug level")
-	fs.BoolVar(&o.phases, "phases", false, "run the nodes at debug log level and report each cell's sign-path phases (auth, commits, waits, ceremony) from their logs")
+	fs.BoolVar(&o.phases, "phases", false, "report each cell's sign-path phases (auth, commits, waits, ceremony) from the nodes' custos_phase_seconds histograms, scraped from GET /metrics around each repetition")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "after the measured repetitions, save every node's CPU profile (and the baseline's) taken while the sign cells run, in this directory, and print their top entries")
 	fs.DurationVar(&o.cpuProfileSecs, "cpuprofile-seconds", 10*time.Second, "how long each -cpuprofile profile runs")
 	if err := fs.Parse(args); err != nil {
@@ -144,9 +147,6 @@ flags:
 		return nil, errors.New("-wan-only needs -wan")
 	case o.cpuProfileSecs < time.Second || o.cpuProfileSecs > maxProfileSecs*time.Second:
 		return nil, fmt.Errorf("-cpuprofile-seconds must be 1s..%ds", maxProfileSecs)
-	}
-	if o.phases {
-		o.nodeLog = "debug"
 	}
 	return o, nil
 }
@@ -199,7 +199,7 @@ func run(ctx context.Context, o *options, stdout io.Writer) error {
 	}
 	rep := newReport(o)
 	log.Info("in-process baseline: ECDSA and EdDSA keygen", "parties", o.nodes, "k", o.k)
-	base, err := newBaseline(ctx, fixtures, o.nodes, o.k)
+	base, err := baseline.New(ctx, fixtures, o.nodes, o.k)
 	if err != nil {
 		return err
 	}

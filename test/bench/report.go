@@ -94,7 +94,8 @@ type cellReport struct {
 	RatioP95        float64 `json:"ratio_p95"`
 	RatioThroughput float64 `json:"ratio_throughput"`
 	Target          *target `json:"target,omitempty"`
-	// Phases is the cluster side's sign-path breakdown of -phases.
+	// Phases is the cluster side's sign-path breakdown of -phases, from the nodes'
+	// custos_phase_seconds histograms.
 	Phases []phaseStat `json:"phases,omitempty"`
 }
 
@@ -127,7 +128,7 @@ func newReport(o *options) *report {
 		r.Notes = append(r.Notes, fmt.Sprintf("only %d samples per cell (-samples): below the 30 the method asks for", o.samples))
 	}
 	if o.phases {
-		r.Notes = append(r.Notes, "-phases: the nodes logged at debug level (one timing line per request, proposal and ceremony), which costs them a little")
+		r.Notes = append(r.Notes, "-phases: each cell's phases are what the nodes' custos_phase_seconds histograms gained between scrapes of GET /metrics at the start and at the end of each repetition, over every node; p50 and p90 are interpolated inside buckets whose bounds are a factor of about 1.4 apart (Prometheus's histogram_quantile), the mean is exact")
 	}
 	if o.reps < 3 {
 		r.Notes = append(r.Notes, fmt.Sprintf("only %d repetition(s) (-reps): the method asks for the median of 3", o.reps))

@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/custos/custos/protocol/baseline"
 	"github.com/custos/custos/test/cluster"
 )
 
@@ -29,7 +30,7 @@ import (
 //	         1  the other committee parties are followers: they apply the entry, and start
 //	            their party, only when the leader's next AppendEntries brings the new
 //	            commit index (the leader appends a raft barrier right after each commit,
-//	            node/raft.go spreadCommit, so that one leaves at once)
+//	            internal/raftnode spreadCommit, so that one leaves at once)
 //	tss      R  tss-lib's message rounds on the critical path: a party sends round r+1
 //	            only once it holds every round-r message (ECDSA GG18 signing: 9 rounds;
 //	            EdDSA signing: 3)
@@ -125,7 +126,7 @@ type wanReport struct {
 
 const wanFormula = "bound = (R tss-lib rounds + e echo + 5 raft one-way delays + 2f forward/notify) × L + C in-process compute; f = 1 via a follower, 0 via the leader; e = 1 for committees of 3 or more"
 
-func runWAN(ctx context.Context, o *options, bin string, base *baseline, rep *report, log *slog.Logger) error {
+func runWAN(ctx context.Context, o *options, bin string, base *baseline.Baseline, rep *report, log *slog.Logger) error {
 	log.Info("starting wide-area cluster behind latency proxies", "nodes", o.nodes, "k", o.k, "one_way_delay", o.wan.String())
 	c, err := cluster.New(ctx, cluster.Options{Nodes: o.nodes, Threshold: o.k, Binary: bin, KeepDir: o.keep, Extra: clusterExtra(o),
 		Proxied: true, OneWayDelay: o.wan, Logger: log, ReadyTimeout: 3 * time.Minute})
@@ -245,7 +246,7 @@ func runWAN(ctx context.Context, o *options, bin string, base *baseline, rep *re
 
 // baselineCompute returns the in-process p50 of each sign cell: from the loopback run's
 // cells when they ran, otherwise measured now.
-func baselineCompute(ctx context.Context, o *options, base *baseline, rep *report, log *slog.Logger) (map[string]float64, error) {
+func baselineCompute(ctx context.Context, o *options, base *baseline.Baseline, rep *report, log *slog.Logger) (map[string]float64, error) {
 	out := map[string]float64{}
 	for _, c := range rep.Cells {
 		if c.Name == "ecdsa_sign" || c.Name == "ed25519_sign" {
@@ -253,8 +254,8 @@ func baselineCompute(ctx context.Context, o *options, base *baseline, rep *repor
 		}
 	}
 	measure := map[string]op{
-		"ecdsa_sign":   func(ctx context.Context) (time.Duration, error) { return base.signECDSA(ctx, randomDigest()) },
-		"ed25519_sign": func(ctx context.Context) (time.Duration, error) { return base.signEdDSA(ctx, randomMessage(o.msgSize)) },
+		"ecdsa_sign":   func(ctx context.Context) (time.Duration, error) { return base.SignECDSA(ctx, randomDigest()) },
+		"ed25519_sign": func(ctx context.Context) (time.Duration, error) { return base.SignEdDSA(ctx, randomMessage(o.msgSize)) },
 	}
 	for _, name := range []string{"ecdsa_sign", "ed25519_sign"} {
 		if _, ok := out[name]; ok {

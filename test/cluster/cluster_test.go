@@ -5,8 +5,6 @@ package cluster
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -171,25 +169,5 @@ func TestUntil(t *testing.T) {
 	start := time.Now()
 	if err := Until(ctx, func() bool { return false }); !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 20*PollInterval {
 		t.Fatalf("Until of a condition that never holds: %v after %v", err, time.Since(start))
-	}
-}
-
-func TestFreePortsBelowTheEphemeralRange(t *testing.T) {
-	ports, err := FreePorts(8)
-	if err != nil {
-		t.Fatal(err)
-	}
-	low := ephemeralLow()
-	seen := map[int]bool{}
-	for _, p := range ports {
-		if seen[p] || p < 20000 || p >= low {
-			t.Fatalf("port %d (ephemeral range starts at %d), all %v", p, low, ports)
-		}
-		seen[p] = true
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
-		if err != nil {
-			t.Fatalf("port %d is not free: %v", p, err)
-		}
-		l.Close()
 	}
 }

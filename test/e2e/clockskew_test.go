@@ -8,6 +8,7 @@ import (
 	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -52,12 +53,15 @@ func TestClockSkew(t *testing.T) {
 	before := c.clockStepdowns(fast) // node 0 alone cannot lead
 	start := time.Now()
 	c.start(1)
-	deadline := time.Now().Add(30 * time.Second)
-	for c.clockStepdowns(fast) <= before {
-		if time.Now().After(deadline) {
-			t.Fatalf("node %s never led and stepped down (custos_clock_stepdowns_total stays %v)", fastID, before)
-		}
-		time.Sleep(50 * time.Millisecond)
+	stepdowns := before
+	sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
+	err := testcluster.Until(sctx, func() bool {
+		stepdowns = c.clockStepdowns(fast)
+		return stepdowns > before
+	})
+	scancel()
+	if err != nil {
+		t.Fatalf("node %s never led and stepped down: %v (custos_clock_stepdowns_total was %v, last read %v)", fastID, err, before, stepdowns)
 	}
 	t.Logf("the fast node led and handed over %v after node 1 started", time.Since(start).Round(time.Millisecond))
 	// Within a few seconds another node leads and stamps: GET /v1/cluster commits an entry.
@@ -125,48 +129,53 @@ func setClockOffset(t *testing.T, c *cluster, i int, offset time.Duration) {
 // containing want.
 func (c *cluster) waitClockReason(ctx context.Context, i int, want string) {
 	c.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	var last string
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		resp, err := http.Get(c.API(i) + "/readyz")
-		if err == nil {
-			var body struct {
-				Reasons []string `json:"reasons"`
-			}
-			_ = json.NewDecoder(resp.Body).Decode(&body)
-			resp.Body.Close()
-			last = strings.Join(body.Reasons, "; ")
-			if resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(last, want) {
-				return
-			}
+	err := testcluster.Until(wctx, func() bool {
+		req, err := http.NewRequestWithContext(wctx, http.MethodGet, c.API(i)+"/readyz", nil)
+		if err != nil {
+			last = err.Error()
+			return false
 		}
-		time.Sleep(100 * time.Millisecond)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			last = err.Error()
+			return false
+		}
+		defer resp.Body.Close()
+		var body struct {
+			Reasons []string `json:"reasons"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		last = fmt.Sprintf("%d: %s", resp.StatusCode, strings.Join(body.Reasons, "; "))
+		return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(strings.Join(body.Reasons, "; "), want)
+	})
+	if err != nil {
+		c.t.Fatalf("node %d: /readyz never said %q: %v (last answer: %q)", i+1, want, err, last)
 	}
-	c.t.Fatalf("node %d: /readyz never said %q (last reasons: %q)", i+1, want, last)
 }
 
 // checkLeaderNot waits (a few seconds at most) until GET /v1/cluster, through node 0,
 // names a leader other than id.
 func (c *cluster) checkLeaderNot(ctx context.Context, id string) {
 	c.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
 	var last string
-	for {
+	err := testcluster.Until(wctx, func() bool {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		cl, err := c.Admin().Cluster(cctx)
 		cancel()
-		if err == nil {
-			last = cl.Leader
-			if cl.Leader != "" && cl.Leader != id {
-				return
-			}
-		} else {
+		if err != nil {
 			last = err.Error()
+			return false
 		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("GET /v1/cluster: leader still %q, want another node than %s", last, id)
-		}
-		time.Sleep(100 * time.Millisecond)
+		last = cl.Leader
+		return cl.Leader != "" && cl.Leader != id
+	})
+	if err != nil {
+		c.t.Fatalf("GET /v1/cluster: leader still %q, want another node than %s: %v", last, id, err)
 	}
 }
 

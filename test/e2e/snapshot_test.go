@@ -89,16 +89,14 @@ func TestSnapshotVouching(t *testing.T) {
 			c.start(2)
 			if tc.forged {
 				var reasons []string
-				deadline := time.Now().Add(60 * time.Second)
-				for time.Now().Before(deadline) {
+				wctx, wcancel := context.WithTimeout(ctx, 60*time.Second)
+				err := testcluster.Until(wctx, func() bool {
 					_, reasons = readyz(c.API(2))
-					if strings.Contains(strings.Join(reasons, " "), "differs from the state") {
-						break
-					}
-					time.Sleep(500 * time.Millisecond)
-				}
-				if !strings.Contains(strings.Join(reasons, " "), "differs from the state") {
-					t.Fatalf("node 3 did not find its forged state diverged; readyz reasons %q", reasons)
+					return strings.Contains(strings.Join(reasons, " "), "differs from the state")
+				})
+				wcancel()
+				if err != nil {
+					t.Fatalf("node 3 did not find its forged state diverged: %v; last readyz reasons %q", err, reasons)
 				}
 				if v := metric(t, c.API(2), "custos_state_diverged"); v != 1 {
 					t.Fatalf("custos_state_diverged = %v", v)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/custos/custos/internal/p2p"
+	"github.com/custos/custos/test/cluster"
 )
 
 // TestHostileMemberFindings holds the hostile-member scenarios that custos did not handle
@@ -79,28 +80,30 @@ func transportCounters(ctx context.Context, t *testing.T, e *env) {
 		_, _ = io.ReadAll(s)
 		_ = s.Reset()
 
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			after, err := scrapeAll(ctx, c, i)
-			if err != nil {
+		var (
+			after   map[string]float64
+			missing []string
+		)
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err = cluster.Until(wctx, func() bool {
+			var err error
+			if after, err = scrapeAll(ctx, c, i); err != nil {
 				t.Fatal(err)
 			}
-			var missing []string
+			missing = nil
 			for _, name := range []string{metricConnsRefused, metricOversize, metricStreamsDropped} {
 				v, ok := after[name]
 				if !ok || v-before[name] < 1 {
 					missing = append(missing, name)
 				}
 			}
-			if len(missing) == 0 {
-				t.Logf("%s: %s %v, %s %v, %s %v", id, metricConnsRefused, after[metricConnsRefused], metricOversize, after[metricOversize], metricStreamsDropped, after[metricStreamsDropped])
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Errorf("%s: GET /metrics has no rise of %v after a refused non-member, an oversize frame and a truncated frame (the p2p layer's Stats are not exported)", id, missing)
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
+			return len(missing) == 0
+		})
+		cancel()
+		if err != nil {
+			t.Errorf("%s: GET /metrics has no rise of %v after a refused non-member, an oversize frame and a truncated frame (the p2p layer's Stats are not exported): %v", id, missing, err)
+		} else {
+			t.Logf("%s: %s %v, %s %v, %s %v", id, metricConnsRefused, after[metricConnsRefused], metricOversize, after[metricOversize], metricStreamsDropped, after[metricStreamsDropped])
 		}
 	}
 }

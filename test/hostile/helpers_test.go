@@ -95,19 +95,17 @@ func waitDrops(ctx context.Context, t *testing.T, c *cluster.Cluster, i int, bas
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	var cur map[string]float64
-	for {
-		var err error
+	var (
+		cur map[string]float64
+		err error
+	)
+	if werr := cluster.Until(ctx, func() bool {
 		cur, err = scrape(ctx, c, i)
-		if err == nil && cur[reason]-base[reason] >= want {
-			return cur
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s: %s{reason=%q} rose by %v, want at least %v (err %v; now %v)", c.NodeID(i), droppedMetric, reason, cur[reason]-base[reason], want, err, cur)
-		case <-time.After(100 * time.Millisecond):
-		}
+		return err == nil && cur[reason]-base[reason] >= want
+	}); werr != nil {
+		t.Fatalf("%s: %s{reason=%q} rose by %v, want at least %v: %v (err %v; now %v)", c.NodeID(i), droppedMetric, reason, cur[reason]-base[reason], want, werr, err, cur)
 	}
+	return cur
 }
 
 // healthy checks that node i's process runs and answers 200 on /healthz.
@@ -123,17 +121,18 @@ func healthy(ctx context.Context, c *cluster.Cluster, i int) error {
 func waitIdle(ctx context.Context, c *cluster.Cluster, i int, within time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
-	for {
-		ds, err := c.DebugState(ctx, i)
-		if err == nil && ds.Ceremonies == 0 {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s still runs ceremonies after %v (%+v, %v)", c.NodeID(i), within, ds, err)
-		case <-time.After(100 * time.Millisecond):
-		}
+	var (
+		ds  any
+		err error
+	)
+	if werr := cluster.Until(ctx, func() bool {
+		st, e := c.DebugState(ctx, i)
+		ds, err = st, e
+		return e == nil && st.Ceremonies == 0
+	}); werr != nil {
+		return fmt.Errorf("%s still runs ceremonies after %v: %w (%+v, %v)", c.NodeID(i), within, werr, ds, err)
 	}
+	return nil
 }
 
 // logLine is one JSON log record of a node (only the fields the tests read).

@@ -330,9 +330,16 @@ func badBytes(ctx context.Context, t *testing.T, e *env, i int, base map[string]
 		}
 		_ = s.Reset()
 	}
-	waitFor(ctx, t, 10*time.Second, id+" logs the oversize resets", func() bool {
-		return countLog(t, c, i, "reset tss stream: oversize frame") >= oversizeBefore+2
+	oversize := oversizeBefore
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = cluster.Until(wctx, func() bool {
+		oversize = countLog(t, c, i, "reset tss stream: oversize frame")
+		return oversize >= oversizeBefore+2
 	})
+	cancel()
+	if err != nil {
+		t.Fatalf("%s logs %d oversize resets, want at least %d: %v", id, oversize-oversizeBefore, 2, err)
+	}
 
 	// A frame cut short: header for 1000 bytes, 10 sent, then the write side closed.
 	if s, err := hp.freshStream(ctx, id); err == nil {
@@ -377,17 +384,6 @@ func countLog(t *testing.T, c *cluster.Cluster, i int, msg string) int {
 		}
 	}
 	return n
-}
-
-func waitFor(ctx context.Context, t *testing.T, within time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !ok() {
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // hostileCeremonies signs through both honest nodes in waves until the hostile peer has

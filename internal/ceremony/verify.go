@@ -1,0 +1,75 @@
+package ceremony
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+
+	"github.com/btcsuite/btcd/btcec/v2"
+	btcecdsa "github.com/btcsuite/btcd/btcec/v2/ecdsa"
+
+	"github.com/custos/custos/internal/state"
+	"github.com/custos/custos/protocol"
+)
+
+// SignatureVerifier checks threshold signatures for the FSM. It is a pure function of
+// its arguments, as Apply requires.
+type SignatureVerifier struct{}
+
+// VerifySignature implements state.Verifier.
+func (SignatureVerifier) VerifySignature(curve string, pub, chainCode []byte, path []uint32, msg []byte, sig *state.Signature) error {
+	switch curve {
+	case state.CurveEd25519:
+		if len(pub) != ed25519.PublicKeySize || len(sig.Sig) != ed25519.SignatureSize {
+			return errors.New("malformed ed25519 key or signature")
+		}
+		if !ed25519.Verify(ed25519.PublicKey(pub), msg, sig.Sig) {
+			return errors.New("ed25519 signature does not verify")
+		}
+		return nil
+	case state.CurveSecp256k1:
+		if len(path) > 0 {
+			child, _, _, err := protocol.DeriveECDSA(pub, chainCode, path)
+			if err != nil {
+				return fmt.Errorf("derive: %w", err)
+			}
+			pub = child
+		}
+		pk, err := btcec.ParsePubKey(pub)
+		if err != nil {
+			return fmt.Errorf("public key: %w", err)
+		}
+		if len(sig.R) != 32 || len(sig.S) != 32 || len(msg) != 32 {
+			return errors.New("malformed ecdsa signature")
+		}
+		var r, s btcec.ModNScalar
+		if r.SetByteSlice(sig.R) || s.SetByteSlice(sig.S) || r.IsZero() || s.IsZero() {
+			return errors.New("ecdsa signature out of range")
+		}
+		if s.IsOverHalfOrder() {
+			return errors.New("ecdsa signature is not low-S")
+		}
+		es := btcecdsa.NewSignature(&r, &s)
+		if !es.Verify(msg, pk) {
+			return errors.New("ecdsa signature does not verify")
+		}
+		der := es.Serialize()
+		if string(der) != string(sig.DER) {
+			return errors.New("DER encoding does not match r and s")
+		}
+		// The recovery id must recover the same key.
+		compact := make([]byte, 65)
+		compact[0] = byte(27 + 4 + sig.RecoveryID)
+		copy(compact[1:33], sig.R)
+		copy(compact[33:], sig.S)
+		if sig.RecoveryID < 0 || sig.RecoveryID > 1 {
+			return errors.New("recovery id must be 0 or 1")
+		}
+		rec, _, err := btcecdsa.RecoverCompact(compact, msg)
+		if err != nil || !rec.IsEqual(pk) {
+			return errors.New("recovery id does not recover the key")
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown curve %q", curve)
+}

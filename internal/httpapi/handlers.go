@@ -1,0 +1,350 @@
+package httpapi
+
+import (
+	"encoding/hex"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/custos/custos/internal/api"
+	"github.com/custos/custos/internal/state"
+)
+
+// secs is a key, request or user time as the API writes it: whole seconds, UTC.
+func secs(ms int64) time.Time { return time.Unix(ms/1000, 0).UTC() }
+
+// keyView is the key object of API.md.
+func keyView(k *state.Key) api.Key {
+	v := api.Key{
+		KeyID: k.ID, Label: k.Label, Curve: k.Curve, Threshold: k.Threshold, Parties: k.Parties,
+		PublicKey: hex.EncodeToString(k.PublicKey), Status: k.Status, CreatedAt: secs(k.CreatedAt),
+	}
+	if len(k.ChainCode) > 0 && k.Status == state.KeyActive {
+		v.ChainCode = hex.EncodeToString(k.ChainCode)
+	}
+	return v
+}
+
+// signatureView is a finished signature: Ed25519's, or ECDSA's r, s, recovery id and DER.
+func signatureView(sig *state.Signature) *api.Signature {
+	if len(sig.Sig) > 0 {
+		return &api.Signature{Signature: hex.EncodeToString(sig.Sig)}
+	}
+	rec := sig.RecoveryID
+	return &api.Signature{R: hex.EncodeToString(sig.R), S: hex.EncodeToString(sig.S), RecoveryID: &rec, DER: hex.EncodeToString(sig.DER)}
+}
+
+// requestView is the request object of API.md.
+func (s *Server) requestView(r *state.Request) api.Request {
+	v := api.Request{
+		RequestID: r.ID, Kind: r.Kind, Status: r.Status, KeyID: r.KeyID,
+		CreatedAt: secs(r.CreatedAt), UpdatedAt: secs(r.UpdatedAt), IdempotencyKey: r.IdempotencyKey,
+		// The nodes whose pre-parameter pool was empty: they generated safe primes
+		// during the keygen, which is why it was slow.
+		PreParamsInline: r.InlinePreParams,
+	}
+	if r.Kind == state.KindSign {
+		v.Message = hex.EncodeToString(r.Message)
+		v.DerivationPath = r.Path
+	}
+	if k := s.st.Key(r.KeyID); k != nil && len(r.Nonce) == 32 {
+		// The current attempt's ceremony session, for correlating node logs.
+		v.SessionID = s.session(r, k)
+	}
+	if r.Signature != nil && r.Status == state.StatusSigned {
+		v.Signature = signatureView(r.Signature)
+	}
+	if r.Kind == state.KindKeygen && r.Status == state.StatusActive {
+		if k := s.st.Key(r.KeyID); k != nil {
+			kv := keyView(k)
+			v.Key = &kv
+		}
+	}
+	if r.Error != nil {
+		v.Error = &api.RequestError{Code: r.Error.Code, Detail: r.Error.Detail}
+	}
+	return v
+}
+
+// userView is the user object of API.md.
+func userView(u *state.User) api.User {
+	return api.User{UserID: u.ID, Name: u.Name, Status: u.Status, Permissions: u.Permissions, CreatedAt: secs(u.CreatedAt)}
+}
+
+func pageParams(x *exchange) (after string, limit int, bad string) {
+	q := x.r.URL.Query()
+	limit = 100
+	if s := q.Get("limit"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 1 {
+			return "", 0, "limit must be a positive integer"
+		}
+		limit = min(v, 1000)
+	}
+	return q.Get("after"), limit, ""
+}
+
+// numericPageParams is pageParams for lists whose cursor is a number (ids, sequences).
+func numericPageParams(x *exchange, what string) (after uint64, limit int, bad string) {
+	afterS, limit, bad := pageParams(x)
+	if afterS != "" && bad == "" {
+		v, err := strconv.ParseUint(afterS, 10, 64)
+		if err != nil {
+			return 0, limit, "after must be " + what
+		}
+		after = v
+	}
+	return after, limit, bad
+}
+
+// page fills one page of a list fetched with limit+1 items: the extra item only tells
+// that there is more, and the last item kept is the next cursor ("" when there is no
+// more). The list is never nil, so that an empty one is written [].
+func page[T, V any](items []T, limit int, cursor func(T) string, view func(T) V) (list []V, next string) {
+	if len(items) > limit {
+		items = items[:limit]
+		next = cursor(items[limit-1])
+	}
+	list = make([]V, 0, len(items))
+	for _, it := range items {
+		list = append(list, view(it))
+	}
+	return list, next
+}
+
+func (s *Server) hCluster(x *exchange) *apiError {
+	if _, err := s.commit(x); err != nil {
+		return err
+	}
+	name, threshold, members := s.st.Cluster()
+	leaderID := s.leader()
+	// No members (never in a running cluster) is written null, as it always was.
+	var ms []api.Member
+	for _, m := range members {
+		ms = append(ms, api.Member{ID: m.ID, API: m.API, PeerID: m.PeerID, Healthy: s.live(m.ID), Leader: leaderID == m.ID})
+	}
+	x.json(http.StatusOK, api.Cluster{Name: name, Threshold: threshold, Parties: len(members), Leader: leaderID, Members: ms})
+	return nil
+}
+
+func (s *Server) hUserCreate(x *exchange) *apiError {
+	res, err := s.commit(x)
+	if err != nil {
+		return err
+	}
+	x.json(http.StatusCreated, api.UserCreated{UserID: res.UserID, Name: state.ParseRequest(x.signed).UserName})
+	return nil
+}
+
+// hSigpairCreate serves Sigpair's admin SDK: the user's name is the token's name claim.
+func (s *Server) hSigpairCreate(x *exchange) *apiError {
+	res, err := s.commit(x)
+	if err != nil {
+		return err
+	}
+	x.json(http.StatusOK, api.SigpairUserCreated{UserID: res.UserID})
+	return nil
+}
+
+func (s *Server) hUserList(x *exchange) *apiError {
+	if _, err := s.commit(x); err != nil {
+		return err
+	}
+	after, limit, bad := numericPageParams(x, "a user id")
+	if bad != "" {
+		return errf(api.CodeRequestMalformed, "%s", bad)
+	}
+	var out api.UserList
+	out.Users, out.Next = page(s.st.Users(after, limit+1), limit,
+		func(u state.User) string { return strconv.FormatUint(u.ID, 10) },
+		func(u state.User) api.User { return userView(&u) })
+	x.json(http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) hUserOp(x *exchange) *apiError {
+	{
+		res, aerr := s.commit(x)
+		if aerr != nil {
+			return aerr
+		}
+		u := s.st.User(res.UserID)
+		if u == nil {
+			return errf(api.CodeUserNotFound, "no such user")
+		}
+		x.json(http.StatusOK, userView(u))
+		return nil
+	}
+}
+
+func (s *Server) hKeyCreate(x *exchange) *apiError {
+	res, err := s.commit(x)
+	if err != nil {
+		return err
+	}
+	r := s.awaitRequest(x, res.RequestID)
+	switch {
+	case r == nil:
+		return errf(api.CodeInternal, "request vanished")
+	case r.Status == state.StatusActive:
+		kv := keyView(s.st.Key(r.KeyID))
+		kv.PreParamsInline = r.InlinePreParams
+		x.json(http.StatusCreated, kv)
+	case r.Status == state.StatusFailed:
+		return s.requestProblem(r)
+	default:
+		x.json(http.StatusAccepted, s.requestView(r))
+	}
+	return nil
+}
+
+func (s *Server) hKeySign(x *exchange) *apiError {
+	handled := time.Now()
+	res, err := s.commit(x)
+	if err != nil {
+		return err
+	}
+	committed := time.Now()
+	r := s.awaitRequest(x, res.RequestID)
+	if r != nil {
+		// The entry node's phases (test/bench -phases): authentication (from the
+		// request's arrival: body read, token, signature, rate limit), the request's
+		// commit and its local apply, and the wait for the outcome.
+		s.observePhases("sign_request", phase{"auth", handled.Sub(x.start)}, phase{"commit", committed.Sub(handled)}, phase{"wait", time.Since(committed)})
+	}
+	switch {
+	case r == nil:
+		return errf(api.CodeInternal, "request vanished")
+	case r.Status == state.StatusSigned:
+		x.json(http.StatusOK, s.requestView(r))
+	case r.Status == state.StatusFailed || r.Status == state.StatusBlocked || r.Status == state.StatusDenied:
+		return s.requestProblem(r)
+	default:
+		x.json(http.StatusAccepted, s.requestView(r))
+	}
+	return nil
+}
+
+// requestProblem is the answer about a failed, blocked or denied request: its error's
+// problem, with the request object.
+func (s *Server) requestProblem(r *state.Request) *apiError {
+	e := &apiError{Status: api.StatusOf(r.Error.Code), Code: r.Error.Code, Detail: r.Error.Detail}
+	rv := s.requestView(r)
+	e.Request = &rv
+	return e
+}
+
+// awaitRequest holds the response until the request settles or the wait timeout passes.
+func (s *Server) awaitRequest(x *exchange, id string) *state.Request {
+	ch, stop := s.waiters.wait(id)
+	defer stop()
+	if r := s.st.Request(id); r == nil || state.Final(r.Status) {
+		return r
+	}
+	t := time.NewTimer(s.c.API.WaitTimeout.Duration)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	case <-x.r.Context().Done():
+	}
+	return s.st.Request(id)
+}
+
+func (s *Server) hKeyList(x *exchange) *apiError {
+	if _, err := s.commit(x); err != nil {
+		return err
+	}
+	after, limit, bad := pageParams(x)
+	if bad != "" {
+		return errf(api.CodeRequestMalformed, "%s", bad)
+	}
+	owner, only, aerr := s.keyScope(x)
+	if aerr != nil {
+		return aerr
+	}
+	var out api.KeyList
+	out.Keys, out.Next = page(s.st.KeysIn(owner, only, after, limit+1), limit, func(k *state.Key) string { return k.ID }, keyView)
+	x.json(http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) hKeyGet(x *exchange) *apiError {
+	id := x.r.PathValue("key_id")
+	if _, err := s.commit(x); err != nil {
+		return err
+	}
+	k := s.st.Key(id)
+	if k == nil {
+		return errf(api.CodeKeyNotFound, "no such key")
+	}
+	x.json(http.StatusOK, keyView(k))
+	return nil
+}
+
+func (s *Server) hRequestGet(x *exchange) *apiError {
+	id := x.r.PathValue("request_id")
+	if _, err := s.commit(x); err != nil {
+		return err
+	}
+	r := s.st.Request(id)
+	if r == nil {
+		return errf(api.CodeRequestNotFound, "no such request")
+	}
+	x.json(http.StatusOK, s.requestView(r))
+	return nil
+}
+
+func (s *Server) hAudit(x *exchange) *apiError {
+	if _, err := s.commit(x); err != nil {
+		return err
+	}
+	after, limit, bad := numericPageParams(x, "a sequence number")
+	if bad != "" {
+		return errf(api.CodeRequestMalformed, "%s", bad)
+	}
+	entries, more := s.st.Audit(after, limit)
+	out := api.AuditList{Entries: make([]api.AuditEntry, 0, len(entries))}
+	for _, e := range entries {
+		// The entry exactly as the state holds it: its hash covers these fields.
+		out.Entries = append(out.Entries, api.AuditEntry{Seq: e.Seq, Time: e.Time, Actor: e.Actor, Action: e.Action,
+			Object: e.Object, Outcome: e.Outcome, Code: e.Code, PrevHash: e.PrevHash, Hash: e.Hash})
+	}
+	if more && len(entries) > 0 {
+		out.Next = strconv.FormatUint(entries[len(entries)-1].Seq, 10)
+	}
+	x.json(http.StatusOK, out)
+	return nil
+}
+
+// hAdminKeyRotate replaces the admin public key (key-pair mode) by the admin's own signed
+// request; from the entry on, only the new key's tokens and signatures are accepted.
+func (s *Server) hAdminKeyRotate(x *exchange) *apiError {
+	if _, err := s.commit(x); err != nil {
+		return err
+	}
+	_, cur := s.st.AdminKeys()
+	x.json(http.StatusOK, api.AdminKey{PublicKey: hex.EncodeToString(cur)})
+	return nil
+}
+
+// phase is one timed step of an event, for custos_phase_seconds.
+type phase struct {
+	name string
+	d    time.Duration
+}
+
+// observePhases records the phases of one event in custos_phase_seconds, labelled with
+// this node's role now.
+func (s *Server) observePhases(event string, phases ...phase) {
+	if s.phases == nil {
+		return
+	}
+	role := "follower"
+	if s.isLeader() {
+		role = "leader"
+	}
+	for _, p := range phases {
+		s.phases.WithLabelValues(event, p.name, role).Observe(p.d.Seconds())
+	}
+}

@@ -1,0 +1,366 @@
+package httpapi
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/pprof"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/custos/custos/internal/api"
+	"github.com/custos/custos/internal/authn"
+	"github.com/custos/custos/internal/config"
+	"github.com/custos/custos/internal/state"
+)
+
+// State is what the handlers read of this node's replicated state: the read methods of
+// *state.FSM, over its latest applied entry.
+type State interface {
+	// Directory is the verifier's view of the state, for early refusals.
+	Directory() authn.Directory
+	AppliedIndex() uint64
+	WaitApplied(ctx context.Context, index uint64) error
+	Cluster() (name string, threshold int, members []state.Member)
+	User(id uint64) *state.User
+	Users(after uint64, limit int) []state.User
+	Key(id string) *state.Key
+	KeysIn(owner uint64, only []string, after string, limit int) []*state.Key
+	Request(id string) *state.Request
+	Audit(after uint64, limit int) ([]state.AuditEntry, bool)
+	AdminKeys() (genesis, current []byte)
+	AccessKey(id string) *state.AccessKey
+	AccessKeysOf(grantor uint64, after string, limit int) []*state.AccessKey
+	AccessLog(id string, after uint64, limit int) ([]state.AccessLogEntry, bool)
+}
+
+var _ State = (*state.FSM)(nil)
+
+// Proposer commits a client's signed request through raft and returns once the entry
+// applied on this node, so that the reads that follow see it. It signs the entry with
+// the node's identity (a state.Submit vouching for b) and calls again with the same b on
+// every retry: b.ProposalID is the same, so a retry whose first copy committed gets that
+// copy's result.
+type Proposer interface {
+	Submit(ctx context.Context, b *state.SubmitBody) (state.Result, error)
+}
+
+// Errors a Proposer's Submit may wrap. ErrNoQuorum: the entry was not committed in time
+// and may still commit later (answered cluster.no_quorum, as is ctx's deadline);
+// ErrNotSigned: the node could not sign the proposal (answered internal). Any other
+// error is answered cluster.unavailable.
+var (
+	ErrNoQuorum  = errors.New("no quorum: too few nodes reachable to commit")
+	ErrNotSigned = errors.New("the proposal could not be signed")
+)
+
+// NoQuorum marks err as ErrNoQuorum without changing its text, which the answer's detail
+// quotes: errors.Is(NoQuorum(err), ErrNoQuorum) and errors.Is(NoQuorum(err), err) hold.
+func NoQuorum(err error) error {
+	if err == nil {
+		return nil
+	}
+	return noQuorum{err}
+}
+
+type noQuorum struct{ err error }
+
+func (e noQuorum) Error() string   { return e.err.Error() }
+func (e noQuorum) Unwrap() []error { return []error{ErrNoQuorum, e.err} }
+
+// Config is what a Server needs from its node. Every function must be safe to call from
+// many goroutines.
+type Config struct {
+	// Config is the node's configuration: the api section, the cluster name, the node
+	// id and the rate limit.
+	Config *config.Config
+	Logger *slog.Logger // nil: slog.Default()
+	// State is this node's FSM (*state.FSM satisfies it).
+	State State
+	// Authn is the node's credential verifier, the one its FSM runs.
+	Authn    *authn.Verifier
+	Proposer Proposer
+	// Registry is served at GET /metrics; New registers custos_http_requests_total in it.
+	Registry *prometheus.Registry
+	// Phases is custos_phase_seconds{event,phase,role}; nil: not observed.
+	Phases *prometheus.HistogramVec
+	// Now is the node's wall clock (shifted by the test-only clock offset), against
+	// which credentials are judged; nil: time.Now.
+	Now func() time.Time
+	// IsLeader reports whether this node is the raft leader now (phase timings' role).
+	IsLeader func() bool
+	// Leader is the current raft leader's node id, "" when there is none.
+	Leader func() string
+	// Live reports whether a member is reachable now (GET /v1/cluster "healthy").
+	Live func(nodeID string) bool
+	// NotReady lists why this node is not ready (GET /readyz), none when it is.
+	NotReady func() []string
+	// SessionID is the ceremony session id of r's current attempt on key k, for
+	// correlating node logs (the request object's session_id); "" for none. It is called
+	// only for a request that has a session nonce.
+	SessionID func(r *state.Request, k *state.Key) string
+	// DebugState is GET /debug/state's body; required with api.debug.
+	DebugState func() any
+	// AfterCommit is a test hook called once a request committed; nil in real builds.
+	AfterCommit func(*state.SubmitBody, state.Result)
+}
+
+// Server serves the HTTP API over a proposer and this node's state.
+type Server struct {
+	c        *config.Config
+	log      *slog.Logger
+	st       State
+	authn    *authn.Verifier
+	prop     Proposer
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+	phases   *prometheus.HistogramVec
+	now      func() time.Time
+	isLeader func() bool
+	leader   func() string
+	live     func(string) bool
+	notReady func() []string
+	session  func(*state.Request, *state.Key) string
+	debug    func() any
+	after    func(*state.SubmitBody, state.Result)
+
+	// limiter is the per-caller token bucket (nil when rate limiting is off).
+	limiter *rateLimiter
+	// akWaits bounds the requests waiting for this node's state to catch up (an access
+	// key or an admin key rotation it has not applied yet; see catchUp).
+	akWaits chan struct{}
+	// catchingUp is a test hook, called when a request starts waiting in catchUp; nil in
+	// real builds.
+	catchingUp func()
+	waiters    *waiters
+	handler    http.Handler
+}
+
+// maxAccessKeyWaits bounds the requests that wait at once for this node's state to catch
+// up: for an unknown access key to appear, or for an admin key rotation to apply (see
+// catchUp).
+const maxAccessKeyWaits = 32
+
+// New builds the API server and registers its metric.
+func New(cfg Config) (*Server, error) {
+	switch {
+	case cfg.Config == nil:
+		return nil, errors.New("httpapi: no configuration")
+	case cfg.State == nil, cfg.Authn == nil, cfg.Proposer == nil, cfg.Registry == nil:
+		return nil, errors.New("httpapi: State, Authn, Proposer and Registry are required")
+	case cfg.IsLeader == nil, cfg.Leader == nil, cfg.Live == nil, cfg.NotReady == nil, cfg.SessionID == nil:
+		return nil, errors.New("httpapi: IsLeader, Leader, Live, NotReady and SessionID are required")
+	case cfg.Config.API.Debug && cfg.DebugState == nil:
+		return nil, errors.New("httpapi: api.debug needs DebugState")
+	}
+	s := &Server{
+		c: cfg.Config, log: cfg.Logger, st: cfg.State, authn: cfg.Authn, prop: cfg.Proposer, reg: cfg.Registry,
+		phases: cfg.Phases, now: cfg.Now, isLeader: cfg.IsLeader, leader: cfg.Leader, live: cfg.Live,
+		notReady: cfg.NotReady, session: cfg.SessionID, debug: cfg.DebugState, after: cfg.AfterCommit,
+		limiter: newRateLimiter(cfg.Config.RateLimit()), akWaits: make(chan struct{}, maxAccessKeyWaits), waiters: newWaiters(),
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "custos_http_requests_total", Help: "API requests by route and outcome code."}, []string{"route", "code"})
+	if err := s.reg.Register(s.requests); err != nil {
+		return nil, err
+	}
+	s.handler = s.routes()
+	return s, nil
+}
+
+// Handler is the whole API: every response carries X-Request-Id.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// HTTPServer is an http.Server for Handler with the API's timeouts.
+func (s *Server) HTTPServer() *http.Server {
+	return &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+}
+
+// Settled wakes the handlers waiting for requestID: the node calls it when its FSM
+// reports the request settled (state.EventSettled).
+func (s *Server) Settled(requestID string) { s.waiters.notify(requestID) }
+
+// route is one authenticated route: its pattern, the FSM operation it commits and its
+// handler.
+type route struct {
+	pattern, op string
+	h           handlerFunc
+}
+
+type handlerFunc func(x *exchange) *apiError
+
+// apiRoutes lists the authenticated routes; the FSM knows the same ones (state.Routes,
+// held equal by a test), since it derives each request's operation from what was signed.
+func (s *Server) apiRoutes() []route {
+	return []route{
+		{"GET /v1/cluster", state.OpClusterGet, s.hCluster},
+		{"POST /v1/admin/users", state.OpUserCreate, s.hUserCreate},
+		{"POST /v1/create-user", state.OpSigpairCreate, s.hSigpairCreate},
+		{"GET /v1/admin/users", state.OpUserList, s.hUserList},
+		{"GET /v1/admin/users/{id}", state.OpUserGet, s.hUserOp},
+		{"POST /v1/admin/users/{id}/disable", state.OpUserDisable, s.hUserOp},
+		{"POST /v1/admin/users/{id}/enable", state.OpUserEnable, s.hUserOp},
+		{"POST /v1/admin/users/{id}/revoke-tokens", state.OpUserRevokeTokens, s.hUserOp},
+		{"PUT /v1/admin/users/{id}/permissions", state.OpUserPermissions, s.hUserOp},
+		{"PUT /v1/admin/admin-key", state.OpAdminKeyRotate, s.hAdminKeyRotate},
+		{"POST /v1/keys", state.OpKeyCreate, s.hKeyCreate},
+		{"GET /v1/keys", state.OpKeyList, s.hKeyList},
+		{"GET /v1/keys/{key_id}", state.OpKeyGet, s.hKeyGet},
+		{"POST /v1/keys/{key_id}/sign", state.OpKeySign, s.hKeySign},
+		{"GET /v1/requests/{request_id}", state.OpRequestGet, s.hRequestGet},
+		{"GET /v1/audit", state.OpAuditList, s.hAudit},
+		{"POST /v1/access-keys", state.OpAccessCreate, s.hAccessCreate},
+		{"GET /v1/access-keys", state.OpAccessList, s.hAccessList},
+		{"DELETE /v1/access-keys/{id}", state.OpAccessRevoke, s.hAccessRevoke},
+		{"GET /v1/access-keys/{id}/log", state.OpAccessLog, s.hAccessLog},
+	}
+}
+
+// routes builds the HTTP API.
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	open := func(pattern string, h http.HandlerFunc) { mux.HandleFunc(pattern, h) }
+	open("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, api.Health{Status: api.HealthStatusOK})
+	})
+	open("GET /readyz", s.handleReady)
+	metricsH := promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})
+	open("GET /metrics", metricsH.ServeHTTP)
+	if s.c.API.Debug {
+		open("GET /debug/state", s.handleDebugState)
+		registerPprof(mux)
+	}
+	for _, r := range s.apiRoutes() {
+		mux.Handle(r.pattern, s.authenticated(r.op, r.h))
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		x := &exchange{w: w, r: r, id: w.Header().Get(api.HeaderRequestID), start: time.Now()}
+		x.fail(errf(api.CodeRouteNotFound, "no route %s %s", r.Method, r.URL.Path))
+	})
+	// Every response carries X-Request-Id, the mux's own 405 answers included.
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(api.HeaderRequestID, newRequestID())
+		mux.ServeHTTP(w, r)
+	})
+}
+
+func newRequestID() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return "rq_" + hex.EncodeToString(b)
+}
+
+// authenticated runs API.md's checks in their fixed order up to the signature itself,
+// then the per-caller rate limit; status, nonce, JSON syntax, permission, object and field
+// values are judged by the FSM when the request's entry applies, in that order.
+func (s *Server) authenticated(route string, h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		x := &exchange{w: w, r: r, id: w.Header().Get(api.HeaderRequestID), route: route, start: time.Now(), status: 200}
+		defer s.logDecision(x)
+		if err := s.checkAuth(x); err != nil {
+			x.fail(err)
+			return
+		}
+		if err := s.checkRate(x); err != nil {
+			x.fail(err)
+			return
+		}
+		if err := h(x); err != nil {
+			x.fail(err)
+		}
+	})
+}
+
+func (s *Server) logDecision(x *exchange) {
+	code := x.code
+	if code == "" {
+		code = "ok"
+	}
+	s.requests.WithLabelValues(x.route, code).Inc()
+	s.log.Info("request", "request_id", x.id, "route", x.route, "method", x.r.Method, "status", x.status,
+		"code", code, "actor", x.caller.Actor(), "ms", time.Since(x.start).Milliseconds())
+}
+
+// commit proposes the exchange's signed request and turns a refusal into its API error.
+// The entry carries the request exactly as the caller signed it, vouched for by this
+// node's identity key (the Proposer signs it); every node's FSM derives the operation and
+// its arguments from it.
+func (s *Server) commit(x *exchange) (state.Result, *apiError) {
+	// One id for every retry of this proposal: a retry whose first copy committed gets
+	// that copy's result (see state.Call.ProposalID).
+	pid := make([]byte, 16)
+	_, _ = rand.Read(pid)
+	body := &state.SubmitBody{Signed: x.signed, ProposalID: hex.EncodeToString(pid)}
+	ctx, cancel := context.WithTimeout(x.r.Context(), 10*time.Second)
+	defer cancel()
+	res, err := s.prop.Submit(ctx, body)
+	if err != nil {
+		switch {
+		case errors.Is(err, ErrNotSigned):
+			return state.Result{}, errf(api.CodeInternal, "could not sign the proposal")
+		case errors.Is(err, ErrNoQuorum) || errors.Is(err, context.DeadlineExceeded):
+			return res, errf(api.CodeClusterNoQuorum, "the request was not committed in time: too few nodes reachable (%v); it may still commit once the cluster heals, so send it again with the same idempotency_key to learn its outcome", err)
+		}
+		return res, errf(api.CodeClusterUnavailable, "the request was not committed (%v); send it again with the same idempotency_key to learn its outcome", err)
+	}
+	if !res.OK() {
+		return res, &apiError{Status: api.StatusOf(res.Code), Code: res.Code, Detail: res.Detail}
+	}
+	if s.after != nil {
+		s.after(body, res)
+	}
+	return res, nil
+}
+
+// handleReady serves GET /readyz: 200 when ready, 503 with the node's reasons when not.
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	if reasons := s.notReady(); len(reasons) > 0 {
+		writeJSON(w, http.StatusServiceUnavailable, api.Readiness{Status: api.ReadyStatusNotReady, Reasons: reasons})
+		return
+	}
+	writeJSON(w, http.StatusOK, api.Readiness{Status: api.ReadyStatusReady})
+}
+
+// writeJSON answers an open endpoint (no exchange) with v as its JSON body.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", api.ContentTypeJSON)
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// handleDebugState serves GET /debug/state (api.debug): the node's DebugState.
+func (s *Server) handleDebugState(w http.ResponseWriter, r *http.Request) {
+	b, err := json.Marshal(s.debug())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", api.ContentTypeJSON)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// registerPprof serves Go's profiler under /debug/pprof/ (api.debug; off by default:
+// profiles reveal code paths and timing, so only trusted networks should reach them).
+func registerPprof(mux *http.ServeMux) {
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+}

@@ -1,0 +1,227 @@
+// Package raftnode is a node's raft member: it opens raft over the libp2p stream layer
+// with a raft-wal log and file snapshots, stamps and proposes entries on the leader,
+// forwards a follower's proposals to the leader (the propose RPC and its gate), signs
+// the node's own reports, and keeps the leader's clock honest (clock.go).
+//
+// It owns raft's lifetime and nothing else: it never decides what an entry means (the FSM
+// in internal/state does, from the signatures the entry carries), never chooses a
+// committee (the scheduler does, through the Scheduler it is given), and never reads a
+// share. A forwarded proposal is believed for nothing: the gate only keeps out what a
+// member may never propose, the FSM verifies every signature again.
+package raftnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	wal "github.com/hashicorp/raft-wal"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/custos/custos/internal/config"
+	"github.com/custos/custos/internal/p2p"
+	"github.com/custos/custos/internal/state"
+)
+
+// Host is the part of the libp2p host raft needs: its stream layer, and the RPCs that
+// forward proposals and measure clocks.
+type Host interface {
+	RaftStreamLayer() (*p2p.StreamLayer, error)
+	HandleRPC(method string, fn p2p.RPCHandler)
+	Call(ctx context.Context, to peer.ID, method string, req []byte) ([]byte, error)
+	NodeIDOf(p peer.ID) (string, bool)
+}
+
+// FSM is the replicated state as raft and the proposer see it.
+type FSM interface {
+	raft.FSM
+	// WaitApplied returns once the entry at index applied on this node.
+	WaitApplied(ctx context.Context, index uint64) error
+	// LastStamp is the stamp of the last applied entry (stamps never decrease).
+	LastStamp() int64
+}
+
+// Scheduler fills in, on the leader and at stamping time, what only the leader chooses
+// for a client's request (ids, committee, session nonce). The FSM bounds each choice.
+type Scheduler interface {
+	Schedule(s *state.Submit, origin string)
+}
+
+// Config is what a raft member needs.
+type Config struct {
+	// Config is the node's configuration: node id, data directory, members, the
+	// insecure_testing raft settings.
+	Config   *config.Config
+	Logger   *slog.Logger
+	Identity crypto.PrivKey // signs the node's reports and the requests it proposes
+	Host     Host
+	FSM      FSM
+	// RaftFSM is what raft drives; nil means FSM (test builds wrap it).
+	RaftFSM   raft.FSM
+	Scheduler Scheduler
+	// BeforeStamp, when set, sees a client request's entry after the leader scheduled it
+	// (test builds' compromised coordinator; nil in every real build).
+	BeforeStamp func(*state.Submit)
+	// Now is the node's wall clock (shifted in tests); nil means time.Now.
+	Now func() time.Time
+	// Registerer receives this component's metrics.
+	Registerer prometheus.Registerer
+	// Phases is custos_phase_seconds{event,phase,role}; nil records nothing.
+	Phases *prometheus.HistogramVec
+	// OnRefused is called when the propose gate refuses a member's proposal.
+	OnRefused func()
+}
+
+// Node is this node's raft member.
+type Node struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	identity crypto.PrivKey
+	host     Host
+	fsm      FSM
+	raftFSM  raft.FSM
+	sched    Scheduler
+	before   func(*state.Submit)
+	nowFn    func() time.Time
+	phases   *prometheus.HistogramVec
+	refused  func()
+	clock    *clockCheck
+
+	raft  *raft.Raft
+	wal   *wal.WAL
+	trans *raft.NetworkTransport
+
+	// stampMu serialises stamping with entering raft, so that stamps never decrease;
+	// lastStamp is the last stamp issued here.
+	stampMu   sync.Mutex
+	lastStamp int64
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New prepares a raft member; Start opens raft.
+func New(cfg Config) (*Node, error) {
+	if cfg.Config == nil || cfg.Host == nil || cfg.FSM == nil || cfg.Identity == nil || cfg.Scheduler == nil || cfg.Registerer == nil {
+		return nil, errors.New("raftnode: Config, Host, FSM, Identity, Scheduler and Registerer are required")
+	}
+	n := &Node{
+		cfg: cfg.Config, log: cfg.Logger, identity: cfg.Identity, host: cfg.Host, fsm: cfg.FSM, raftFSM: cfg.RaftFSM,
+		sched: cfg.Scheduler, before: cfg.BeforeStamp, nowFn: cfg.Now, phases: cfg.Phases, refused: cfg.OnRefused,
+	}
+	if n.log == nil {
+		n.log = slog.Default()
+	}
+	if n.raftFSM == nil {
+		n.raftFSM = cfg.FSM
+	}
+	if n.nowFn == nil {
+		n.nowFn = time.Now
+	}
+	if n.refused == nil {
+		n.refused = func() {}
+	}
+	n.clock = newClockCheck(cfg.Registerer)
+	return n, nil
+}
+
+func (n *Node) now() time.Time {
+	if n.nowFn == nil {
+		return time.Now()
+	}
+	return n.nowFn()
+}
+
+// Start opens raft, installs the propose and clock RPCs, and starts the clock check.
+func (n *Node) Start(ctx context.Context) error {
+	if err := n.open(); err != nil {
+		return err
+	}
+	n.host.HandleRPC(rpcClock, n.handleClock)
+	n.host.HandleRPC(rpcPropose, func(ctx context.Context, from peer.ID, req []byte) ([]byte, error) {
+		id, ok := n.host.NodeIDOf(from)
+		if !ok {
+			return nil, errors.New("unknown peer")
+		}
+		return n.handlePropose(ctx, id, req)
+	})
+	ctx, n.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.clockLoop(ctx)
+	}()
+	return nil
+}
+
+// Stop stops the clock check and shuts raft down; it returns once nothing of this
+// member runs.
+func (n *Node) Stop() error {
+	if n.cancel != nil {
+		n.cancel()
+	}
+	var errs []error
+	if n.raft != nil {
+		if err := n.raft.Shutdown().Error(); err != nil {
+			errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
+		}
+	}
+	n.wg.Wait()
+	if n.trans != nil {
+		_ = n.trans.Close()
+	}
+	if n.wal != nil {
+		_ = n.wal.Close()
+	}
+	return errors.Join(errs...)
+}
+
+// IsLeader reports whether this node is the raft leader now.
+func (n *Node) IsLeader() bool { return n.raft != nil && n.raft.State() == raft.Leader }
+
+// Leader is the current leader's node id, "" when none is known.
+func (n *Node) Leader() string {
+	if n.raft == nil {
+		return ""
+	}
+	_, id := n.raft.LeaderWithID()
+	return string(id)
+}
+
+// State is raft's state of this node (Follower, Candidate, Leader, Shutdown).
+func (n *Node) State() raft.RaftState {
+	if n.raft == nil {
+		return raft.Shutdown
+	}
+	return n.raft.State()
+}
+
+// NotReady lists why this member cannot serve: no leader known, or a clock found off.
+func (n *Node) NotReady() []string {
+	var reasons []string
+	if n.Leader() == "" {
+		reasons = append(reasons, "no raft leader")
+	}
+	return append(reasons, n.clockNotReady()...)
+}
+
+// role is the phase metrics' role label.
+func (n *Node) role() string {
+	if n.IsLeader() {
+		return "leader"
+	}
+	return "follower"
+}
+
+// observe records one phase of event, if phase metrics are on.
+func (n *Node) observe(event, phase string, d time.Duration) {
+	if n.phases != nil {
+		n.phases.WithLabelValues(event, phase, n.role()).Observe(d.Seconds())
+	}
+}

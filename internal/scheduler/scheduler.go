@@ -1,0 +1,362 @@
+// Package scheduler is the leader's side of a request's life: at stamping time it fills in
+// what only the leader chooses (ids, the committee, a fresh session nonce, the chain code
+// of a new key), and its loop, on the leader only, writes the cluster's first entry,
+// upgrades an old log to signed entries, reschedules failed or timed-out sign attempts
+// with another committee, and fails what cannot finish.
+//
+// It must never decide whether a request is allowed (the FSM does, from the signed form,
+// and bounds every choice made here), never touch a share, and never act on a follower.
+package scheduler
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math/big"
+	"slices"
+	"strconv"
+	"time"
+
+	"crypto/ed25519"
+	"errors"
+	"log/slog"
+	"sync"
+
+	"github.com/custos/custos/internal/config"
+	"github.com/custos/custos/internal/state"
+)
+
+// State is what the scheduler reads of this node's replicated state (*state.FSM).
+type State interface {
+	Cluster() (name string, threshold int, members []state.Member)
+	Strict() bool
+	OpenRequests() []*state.Request
+	Key(id string) *state.Key
+}
+
+// Proposer commits the leader's own entries and signed reports (raftnode.Node).
+type Proposer interface {
+	Propose(ctx context.Context, typ string, payload any) (state.Result, error)
+	Report(ctx context.Context, kind string, payload any) (state.Result, error)
+}
+
+// Config is what a scheduler needs.
+type Config struct {
+	// Config is the node's configuration: its id, the cluster's definition for the first
+	// entry, the ceremony timeouts.
+	Config *config.Config
+	Logger *slog.Logger
+	State  State
+	// IsLeader reports whether this node leads raft now; the loop acts only then.
+	IsLeader func() bool
+	// Live reports whether a member is reachable from this node now.
+	Live func(nodeID string) bool
+	// Now is the node's wall clock; nil means time.Now.
+	Now func() time.Time
+	// AdminPublicKey is this node's configured admin public key (key-pair mode), written
+	// into the cluster's first entry and the upgrade entry.
+	AdminPublicKey ed25519.PublicKey
+}
+
+// Scheduler is the leader's scheduling: Schedule at stamping time, and the loop.
+type Scheduler struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	fsm      State
+	isLeader func() bool
+	live     func(string) bool
+	nowFn    func() time.Time
+	adminPub ed25519.PublicKey
+	// shuffle orders the candidates of a committee (random; fixed in tests).
+	shuffle func([]string)
+	kick    chan struct{}
+
+	// mu guards stopping; work counts the loop's reports in flight, which Stop waits
+	// for. go refuses new ones once Stop began, so that work.Add never races work.Wait.
+	mu       sync.Mutex
+	stopping bool
+	work     sync.WaitGroup
+	cancel   context.CancelFunc
+	loop     sync.WaitGroup
+}
+
+// New prepares a scheduler; Start runs its loop.
+func New(cfg Config) (*Scheduler, error) {
+	if cfg.Config == nil || cfg.State == nil || cfg.IsLeader == nil || cfg.Live == nil {
+		return nil, errors.New("scheduler: Config, State, IsLeader and Live are required")
+	}
+	s := &Scheduler{cfg: cfg.Config, log: cfg.Logger, fsm: cfg.State, isLeader: cfg.IsLeader, live: cfg.Live, nowFn: cfg.Now,
+		adminPub: cfg.AdminPublicKey, shuffle: shuffle, kick: make(chan struct{}, 1)}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.nowFn == nil {
+		s.nowFn = time.Now
+	}
+	return s, nil
+}
+
+// Start runs the leader loop, proposing through p, until Stop.
+func (s *Scheduler) Start(ctx context.Context, p Proposer) {
+	ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	s.loop.Add(1)
+	go func() {
+		defer s.loop.Done()
+		s.run(ctx, p)
+	}()
+}
+
+// Stop ends the loop and waits for it and for the reports it started.
+func (s *Scheduler) Stop() {
+	s.mu.Lock()
+	s.stopping = true
+	s.mu.Unlock()
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.loop.Wait()
+	s.work.Wait()
+}
+
+// spawn runs f in a goroutine Stop waits for; after Stop began it runs nothing.
+func (s *Scheduler) spawn(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping {
+		return
+	}
+	s.work.Add(1)
+	go func() {
+		defer s.work.Done()
+		f()
+	}()
+}
+
+// newID returns prefix + 16 random bytes in hex: URL-safe and unguessable.
+func newID(prefix string) string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
+}
+
+// Schedule fills in what only the leader may choose for a keygen, sign or access-key
+// request: ids, the committee and the fresh session nonce (tss-lib v2.0.2's own SSID nonce
+// is fixed at 0). What the request asks for is read from the signed form, as the FSM
+// will read it; the FSM bounds every choice made here.
+func (n *Scheduler) Schedule(s *state.Submit, origin string) {
+	var b state.SubmitBody
+	if json.Unmarshal(s.Body, &b) != nil || b.Signed == nil {
+		return // the FSM refuses it
+	}
+	c := state.ParseRequest(b.Signed)
+	switch c.Op {
+	case state.OpAccessCreate:
+		s.Schedule = &state.Schedule{AccessKeyID: newID("ak_")}
+	case state.OpKeyCreate:
+		_, _, members := n.fsm.Cluster()
+		var ids, down []string
+		for _, m := range members {
+			ids = append(ids, m.ID)
+			if !n.isLive(m.ID) {
+				down = append(down, m.ID)
+			}
+		}
+		if len(down) > 0 {
+			s.Unschedulable = fmt.Sprintf("keygen needs every node; unreachable: %v", down)
+			return
+		}
+		s.Schedule = &state.Schedule{RequestID: newID("req_"), KeyID: newID("key_"), Committee: ids, Nonce: randomBytes(32)}
+		if c.Curve == state.CurveSecp256k1 {
+			s.Schedule.ChainCode = randomBytes(32)
+		}
+	case state.OpKeySign:
+		k := n.fsm.Key(c.KeyID)
+		if k == nil {
+			return // the FSM answers key.not_found
+		}
+		committee, ok := n.pickCommittee(k, origin, nil)
+		if !ok {
+			s.Unschedulable = fmt.Sprintf("signing needs %d reachable nodes", k.Threshold)
+			return
+		}
+		s.Schedule = &state.Schedule{RequestID: newID("req_"), Committee: committee, Nonce: randomBytes(32)}
+	}
+}
+
+// pickCommittee chooses exactly k live parties of a key: the leader and the entry node
+// first (both known to be up), then others at random; avoid lists nodes to leave out if
+// possible (culprits and silent parties of earlier attempts).
+func (n *Scheduler) pickCommittee(k *state.Key, origin string, avoid []string) ([]string, bool) {
+	return chooseCommittee(k.Members, k.Threshold, n.isLive, []string{n.cfg.NodeID, origin}, avoid, n.shuffle)
+}
+
+// chooseCommittee is the committee choice as a pure function: threshold live parties,
+// preferring those in prefer, then the others in the order shuffle leaves them, and
+// those in avoid only when there are not enough others. The result is sorted.
+func chooseCommittee(parties []string, threshold int, live func(string) bool, prefer, avoid []string, shuffle func([]string)) ([]string, bool) {
+	var first, rest, avoided []string
+	for _, m := range parties {
+		switch {
+		case !live(m):
+		case slices.Contains(avoid, m):
+			avoided = append(avoided, m)
+		case slices.Contains(prefer, m):
+			first = append(first, m)
+		default:
+			rest = append(rest, m)
+		}
+	}
+	shuffle(rest)
+	shuffle(avoided)
+	all := append(append(first, rest...), avoided...)
+	if len(all) < threshold {
+		return nil, false
+	}
+	c := slices.Clone(all[:threshold])
+	slices.Sort(c)
+	return c, true
+}
+
+func shuffle(s []string) {
+	for i := len(s) - 1; i > 0; i-- {
+		j, _ := rand.Int(rand.Reader, big.NewInt(int64(i+1)))
+		s[i], s[j.Int64()] = s[j.Int64()], s[i]
+	}
+}
+
+// isLive: this node is live; the others when the node says they are reachable.
+func (n *Scheduler) isLive(nodeID string) bool { return nodeID == n.cfg.NodeID || n.live(nodeID) }
+
+// Kick wakes the loop at once (a sign attempt failed and waits to be retried).
+func (n *Scheduler) Kick() {
+	select {
+	case n.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run, on the leader only, writes the cluster definition once, reschedules failed
+// or timed-out sign attempts with a new committee and session, and fails what cannot
+// finish, so that no request waits forever.
+func (n *Scheduler) run(ctx context.Context, p Proposer) {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	inflight := map[string]bool{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-n.kick:
+		}
+		if !n.isLeader() {
+			continue
+		}
+		if name, _, _ := n.fsm.Cluster(); name == "" {
+			n.initCluster(ctx, p)
+			continue
+		}
+		if !n.fsm.Strict() {
+			// A log that predates signed entries: from here on only signed ones.
+			n.proposeQuiet(ctx, p, state.TypeUpgrade, &state.Upgrade{AdminPublicKey: n.adminPub})
+			continue
+		}
+		now := n.nowFn().UnixMilli()
+		for _, r := range n.fsm.OpenRequests() {
+			key := r.ID + "/" + strconv.Itoa(r.Attempt)
+			if inflight[key] {
+				continue
+			}
+			age := time.Duration(now-r.ScheduledAt) * time.Millisecond
+			switch r.Kind {
+			case state.KindKeygen:
+				if age > n.cfg.Ceremony.KeygenTimeout.Duration+5*time.Second {
+					inflight[key] = true
+					n.spawn(func() {
+						n.reportQuiet(ctx, p, state.TypeFail, &state.Fail{RequestID: r.ID, Code: "ceremony.failed", Detail: "keygen timed out"})
+					})
+				}
+			case state.KindSign:
+				timedOut := age > n.cfg.Ceremony.SignTimeout.Duration+2*time.Second
+				if !r.Retry && !timedOut {
+					continue
+				}
+				inflight[key] = true
+				n.spawn(func() { n.retry(ctx, p, r, timedOut) })
+			}
+		}
+		if len(inflight) > 4096 {
+			clear(inflight)
+		}
+	}
+}
+
+func (n *Scheduler) retry(ctx context.Context, p Proposer, r *state.Request, timedOut bool) {
+	detail := "signing timed out"
+	var avoid []string
+	for _, f := range r.Failures {
+		if f.Attempt == r.Attempt {
+			detail = f.Detail
+			avoid = append(avoid, f.Culprits...)
+		}
+	}
+	if r.Attempt >= state.MaxAttempts {
+		n.reportQuiet(ctx, p, state.TypeFail, &state.Fail{RequestID: r.ID, Code: "ceremony.failed", Detail: fmt.Sprintf("%d attempts failed; last: %s", r.Attempt, detail)})
+		return
+	}
+	if timedOut {
+		// Parties that never reported are the likely silent ones.
+		for _, m := range r.Committee {
+			if !n.isLive(m) {
+				avoid = append(avoid, m)
+			}
+		}
+	}
+	k := n.fsm.Key(r.KeyID)
+	if k == nil {
+		return
+	}
+	committee, ok := n.pickCommittee(k, "", avoid)
+	if !ok {
+		n.reportQuiet(ctx, p, state.TypeFail, &state.Fail{RequestID: r.ID, Code: "cluster.unavailable", Detail: fmt.Sprintf("fewer than %d nodes reachable to retry", k.Threshold)})
+		return
+	}
+	n.reportQuiet(ctx, p, state.TypeReschedule, &state.Reschedule{RequestID: r.ID, Attempt: r.Attempt, Committee: committee, Nonce: randomBytes(32)})
+}
+
+// reportQuiet proposes one of the leader's decisions as its signed report.
+func (n *Scheduler) reportQuiet(ctx context.Context, p Proposer, typ string, payload any) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if res, err := p.Report(cctx, typ, payload); err != nil {
+		n.log.Warn("leader report failed", "type", typ, "err", err)
+	} else if !res.OK() {
+		n.log.Debug("leader report refused", "type", typ, "code", res.Code, "detail", res.Detail)
+	}
+}
+
+func (n *Scheduler) proposeQuiet(ctx context.Context, p Proposer, typ string, payload any) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if res, err := p.Propose(cctx, typ, payload); err != nil {
+		n.log.Warn("leader proposal failed", "type", typ, "err", err)
+	} else if !res.OK() {
+		n.log.Debug("leader proposal refused", "type", typ, "code", res.Code, "detail", res.Detail)
+	}
+}
+
+func (n *Scheduler) initCluster(ctx context.Context, p Proposer) {
+	ci := &state.ClusterInit{Name: n.cfg.Cluster.Name, Threshold: n.cfg.Cluster.Threshold, Strict: true, AdminPublicKey: n.adminPub}
+	for _, m := range n.cfg.Cluster.Members {
+		ci.Members = append(ci.Members, state.Member{ID: m.ID, PeerID: m.PeerID, P2PAddrs: m.P2PAddrs, API: m.API})
+	}
+	n.proposeQuiet(ctx, p, state.TypeClusterInit, ci)
+}

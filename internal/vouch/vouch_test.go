@@ -1,0 +1,153 @@
+package vouch
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/custos/custos/internal/state"
+	"github.com/custos/custos/keystore"
+)
+
+func TestCheckpointVerdict(t *testing.T) {
+	votes := func(kv ...string) map[string]string {
+		m := map[string]string{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	tests := []struct {
+		name              string
+		own               string
+		votes             map[string]string
+		k                 int
+		vouched, diverged bool
+	}{
+		{"k others agree", "A", votes("n1", "A", "n2", "A", "n3", "A"), 2, true, false},
+		{"own vote does not count", "A", votes("n3", "A", "n1", "A"), 2, false, false},
+		{"one compromised member agrees with a forged state", "F", votes("n1", "F", "n2", "A", "n3", "F"), 2, false, false},
+		{"k others signed another state", "F", votes("n1", "A", "n2", "A", "n3", "F"), 2, false, true},
+		{"k-1 others cannot make a node diverge", "A", votes("n1", "B", "n2", "A"), 2, false, false},
+		{"no own hash", "", votes("n1", "A", "n2", "A"), 2, false, false},
+		{"5 nodes, two colluding", "F", votes("n1", "F", "n2", "F", "n4", "A", "n5", "A"), 3, false, false},
+		{"5 nodes, three honest", "A", votes("n1", "F", "n2", "A", "n4", "A", "n5", "A"), 3, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v, d := checkpointVerdict(tt.own, tt.votes, "n3", tt.k)
+			if v != tt.vouched || d != tt.diverged {
+				t.Fatalf("vouched %v diverged %v, want %v %v", v, d, tt.vouched, tt.diverged)
+			}
+		})
+	}
+}
+
+// memStore is an in-memory meta store.
+type memStore struct {
+	mu sync.Mutex
+	m  map[string][]byte
+}
+
+func (s *memStore) GetMeta(name string) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, ok := s.m[name]
+	if !ok {
+		return nil, keystore.ErrNotFound
+	}
+	return b, nil
+}
+
+func (s *memStore) PutMeta(name string, v []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m[name] = v
+	return nil
+}
+
+// views is a state whose checkpoint views the test sets.
+type views struct {
+	mu sync.Mutex
+	at map[uint64]state.CheckpointView
+}
+
+func (v *views) CheckpointAt(index uint64) state.CheckpointView {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.at[index]
+}
+func (v *views) Cluster() (string, int, []state.Member) { return "test", 2, nil }
+
+// reports is a Reporter that hands each report to the test.
+type reports chan string
+
+func (r reports) Report(_ context.Context, kind string, _ any) (state.Result, error) {
+	r <- kind
+	return state.Result{}, nil
+}
+
+// TestRestoreNeedsVouching: a snapshot this node took itself is adopted at once; one from
+// elsewhere blocks the node, which asks for a checkpoint, until k other members signed its
+// state hash at a later index; k others signing another hash stops it for good.
+func TestRestoreNeedsVouching(t *testing.T) {
+	st := &views{at: map[uint64]state.CheckpointView{}}
+	store := &memStore{m: map[string][]byte{}}
+	v := New(Config{NodeID: "n3", State: st, Store: store, Registerer: prometheus.NewRegistry()})
+	rep := make(reports, 16)
+	v.Start(context.Background(), rep)
+	defer v.Stop()
+
+	own := [32]byte{1}
+	v.OnSnapshot(100, own)
+	v.OnRestore(100, own)
+	if why := v.Blocked(); why != "" {
+		t.Fatalf("own snapshot blocked: %s", why)
+	}
+	v.OnRestore(200, [32]byte{2})
+	if why := v.Blocked(); !strings.Contains(why, "not yet vouched") {
+		t.Fatalf("foreign snapshot not blocked: %q", why)
+	}
+	if kind := <-rep; kind != state.TypeCheckpointRequest {
+		t.Fatalf("reported %s, want a checkpoint request", kind)
+	}
+	v.OnSnapshot(201, [32]byte{3}) // taken while in doubt: not remembered
+	if b, _ := store.GetMeta(ownSnapshotsKey); strings.Contains(string(b), "201") {
+		t.Fatal("a snapshot taken in doubt was remembered")
+	}
+
+	// Votes at the snapshot's own index do not count; k others at a later one do.
+	st.mu.Lock()
+	st.at[200] = state.CheckpointView{Own: "A", Votes: map[string]string{"n1": "A", "n2": "A"}}
+	st.at[300] = state.CheckpointView{Own: "A", Votes: map[string]string{"n1": "A", "n2": "A"}}
+	st.mu.Unlock()
+	v.judgeCheckpoint(200)
+	if v.Blocked() == "" {
+		t.Fatal("vouched by a checkpoint at the snapshot's own index")
+	}
+	v.judgeCheckpoint(300)
+	if why := v.Blocked(); why != "" {
+		t.Fatalf("still blocked after k members vouched: %s", why)
+	}
+
+	// A checkpoint event is signed and reported.
+	v.Notify(state.Event{Kind: state.EventCheckpoint, Index: 400, Hash: "A"})
+	if kind := <-rep; kind != state.TypeCheckpoint {
+		t.Fatalf("reported %s, want a checkpoint", kind)
+	}
+
+	st.mu.Lock()
+	st.at[500] = state.CheckpointView{Own: "F", Votes: map[string]string{"n1": "A", "n2": "A"}}
+	st.mu.Unlock()
+	v.judgeCheckpoint(500)
+	if why := v.Blocked(); !strings.Contains(why, "differs from the state") {
+		t.Fatalf("diverged node not blocked: %q", why)
+	}
+	if _, err := store.GetMeta("missing"); !errors.Is(err, keystore.ErrNotFound) {
+		t.Fatal(err)
+	}
+}
