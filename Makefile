@@ -16,16 +16,26 @@ build:
 run: build
 	./$(BIN)/custos dev up
 
-# The whole suite: unit tests, brief fuzzing of every parser of outside bytes, and the
-# multi-process end-to-end tests (they build and run real custosd binaries), then the
-# unit tests again under the race detector (test-race).
-# The short chaos scenario runs on its own after the rest: it needs the machine's cores for
-# its own cluster, and a loaded machine would only measure the other tests.
+# The whole suite: the multi-process end-to-end tests (they build and run real custosd
+# binaries), every in-process (unit) test under the race detector (test-race: the same
+# tests, with data races detected; running them a second time without it would find
+# nothing more), the short chaos scenario on its own (it needs the machine's cores for its
+# own cluster, and a loaded machine would only measure the other tests), then brief fuzzing
+# of every parser of outside bytes.
 test: vet fmt-check
-	$(GO) test -count=1 -timeout 12m $$($(GO) list ./... | grep -v /test/chaos)
+	$(MAKE) --no-print-directory test-e2e
 	$(MAKE) --no-print-directory test-race
 	$(GO) test -count=1 -timeout 12m -v -run TestChaosShort ./test/chaos
 	$(MAKE) --no-print-directory fuzz FUZZTIME=3s
+
+# The multi-process suites (test/e2e, test/hostile, test/cluster, test/bench's unit tests;
+# the chaos scenario runs on its own).
+test-e2e:
+	$(GO) test -count=1 -timeout 12m $$($(GO) list ./test/... | grep -v /test/chaos)
+
+# The unit tests without the race detector (quicker while editing).
+test-unit:
+	$(GO) test -count=1 -timeout 12m $(RACE_PKGS)
 
 # The in-process (unit) test packages: every package outside test/ (the multi-process
 # suites live there and run only in the plain pass). New packages are included as added.
