@@ -30,35 +30,16 @@ func accessKeyView(ak *state.AccessKey) api.AccessKey {
 }
 
 // accessLogView is one entry of an access key's log, its operation named by its route.
-func accessLogView(e state.AccessLogEntry) api.AccessLogEntry {
-	return api.AccessLogEntry{Seq: e.Seq, Time: millis(e.Time), Route: opRoute(e.Op), Object: e.Object, Outcome: e.Outcome, Code: e.Code}
+func (s *Server) accessLogView(e state.AccessLogEntry) api.AccessLogEntry {
+	return api.AccessLogEntry{Seq: e.Seq, Time: millis(e.Time), Route: s.opRoute(e.Op), Object: e.Object, Outcome: e.Outcome, Code: e.Code}
 }
 
-// opRoute names an operation's HTTP route, for access-key logs.
-func opRoute(op string) string {
-	switch op {
-	case state.OpClusterGet:
-		return "GET /v1/cluster"
-	case state.OpKeyCreate:
-		return "POST /v1/keys"
-	case state.OpKeyList:
-		return "GET /v1/keys"
-	case state.OpKeyGet:
-		return "GET /v1/keys/{key_id}"
-	case state.OpKeySign:
-		return "POST /v1/keys/{key_id}/sign"
-	case state.OpRequestGet:
-		return "GET /v1/requests/{request_id}"
-	case state.OpAccessCreate:
-		return "POST /v1/access-keys"
-	case state.OpAccessList:
-		return "GET /v1/access-keys"
-	case state.OpAccessRevoke:
-		return "DELETE /v1/access-keys/{id}"
-	case state.OpAccessLog:
-		return "GET /v1/access-keys/{id}/log"
-	case state.OpAuditList:
-		return "GET /v1/audit"
+// opRoute names an operation's HTTP route ("GET /v1/keys/{key_id}"), for access-key logs:
+// the pattern of the route table (apiRoutes) that commits it; an operation no route
+// commits keeps its own name.
+func (s *Server) opRoute(op string) string {
+	if r, ok := s.routeOf[op]; ok {
+		return r
 	}
 	return op
 }
@@ -111,7 +92,7 @@ func (s *Server) hAccessLog(x *exchange) *apiError {
 	entries, more := s.st.AccessLog(x.r.PathValue("id"), after, limit)
 	out := api.AccessLog{Entries: make([]api.AccessLogEntry, 0, len(entries))}
 	for _, e := range entries {
-		out.Entries = append(out.Entries, accessLogView(e))
+		out.Entries = append(out.Entries, s.accessLogView(e))
 	}
 	if more && len(entries) > 0 {
 		out.Next = strconv.FormatUint(entries[len(entries)-1].Seq, 10)

@@ -772,10 +772,11 @@ func TestGrantBodyAndRoutes(t *testing.T) {
 		}
 	}
 	// Access-key logs name the routes the FSM knows.
+	h := newAuthHarness(t, false)
 	fsmRoutes := state.Routes()
 	for _, op := range []string{state.OpKeyList, state.OpKeyGet, state.OpKeySign, state.OpRequestGet, state.OpAccessLog,
 		state.OpClusterGet, state.OpKeyCreate, state.OpAccessCreate, state.OpAccessList, state.OpAccessRevoke, state.OpAuditList} {
-		r := opRoute(op)
+		r := h.s.opRoute(op)
 		if !strings.Contains(r, " /v1/") {
 			t.Errorf("opRoute(%s) = %q", op, r)
 		}

@@ -140,6 +140,8 @@ type Server struct {
 	catchingUp func()
 	waiters    *waiters
 	handler    http.Handler
+	// routeOf names each operation's route pattern (from apiRoutes), for access-key logs.
+	routeOf map[string]string
 }
 
 // maxAccessKeyWaits bounds the requests that wait at once for this node's state to catch
@@ -176,6 +178,10 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.handler = s.routes()
+	s.routeOf = map[string]string{}
+	for _, r := range s.apiRoutes() {
+		s.routeOf[r.op] = r.pattern
+	}
 	return s, nil
 }
 
