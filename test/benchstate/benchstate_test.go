@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseVmRSS(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		want     uint64
+		err      bool
+	}{
+		{"linux status", "Name:\tbenchstate\nVmPeak:\t  100 kB\nVmRSS:\t   25804 kB\nRssAnon:\t 1 kB\n", 25804 * 1024, false},
+		{"zero", "VmRSS:\t0 kB\n", 0, false},
+		{"missing", "Name:\tx\nVmSize:\t10 kB\n", 0, true},
+		{"no unit", "VmRSS:\t100\n", 0, true},
+		{"not a number", "VmRSS:\tabc kB\n", 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseVmRSS(strings.NewReader(tc.in))
+			if (err != nil) != tc.err || got != tc.want {
+				t.Fatalf("got %d, %v; want %d, error %v", got, err, tc.want, tc.err)
+			}
+		})
+	}
+}
+
+func TestStallTracker(t *testing.T) {
+	type obs struct {
+		what string
+		d    time.Duration
+	}
+	for _, tc := range []struct {
+		name           string
+		before, during []obs
+		want           time.Duration
+		wantWhat       string
+		wantN          int
+	}{
+		{"empty window", nil, nil, 0, "", 0},
+		{"outside the window ignored", []obs{{"Apply", time.Second}}, []obs{{"Apply", time.Millisecond}}, time.Millisecond, "Apply", 1},
+		{"snapshot call longest", nil, []obs{{"Snapshot()", 80 * time.Millisecond}, {"Apply", 2 * time.Millisecond}}, 80 * time.Millisecond, "Snapshot()", 2},
+		{"apply longest", nil, []obs{{"Snapshot()", time.Millisecond}, {"Apply", 60 * time.Millisecond}, {"Apply", 3 * time.Millisecond}}, 60 * time.Millisecond, "Apply", 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var s stallTracker
+			for _, o := range tc.before {
+				s.observe(o.what, o.d)
+			}
+			s.start()
+			for _, o := range tc.during {
+				s.observe(o.what, o.d)
+			}
+			got, what, n := s.stop()
+			s.observe("Apply", time.Hour) // after the window: ignored
+			if got != tc.want || what != tc.wantWhat || n != tc.wantN {
+				t.Fatalf("got %v %q %d; want %v %q %d", got, what, n, tc.want, tc.wantWhat, tc.wantN)
+			}
+		})
+	}
+}
+
+func TestJudge(t *testing.T) {
+	good := func(l int, heap uint64) Step {
+		return Step{Lifecycles: l, HeapInUse: heap, ApplyPerSec: 30000, MaxStall: 10 * time.Millisecond, RestoreTime: time.Second}
+	}
+	for _, tc := range []struct {
+		name  string
+		steps []Step
+		want  []string // verdicts: heap, rate, stall, restore
+	}{
+		{"no steps", nil, []string{"not judged", "not judged", "not judged", "not judged"}},
+		{"one step: heap not judged", []Step{good(100000, 1<<30)}, []string{"not judged", "met", "met", "met"}},
+		{"all met", []Step{good(100000, 100<<20), good(1000000, 160<<20)}, []string{"met", "met", "met", "met"}},
+		{"heap grows past 64 MiB from 100 k", []Step{good(50000, 10<<20), good(100000, 100<<20), good(1000000, 170<<20)}, []string{"NOT MET", "met", "met", "met"}},
+		{"100 k is the last step: first step is the reference", []Step{good(25000, 10<<20), good(100000, 100<<20)}, []string{"NOT MET", "met", "met", "met"}},
+		{"slow step", []Step{good(100000, 1), {Lifecycles: 200000, HeapInUse: 1, ApplyPerSec: 19999, RestoreTime: time.Second}}, []string{"met", "NOT MET", "met", "met"}},
+		{"stall over 50 ms", []Step{good(100000, 1), {Lifecycles: 200000, HeapInUse: 1, ApplyPerSec: 20000, MaxStall: 51 * time.Millisecond}}, []string{"met", "met", "NOT MET", "met"}},
+		{"slow final restore", []Step{good(100000, 1), {Lifecycles: 200000, HeapInUse: 1, ApplyPerSec: 20000, RestoreTime: time.Minute}}, []string{"met", "met", "met", "NOT MET"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := judge(tc.steps)
+			if len(got) != len(tc.want) {
+				t.Fatalf("%d targets", len(got))
+			}
+			for i, tg := range got {
+				if tg.Verdict() != tc.want[i] {
+					t.Errorf("%s: %s (%s), want %s", tg.Name, tg.Verdict(), tg.Got, tc.want[i])
+				}
+			}
+		})
+	}
+}
+
+func TestParseBytes(t *testing.T) {
+	for in, want := range map[string]uint64{"3GiB": 3 << 30, "512MiB": 512 << 20, "1KiB": 1024, "100": 100, "7B": 7} {
+		if got, err := parseBytes(in); err != nil || got != want {
+			t.Errorf("%s: %d, %v", in, got, err)
+		}
+	}
+	for _, in := range []string{"", "GiB", "x", "-1MiB"} {
+		if _, err := parseBytes(in); err == nil {
+			t.Errorf("%q accepted", in)
+		}
+	}
+}
+
+// TestRunSmoke runs the whole benchmark on a tiny log: every entry must apply (run fails
+// on any refusal), every step be measured, snapshotted and restored.
+func TestRunSmoke(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	rep, err := run(ctx, config{N: 200, Step: 100, MaxHeap: 3 << 30}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("smoke run took %v", d)
+	}
+	if len(rep.Steps) != 2 || rep.StoppedEarly != "" || rep.Extra < 1 {
+		t.Fatalf("steps %d, stopped %q, extra %d", len(rep.Steps), rep.StoppedEarly, rep.Extra)
+	}
+	for i, s := range rep.Steps {
+		if s.Lifecycles != 100*(i+1) || s.Entries != uint64(rep.SetupEntries+2*s.Lifecycles) {
+			t.Errorf("step %d: %d lifecycles, %d entries", i, s.Lifecycles, s.Entries)
+		}
+		if s.HeapInUse == 0 || s.ApplyPerSec <= 0 || s.SnapshotBytes <= 0 || s.RestoreTime <= 0 || s.MaxStall <= 0 || s.MaxStallCause == "" {
+			t.Errorf("step %d missing figures: %+v", i, s)
+		}
+	}
+	if len(rep.Targets) != 4 {
+		t.Fatalf("%d targets", len(rep.Targets))
+	}
+}
+
+// TestRunStopsAtMaxHeap checks that the heap guard stops the run with a message and
+// still reports what it measured.
+func TestRunStopsAtMaxHeap(t *testing.T) {
+	rep, err := run(context.Background(), config{N: 5000, Step: 1000, MaxHeap: 1}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(rep.StoppedEarly, "exceeds -max-heap") {
+		t.Fatalf("stopped early: %q", rep.StoppedEarly)
+	}
+}

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// parseVmRSS returns VmRSS from /proc/<pid>/status's text, in bytes.
+func parseVmRSS(r io.Reader) (uint64, error) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) != 2 || f[1] != "kB" {
+			return 0, fmt.Errorf("VmRSS line %q: want \"<n> kB\"", sc.Text())
+		}
+		kb, err := strconv.ParseUint(f[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("VmRSS line %q: %w", sc.Text(), err)
+		}
+		return kb * 1024, nil
+	}
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("read status: %w", err)
+	}
+	return 0, fmt.Errorf("no VmRSS line")
+}
+
+// processRSS is this process's resident set size (0 with an error off Linux).
+func processRSS() (uint64, error) {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0, fmt.Errorf("rss: %w", err)
+	}
+	defer f.Close()
+	return parseVmRSS(f)
+}
+
+// stallTracker keeps the longest single blocking of the FSM goroutine while a snapshot
+// is in progress, the way raft sees it: raft's FSM goroutine runs FSM.Snapshot itself
+// (so the whole call blocks every Apply behind it) and then Persist runs on another
+// goroutine while Apply continues (so each Apply during Persist counts on its own).
+// It is safe for concurrent use.
+type stallTracker struct {
+	mu     sync.Mutex
+	active bool
+	max    time.Duration
+	what   string
+	n      int
+}
+
+// start opens a window; observations outside a window are ignored.
+func (s *stallTracker) start() {
+	s.mu.Lock()
+	s.active, s.max, s.what, s.n = true, 0, "", 0
+	s.mu.Unlock()
+}
+
+// observe records one blocking of the FSM goroutine of duration d, by what.
+func (s *stallTracker) observe(what string, d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.active {
+		return
+	}
+	s.n++
+	if d > s.max {
+		s.max, s.what = d, what
+	}
+}
+
+// stop closes the window and returns the longest stall, what caused it and how many
+// observations the window had.
+func (s *stallTracker) stop() (max time.Duration, what string, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.active = false
+	return s.max, s.what, s.n
+}
+
+// Issue 11's targets.
+const (
+	targetHeapGrowth    = 64 << 20 // bytes, end vs 100 k
+	targetApplyRate     = 20000    // entries/s
+	targetMaxStall      = 50 * time.Millisecond
+	targetRestore       = 60 * time.Second
+	targetHeapReference = 100000 // lifecycles at which the heap reference is taken
+	targetLifecycles    = 1000000
+)
+
+// Target is one of issue 11's targets judged against the figures.
+type Target struct {
+	Name   string `json:"name"`
+	Want   string `json:"want"`
+	Got    string `json:"got"`
+	Met    bool   `json:"met"`
+	Judged bool   `json:"judged"` // false: too few figures to judge
+	Note   string `json:"note,omitempty"`
+}
+
+// Verdict is "met", "NOT MET" or "not judged".
+func (t Target) Verdict() string {
+	switch {
+	case !t.Judged:
+		return "not judged"
+	case t.Met:
+		return "met"
+	default:
+		return "NOT MET"
+	}
+}
+
+// judge compares the steps with issue 11's targets.
+func judge(steps []Step) []Target {
+	var out []Target
+	mib := func(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+	scale := ""
+	if len(steps) > 0 && steps[len(steps)-1].Lifecycles < targetLifecycles {
+		scale = fmt.Sprintf("measured at %d lifecycles; the target is at %d", steps[len(steps)-1].Lifecycles, targetLifecycles)
+	}
+
+	heap := Target{Name: "heap growth", Want: fmt.Sprintf("end within %s of heap at %d lifecycles", mib(targetHeapGrowth), targetHeapReference)}
+	if len(steps) >= 2 {
+		ref := steps[0]
+		for _, s := range steps[:len(steps)-1] {
+			if s.Lifecycles == targetHeapReference {
+				ref = s
+			}
+		}
+		last := steps[len(steps)-1]
+		if ref.Lifecycles != targetHeapReference {
+			heap.Want = fmt.Sprintf("end within %s of heap at the first step (%d lifecycles; the issue says %d)", mib(targetHeapGrowth), ref.Lifecycles, targetHeapReference)
+		}
+		growth := int64(last.HeapInUse) - int64(ref.HeapInUse)
+		heap.Got = fmt.Sprintf("%+.1f MiB (%s at %d → %s at %d)", float64(growth)/(1<<20), mib(ref.HeapInUse), ref.Lifecycles, mib(last.HeapInUse), last.Lifecycles)
+		heap.Judged, heap.Met, heap.Note = true, growth <= targetHeapGrowth, scale
+	} else {
+		heap.Got, heap.Note = "-", "needs at least two steps"
+	}
+	out = append(out, heap)
+
+	rate := Target{Name: "apply throughput", Want: fmt.Sprintf(">= %d entries/s at every step", targetApplyRate)}
+	if len(steps) > 0 {
+		worst := steps[0]
+		for _, s := range steps {
+			if s.ApplyPerSec < worst.ApplyPerSec {
+				worst = s
+			}
+		}
+		rate.Got = fmt.Sprintf("worst %.0f entries/s (step ending at %d)", worst.ApplyPerSec, worst.Lifecycles)
+		rate.Judged, rate.Met = true, worst.ApplyPerSec >= targetApplyRate
+	}
+	out = append(out, rate)
+
+	stall := Target{Name: "apply stall during snapshot", Want: fmt.Sprintf("<= %v", targetMaxStall)}
+	if len(steps) > 0 {
+		worst := steps[0]
+		for _, s := range steps {
+			if s.MaxStall > worst.MaxStall {
+				worst = s
+			}
+		}
+		stall.Got = fmt.Sprintf("%v (%s, at %d)", worst.MaxStall.Round(time.Microsecond), worst.MaxStallCause, worst.Lifecycles)
+		stall.Judged, stall.Met = true, worst.MaxStall <= targetMaxStall
+	}
+	out = append(out, stall)
+
+	restore := Target{Name: "restore of the final state", Want: fmt.Sprintf("< %v", targetRestore)}
+	if len(steps) > 0 {
+		last := steps[len(steps)-1]
+		restore.Got = fmt.Sprintf("%v at %d lifecycles", last.RestoreTime.Round(time.Millisecond), last.Lifecycles)
+		restore.Judged, restore.Met, restore.Note = true, last.RestoreTime < targetRestore, scale
+	}
+	out = append(out, restore)
+	return out
+}
