@@ -1,0 +1,317 @@
+package statedb
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Snapshot stream format, version 1. All integers big-endian unless uvarint.
+//
+//	header   magic "CUSTOSDB" (8 bytes) | version uint32 (= 1)
+//	record*  uvarint(len key) (>= 1) | key | uvarint(len value) | value
+//	         records in strictly increasing key order
+//	end      uvarint(0)                     (an empty key cannot be stored)
+//	trailer  count uint64 | SHA-256 (32 bytes)
+//
+// The SHA-256 covers every byte before it (header, records, end marker and
+// count), so truncation, a flipped byte or a spliced stream is refused;
+// nothing may follow the digest. Readers refuse another magic or version
+// with ErrBadSnapshot or ErrSnapshotVersion.
+const (
+	snapshotMagic   = "CUSTOSDB"
+	snapshotVersion = 1
+	ioBufSize       = 256 << 10
+)
+
+// Snapshot is a consistent view of the state taken for raft (FSMSnapshot):
+// taking it is O(1), and WriteTo streams it without holding any lock that
+// blocks commits. Release it with Close.
+type Snapshot struct {
+	view *View
+}
+
+// Snapshot takes a consistent view to stream. Batches committed after it
+// returns are not in the stream.
+func (d *DB) Snapshot() (*Snapshot, error) {
+	v, err := d.View()
+	if err != nil {
+		return nil, err
+	}
+	return &Snapshot{view: v}, nil
+}
+
+// View returns the snapshot's view (for example to compute its ContentHash
+// while streaming it). It is closed with the Snapshot.
+func (s *Snapshot) View() *View { return s.view }
+
+// hashWriter writes to a buffered writer and a hash, counting bytes.
+type hashWriter struct {
+	w *bufio.Writer
+	h hash.Hash
+	n int64
+}
+
+func (hw *hashWriter) Write(p []byte) (int, error) {
+	hw.h.Write(p)
+	n, err := hw.w.Write(p)
+	hw.n += int64(n)
+	return n, err
+}
+
+// WriteTo streams every record of the snapshot to w in the format above and
+// returns the bytes written. Memory use is bounded by one buffer and one
+// record, whatever the state's size. It may be called more than once.
+func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
+	if s.view == nil || s.view.snap == nil {
+		return 0, fmt.Errorf("%w: snapshot", ErrClosed)
+	}
+	hw := &hashWriter{w: bufio.NewWriterSize(w, ioBufSize), h: sha256.New()}
+	var hdr [2 * binary.MaxVarintLen64]byte
+	hw.Write([]byte(snapshotMagic))
+	hw.Write(binary.BigEndian.AppendUint32(hdr[:0], snapshotVersion))
+	var count uint64
+	err := scan(s.view.snap, nil, nil, func(k, v []byte) error {
+		hw.Write(binary.AppendUvarint(hdr[:0], uint64(len(k))))
+		hw.Write(k)
+		hw.Write(binary.AppendUvarint(hdr[:0], uint64(len(v))))
+		_, err := hw.Write(v)
+		count++
+		return err // bufio's error is sticky: checking once per record is enough
+	})
+	if err != nil {
+		return hw.n, fmt.Errorf("statedb: stream snapshot: %w", err)
+	}
+	hw.Write(binary.AppendUvarint(hdr[:0], 0))
+	hw.Write(binary.BigEndian.AppendUint64(hdr[:0], count))
+	sum := hw.h.Sum(nil)
+	n, _ := hw.w.Write(sum)
+	hw.n += int64(n)
+	if err := hw.w.Flush(); err != nil {
+		return hw.n, fmt.Errorf("statedb: stream snapshot: %w", err)
+	}
+	return hw.n, nil
+}
+
+// Close releases the snapshot. Idempotent.
+func (s *Snapshot) Close() error {
+	if s.view == nil {
+		return nil
+	}
+	err := s.view.Close()
+	s.view = nil
+	return err
+}
+
+// hashReader reads through a buffer and hashes what it returns.
+// Varint bytes are hashed as read (not re-encoded), so a non-canonical
+// length encoding is refused by the digest like any other change.
+type hashReader struct {
+	r   *bufio.Reader
+	h   hash.Hash
+	one [1]byte
+}
+
+func (hr *hashReader) ReadByte() (byte, error) {
+	c, err := hr.r.ReadByte()
+	if err == nil {
+		hr.one[0] = c
+		hr.h.Write(hr.one[:])
+	}
+	return c, err
+}
+
+func (hr *hashReader) readFull(p []byte) error {
+	if _, err := io.ReadFull(hr.r, p); err != nil {
+		return err
+	}
+	hr.h.Write(p)
+	return nil
+}
+
+// truncated turns an end of stream into ErrBadSnapshot.
+func truncated(what string, err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: stream truncated in %s", ErrBadSnapshot, what)
+	}
+	return fmt.Errorf("statedb: read snapshot %s: %w", what, err)
+}
+
+// Restore replaces the whole state with the snapshot read from r (written by
+// Snapshot.WriteTo). It streams the records into a fresh generation directory
+// beside the live one, committing in batches of at most
+// Options.RestoreBatchBytes, verifies the trailer, makes the new generation
+// durable, and only then switches to it with an atomic rename. If anything
+// fails — a truncated, corrupted or foreign stream, a disk error, a crash —
+// the old state stays in place and in use. The DB stays usable: batches
+// opened before the switch fail with ErrStaleBatch; Views and Snapshots
+// opened before it keep reading the old state until closed.
+func (d *DB) Restore(r io.Reader) (err error) {
+	d.restoreMu.Lock()
+	defer d.restoreMu.Unlock()
+	old, err := d.acquire()
+	if err != nil {
+		return err
+	}
+	seq := old.seq + 1
+	if err := old.release(); err != nil {
+		return err
+	}
+	// A leftover of an earlier failed attempt with this number goes first.
+	if err := os.RemoveAll(filepath.Join(d.dir, genName(seq))); err != nil {
+		return fmt.Errorf("statedb: restore: clear %s: %w", genName(seq), err)
+	}
+	g, err := d.openGeneration(seq)
+	if err != nil {
+		return fmt.Errorf("statedb: restore: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			g.retired.Store(true)
+			_ = g.release()
+		}
+	}()
+	if err := fill(g.db, r, d.opts); err != nil {
+		return err
+	}
+	idx, _, err := readApplied(g.db)
+	if err != nil {
+		return fmt.Errorf("statedb: restore: %w", err)
+	}
+	g.applied.Store(idx)
+	if err := g.db.Flush(); err != nil {
+		return fmt.Errorf("statedb: restore: make the new state durable: %w", err)
+	}
+
+	d.mu.Lock()
+	if d.cur == nil {
+		d.mu.Unlock()
+		return ErrClosed
+	}
+	if err := d.writeActive(seq); err != nil {
+		d.mu.Unlock()
+		return fmt.Errorf("statedb: restore: %w", err)
+	}
+	prev := d.cur
+	d.cur = g
+	d.mu.Unlock()
+
+	// The switch is visible. Until the rename is durable a crash could bring
+	// back the previous generation, so its files are only removed once the
+	// directory is synced (otherwise at the next Open).
+	if serr := syncDir(d.dir); serr != nil {
+		d.log.Warn("could not sync the data directory after a restore; the previous state is kept until next open", "err", serr)
+	} else {
+		prev.retired.Store(true)
+	}
+	if err := prev.release(); err != nil {
+		d.log.Warn("closing the state replaced by a restore failed", "err", err)
+	}
+	d.log.Info("state restored from snapshot", "applied_index", idx)
+	return nil
+}
+
+// fill reads a snapshot stream from r into db, verifying it as it goes.
+func fill(db *pebble.DB, r io.Reader, opts Options) error {
+	hr := &hashReader{r: bufio.NewReaderSize(r, ioBufSize), h: sha256.New()}
+	head := make([]byte, len(snapshotMagic)+4)
+	if err := hr.readFull(head); err != nil {
+		return truncated("header", err)
+	}
+	if string(head[:len(snapshotMagic)]) != snapshotMagic {
+		return fmt.Errorf("%w: not a statedb snapshot (magic %q, want %q)", ErrBadSnapshot, head[:len(snapshotMagic)], snapshotMagic)
+	}
+	if v := binary.BigEndian.Uint32(head[len(snapshotMagic):]); v != snapshotVersion {
+		return fmt.Errorf("%w: format version %d, this build reads version %d", ErrSnapshotVersion, v, snapshotVersion)
+	}
+
+	var (
+		count      uint64
+		key, prevK []byte
+		val        []byte
+	)
+	b := db.NewBatch()
+	defer func() { _ = b.Close() }()
+	for {
+		kl, err := binary.ReadUvarint(hr)
+		if err != nil {
+			return truncated("record", err)
+		}
+		if kl == 0 {
+			break
+		}
+		if kl > maxKeySize {
+			return fmt.Errorf("%w: record %d: key length %d over %d", ErrBadSnapshot, count, kl, maxKeySize)
+		}
+		key = grow(key, int(kl))
+		if err := hr.readFull(key); err != nil {
+			return truncated("record", err)
+		}
+		if count > 0 && bytes.Compare(prevK, key) >= 0 {
+			return fmt.Errorf("%w: record %d out of key order", ErrBadSnapshot, count)
+		}
+		vl, err := binary.ReadUvarint(hr)
+		if err != nil {
+			return truncated("record", err)
+		}
+		if vl > uint64(opts.MaxValueSize) {
+			return fmt.Errorf("%w: record %d: value length %d over %d", ErrBadSnapshot, count, vl, opts.MaxValueSize)
+		}
+		val = grow(val, int(vl))
+		if err := hr.readFull(val); err != nil {
+			return truncated("record", err)
+		}
+		if err := b.Set(key, val, nil); err != nil {
+			return fmt.Errorf("statedb: restore: %w", err)
+		}
+		prevK = append(prevK[:0], key...)
+		count++
+		if b.Len() >= opts.RestoreBatchBytes {
+			if err := b.Commit(pebble.NoSync); err != nil {
+				return fmt.Errorf("statedb: restore: %w", err)
+			}
+			b.Reset() // reuse the batch's buffer: memory stays at one batch
+		}
+	}
+	var cnt [8]byte
+	if err := hr.readFull(cnt[:]); err != nil {
+		return truncated("trailer", err)
+	}
+	want := hr.h.Sum(nil)
+	var got [sha256.Size]byte
+	if _, err := io.ReadFull(hr.r, got[:]); err != nil {
+		return truncated("trailer", err)
+	}
+	if !bytes.Equal(got[:], want) {
+		return fmt.Errorf("%w: checksum mismatch (corrupted stream)", ErrBadSnapshot)
+	}
+	if n := binary.BigEndian.Uint64(cnt[:]); n != count {
+		return fmt.Errorf("%w: trailer counts %d records, stream held %d", ErrBadSnapshot, n, count)
+	}
+	if _, err := hr.r.ReadByte(); !errors.Is(err, io.EOF) {
+		if err == nil {
+			return fmt.Errorf("%w: data after the trailer", ErrBadSnapshot)
+		}
+		return fmt.Errorf("statedb: read snapshot trailer: %w", err)
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("statedb: restore: %w", err)
+	}
+	return nil
+}
+
+func grow(b []byte, n int) []byte {
+	if cap(b) < n {
+		return make([]byte, n)
+	}
+	return b[:n]
+}
