@@ -32,7 +32,7 @@ func chainOf(n int) []state.AuditEntry {
 		if i%3 == 0 {
 			e.Outcome, e.Code = "refused", "perm.denied"
 		}
-		e.Hash = e.ComputeHash()
+		e.Hash = state.AuditHash(&e)
 		prev = e.Hash
 		out = append(out, e)
 	}
@@ -63,8 +63,8 @@ func TestAuditEntryHashMatchesTheNode(t *testing.T) {
 			t.Fatalf("seq %d: recomputed %s, node wrote %s", e.Seq, got, e.Hash)
 		}
 		c, _ := auditchain.EntryCanonical(b)
-		if string(c) != string(e.Canonical()) {
-			t.Fatalf("canonical forms differ:\n%s\n%s", c, e.Canonical())
+		if string(c) != string(state.AuditCanonical(&e)) {
+			t.Fatalf("canonical forms differ:\n%s\n%s", c, state.AuditCanonical(&e))
 		}
 	}
 }
@@ -122,7 +122,7 @@ func TestAuditChain(t *testing.T) {
 		}, 3, "recomputed", 2},
 		{"rehashed but unlinked", func(es []state.AuditEntry, raw []json.RawMessage) []json.RawMessage {
 			es[2].Actor = "admin"
-			es[2].Hash = es[2].ComputeHash()
+			es[2].Hash = state.AuditHash(&es[2])
 			return rawOf(t, es)
 		}, 4, "does not match the hash", 3},
 		{"missing entry", func(_ []state.AuditEntry, raw []json.RawMessage) []json.RawMessage {
@@ -130,7 +130,7 @@ func TestAuditChain(t *testing.T) {
 		}, 3, "expected seq 3, found seq 4", 2},
 		{"bad genesis", func(es []state.AuditEntry, raw []json.RawMessage) []json.RawMessage {
 			es[0].PrevHash = strings.Repeat("1", 64)
-			es[0].Hash = es[0].ComputeHash()
+			es[0].Hash = state.AuditHash(&es[0])
 			return rawOf(t, es)
 		}, 1, "genesis", 0},
 		{"not json", func(_ []state.AuditEntry, raw []json.RawMessage) []json.RawMessage {
@@ -213,7 +213,7 @@ func (n *tamperingNode) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
 	last := n.es[len(n.es)-1]
 	e := state.AuditEntry{Seq: last.Seq + 1, Time: last.Time, Actor: "admin", Action: "audit.list", Outcome: "allowed", PrevHash: last.Hash}
-	e.Hash = e.ComputeHash()
+	e.Hash = state.AuditHash(&e)
 	n.es = append(n.es, e)
 	page := api.AuditList{Entries: []api.AuditEntry{}}
 	for _, e := range n.es {

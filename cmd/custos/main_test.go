@@ -174,7 +174,7 @@ func auditChain(n int) []state.AuditEntry {
 	for i := 1; i <= n; i++ {
 		e := state.AuditEntry{Seq: uint64(i), Time: "2026-01-02T03:04:05.000Z", Actor: "admin", Action: "users.create",
 			Object: "user:" + strconv.Itoa(i), Outcome: "allowed", PrevHash: prev}
-		e.Hash = e.ComputeHash()
+		e.Hash = state.AuditHash(&e)
 		prev = e.Hash
 		out = append(out, e)
 	}

@@ -6,50 +6,43 @@ import (
 	"strings"
 	"time"
 
+	"github.com/custos/custos/internal/api"
 	"github.com/custos/custos/internal/auditchain"
 )
 
-// AuditEntry is one link of the hash-chained audit log (API.md shape).
-type AuditEntry struct {
-	Seq      uint64 `json:"seq"`
-	Time     string `json:"time"`
-	Actor    string `json:"actor"`
-	Action   string `json:"action"`
-	Object   string `json:"object"`
-	Outcome  string `json:"outcome"`
-	Code     string `json:"code"`
-	PrevHash string `json:"prev_hash"`
-	Hash     string `json:"hash"`
-}
+// AuditEntry is one link of the hash-chained audit log: the wire API's type
+// (internal/api), stored as served, so that its hash covers exactly what GET /v1/audit
+// returns.
+type AuditEntry = api.AuditEntry
 
 // GenesisHash is the prev_hash of the first audit entry.
 const GenesisHash = auditchain.GenesisHash
 
-// Canonical returns the RFC 8785 canonical JSON of the entry without its hash field, the
+// AuditCanonical returns the RFC 8785 canonical JSON of the entry without its hash field, the
 // bytes its hash is SHA-256 of: auditchain's canonical form of the entry as encoding/json
 // writes it, which is what GET /v1/audit serves.
-func (e *AuditEntry) Canonical() []byte {
-	c, err := auditchain.EntryCanonical(e.apiJSON())
+func AuditCanonical(e *AuditEntry) []byte {
+	c, err := auditchain.EntryCanonical(auditJSON(e))
 	if err != nil {
-		panic(err) // see apiJSON
+		panic(err) // see auditJSON
 	}
 	return c
 }
 
-// ComputeHash returns the entry's hash: SHA-256 (hex) of its canonical form, computed by
+// AuditHash returns the entry's hash: SHA-256 (hex) of its canonical form, computed by
 // auditchain exactly as admin.AuditEntryHash recomputes it from the served entry.
-func (e *AuditEntry) ComputeHash() string {
-	h, err := auditchain.EntryHash(e.apiJSON())
+func AuditHash(e *AuditEntry) string {
+	h, err := auditchain.EntryHash(auditJSON(e))
 	if err != nil {
-		panic(err) // see apiJSON
+		panic(err) // see auditJSON
 	}
 	return h
 }
 
-// apiJSON is the entry as the API serves it. auditchain refuses only what encoding/json never
+// auditJSON is the entry as the API serves it. auditchain refuses only what encoding/json never
 // writes for this struct (bad syntax, invalid UTF-8 — written as \ufffd —, unpaired
 // surrogates, repeated names, deep nesting, numbers past float64), so hashing it cannot fail.
-func (e *AuditEntry) apiJSON() []byte {
+func auditJSON(e *AuditEntry) []byte {
 	b, err := json.Marshal(e)
 	if err != nil {
 		panic(fmt.Sprintf("state: audit entry %d: %v", e.Seq, err))
@@ -63,7 +56,7 @@ func (e *AuditEntry) apiJSON() []byte {
 func VerifyChain(prev string, entries []AuditEntry) int {
 	for i := range entries {
 		e := &entries[i]
-		if e.PrevHash != prev || e.ComputeHash() != e.Hash {
+		if e.PrevHash != prev || AuditHash(e) != e.Hash {
 			return i
 		}
 		prev = e.Hash
@@ -90,7 +83,7 @@ func (a *applier) audit(actor, action, object, outcome, code string) {
 		Code:     validUTF8(code),
 		PrevHash: prev,
 	}
-	e.Hash = e.ComputeHash()
+	e.Hash = AuditHash(&e)
 	a.d.Audit = append(a.d.Audit, e)
 }
 

@@ -340,7 +340,7 @@ func TestSnapshotRestoreAndAuditChain(t *testing.T) {
 func TestCanonicalJSON(t *testing.T) {
 	e := AuditEntry{Seq: 7, Time: "2026-11-21T15:04:05.000Z", Actor: "user:1", Action: "a\"b\\c\n\u0001<>&é", Object: "o", Outcome: "allowed", PrevHash: GenesisHash}
 	want := `{"action":"a\"b\\c\n\u0001<>&é","actor":"user:1","code":"","object":"o","outcome":"allowed","prev_hash":"` + GenesisHash + `","seq":7,"time":"2026-11-21T15:04:05.000Z"}`
-	if got := string(e.Canonical()); got != want {
+	if got := string(AuditCanonical(&e)); got != want {
 		t.Fatalf("canonical:\n got %s\nwant %s", got, want)
 	}
 }
