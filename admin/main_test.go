@@ -4,7 +4,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -18,16 +17,7 @@ import (
 // Tests of key-pair mode start their own.
 var shared nodetest.Shared
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if err := shared.Close(); err != nil {
-		fmt.Fprintln(os.Stderr, "stopping the shared cluster:", err)
-		if code == 0 {
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(shared.Main(m)) }
 
 // hmacAdmin is the admin of the shared cluster on node i.
 func hmacAdmin(t *testing.T, i int, opts ...Option) (*Admin, *nodetest.Cluster) {

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"net/http"
 	"os"
 	"sync"
@@ -30,16 +29,7 @@ var shared = nodetest.Shared{Options: nodetest.Options{
 // sharedECDSA is the package's one secp256k1 key, made by the first test that needs it.
 var sharedECDSA ecdsaFixture
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if err := shared.Close(); err != nil {
-		fmt.Fprintln(os.Stderr, "stopping the shared cluster:", err)
-		if code == 0 {
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(shared.Main(m)) }
 
 func testCluster(t *testing.T) *nodetest.Cluster {
 	t.Helper()

@@ -427,6 +427,19 @@ func (s *Shared) Close() error {
 	return s.c.Close()
 }
 
+// Main runs a test package's tests and then stops the shared cluster, for TestMain:
+// os.Exit(shared.Main(m)). A failure to stop turns a passing run into a failing one.
+func (s *Shared) Main(m *testing.M) int {
+	code := m.Run()
+	if err := s.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, "stopping the shared cluster:", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	return code
+}
+
 // fixturesDir returns dir, or the repository's test/fixtures/preparams: found next to
 // this source file, else above the working directory.
 func fixturesDir(dir string) (string, error) {
