@@ -136,6 +136,8 @@ type (
 	// AuditEntry is one hash-chained audit entry. Time is kept as the node wrote it,
 	// since the hash covers the entry's exact JSON (RFC 8785).
 	AuditEntry = api.AuditEntry
+	// Retention is the cluster's retention settings (GET/PUT /v1/admin/retention).
+	Retention = api.Retention
 )
 
 // GenUserToken issues a user token offline (no call to a node): Sigpair's
@@ -230,6 +232,27 @@ func (a *Admin) SetPermissions(ctx context.Context, id uint64, perms []string) e
 // admin.public_key keeps naming the cluster's first key.
 func (a *Admin) RotateAdminKey(ctx context.Context, newPublicKeyHex string) error {
 	return a.c.Do(ctx, http.MethodPut, "/v1/admin/admin-key", api.AdminKey{PublicKey: newPublicKeyHex}, nil)
+}
+
+// Retention returns how long the cluster keeps what it prunes (GET /v1/admin/retention).
+func (a *Admin) Retention(ctx context.Context) (*Retention, error) {
+	var out Retention
+	if err := a.c.Do(ctx, http.MethodGet, "/v1/admin/retention", nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// SetRetention replaces the writable retention settings that r gives (non-zero
+// FinishedRequestsS, DeadAccessKeysS; seconds) for the whole cluster, from the entry on,
+// and returns the settings now in force (PUT /v1/admin/retention).
+func (a *Admin) SetRetention(ctx context.Context, r Retention) (*Retention, error) {
+	body := Retention{FinishedRequestsS: r.FinishedRequestsS, DeadAccessKeysS: r.DeadAccessKeysS}
+	var out Retention
+	if err := a.c.Do(ctx, http.MethodPut, "/v1/admin/retention", body, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }
 
 // Cluster returns GET /v1/cluster.

@@ -140,6 +140,17 @@ func exercise(t *testing.T, a *Admin, cl *nodetest.Cluster) {
 	}
 	wantAPIError(t, a.SetPermissions(ctx, alice, []string{"keys:everything"}), api.CodeRequestMalformed)
 
+	ret, err := a.Retention(ctx)
+	if err != nil || ret.FinishedRequestsS != 86400 || ret.NoncesS != 900 || ret.SessionNoncesS != 2*86400 {
+		t.Fatalf("Retention: %+v %v", ret, err)
+	}
+	ret, err = a.SetRetention(ctx, Retention{FinishedRequestsS: 2 * 86400})
+	if err != nil || ret.FinishedRequestsS != 2*86400 || ret.DeadAccessKeysS != 30*86400 || ret.SessionNoncesS != 4*86400 {
+		t.Fatalf("SetRetention: %+v %v", ret, err)
+	}
+	_, err = a.SetRetention(ctx, Retention{FinishedRequestsS: 60})
+	wantAPIError(t, err, api.CodeRequestMalformed)
+
 	c, err := a.Cluster(ctx)
 	if err != nil || c.Name != cl.Name() || c.Parties != cl.N() || len(c.Members) != cl.N() || c.Leader == "" {
 		t.Fatalf("Cluster: %+v %v", c, err)

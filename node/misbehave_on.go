@@ -16,6 +16,7 @@ import (
 
 	"github.com/custos/custos/internal/authn"
 	"github.com/custos/custos/internal/state"
+	"github.com/custos/custos/internal/statedb"
 )
 
 // misbehaveHook plays a compromised leader in test builds only (CUSTOS_TEST_MISBEHAVE):
@@ -201,10 +202,26 @@ func (f forgingFSM) Snapshot() (raft.FSMSnapshot, error) {
 	if err := s.Persist(&buf); err != nil {
 		return nil, err
 	}
-	forged := bytes.ReplaceAll(buf.Bytes(), []byte(`"status":"disabled","permissions":["keys:read"]`),
-		[]byte(`"status":"active","permissions":["keys:create","keys:read","keys:sign","keys:delete","access:manage"]`))
-	f.n.log.Warn("TEST HOOK: compromised leader forged its snapshot", "changed", !bytes.Equal(forged, buf.Bytes()))
-	return forgedSnapshot(forged), nil
+	s.Release()
+	// The attacker rewrites the records and re-encodes a well-formed stream (its
+	// checksum detects corruption, not forgery).
+	recs, err := statedb.ReadRecords(bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		return nil, err
+	}
+	changed := false
+	for i, r := range recs {
+		v := bytes.ReplaceAll(r.Value, []byte(`"status":"disabled","permissions":["keys:read"]`),
+			[]byte(`"status":"active","permissions":["keys:create","keys:read","keys:sign","keys:delete","access:manage"]`))
+		changed = changed || !bytes.Equal(v, r.Value)
+		recs[i].Value = v
+	}
+	var forged bytes.Buffer
+	if _, err := statedb.WriteRecords(&forged, recs); err != nil {
+		return nil, err
+	}
+	f.n.log.Warn("TEST HOOK: compromised leader forged its snapshot", "changed", changed)
+	return forgedSnapshot(forged.Bytes()), nil
 }
 
 type forgeSink struct{ bytes.Buffer }

@@ -185,6 +185,9 @@ func (n *Node) now() time.Time { return time.Now().Add(n.clockOffset) }
 
 func keystoreDir(cfg *config.Config) string { return cfg.DataDir + "/keystore" }
 
+// stateDir is the replicated state's own database (never the keystore's).
+func stateDir(cfg *config.Config) string { return cfg.DataDir + "/state" }
+
 func loadMasterKey(cfg *config.Config) ([]byte, error) {
 	if cfg.MasterKey.File != "" {
 		k, err := keystore.MasterKeyFromFile(cfg.MasterKey.File)
@@ -306,7 +309,9 @@ func (n *Node) Start(ctx context.Context) error {
 	})
 	host.SetFrameHandler(n.onFrame)
 
-	n.fsm = state.NewFSM(ceremony.SignatureVerifier{}, n.authn, n.onEvent)
+	if n.fsm, err = state.Open(state.Config{Dir: stateDir(n.cfg), Verifier: ceremony.SignatureVerifier{}, Authn: n.authn, OnEvent: n.onEvent, Logger: n.log}); err != nil {
+		return err
+	}
 	n.vouch = vouch.New(vouch.Config{NodeID: n.cfg.NodeID, Logger: n.log, State: n.fsm, Store: n.ks, Registerer: n.met.reg})
 	n.fsm.OnSnapshot(n.vouch.OnSnapshot)
 	n.fsm.OnRestore(n.vouch.OnRestore)
@@ -464,7 +469,8 @@ func (n *Node) goBG(f func(ctx context.Context)) {
 }
 
 // Stop shuts the node down in the reverse order of Start: API first, then ceremonies,
-// the leader's loop, vouching, the pool, raft, the node's loops, p2p and the keystore.
+// the leader's loop, vouching, the pool, raft, the node's loops, the state database, p2p
+// and the keystore.
 func (n *Node) Stop(ctx context.Context) error {
 	var errs []error
 	if n.http != nil {
@@ -499,6 +505,11 @@ func (n *Node) Stop(ctx context.Context) error {
 		}
 	}
 	n.bg.Wait()
+	if n.fsm != nil {
+		if err := n.fsm.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if n.host != nil {
 		_ = n.host.Close()
 	}

@@ -43,8 +43,19 @@ const usage = `custos — command-line tool for a custos threshold-signing clust
   custos admin rotate-key --public-key HEX       key-pair mode: replace the admin public key (signed
                                                  with the current one); use the new private key after
   custos admin audit [--after N] [--limit N]
-  custos audit verify [--page-size N]            read the whole audit log and recompute every hash and
-                                                 link; exits non-zero at the first broken link
+  custos admin retention [--finished-requests DUR] [--dead-access-keys DUR]
+                                                 show (no flags) or set how long the cluster keeps
+                                                 finished requests and dead access keys (replicated)
+  custos audit verify [--archive FILE ...] [--page-size N]
+                                                 read the whole audit log and recompute every hash and
+                                                 link; on a pruned log, from the pruned anchor, and with
+                                                 --archive (every archive, oldest first) the archives
+                                                 too, tied to the log; exits non-zero at the first break
+  custos audit export --before SEQ --out FILE [--page-size N]
+                                                 write the entries before SEQ, verified, to a new archive
+                                                 FILE (JSON Lines, mode 0600, never overwritten)
+  custos audit prune --archive FILE              verify FILE and drop the entries it holds from the
+                                                 nodes (keep FILE: it is then their only copy)
 
   custos keys new-identity --out FILE            create a user's Ed25519 request-signing key
   custos keys create --curve secp256k1|ed25519 [--threshold K] [--label L]
@@ -350,7 +361,7 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 
 func cmdAdmin(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: custos admin keygen|create-user|token|users|user|disable|enable|revoke-tokens|set-permissions|rotate-key|audit")
+		return errors.New("usage: custos admin keygen|create-user|token|users|user|disable|enable|revoke-tokens|set-permissions|rotate-key|audit|retention")
 	}
 	sub := args[0]
 	fs := flag.NewFlagSet("admin "+sub, flag.ContinueOnError)
@@ -364,6 +375,8 @@ func cmdAdmin(args []string, stdout io.Writer) error {
 	after := fs.Uint64("after", 0, "audit: entries after this seq")
 	limit := fs.Int("limit", 100, "audit: at most this many entries")
 	out := fs.String("out", "", "keygen: file to write the admin's private key to (mode 0600)")
+	keepRequests := fs.Duration("finished-requests", 0, "retention: keep finished requests this long (e.g. 48h; 1h to 366 days)")
+	keepAccessKeys := fs.Duration("dead-access-keys", 0, "retention: keep revoked or expired access keys this long (e.g. 720h; 24h to 10 years)")
 	pos, err := parse(fs, args[1:])
 	if err != nil {
 		return err
@@ -466,6 +479,24 @@ func cmdAdmin(args []string, stdout io.Writer) error {
 			return err
 		}
 		return printJSON(stdout, es)
+	case "retention":
+		if *keepRequests == 0 && *keepAccessKeys == 0 {
+			r, err := a.Retention(cx)
+			if err != nil {
+				return err
+			}
+			return printJSON(stdout, r)
+		}
+		for _, d := range []time.Duration{*keepRequests, *keepAccessKeys} {
+			if d < 0 || d%time.Second != 0 {
+				return errors.New("admin retention: durations must be positive whole seconds (e.g. 48h)")
+			}
+		}
+		r, err := a.SetRetention(cx, admin.Retention{FinishedRequestsS: int64(*keepRequests / time.Second), DeadAccessKeysS: int64(*keepAccessKeys / time.Second)})
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, r)
 	}
 	return fmt.Errorf("unknown admin command %q", sub)
 }

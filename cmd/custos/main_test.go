@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/custos/custos/internal/api"
 	"github.com/custos/custos/internal/auth"
 	"github.com/custos/custos/internal/state"
 )
@@ -32,6 +33,9 @@ type fakeNode struct {
 	bodies   []string
 	audit    []state.AuditEntry
 	tamper   uint64
+	// pruned is the audit log's pruned anchor, set by POST /v1/admin/audit/prune (nil
+	// before any prune).
+	pruned *api.AuditAnchor
 }
 
 func (f *fakeNode) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -94,7 +98,13 @@ func (f *fakeNode) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				page = append(page, e)
 			}
 		}
-		_ = json.NewEncoder(w).Encode(map[string]any{"entries": page})
+		out := map[string]any{"entries": page}
+		if f.pruned != nil {
+			out["pruned"] = f.pruned
+		}
+		_ = json.NewEncoder(w).Encode(out)
+	case r.Method == "POST" && r.URL.Path == "/v1/admin/audit/prune":
+		f.prune(w, body)
 	case r.Method == "POST" && r.URL.Path == "/v1/access-keys":
 		w.WriteHeader(201)
 		_, _ = w.Write([]byte(`{"id":"ak_0123","label":"bot","scheme":"ed25519","public_key":"aa","permissions":["keys:read"],"key_ids":[],"expires_at":null,"created_at":"2026-01-02T03:04:05Z","revoked_at":null}`))

@@ -293,10 +293,18 @@ type (
 		Entries []AccessLogEntry `json:"entries"`
 		Next    string           `json:"next,omitempty"`
 	}
-	// AuditList is GET /v1/audit.
+	// AuditList is GET /v1/audit. Pruned, when the log was pruned, is the last pruned
+	// entry's seq and hash: the first entry served links to it.
 	AuditList struct {
 		Entries []AuditEntry `json:"entries"`
 		Next    string       `json:"next,omitempty"`
+		Pruned  *AuditAnchor `json:"pruned,omitempty"`
+	}
+
+	// AuditAnchor is a point of the audit chain: an entry's seq and hash.
+	AuditAnchor struct {
+		Seq      uint64 `json:"seq"`
+		HeadHash string `json:"head_hash"`
 	}
 )
 
@@ -330,6 +338,32 @@ type Health struct {
 // (64 hex characters), the new one in the body, the cluster's current one in the answer.
 type AdminKey struct {
 	PublicKey string `json:"public_key"`
+}
+
+// Retention is GET and PUT /v1/admin/retention: how long the cluster keeps what it
+// prunes, in seconds. PUT sets the writable ones (omitted or 0: unchanged); the others
+// follow from them or from the protocol and are answered for information.
+type Retention struct {
+	// FinishedRequestsS is how long a request is kept after it settled (signed,
+	// failed, …), with its idempotency key. Writable.
+	FinishedRequestsS int64 `json:"finished_requests_s"`
+	// DeadAccessKeysS is how long a revoked or expired access key and its log are kept.
+	// Writable.
+	DeadAccessKeysS int64 `json:"dead_access_keys_s"`
+	// NoncesS is the replay window (the signature window with its margin); fixed.
+	NoncesS int64 `json:"nonces_s"`
+	// SessionNoncesS is twice FinishedRequestsS; ProposalResultsS is fixed.
+	SessionNoncesS   int64 `json:"session_nonces_s"`
+	ProposalResultsS int64 `json:"proposal_results_s"`
+	// Audit is "forever": entries go only when the admin prunes an exported range.
+	Audit string `json:"audit"`
+}
+
+// AuditPruneBody is POST /v1/admin/audit/prune: drop the entries before Before, whose
+// last (seq Before−1) has hash HeadHash — the head of the range the admin exported.
+type AuditPruneBody struct {
+	Before   uint64 `json:"before"`
+	HeadHash string `json:"head_hash"`
 }
 
 // Request bodies, as the nodes decode them (strictly: unknown fields are refused).

@@ -303,7 +303,8 @@ func (s *Server) hAudit(x *exchange) *apiError {
 	if bad != "" {
 		return errf(api.CodeRequestMalformed, "%s", bad)
 	}
-	entries, more := s.st.Audit(after, limit)
+	page := s.st.AuditPage(after, limit)
+	entries, more := page.Entries, page.More
 	out := api.AuditList{Entries: make([]api.AuditEntry, 0, len(entries))}
 	for _, e := range entries {
 		// The entry exactly as the state holds it: its hash covers these fields.
@@ -313,7 +314,30 @@ func (s *Server) hAudit(x *exchange) *apiError {
 	if more && len(entries) > 0 {
 		out.Next = strconv.FormatUint(entries[len(entries)-1].Seq, 10)
 	}
+	if page.PrunedSeq != 0 {
+		out.Pruned = &api.AuditAnchor{Seq: page.PrunedSeq, HeadHash: page.PrunedHash}
+	}
 	x.json(http.StatusOK, out)
+	return nil
+}
+
+// hAuditPrune drops the audit entries the admin exported (POST /v1/admin/audit/prune).
+func (s *Server) hAuditPrune(x *exchange) *apiError {
+	if _, err := s.commit(x); err != nil {
+		return err
+	}
+	seq, hash := s.st.AuditPruned()
+	x.json(http.StatusOK, api.AuditAnchor{Seq: seq, HeadHash: hash})
+	return nil
+}
+
+// hRetention answers and sets the cluster's retention settings (GET and PUT
+// /v1/admin/retention).
+func (s *Server) hRetention(x *exchange) *apiError {
+	if _, err := s.commit(x); err != nil {
+		return err
+	}
+	x.json(http.StatusOK, s.st.Retention())
 	return nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/custos/custos/internal/authn"
 	"github.com/custos/custos/internal/config"
 	"github.com/custos/custos/internal/state"
+	"github.com/custos/custos/internal/state/statetest"
 )
 
 // TestErrorAnswers: an error answer takes its status and title from internal/api's table
@@ -80,7 +81,7 @@ func bareConfig(t *testing.T, cfg *config.Config) Config {
 		t.Fatal(err)
 	}
 	return Config{
-		Config: cfg, State: state.NewFSM(testVerifier{}, an, nil), Authn: an, Proposer: noProposer{},
+		Config: cfg, State: statetest.Open(t, testVerifier{}, an, nil), Authn: an, Proposer: noProposer{},
 		Registry: prometheus.NewRegistry(), IsLeader: func() bool { return false }, Leader: func() string { return "" },
 		Live: func(string) bool { return false }, NotReady: func() []string { return nil },
 		SessionID: func(*state.Request, *state.Key) string { return "" },

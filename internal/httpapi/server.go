@@ -33,7 +33,9 @@ type State interface {
 	Key(id string) *state.Key
 	KeysIn(owner uint64, only []string, after string, limit int) []*state.Key
 	Request(id string) *state.Request
-	Audit(after uint64, limit int) ([]state.AuditEntry, bool)
+	AuditPage(after uint64, limit int) state.AuditPage
+	AuditPruned() (seq uint64, hash string)
+	Retention() api.Retention
 	AdminKeys() (genesis, current []byte)
 	AccessKey(id string) *state.AccessKey
 	AccessKeysOf(grantor uint64, after string, limit int) []*state.AccessKey
@@ -226,6 +228,9 @@ func (s *Server) apiRoutes() []route {
 		{"POST /v1/keys/{key_id}/sign", state.OpKeySign, s.hKeySign},
 		{"GET /v1/requests/{request_id}", state.OpRequestGet, s.hRequestGet},
 		{"GET /v1/audit", state.OpAuditList, s.hAudit},
+		{"POST /v1/admin/audit/prune", state.OpAuditPrune, s.hAuditPrune},
+		{"GET /v1/admin/retention", state.OpRetentionGet, s.hRetention},
+		{"PUT /v1/admin/retention", state.OpRetentionSet, s.hRetention},
 		{"POST /v1/access-keys", state.OpAccessCreate, s.hAccessCreate},
 		{"GET /v1/access-keys", state.OpAccessList, s.hAccessList},
 		{"DELETE /v1/access-keys/{id}", state.OpAccessRevoke, s.hAccessRevoke},

@@ -45,6 +45,8 @@ type FSM interface {
 	WaitApplied(ctx context.Context, index uint64) error
 	// LastStamp is the stamp of the last applied entry (stamps never decrease).
 	LastStamp() int64
+	// AppliedIndex is the last index the state holds (durably, in its own database).
+	AppliedIndex() uint64
 }
 
 // Scheduler fills in, on the leader and at stamping time, what only the leader chooses
@@ -207,8 +209,32 @@ func (n *Node) NotReady() []string {
 	var reasons []string
 	if n.Leader() == "" {
 		reasons = append(reasons, "no raft leader")
+	} else if r := n.catchingUp(); r != "" {
+		reasons = append(reasons, r)
 	}
 	return append(reasons, n.clockNotReady()...)
+}
+
+// catchUpSlack is how far this node's applied index may trail the commit index it knows
+// and still be ready: a batch or two in flight under load, not a restart's backlog.
+const catchUpSlack = 256
+
+// catchingUp says why this node is behind the cluster, or "". Its state survives a
+// restart, so knowing a leader is not enough: until an append from the leader passed
+// raft's consistency check (or a snapshot it sent was installed and the log after it
+// arrived) the node does not know the commit index, and its state may be far behind.
+func (n *Node) catchingUp() string {
+	if n.raft == nil {
+		return ""
+	}
+	commit, applied := n.raft.CommitIndex(), n.fsm.AppliedIndex()
+	switch {
+	case commit == 0:
+		return "catching up: waiting for the leader's log"
+	case applied+catchUpSlack < commit:
+		return fmt.Sprintf("catching up: applied %d of %d committed entries", applied, commit)
+	}
+	return ""
 }
 
 // role is the phase metrics' role label.

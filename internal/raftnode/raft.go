@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -82,6 +83,17 @@ func (n *Node) open() error {
 		n.log.Warn("INSECURE: raft snapshots and log compaction set for tests", "threshold", rc.SnapshotThreshold, "trailing", rc.TrailingLogs)
 	}
 
+	// The state is in its own database, which holds a prefix of the log: raft must not
+	// restore its newest snapshot over it at every start, only replay the log after it
+	// (the FSM skips what it already holds).
+	rc.NoSnapshotRestoreOnStart = true
+	if err := checkStateNotAhead(w, snaps, n.fsm.AppliedIndex()); err != nil {
+		return err
+	}
+	if err := restoreIfBehind(snaps, n.raftFSM, n.fsm.AppliedIndex(), n.log); err != nil {
+		return err
+	}
+
 	has, err := raft.HasExistingState(w, w, snaps)
 	if err != nil {
 		return fmt.Errorf("raft state: %w", err)
@@ -100,6 +112,53 @@ func (n *Node) open() error {
 		if err := r.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 			return fmt.Errorf("raft bootstrap: %w", err)
 		}
+	}
+	return nil
+}
+
+// checkStateNotAhead refuses a state database that holds entries the raft log and
+// snapshots do not (raft fsyncs every entry before it is applied, so this only happens
+// when the raft directory was replaced): raft would hand the FSM those indices again for
+// other entries, and the FSM would skip them as already applied.
+func checkStateNotAhead(logs raft.LogStore, snaps raft.SnapshotStore, applied uint64) error {
+	last, err := logs.LastIndex()
+	if err != nil {
+		return fmt.Errorf("raft log: %w", err)
+	}
+	list, err := snaps.List()
+	if err != nil {
+		return fmt.Errorf("raft snapshots: %w", err)
+	}
+	if len(list) > 0 {
+		last = max(last, list[0].Index)
+	}
+	if applied > last {
+		return fmt.Errorf("the state database holds entries up to index %d but the raft log and snapshots end at %d: the raft directory was replaced without the state directory; to resynchronise this node from the cluster, move both %s and %s aside", applied, last, "raft/", "state/")
+	}
+	return nil
+}
+
+// restoreIfBehind restores the newest raft snapshot into the FSM when the state database
+// is behind it: a database that does not exist yet (the first start of this binary on a
+// data directory an earlier one wrote: its JSON snapshot is converted, then the log after
+// it replays) or one that lost its unsynced tail in a power failure after raft had
+// compacted the log past it.
+func restoreIfBehind(snaps raft.SnapshotStore, fsm raft.FSM, applied uint64, log *slog.Logger) error {
+	list, err := snaps.List()
+	if err != nil {
+		return fmt.Errorf("raft snapshots: %w", err)
+	}
+	if len(list) == 0 || list[0].Index <= applied {
+		return nil
+	}
+	newest := list[0]
+	log.Info("state database is behind the newest raft snapshot: restoring it", "applied_index", applied, "snapshot_index", newest.Index, "snapshot_bytes", newest.Size)
+	_, rc, err := snaps.Open(newest.ID)
+	if err != nil {
+		return fmt.Errorf("raft snapshot %s: %w", newest.ID, err)
+	}
+	if err := fsm.Restore(rc); err != nil {
+		return fmt.Errorf("restore raft snapshot %s (index %d): %w", newest.ID, newest.Index, err)
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/custos/custos/internal/config"
 	"github.com/custos/custos/internal/p2p"
 	"github.com/custos/custos/internal/state"
+	"github.com/custos/custos/internal/state/statetest"
 )
 
 // noScheduler schedules nothing: these tests propose no client request.
@@ -71,7 +72,7 @@ func startMembers(t *testing.T, n int) []*member {
 		}
 		pms = append(pms, pm)
 		cms = append(cms, config.Member{ID: id, PeerID: pid.String(), P2PAddrs: addrs})
-		ms[i] = &member{id: id, host: h, fsm: state.NewFSM(noSignatures{}, an, nil)}
+		ms[i] = &member{id: id, host: h, fsm: statetest.Open(t, noSignatures{}, an, nil)}
 		defer func() {
 			cfg := &config.Config{NodeID: id, DataDir: t.TempDir()}
 			cfg.Cluster.Members = cms

@@ -26,7 +26,7 @@ func (a *applier) accessOp(c *Call, u *User) Result {
 	switch c.Op {
 	case OpAccessLog:
 		// The grantor only; no permission beyond being the grantor.
-		if ak := a.d.AccessKeys[c.AccessKeyID]; ak == nil || ak.Grantor != u.ID {
+		if ak := a.accessKey(c.AccessKeyID); ak == nil || ak.Grantor != u.ID {
 			return refuse("access_key.not_found", "no such access key")
 		}
 		return Result{AccessKeyID: c.AccessKeyID}
@@ -38,13 +38,11 @@ func (a *applier) accessOp(c *Call, u *User) Result {
 	case OpAccessList:
 		return Result{}
 	case OpAccessRevoke:
-		ak := a.d.AccessKeys[c.AccessKeyID]
+		ak := a.accessKey(c.AccessKeyID)
 		if ak == nil || ak.Grantor != u.ID {
 			return refuse("access_key.not_found", "no such access key")
 		}
-		if ak.RevokedAt == 0 {
-			ak.RevokedAt = a.stamp
-		}
+		a.revokeAccessKey(ak)
 		return Result{AccessKeyID: ak.ID}
 	case OpAccessCreate:
 		return a.accessCreate(c, u)
@@ -70,7 +68,7 @@ func (a *applier) accessCreate(c *Call, u *User) Result {
 	// Objects: every key id must be a key the grantor owns (the list is bounded by the
 	// route's body limit; its length is a field value, judged below).
 	for _, id := range g.KeyIDs {
-		if k := a.d.Keys[id]; k == nil || k.Owner != u.ID {
+		if k := a.key(id); k == nil || k.Owner != u.ID {
 			return refuse("key.not_found", "key_ids names a key the grantor does not own")
 		}
 	}
@@ -80,9 +78,8 @@ func (a *applier) accessCreate(c *Call, u *User) Result {
 		return r
 	}
 	// State conflicts.
-	pubKey := f.Scheme + ":" + hex.EncodeToString(f.PublicKey)
-	if id, ok := a.d.AccessByPub[pubKey]; ok {
-		if old := a.d.AccessKeys[id]; old != nil && old.LiveAt(a.stamp) {
+	if id := accessKeyIDByPub(a.t, f.Scheme, f.PublicKey); id != "" {
+		if old := a.accessKey(id); old != nil && old.LiveAt(a.stamp) {
 			return refuse("request.conflict", "this public key already backs a live access key")
 		}
 	}
@@ -90,7 +87,7 @@ func (a *applier) accessCreate(c *Call, u *User) Result {
 	if s == nil || !validAccessKeyID(s.AccessKeyID) {
 		return refuse("cluster.unavailable", "access key not scheduled by the leader; retry")
 	}
-	if _, dup := a.d.AccessKeys[s.AccessKeyID]; dup {
+	if a.accessKey(s.AccessKeyID) != nil {
 		return refuse("cluster.unavailable", "access key id collision; retry")
 	}
 	if r := a.makeRoom(u.ID); !r.OK() {
@@ -104,11 +101,7 @@ func (a *applier) accessCreate(c *Call, u *User) Result {
 		sf := *c.Signed
 		ak.Grant = &sf
 	}
-	a.d.AccessKeys[ak.ID] = ak
-	a.d.AccessByPub[pubKey] = ak.ID
-	ids := append(a.d.AccessByGrantor[u.ID], ak.ID)
-	slices.Sort(ids)
-	a.d.AccessByGrantor[u.ID] = ids
+	a.addAccessKey(ak)
 	return Result{AccessKeyID: ak.ID}
 }
 
@@ -231,13 +224,13 @@ func validAccessKeyID(id string) bool {
 // the key that died first (revoked or expired at the stamp; ties by id) is dropped with
 // its log; when every key is live the grant is refused.
 func (a *applier) makeRoom(grantor uint64) Result {
-	ids := a.d.AccessByGrantor[grantor]
+	ids := accessKeysOf(a.t, grantor)
 	if len(ids) < MaxAccessKeysPerGrantor {
 		return Result{}
 	}
 	var victim *AccessKey
 	for _, id := range ids {
-		ak := a.d.AccessKeys[id]
+		ak := a.accessKey(id)
 		if ak == nil || ak.LiveAt(a.stamp) {
 			continue
 		}
@@ -248,40 +241,6 @@ func (a *applier) makeRoom(grantor uint64) Result {
 	if victim == nil {
 		return refuse("request.conflict", fmt.Sprintf("a user holds at most %d live access keys; revoke one first", MaxAccessKeysPerGrantor))
 	}
-	a.d.dropAccessKey(victim)
+	a.dropAccessKey(victim)
 	return Result{}
-}
-
-// dropAccessKey forgets an access key, its log and its index entries.
-func (d *data) dropAccessKey(ak *AccessKey) {
-	delete(d.AccessKeys, ak.ID)
-	delete(d.AccessLogs, ak.ID)
-	pk := ak.Scheme + ":" + hex.EncodeToString(ak.PublicKey)
-	if d.AccessByPub[pk] == ak.ID {
-		delete(d.AccessByPub, pk)
-	}
-	ids := slices.DeleteFunc(slices.Clone(d.AccessByGrantor[ak.Grantor]), func(id string) bool { return id == ak.ID })
-	if len(ids) == 0 {
-		delete(d.AccessByGrantor, ak.Grantor)
-	} else {
-		d.AccessByGrantor[ak.Grantor] = ids
-	}
-}
-
-// logAccess appends one use to an access key's log, keeping the newest
-// MaxAccessLogEntries. Unknown keys have no log.
-func (a *applier) logAccess(id, op, object, outcome, code string) {
-	if _, ok := a.d.AccessKeys[id]; !ok {
-		return
-	}
-	l := a.d.AccessLogs[id]
-	if l == nil {
-		l = &AccessLog{}
-		a.d.AccessLogs[id] = l
-	}
-	l.Next++
-	l.Entries = append(l.Entries, AccessLogEntry{Seq: l.Next, Time: a.stamp, Op: op, Object: object, Outcome: outcome, Code: code})
-	if over := len(l.Entries) - MaxAccessLogEntries; over > 0 {
-		l.Entries = slices.Delete(l.Entries, 0, over)
-	}
 }

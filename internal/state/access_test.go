@@ -411,18 +411,8 @@ func TestAccessKeyPruneAndSnapshot(t *testing.T) {
 	h.apply(TypeCall, &Call{Caller: h.ak(dead, h.nonce()), Op: OpKeyList})
 	h.apply(TypeCall, &Call{Caller: h.user(alice, h.nonce()), Op: OpAccessRevoke, AccessKeyID: dead})
 
-	snap, err := h.f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s sink
-	if err := snap.Persist(&s); err != nil {
-		t.Fatal(err)
-	}
-	g := NewFSM(okVerifier{}, nil, nil)
-	if err := g.Restore(io.NopCloser(bytes.NewReader(s.Bytes()))); err != nil {
-		t.Fatal(err)
-	}
+	snap := snapshotOf(t, h.f)
+	g := restoredFSM(t, snap)
 	if _, h1 := h.f.Hash(); func() string { _, h2 := g.Hash(); return h2 }() != h1 {
 		t.Fatal("restored state differs")
 	}
@@ -445,7 +435,7 @@ func TestAccessKeyPruneAndSnapshot(t *testing.T) {
 
 func TestRestoreVersion1Snapshot(t *testing.T) {
 	v1 := `{"version":1,"name":"old","threshold":2,"members":[{"id":"n1"},{"id":"n2"}],"users":{"1":{"user_id":1,"name":"a","status":"active","permissions":["keys:read","access:manage"],"created_at_ms":1}},"next_user_id":1,"keys":{},"requests":{},"open":{},"nonces":{},"sessions":{},"idem":{},"idem_hash":{},"audit":[],"last_stamp":5,"last_prune":0,"applied":3}`
-	f := NewFSM(okVerifier{}, nil, nil)
+	f := openTestFSM(t, okVerifier{}, nil, nil)
 	if err := f.Restore(io.NopCloser(strings.NewReader(v1))); err != nil {
 		t.Fatal(err)
 	}

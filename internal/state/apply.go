@@ -13,7 +13,8 @@ import (
 
 // applier applies one entry; it holds the entry's stamp and collects events.
 type applier struct {
-	d        *data
+	t        *tx
+	m        *meta
 	stamp    int64
 	index    uint64
 	verifier Verifier
@@ -30,7 +31,7 @@ func (a *applier) emit(kind, requestID, keyID string) {
 func refuse(code, detail string) Result { return Result{Code: code, Detail: detail} }
 
 func (a *applier) clusterInit(c *ClusterInit) Result {
-	if len(a.d.Members) > 0 {
+	if len(a.m.Members) > 0 {
 		return refuse("request.conflict", "cluster already initialised")
 	}
 	if c.Name == "" || len(c.Members) < 2 || c.Threshold < 2 || c.Threshold > len(c.Members) {
@@ -39,15 +40,15 @@ func (a *applier) clusterInit(c *ClusterInit) Result {
 	if len(c.AdminPublicKey) != 0 && len(c.AdminPublicKey) != ed25519.PublicKeySize {
 		return refuse("request.malformed", "admin public key must be 32 bytes")
 	}
-	a.d.Strict = c.Strict
+	a.m.Strict = c.Strict
 	if len(c.AdminPublicKey) > 0 {
-		a.d.AdminPublicKey = slices.Clone(c.AdminPublicKey)
-		a.d.AdminKeyGenesis = slices.Clone(c.AdminPublicKey)
+		a.m.AdminPublicKey = slices.Clone(c.AdminPublicKey)
+		a.m.AdminKeyGenesis = slices.Clone(c.AdminPublicKey)
 	}
-	a.d.Name = c.Name
-	a.d.Threshold = c.Threshold
-	a.d.Members = slices.Clone(c.Members)
-	slices.SortFunc(a.d.Members, func(x, y Member) int { return cmpString(x.ID, y.ID) })
+	a.m.Name = c.Name
+	a.m.Threshold = c.Threshold
+	a.m.Members = slices.Clone(c.Members)
+	slices.SortFunc(a.m.Members, func(x, y Member) int { return cmpString(x.ID, y.ID) })
 	a.audit("cluster", "cluster.init", c.Name, "allowed", "")
 	return Result{}
 }
@@ -67,15 +68,15 @@ func cmpString(x, y string) int {
 // key's own log, allowed or refused.
 func (a *applier) call(c *Call) Result {
 	if c.ProposalID != "" {
-		if p, ok := a.d.Proposals[c.ProposalID]; ok {
+		if p := a.proposal(c.ProposalID); p != nil {
 			// A retry of a proposal that already applied: same answer, no new effect
 			// and no new audit entry.
 			return p.Result
 		}
 	}
 	res := a.callInner(c)
-	if c.ProposalID != "" && len(a.d.Proposals) < MaxProposals {
-		a.d.Proposals[c.ProposalID] = ProposalResult{Result: res, Expires: a.stamp + ProposalRetentionMs}
+	if c.ProposalID != "" && a.m.Proposals < MaxProposals {
+		a.addProposal(c.ProposalID, ProposalResult{Result: res, Expires: a.stamp + ProposalRetentionMs})
 	}
 	outcome := "allowed"
 	if !res.OK() {
@@ -95,6 +96,8 @@ func (a *applier) call(c *Call) Result {
 		object = "user:" + strconv.FormatUint(c.TargetUserID, 10)
 	case c.RequestID != "":
 		object = c.RequestID
+	case c.Op == OpAuditPrune && res.OK():
+		object = "audit:" + strconv.FormatUint(a.m.AuditPrunedSeq, 10)
 	}
 	a.audit(c.Caller.Actor(), c.Op, object, outcome, res.Code)
 	if c.Caller.Kind == CallerAccessKey {
@@ -147,7 +150,8 @@ func (a *applier) callInner(c *Call) Result {
 		}
 		return Result{}
 	case OpUserCreate, OpSigpairCreate, OpUserList, OpUserGet, OpUserDisable, OpUserEnable,
-		OpUserRevokeTokens, OpUserPermissions, OpAuditList, OpAdminKeyRotate:
+		OpUserRevokeTokens, OpUserPermissions, OpAuditList, OpAdminKeyRotate, OpAuditPrune,
+		OpRetentionGet, OpRetentionSet:
 		if !admin {
 			return refuse("perm.denied", "this route is for the admin")
 		}
@@ -176,7 +180,7 @@ func (a *applier) callInner(c *Call) Result {
 func (a *applier) authenticate(c *Caller) (principal, Result) {
 	var ak *AccessKey
 	if c.Kind == CallerAccessKey {
-		if ak = a.d.AccessKeys[c.AccessKeyID]; ak == nil {
+		if ak = a.accessKey(c.AccessKeyID); ak == nil {
 			return principal{}, refuse("auth.token_invalid", "unknown access key")
 		}
 	}
@@ -199,7 +203,7 @@ func (a *applier) authenticate(c *Caller) (principal, Result) {
 	switch c.Kind {
 	case CallerAdmin:
 	case CallerUser:
-		user := a.d.Users[c.UserID]
+		user := a.user(c.UserID)
 		if user == nil {
 			return principal{}, refuse("auth.token_invalid", "unknown user")
 		}
@@ -217,7 +221,7 @@ func (a *applier) authenticate(c *Caller) (principal, Result) {
 		if ak.ExpiresAt != 0 && ak.ExpiresAt <= a.stamp {
 			return principal{}, refuse("auth.key_revoked", "access key expired")
 		}
-		grantor := a.d.Users[ak.Grantor]
+		grantor := a.user(ak.Grantor)
 		if grantor == nil {
 			return principal{}, refuse("auth.token_invalid", "the access key's grantor does not exist")
 		}
@@ -241,17 +245,17 @@ func (a *applier) useNonces(keys ...string) Result {
 		if k == "" {
 			continue
 		}
-		if _, seen := a.d.Nonces[k]; seen || slices.Contains(keys[:i], k) {
+		if slices.Contains(keys[:i], k) || a.nonceSeen(k) {
 			return refuse("auth.nonce_reused", "nonce already used")
 		}
 		n++
 	}
-	if n > 0 && len(a.d.Nonces)+n > MaxNonces {
+	if n > 0 && a.m.Nonces+n > MaxNonces {
 		return refuse("rate.limited", "too many requests in the replay window")
 	}
 	for _, k := range keys {
 		if k != "" {
-			a.d.Nonces[k] = a.stamp + NonceRetentionMs
+			a.addNonce(k, a.stamp+NonceRetentionMs)
 		}
 	}
 	return Result{}
@@ -259,10 +263,14 @@ func (a *applier) useNonces(keys ...string) Result {
 
 func (a *applier) adminOp(c *Call) Result {
 	switch c.Op {
-	case OpAuditList, OpUserList:
+	case OpAuditList, OpUserList, OpRetentionGet:
 		return Result{}
+	case OpRetentionSet:
+		return a.setRetention(c.Retention)
 	case OpAdminKeyRotate:
 		return a.rotateAdminKey(c)
+	case OpAuditPrune:
+		return a.pruneAudit(c.AuditPrune)
 	case OpUserCreate, OpSigpairCreate:
 		name := c.UserName
 		if name == "" || len(name) > 128 || !utf8.ValidString(name) {
@@ -275,12 +283,12 @@ func (a *applier) adminOp(c *Call) Result {
 			}
 			perms = slices.Clone(c.Permissions)
 		}
-		a.d.NextUserID++
-		u := &User{ID: a.d.NextUserID, Name: name, Status: UserActive, Permissions: perms, CreatedAt: a.stamp}
-		a.d.Users[u.ID] = u
+		a.m.NextUserID++
+		u := &User{ID: a.m.NextUserID, Name: name, Status: UserActive, Permissions: perms, CreatedAt: a.stamp}
+		a.putUser(u)
 		return Result{UserID: u.ID}
 	}
-	u := a.d.Users[c.TargetUserID]
+	u := a.user(c.TargetUserID)
 	if u == nil {
 		return refuse("user.not_found", "no such user")
 	}
@@ -324,12 +332,12 @@ func (a *applier) userOp(c *Call, p principal) Result {
 		if !p.has(PermKeysRead) {
 			return refuse("perm.denied", "missing permission keys:read")
 		}
-		if !p.sees(a.d.Keys[c.KeyID]) {
+		if !p.sees(a.key(c.KeyID)) {
 			return refuse("key.not_found", "no such key")
 		}
 		return Result{KeyID: c.KeyID}
 	case OpRequestGet:
-		r := a.d.Requests[c.RequestID]
+		r := a.request(c.RequestID)
 		if r == nil || r.Owner != p.user.ID || (p.ak != nil && !p.ak.Covers(r.KeyID)) {
 			return refuse("request.not_found", "no such request")
 		}
@@ -356,40 +364,36 @@ func (a *applier) idempotent(c *Call, route string) (string, Result, bool) {
 	if c.IdempotencyKey == "" {
 		return "", Result{}, false
 	}
-	scope := c.Caller.Actor() + "|" + route + "|" + c.IdempotencyKey
-	id, ok := a.d.Idem[scope]
-	if !ok {
+	scope := idemScopeOf(c.Caller.Actor(), route, c.IdempotencyKey)
+	rec := a.idem(scope)
+	if rec == nil {
 		return scope, Result{}, false
 	}
-	if a.d.IdemHash[scope] != c.BodyHash {
+	if rec.BodyHash != c.BodyHash {
 		return scope, refuse("request.idempotency_conflict", "idempotency key reused with a different body"), true
 	}
-	r := a.d.Requests[id]
-	return scope, Result{RequestID: id, KeyID: r.KeyID, Existing: true}, true
+	r := a.request(rec.RequestID)
+	return scope, Result{RequestID: rec.RequestID, KeyID: r.KeyID, Existing: true}, true
 }
 
-// rememberIdempotency records which request an idempotency scope produced ("" = none).
+// idemScopeOf is the scope of an idempotency key: the caller, the route (with the key
+// for signing) and the key.
+func idemScopeOf(actor, route, idemKey string) string { return actor + "|" + route + "|" + idemKey }
+
+// idemScope is the scope a request's idempotency key was remembered under.
+func idemScope(r *Request) string {
+	route := OpKeyCreate
+	if r.Kind == KindSign {
+		route = OpKeySign + "|" + r.KeyID
+	}
+	return idemScopeOf(r.Actor, route, r.IdempotencyKey)
+}
+
+// rememberIdempotency records which request an idempotency scope produced.
 func (a *applier) rememberIdempotency(scope, requestID, bodyHash string) {
 	if scope != "" {
-		a.d.Idem[scope] = requestID
-		a.d.IdemHash[scope] = bodyHash
+		a.t.put(keyStr(tIdem, scope), &idemRecord{RequestID: requestID, BodyHash: bodyHash})
 	}
-}
-
-func (a *applier) openRequests() int { return len(a.d.Open) }
-
-// addRequest records a new, open request.
-func (a *applier) addRequest(r *Request) {
-	a.d.Requests[r.ID] = r
-	a.d.Open[r.ID] = true
-}
-
-// settle moves a request to a final status.
-func (a *applier) settle(r *Request, status string) {
-	r.Status = status
-	r.Retry = false
-	r.UpdatedAt = a.stamp
-	delete(a.d.Open, r.ID)
 }
 
 func (a *applier) useSessionNonce(nonce []byte) Result {
@@ -397,15 +401,15 @@ func (a *applier) useSessionNonce(nonce []byte) Result {
 		return refuse("cluster.unavailable", "schedule carries no valid session nonce")
 	}
 	h := hex.EncodeToString(nonce)
-	if _, used := a.d.Sessions[h]; used {
+	if a.sessionUsed(h) {
 		return refuse("cluster.unavailable", "session nonce reused; retry")
 	}
-	a.d.Sessions[h] = a.stamp
+	a.addSession(h)
 	return Result{}
 }
 
 func (a *applier) keyCreate(c *Call, u *User) Result {
-	n := len(a.d.Members)
+	n := len(a.m.Members)
 	switch {
 	case c.Curve != CurveSecp256k1 && c.Curve != CurveEd25519:
 		return refuse("request.malformed", `curve must be "secp256k1" or "ed25519"`)
@@ -428,10 +432,10 @@ func (a *applier) keyCreate(c *Call, u *User) Result {
 	if s == nil || s.RequestID == "" || s.KeyID == "" {
 		return refuse("cluster.unavailable", "keygen not scheduled by the leader; retry")
 	}
-	if _, dup := a.d.Requests[s.RequestID]; dup {
+	if a.request(s.RequestID) != nil {
 		return refuse("cluster.unavailable", "request id collision; retry")
 	}
-	if _, dup := a.d.Keys[s.KeyID]; dup {
+	if a.key(s.KeyID) != nil {
 		return refuse("cluster.unavailable", "key id collision; retry")
 	}
 	members := a.memberIDs()
@@ -452,7 +456,7 @@ func (a *applier) keyCreate(c *Call, u *User) Result {
 	if c.Curve == CurveSecp256k1 {
 		k.ChainCode = slices.Clone(s.ChainCode)
 	}
-	a.d.Keys[k.ID] = k
+	a.addKey(k)
 	req := &Request{
 		ID: s.RequestID, Kind: KindKeygen, Status: StatusScheduled, KeyID: k.ID, Owner: u.ID,
 		Actor: c.Caller.Actor(), CreatedAt: a.stamp, UpdatedAt: a.stamp, Signed: c.Signed,
@@ -466,7 +470,7 @@ func (a *applier) keyCreate(c *Call, u *User) Result {
 }
 
 func (a *applier) keySign(c *Call, p principal) Result {
-	k := a.d.Keys[c.KeyID]
+	k := a.key(c.KeyID)
 	if !p.sees(k) {
 		return refuse("key.not_found", "no such key")
 	}
@@ -510,7 +514,7 @@ func (a *applier) keySign(c *Call, p principal) Result {
 	if s == nil || s.RequestID == "" {
 		return refuse("cluster.unavailable", "signing not scheduled by the leader; retry")
 	}
-	if _, dup := a.d.Requests[s.RequestID]; dup {
+	if a.request(s.RequestID) != nil {
 		return refuse("cluster.unavailable", "request id collision; retry")
 	}
 	if r := a.validCommittee(k, s.Committee); !r.OK() {
@@ -553,8 +557,8 @@ func (a *applier) validCommittee(k *Key, committee []string) Result {
 }
 
 func (a *applier) memberIDs() []string {
-	ids := make([]string, len(a.d.Members))
-	for i, m := range a.d.Members {
+	ids := make([]string, len(a.m.Members))
+	for i, m := range a.m.Members {
 		ids[i] = m.ID
 	}
 	return ids
@@ -567,13 +571,16 @@ func sortedCopy(s []string) []string {
 }
 
 func (a *applier) shareStored(c *ShareStored) Result {
-	r := a.d.Requests[c.RequestID]
+	r := a.request(c.RequestID)
 	if r == nil || r.Kind != KindKeygen || r.Status != StatusScheduled || !equalBytes(r.Nonce, c.Nonce) {
 		return refuse("request.conflict", "no keygen in progress for that session")
 	}
-	k := a.d.Keys[r.KeyID]
+	k := a.key(r.KeyID)
 	if !slices.Contains(k.Members, c.Node) || len(c.PublicKey) == 0 {
 		return refuse("request.conflict", "report from a node outside the keygen")
+	}
+	if k.Reports == nil {
+		k.Reports = map[string][]byte{} // stored without it while empty
 	}
 	k.Reports[c.Node] = slices.Clone(c.PublicKey)
 	if c.InlinePreParams && !slices.Contains(r.InlinePreParams, c.Node) {
@@ -598,14 +605,14 @@ func (a *applier) shareStored(c *ShareStored) Result {
 }
 
 func (a *applier) ceremonyResult(c *CeremonyResult) Result {
-	r := a.d.Requests[c.RequestID]
+	r := a.request(c.RequestID)
 	if r == nil || r.Kind != KindSign {
 		return refuse("request.conflict", "no such sign request")
 	}
 	if Final(r.Status) {
 		return Result{RequestID: r.ID, Existing: true}
 	}
-	k := a.d.Keys[r.KeyID]
+	k := a.key(r.KeyID)
 	if err := a.verifier.VerifySignature(k.Curve, k.PublicKey, k.ChainCode, r.PathIdx, r.Message, &c.Signature); err != nil {
 		a.audit("node:"+c.Node, "sign.result", r.ID, "refused", "ceremony.failed")
 		return refuse("ceremony.failed", "signature does not verify: "+err.Error())
@@ -620,7 +627,7 @@ func (a *applier) ceremonyResult(c *CeremonyResult) Result {
 }
 
 func (a *applier) ceremonyFailed(c *CeremonyFailed) Result {
-	r := a.d.Requests[c.RequestID]
+	r := a.request(c.RequestID)
 	if r == nil || Final(r.Status) || !equalBytes(r.Nonce, c.Nonce) {
 		return Result{RequestID: c.RequestID, Existing: true}
 	}
@@ -648,21 +655,21 @@ func (a *applier) ceremonyFailed(c *CeremonyFailed) Result {
 }
 
 func (a *applier) reschedule(c *Reschedule, actor string) Result {
-	r := a.d.Requests[c.RequestID]
+	r := a.request(c.RequestID)
 	if r == nil || r.Kind != KindSign || Final(r.Status) || r.Attempt != c.Attempt {
 		return refuse("request.conflict", "request is not waiting for that attempt")
 	}
 	if r.Attempt >= MaxAttempts {
 		return refuse("request.conflict", "attempts exhausted")
 	}
-	if a.d.Strict {
+	if a.m.Strict {
 		// Judged again at every scheduling (DESIGN.md invariant 3).
 		if res := a.reauthorise(r); !res.OK() {
 			a.failRequest(r, res.Code, "not rescheduled: "+res.Detail, actor)
 			return Result{RequestID: r.ID}
 		}
 	}
-	k := a.d.Keys[r.KeyID]
+	k := a.key(r.KeyID)
 	if res := a.validCommittee(k, c.Committee); !res.OK() {
 		return res
 	}
@@ -681,7 +688,7 @@ func (a *applier) reschedule(c *Reschedule, actor string) Result {
 }
 
 func (a *applier) fail(c *Fail, actor string) Result {
-	r := a.d.Requests[c.RequestID]
+	r := a.request(c.RequestID)
 	if r == nil || Final(r.Status) {
 		return Result{RequestID: c.RequestID, Existing: true}
 	}
@@ -693,7 +700,7 @@ func (a *applier) failRequest(r *Request, code, detail, actor string) {
 	r.Error = &ErrorInfo{Code: code, Detail: detail}
 	a.settle(r, StatusFailed)
 	if r.Kind == KindKeygen {
-		if k := a.d.Keys[r.KeyID]; k != nil {
+		if k := a.key(r.KeyID); k != nil {
 			k.Status = KeyFailed
 			a.emit(EventKeyFailed, r.ID, k.ID)
 		}

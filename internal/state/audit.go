@@ -1,6 +1,7 @@
 package state
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -69,25 +70,49 @@ func VerifyChain(prev string, entries []AuditEntry) int {
 // that the entry the node stores, the one GET /v1/audit serves and the one a verifier
 // re-canonicalises are the same.
 func (a *applier) audit(actor, action, object, outcome, code string) {
-	prev := GenesisHash
-	if n := len(a.d.Audit); n > 0 {
-		prev = a.d.Audit[n-1].Hash
-	}
 	e := AuditEntry{
-		Seq:      uint64(len(a.d.Audit)) + 1,
+		Seq:      a.m.AuditSeq + 1,
 		Time:     time.UnixMilli(a.stamp).UTC().Format("2006-01-02T15:04:05.000Z"),
 		Actor:    validUTF8(actor),
 		Action:   validUTF8(action),
 		Object:   validUTF8(object),
 		Outcome:  validUTF8(outcome),
 		Code:     validUTF8(code),
-		PrevHash: prev,
+		PrevHash: a.m.AuditHead,
 	}
 	e.Hash = AuditHash(&e)
-	a.d.Audit = append(a.d.Audit, e)
+	a.appendAudit(&e)
 }
 
 // validUTF8 replaces each run of invalid UTF-8 bytes in s with U+FFFD.
 func validUTF8(s string) string {
 	return strings.ToValidUTF8(s, "\uFFFD")
+}
+
+// pruneAudit drops the audit entries before p.Before (the admin exported them first and
+// names the last one's hash, so that exactly the range it holds is dropped); the first
+// entry kept links to that hash, which the state keeps (AuditPruned), so the chain stays
+// verifiable from there and the exported range from genesis. At most every entry before
+// the current head is dropped; the prune's own audit entry follows.
+func (a *applier) pruneAudit(p *AuditPruneBody) Result {
+	if p == nil || p.Before < 2 {
+		return refuse("request.malformed", "before must be the seq of the first entry to keep (at least 2)")
+	}
+	if _, err := hex.DecodeString(p.HeadHash); err != nil || len(p.HeadHash) != 64 || p.HeadHash != strings.ToLower(p.HeadHash) {
+		return refuse("request.malformed", "head_hash must be 64 lowercase hex characters: the hash of entry before-1")
+	}
+	last := p.Before - 1
+	switch {
+	case last > a.m.AuditSeq:
+		return refuse("request.conflict", fmt.Sprintf("the audit log ends at seq %d", a.m.AuditSeq))
+	case last <= a.m.AuditPrunedSeq:
+		return refuse("request.conflict", fmt.Sprintf("the audit log is already pruned up to seq %d", a.m.AuditPrunedSeq))
+	}
+	e, ok := load[AuditEntry](a.t, keyU64(tAudit, last))
+	if !ok || e.Hash != p.HeadHash {
+		return refuse("request.conflict", fmt.Sprintf("head_hash is not the hash of entry %d: export the range again", last))
+	}
+	a.t.delRange(keyU64(tAudit, a.m.AuditPrunedSeq+1), keyU64(tAudit, p.Before))
+	a.m.AuditPrunedSeq, a.m.AuditPrunedHash = last, e.Hash
+	return Result{}
 }

@@ -33,13 +33,14 @@ func TestAuditHashMatchesVerifier(t *testing.T) {
 		{"surrogate half in UTF-8", "\xed\xa0\x80", "\uFFFD"},
 		{"mixed", "é\xff😀\xc3\"\\\x01", "é\uFFFD😀\uFFFD\"\\\x01"},
 	}
-	a := &applier{d: &data{}, stamp: 1767322245123}
+	a := memApplier(1767322245123)
 	var chain admin.AuditChain
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			// The odd strings go into every string field the callers pass.
 			a.audit("user:"+tt.object, "keys.get"+tt.object, tt.object, "refused", "key.not_found"+tt.object)
-			e := a.d.Audit[len(a.d.Audit)-1]
+			all := auditEntries(t, a)
+			e := all[len(all)-1]
 			if e.Object != tt.stored || e.Actor != "user:"+tt.stored || e.Code != "key.not_found"+tt.stored {
 				t.Fatalf("stored %q %q %q, want object %q", e.Actor, e.Object, e.Code, tt.stored)
 			}
@@ -76,10 +77,11 @@ func TestAuditHashMatchesVerifier(t *testing.T) {
 			}
 		})
 	}
-	if i := VerifyChain(GenesisHash, a.d.Audit); i != -1 {
+	all := auditEntries(t, a)
+	if i := VerifyChain(GenesisHash, all); i != -1 {
 		t.Fatalf("VerifyChain: broken at %d", i)
 	}
-	if r := chain.Result(); r.Entries != uint64(len(tests)) || r.HeadHash != a.d.Audit[len(a.d.Audit)-1].Hash {
+	if r := chain.Result(); r.Entries != uint64(len(tests)) || r.HeadHash != all[len(all)-1].Hash {
 		t.Fatalf("chain result %+v", r)
 	}
 }
@@ -131,11 +133,11 @@ func BenchmarkAuditHash(b *testing.B) {
 
 // BenchmarkAuditAppend measures the whole append (stamp formatting, hashing, append).
 func BenchmarkAuditAppend(b *testing.B) {
-	a := &applier{d: &data{}, stamp: 1767322245123}
+	a := memApplier(1767322245123)
 	b.ReportAllocs()
 	for b.Loop() {
-		if len(a.d.Audit) == 4096 {
-			a.d.Audit = a.d.Audit[:0]
+		if a.m.AuditSeq == 4096 {
+			a = memApplier(1767322245123)
 		}
 		a.audit("user:42", "keys.sign", "req_01JH8Z3K4Q5R6S7T8V9W0XYZAB", "allowed", "")
 	}

@@ -19,7 +19,9 @@ func BenchmarkApplySignLifecycle(b *testing.B) {
 			h := newSignedHarness(b, 3, 2)
 			k := h.activeKey()
 			if mode == "legacy" {
-				h.f.d.Strict = false
+				m := h.f.meta().clone()
+				m.Strict = false
+				h.f.committed.Store(m) // the next batch starts from it
 			}
 			entries := make([][]byte, 0, 2*b.N)
 			base := h.stamp

@@ -1,11 +1,13 @@
 package state
 
 import (
-	"crypto/sha256"
+	"bytes"
 	"encoding/hex"
-	"encoding/json"
 	"maps"
 	"slices"
+	"sync"
+
+	"github.com/custos/custos/internal/statedb"
 )
 
 // Signed state checkpoints (DESIGN.md, trust model): at deterministic indices — every
@@ -46,16 +48,16 @@ type CheckpointRequest struct {
 
 // openCheckpoint makes index a checkpoint index: votes for it are accepted from now on,
 // and the oldest index past the bound is forgotten.
-func (d *data) openCheckpoint(index uint64) {
-	if d.Checkpoints == nil {
-		d.Checkpoints = map[uint64]map[string]string{}
+func (m *meta) openCheckpoint(index uint64) {
+	if m.Checkpoints == nil {
+		m.Checkpoints = map[uint64]map[string]string{}
 	}
-	if _, ok := d.Checkpoints[index]; ok {
+	if _, ok := m.Checkpoints[index]; ok {
 		return
 	}
-	d.Checkpoints[index] = map[string]string{}
-	for len(d.Checkpoints) > MaxCheckpointIndices {
-		delete(d.Checkpoints, slices.Min(slices.Collect(maps.Keys(d.Checkpoints))))
+	m.Checkpoints[index] = map[string]string{}
+	for len(m.Checkpoints) > MaxCheckpointIndices {
+		delete(m.Checkpoints, slices.Min(slices.Collect(maps.Keys(m.Checkpoints))))
 	}
 }
 
@@ -64,7 +66,7 @@ func (a *applier) checkpointVote(c *StateCheckpoint) Result {
 	if c.Index > a.index {
 		return refuse("request.malformed", "a checkpoint cannot vouch for a later index")
 	}
-	votes, ok := a.d.Checkpoints[c.Index]
+	votes, ok := a.m.Checkpoints[c.Index]
 	if !ok {
 		return refuse("request.conflict", "no checkpoint at that index (or too old)")
 	}
@@ -87,7 +89,7 @@ const MinCheckpointGap = 64
 // checkpointRequest makes the entry's own index a checkpoint index, unless one was taken
 // within MinCheckpointGap entries (then that one serves).
 func (a *applier) checkpointRequest() Result {
-	for idx := range a.d.Checkpoints {
+	for idx := range a.m.Checkpoints {
 		if idx+MinCheckpointGap > a.index {
 			return Result{Existing: true}
 		}
@@ -100,21 +102,150 @@ func (a *applier) emitCheckpoint(kind string, index uint64, hash string) {
 	*a.events = append(*a.events, Event{Kind: kind, Stamp: a.stamp, Index: index, Hash: hash})
 }
 
-// stateHashLocked is the SHA-256 (hex) of the serialised state, Applied excluded. The
-// caller holds f.mu.
-func (f *FSM) stateHashLocked() string {
-	cp := *f.d
-	cp.Applied = 0
-	b, _ := json.Marshal(&cp)
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
+// The state hash is a function of the state's content only: the SHA-256 of every record
+// of the state database in key order (statedb.View.ContentHash) except the applied-index
+// record (per node) and the audit log, which the meta record's audit head covers: every
+// node builds its own chain in Apply, and a restored snapshot's chain is verified link by
+// link (restoreAudit). Two nodes with the same hash hold the same state, however each got
+// there (log or snapshot). It is computed over a consistent view, off the Apply path.
+
+// checkpointOf computes a view's checkpoint.
+func checkpointOf(v *statedb.View) (Checkpoint, error) {
+	idx, _, err := v.AppliedIndex()
+	if err != nil {
+		return Checkpoint{}, err
+	}
+	c := Checkpoint{Index: idx, AuditHead: GenesisHash}
+	if err := catchFault(func() {
+		if m, ok := load[meta](v, key(tMeta)); ok {
+			c.AuditSeq, c.AuditHead = m.AuditSeq, m.AuditHead
+		}
+	}); err != nil {
+		return c, err
+	}
+	audit := key(tAudit)
+	sum, err := v.ContentHash(func(k []byte) bool { return statedb.AppliedKey(k) || bytes.HasPrefix(k, audit) })
+	if err != nil {
+		return c, err
+	}
+	c.StateHash = hex.EncodeToString(sum[:])
+	return c, nil
+}
+
+// hasher computes this node's checkpoint hashes in the background: Apply commits the
+// checkpoint index's batch, takes an O(1) view of it and goes on; the hasher hashes the
+// view, records the hash as the node's own and emits EventCheckpoint (the node signs and
+// reports it). At most MaxCheckpointIndices views wait; past that the oldest is dropped
+// (the node does not vote at that index; votes are evidence, not a quorum the log waits
+// for).
+type hasher struct {
+	f    *FSM
+	wake chan struct{}
+	quit chan struct{}
+	wg   sync.WaitGroup
+
+	mu      sync.Mutex
+	pending []pendingHash // oldest first
+	busy    bool
+}
+
+type pendingHash struct {
+	index uint64
+	view  *statedb.View
+}
+
+func startHasher(f *FSM) *hasher {
+	h := &hasher{f: f, wake: make(chan struct{}, 1), quit: make(chan struct{})}
+	h.wg.Add(1)
+	go h.loop()
+	return h
+}
+
+// enqueue takes a view of the state just committed at index.
+func (h *hasher) enqueue(index uint64) {
+	v, err := h.f.db.View()
+	if err != nil {
+		h.f.log.Error("state: checkpoint view", "index", index, "err", err)
+		return
+	}
+	h.mu.Lock()
+	h.pending = append(h.pending, pendingHash{index, v})
+	var dropped []pendingHash
+	if over := len(h.pending) - MaxCheckpointIndices; over > 0 {
+		dropped = slices.Clone(h.pending[:over])
+		h.pending = slices.Delete(h.pending, 0, over)
+	}
+	h.mu.Unlock()
+	for _, p := range dropped {
+		h.f.log.Warn("state: checkpoint hash skipped, hashing is behind", "index", p.index)
+		_ = p.view.Close()
+	}
+	select {
+	case h.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (h *hasher) loop() {
+	defer h.wg.Done()
+	for {
+		h.mu.Lock()
+		if len(h.pending) == 0 {
+			h.busy = false
+			h.mu.Unlock()
+			select {
+			case <-h.wake:
+				continue
+			case <-h.quit:
+				return
+			}
+		}
+		p := h.pending[0]
+		h.pending = h.pending[1:]
+		h.busy = true
+		h.mu.Unlock()
+		c, err := checkpointOf(p.view)
+		_, stamp, _ := p.view.AppliedIndex()
+		_ = p.view.Close()
+		if err != nil {
+			h.f.log.Error("state: checkpoint hash", "index", p.index, "err", err)
+			continue
+		}
+		h.f.recordOwn(p.index, c.StateHash)
+		h.f.emit(Event{Kind: EventCheckpoint, Stamp: stamp, Index: p.index, Hash: c.StateHash})
+		select {
+		case <-h.quit:
+			return
+		default:
+		}
+	}
+}
+
+// idle reports whether no hash is pending or running.
+func (h *hasher) idle() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.pending) == 0 && !h.busy
+}
+
+func (h *hasher) stop() {
+	close(h.quit)
+	h.wg.Wait()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, p := range h.pending {
+		_ = p.view.Close()
+	}
+	h.pending = nil
 }
 
 // maxOwnCheckpoints bounds the node's own checkpoint hashes kept in memory.
 const maxOwnCheckpoints = 16
 
-// recordOwnLocked keeps this node's hash at a checkpoint index. The caller holds f.mu.
-func (f *FSM) recordOwnLocked(index uint64, hash string) {
+// recordOwn keeps this node's hash at a checkpoint index.
+func (f *FSM) recordOwn(index uint64, hash string) {
+	f.ownMu.Lock()
+	defer f.ownMu.Unlock()
 	if f.own == nil {
 		f.own = map[uint64]string{}
 	}
@@ -133,9 +264,10 @@ type CheckpointView struct {
 	Votes map[string]string
 }
 
-// Checkpoint returns the view of one checkpoint index.
+// CheckpointAt returns the view of one checkpoint index.
 func (f *FSM) CheckpointAt(index uint64) CheckpointView {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return CheckpointView{Index: index, Own: f.own[index], Votes: maps.Clone(f.d.Checkpoints[index])}
+	f.ownMu.Lock()
+	own := f.own[index]
+	f.ownMu.Unlock()
+	return CheckpointView{Index: index, Own: own, Votes: maps.Clone(f.meta().Checkpoints[index])}
 }

@@ -18,6 +18,7 @@ func TestCheckpoints(t *testing.T) {
 		t.Fatal(r)
 	}
 	idx := h.index
+	h.f.waitHashed()
 	var own string
 	for _, e := range events {
 		if e.Kind == EventCheckpoint && e.Index == idx {
@@ -68,10 +69,10 @@ func TestCheckpoints(t *testing.T) {
 		h.index += MinCheckpointGap
 		h.reportAs("n1", "n1", TypeCheckpointRequest, &CheckpointRequest{Node: "n1"})
 	}
-	if got := len(h.f.d.Checkpoints); got != MaxCheckpointIndices {
+	if got := len(h.f.meta().Checkpoints); got != MaxCheckpointIndices {
 		t.Fatalf("%d checkpoint indices kept", got)
 	}
-	if _, ok := h.f.d.Checkpoints[idx]; ok {
+	if _, ok := h.f.meta().Checkpoints[idx]; ok {
 		t.Fatal("the oldest checkpoint was not dropped")
 	}
 }
@@ -86,6 +87,7 @@ func TestSnapshotRestoreSums(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer snap.Release()
 	var buf sink
 	if err := snap.Persist(&buf); err != nil {
 		t.Fatal(err)
@@ -96,13 +98,16 @@ func TestSnapshotRestoreSums(t *testing.T) {
 		same  bool
 	}{
 		{"own", buf.Bytes(), true},
-		{"tampered", bytes.Replace(buf.Bytes(), []byte(`"status":"active"`), []byte(`"status":"disabled"`), 1), false},
+		{"tampered", bytes.Replace(buf.Bytes(), []byte(`"status":"active"`), []byte(`"status":"xxxxxx"`), 1), false},
 	} {
-		g := NewFSM(okVerifier{}, nil, nil)
+		g := openTestFSM(t, okVerifier{}, nil, nil)
 		var restored [32]byte
 		g.OnRestore(func(_ uint64, s [32]byte) { restored = s })
 		if err := g.Restore(io.NopCloser(bytes.NewReader(tc.bytes))); err != nil {
-			t.Fatal(err)
+			if tc.same {
+				t.Fatal(err)
+			}
+			continue // the stream's own checksum refuses it: not restored at all
 		}
 		if (restored == made) != tc.same {
 			t.Fatalf("%s snapshot: restored sum equal to the produced one: %v", tc.name, restored == made)

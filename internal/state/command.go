@@ -183,6 +183,9 @@ const (
 	OpAccessRevoke     = "access.revoke"
 	OpAccessLog        = "access.log"
 	OpAdminKeyRotate   = "admin.rotate_key"
+	OpAuditPrune       = "audit.prune"
+	OpRetentionGet     = "retention.get"
+	OpRetentionSet     = "retention.set"
 )
 
 // Call is one authenticated API request. Every authenticated request, reads included, is a
@@ -218,6 +221,10 @@ type Call struct {
 	// AdminPublicKey is PUT /v1/admin/admin-key's new key (hex). Derived from the signed
 	// body only (never in a legacy entry).
 	AdminPublicKey string `json:"-"`
+	// AuditPrune is POST /v1/admin/audit/prune's body (signed body only).
+	AuditPrune *AuditPruneBody `json:"-"`
+	// Retention is PUT /v1/admin/retention's body (signed body only).
+	Retention *RetentionBody `json:"-"`
 
 	// ProposalID is the entry node's id for this proposal, the same on every retry of it
 	// (random, 16 bytes hex). When a retry after an ambiguous failure (the leader died or

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -8,12 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 
 	"github.com/custos/custos/internal/authn"
+	"github.com/custos/custos/internal/statedb"
 )
 
 // Limits on what the state keeps, so that no caller can grow it without bound.
@@ -26,9 +29,19 @@ const (
 	ProposalRetentionMs = 5 * 60 * 1000
 	// MaxProposals bounds the remembered proposal results; past it, results are not
 	// remembered (a retry then meets the reused nonce, as without proposal ids).
-	MaxProposals       = 1_000_000
-	RequestRetentionMs = 24 * 60 * 60 * 1000
-	pruneEveryMs       = 60 * 1000
+	MaxProposals = 1_000_000
+	// RequestRetentionMs and AccessKeyRetentionMs are the default retentions; the admin
+	// sets others within [Min…, Max…] (PUT /v1/admin/retention), replicated.
+	RequestRetentionMs    = 24 * 60 * 60 * 1000
+	MinRequestRetentionMs = 60 * 60 * 1000
+	MaxRequestRetentionMs = 366 * 24 * 60 * 60 * 1000
+	// Used session nonces are remembered twice as long as finished requests
+	// (meta.sessionRetention): past the retention of the request each served (a session
+	// id also binds the request id, which cannot be reused while the request is kept, and
+	// each node's keystore refuses a session it ran before).
+	// pruneEveryMs is how often (in stamp time) Apply prunes, unless the last prune left a
+	// backlog.
+	pruneEveryMs = 1000
 	// SignatureWindowS is how far a signature's created time may be from the stamp.
 	SignatureWindowS = 300
 	// MaxAttempts bounds how often a sign request is scheduled.
@@ -40,9 +53,12 @@ const (
 	MaxAccessLogEntries = 1000
 	// AccessKeyRetentionMs is how long a revoked or expired access key and its log are
 	// kept before they are pruned.
-	AccessKeyRetentionMs = 30 * 24 * 60 * 60 * 1000
-	// SnapshotVersion is the version of the snapshot format (2 added access keys); a
-	// snapshot of version 1 is read too.
+	AccessKeyRetentionMs    = 30 * 24 * 60 * 60 * 1000
+	MinAccessKeyRetentionMs = 24 * 60 * 60 * 1000
+	MaxAccessKeyRetentionMs = 10 * 366 * 24 * 60 * 60 * 1000
+	// SnapshotVersion is the newest version of the in-memory JSON snapshot format (2 added
+	// access keys) written by earlier binaries; Restore reads versions 1 and 2 and
+	// converts them (legacy.go). Snapshots are now statedb streams.
 	SnapshotVersion = 2
 )
 
@@ -84,135 +100,126 @@ type ProposalResult struct {
 	Expires int64  `json:"expires"`
 }
 
-// data is everything the FSM holds; it is what a snapshot serialises.
-type data struct {
-	Version    int                 `json:"version"`
-	Name       string              `json:"name"`
-	Threshold  int                 `json:"threshold"`
-	Members    []Member            `json:"members"`
-	Users      map[uint64]*User    `json:"users"`
-	NextUserID uint64              `json:"next_user_id"`
-	Keys       map[string]*Key     `json:"keys"`
-	Requests   map[string]*Request `json:"requests"`
-	// Open indexes the requests that are not final.
-	Open   map[string]bool  `json:"open"`
-	Nonces map[string]int64 `json:"nonces"` // replay key → expiry (ms)
-	// Proposals remembers each Call's result by proposal id for ProposalRetentionMs, so
-	// that a retried proposal gets the first result (see Call.ProposalID).
-	Proposals map[string]ProposalResult `json:"proposals,omitempty"`
-	Sessions  map[string]int64          `json:"sessions"` // session nonce (hex) → stamp used
-	Idem      map[string]string         `json:"idem"`     // caller|op|key → request id
-	IdemHash  map[string]string         `json:"idem_hash"`
-	Audit     []AuditEntry              `json:"audit"`
-	// AccessKeys holds every access key by id; AccessByPub indexes them by
-	// scheme ":" hex(public key) (the newest key with that public key, the only one that
-	// can be live) and AccessByGrantor by grantor (ids sorted).
-	AccessKeys      map[string]*AccessKey `json:"access_keys"`
-	AccessByPub     map[string]string     `json:"access_by_pub"`
-	AccessByGrantor map[uint64][]string   `json:"access_by_grantor"`
-	AccessLogs      map[string]*AccessLog `json:"access_logs"`
-	// Strict is set once the cluster accepts only signed entries (ClusterInit v2 or
-	// Upgrade); legacy entry kinds are refused from then on.
-	Strict bool `json:"strict,omitempty"`
-	// AdminPublicKey is the admin's Ed25519 public key in key-pair mode (nil in shared-key
-	// mode); AdminKeyGenesis the first one, which every node's configuration must name.
-	AdminPublicKey  []byte `json:"admin_public_key,omitempty"`
-	AdminKeyGenesis []byte `json:"admin_key_genesis,omitempty"`
-	// Checkpoints holds, per checkpoint index, each member's signed state hash.
-	Checkpoints map[uint64]map[string]string `json:"checkpoints,omitempty"`
-	LastStamp   int64                        `json:"last_stamp"`
-	LastPrune   int64                        `json:"last_prune"`
-	Applied     uint64                       `json:"applied"`
-}
-
-func newData() *data {
-	return &data{
-		Version:   SnapshotVersion,
-		Users:     map[uint64]*User{},
-		Keys:      map[string]*Key{},
-		Requests:  map[string]*Request{},
-		Open:      map[string]bool{},
-		Nonces:    map[string]int64{},
-		Proposals: map[string]ProposalResult{},
-		Sessions:  map[string]int64{},
-		Idem:      map[string]string{},
-		IdemHash:  map[string]string{},
-
-		AccessKeys:      map[string]*AccessKey{},
-		AccessByPub:     map[string]string{},
-		AccessByGrantor: map[uint64][]string{},
-		AccessLogs:      map[string]*AccessLog{},
-	}
-}
-
-// ensureMaps replaces maps a snapshot left null (or, for version 1, did not have).
-func (d *data) ensureMaps() {
-	if d.AccessKeys == nil {
-		d.AccessKeys = map[string]*AccessKey{}
-	}
-	if d.AccessByPub == nil {
-		d.AccessByPub = map[string]string{}
-	}
-	if d.AccessByGrantor == nil {
-		d.AccessByGrantor = map[uint64][]string{}
-	}
-	if d.AccessLogs == nil {
-		d.AccessLogs = map[string]*AccessLog{}
-	}
-	for _, m := range []*map[string]string{&d.Idem, &d.IdemHash} {
-		if *m == nil {
-			*m = map[string]string{}
-		}
-	}
-	if d.Users == nil {
-		d.Users = map[uint64]*User{}
-	}
-	if d.Keys == nil {
-		d.Keys = map[string]*Key{}
-	}
-	if d.Requests == nil {
-		d.Requests = map[string]*Request{}
-	}
-	if d.Open == nil {
-		d.Open = map[string]bool{}
-	}
-	if d.Proposals == nil {
-		d.Proposals = map[string]ProposalResult{}
-	}
-	if d.Nonces == nil {
-		d.Nonces = map[string]int64{}
-	}
-	if d.Sessions == nil {
-		d.Sessions = map[string]int64{}
-	}
-}
-
-// FSM is custos's raft state machine.
+// FSM is custos's raft state machine. Its state is in its own Pebble database
+// (internal/statedb): every raft batch's writes and its last index commit together, so
+// the database always holds exactly a prefix of the log, a restart replays only what
+// follows it, and memory holds only the cluster record (meta) and per-batch caches.
 type FSM struct {
-	mu       sync.RWMutex
-	d        *data
+	db       *statedb.DB
+	log      *slog.Logger
 	verifier Verifier
 	authn    *authn.Verifier
 	onEvent  func(Event)
-	applied  atomic.Uint64
-	// at is the index of the last entry reflected in d; guarded by mu, so a reader
-	// holding mu sees state and index together (applied moves just after).
-	at uint64
+
+	// applyMu serialises Apply, ApplyBatch and Restore (raft calls them from one
+	// goroutine; tests and tools may not).
+	applyMu sync.Mutex
+	// committed is the meta of the last committed batch (never changed in place).
+	committed atomic.Pointer[meta]
+	applied   atomic.Uint64
 	// halted records an entry this binary cannot apply; the node stops serving.
 	halted atomic.Pointer[string]
 
 	notifyMu sync.Mutex
-	notify   chan struct{} // closed and replaced after every apply
+	notify   chan struct{} // closed and replaced after every commit
 
-	// own holds this node's state hashes at recent checkpoint indices (guarded by mu;
-	// local, never part of the state).
-	own map[uint64]string
+	// ownMu guards own: this node's state hashes at recent checkpoint indices (local,
+	// never part of the state), filled by the hasher.
+	ownMu sync.Mutex
+	own   map[uint64]string
+	hash  *hasher
+
+	// emitMu serialises calls of onEvent.
+	emitMu sync.Mutex
+
+	// lastMu guards last: the last Checkpoint computed.
+	lastMu sync.Mutex
+	last   *Checkpoint
+
 	// onSnapshot, when set, learns the index and SHA-256 of every snapshot this FSM
 	// produces (the node remembers them as its own, trusted on restore).
 	onSnapshot func(index uint64, sum [32]byte)
 	// onRestore, when set, learns the index and SHA-256 of every snapshot restored.
 	onRestore func(index uint64, sum [32]byte)
 }
+
+// Config is what Open needs.
+type Config struct {
+	// Dir is the state database's directory: its own, never the keystore's.
+	Dir string
+	// Verifier checks threshold signatures and Authn callers' credentials (both pure
+	// functions, called inside Apply).
+	Verifier Verifier
+	Authn    *authn.Verifier
+	// OnEvent (may be nil) is called after each commit, and by the checkpoint hasher;
+	// never twice at once. It must not block.
+	OnEvent func(Event)
+	Logger  *slog.Logger
+	// CacheSize is the database's block cache in bytes (0: DefaultCacheSize).
+	CacheSize int64
+}
+
+// DefaultCacheSize is the state database's block cache: the records Apply reads on every
+// entry (users, keys, open requests, indexes) stay in it, whatever the history's size.
+const DefaultCacheSize = 64 << 20
+
+// Open opens (or creates) the state in cfg.Dir. Close it when done.
+func Open(cfg Config) (*FSM, error) {
+	if cfg.OnEvent == nil {
+		cfg.OnEvent = func(Event) {}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.CacheSize <= 0 {
+		cfg.CacheSize = DefaultCacheSize
+	}
+	db, err := statedb.Open(cfg.Dir, statedb.Options{Logger: cfg.Logger, CacheSize: cfg.CacheSize})
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	f := &FSM{db: db, log: cfg.Logger, verifier: cfg.Verifier, authn: cfg.Authn, onEvent: cfg.OnEvent, notify: make(chan struct{})}
+	if err := f.reload(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	f.hash = startHasher(f)
+	return f, nil
+}
+
+// reload reads the committed meta and applied index from the database.
+func (f *FSM) reload() error {
+	idx, _, err := f.db.AppliedIndex()
+	if err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	m := newMeta()
+	if err := catchFault(func() {
+		if got, ok := load[meta](dbKV{f.db}, key(tMeta)); ok {
+			m = got
+		}
+	}); err != nil {
+		return err
+	}
+	if m.Version != stateVersion {
+		return fmt.Errorf("state: the database's layout is version %d, this binary reads version %d", m.Version, stateVersion)
+	}
+	f.committed.Store(m)
+	f.setApplied(idx)
+	return nil
+}
+
+// Close stops the checkpoint hasher and closes the database (durably).
+func (f *FSM) Close() error {
+	f.hash.stop()
+	if err := f.db.Close(); err != nil {
+		return fmt.Errorf("state: close: %w", err)
+	}
+	return nil
+}
+
+// Sync makes every committed batch durable.
+func (f *FSM) Sync() error { return f.db.Sync() }
 
 // OnSnapshot sets the function told about every snapshot this FSM produces. Set it
 // before the FSM is given to raft.
@@ -222,15 +229,7 @@ func (f *FSM) OnSnapshot(fn func(index uint64, sum [32]byte)) { f.onSnapshot = f
 // any entry after it applies. Set it before the FSM is given to raft.
 func (f *FSM) OnRestore(fn func(index uint64, sum [32]byte)) { f.onRestore = fn }
 
-// NewFSM returns an empty state machine. v checks threshold signatures, an checks
-// callers' credentials (both pure functions); onEvent (may be nil) is called
-// synchronously from Apply and must not block.
-func NewFSM(v Verifier, an *authn.Verifier, onEvent func(Event)) *FSM {
-	if onEvent == nil {
-		onEvent = func(Event) {}
-	}
-	return &FSM{d: newData(), verifier: v, authn: an, onEvent: onEvent, notify: make(chan struct{})}
-}
+func (f *FSM) meta() *meta { return f.committed.Load() }
 
 // WaitApplied blocks until the entry at index has been applied locally or ctx ends.
 func (f *FSM) WaitApplied(ctx context.Context, index uint64) error {
@@ -268,81 +267,202 @@ func (f *FSM) Halted() string {
 	return ""
 }
 
+func (f *FSM) halt(reason string) {
+	f.halted.CompareAndSwap(nil, &reason)
+}
+
+// emit hands events to onEvent, one caller at a time (Apply and the hasher both emit).
+func (f *FSM) emit(events ...Event) {
+	f.emitMu.Lock()
+	defer f.emitMu.Unlock()
+	for _, e := range events {
+		f.onEvent(e)
+	}
+}
+
 // AppliedIndex is the raft index of the last applied entry.
 func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
 
 // Apply implements raft.FSM.
-func (f *FSM) Apply(l *raft.Log) any {
-	if l.Type != raft.LogCommand {
-		f.mu.Lock()
-		f.at = l.Index
-		f.mu.Unlock()
-		f.setApplied(l.Index)
-		return nil
+func (f *FSM) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
+
+var haltedResult = Result{Code: "cluster.unavailable", Detail: "node halted"}
+
+// ApplyBatch implements raft.BatchingFSM: the batch's entries apply in order into one
+// database batch, committed with the last index once (and also at every checkpoint
+// index, whose state the hasher reads). Entries at or below the database's applied
+// index were applied before a restart and are skipped.
+func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
+	out := make([]any, len(logs))
+	var cur *batchRun
+	defer func() {
+		if cur != nil {
+			cur.discard()
+		}
+	}()
+	for i, l := range logs {
+		if l.Index <= f.applied.Load() || (cur != nil && l.Index <= cur.last) {
+			continue
+		}
+		if f.Halted() != "" {
+			// Once halted, nothing more is applied: state must not move past an entry
+			// this binary does not understand.
+			out[i] = haltedResult
+			continue
+		}
+		if cur == nil {
+			var err error
+			if cur, err = f.beginRun(); err != nil {
+				f.halt(fmt.Sprintf("entry %d: state database: %v", l.Index, err))
+				out[i] = haltedResult
+				continue
+			}
+		}
+		if l.Type != raft.LogCommand {
+			cur.last = l.Index
+			continue
+		}
+		env, apply, reason := decodeEntry(l)
+		if reason != "" {
+			// Nothing of this entry was written: what came before it commits.
+			if cur.last != 0 {
+				f.commitRun(cur)
+			} else {
+				cur.discard()
+			}
+			cur = nil
+			f.halt(reason)
+			out[i] = haltedResult
+			continue
+		}
+		res, checkpoint, err := cur.apply(env, apply, l.Index)
+		if err != nil {
+			// The database failed mid-entry: nothing of this batch is committed; what
+			// came before this entry in it applies again after a restart.
+			cur.discard()
+			cur = nil
+			f.halt(fmt.Sprintf("entry %d: %v", l.Index, err))
+			out[i] = haltedResult
+			continue
+		}
+		out[i] = res
+		if checkpoint || l.Index%CheckpointEvery == 0 {
+			cur.m.openCheckpoint(l.Index)
+			if !f.commitRun(cur) {
+				cur = nil
+				continue
+			}
+			cur = nil
+			f.hash.enqueue(l.Index)
+		}
 	}
-	if f.Halted() != "" {
-		// Once halted, nothing more is applied: state must not move past an entry
-		// this binary does not understand.
-		return Result{Code: "cluster.unavailable", Detail: "node halted"}
+	if cur != nil && cur.last != 0 {
+		f.commitRun(cur)
+		cur = nil
 	}
+	return out
+}
+
+// batchRun is a database batch being filled by consecutive entries.
+type batchRun struct {
+	f      *FSM
+	b      *statedb.Batch
+	t      *tx
+	m      *meta
+	last   uint64 // the last index applied into it (0: none)
+	events []Event
+}
+
+func (f *FSM) beginRun() (*batchRun, error) {
+	b, err := f.db.NewBatch()
+	if err != nil {
+		return nil, err
+	}
+	return &batchRun{f: f, b: b, t: newTx(b), m: f.meta().clone()}, nil
+}
+
+func (r *batchRun) discard() { _ = r.b.Close() }
+
+// decodeEntry decodes a command entry, or says why this binary cannot apply it.
+func decodeEntry(l *raft.Log) (*Envelope, func(*applier) Result, string) {
 	var env Envelope
 	if err := json.Unmarshal(l.Data, &env); err != nil {
-		f.halt(fmt.Sprintf("entry %d: undecodable: %v", l.Index, err))
-		return Result{Code: "cluster.unavailable", Detail: "undecodable entry"}
+		return nil, nil, fmt.Sprintf("entry %d: undecodable: %v", l.Index, err)
 	}
-	cmd, ok := commands[env.Type]
-	if !ok || env.Version < 1 || env.Version > cmd.version {
-		f.halt(fmt.Sprintf("entry %d: unknown command %s v%d", l.Index, env.Type, env.Version))
-		return Result{Code: "cluster.unavailable", Detail: "unknown command"}
+	cmd, known := commands[env.Type]
+	if !known || env.Version < 1 || env.Version > cmd.version {
+		return nil, nil, fmt.Sprintf("entry %d: unknown command %s v%d", l.Index, env.Type, env.Version)
 	}
 	apply, err := cmd.decode(env.Payload)
 	if err != nil {
 		// A field or kind this binary does not know (a newer member proposed it), or
 		// bytes no binary wrote: never skip it, never half-read it.
-		f.halt(fmt.Sprintf("entry %d: %s v%d cannot be decoded by this binary: %v", l.Index, env.Type, env.Version, err))
-		return Result{Code: "cluster.unavailable", Detail: "undecodable entry"}
+		return nil, nil, fmt.Sprintf("entry %d: %s v%d cannot be decoded by this binary: %v", l.Index, env.Type, env.Version, err)
 	}
-	f.mu.Lock()
-	var events []Event
-	res, checkpoint := f.applyLocked(&env, apply, l.Index, &events)
-	f.at = l.Index
-	if checkpoint || l.Index%CheckpointEvery == 0 {
-		f.d.openCheckpoint(l.Index)
-		h := f.stateHashLocked()
-		f.recordOwnLocked(l.Index, h)
-		events = append(events, Event{Kind: EventCheckpoint, Stamp: env.Stamp, Index: l.Index, Hash: h})
-	}
-	f.mu.Unlock()
-	f.setApplied(l.Index)
-	for _, e := range events {
-		if e.Index == 0 {
-			e.Index = l.Index
-		}
-		f.onEvent(e)
-	}
-	res.Index = l.Index
-	return res
+	return &env, apply, ""
 }
 
-func (f *FSM) halt(reason string) {
-	f.halted.CompareAndSwap(nil, &reason)
+// apply applies one decoded entry into the run.
+func (r *batchRun) apply(env *Envelope, apply func(*applier) Result, index uint64) (res Result, checkpoint bool, err error) {
+	if err := catchFault(func() {
+		res, checkpoint = r.applyEntry(env, apply, index)
+	}); err != nil {
+		return Result{}, false, err
+	}
+	r.last = index
+	res.Index = index
+	return res, checkpoint, nil
 }
 
-// applyLocked applies one command entry; checkpoint says the entry asked for a state
-// checkpoint at its index.
-func (f *FSM) applyLocked(env *Envelope, apply func(*applier) Result, index uint64, events *[]Event) (Result, bool) {
-	d := f.d
-	if env.Stamp < d.LastStamp {
+// applyEntry applies one decoded entry; checkpoint says it asked for a state checkpoint
+// at its index.
+func (r *batchRun) applyEntry(env *Envelope, apply func(*applier) Result, index uint64) (Result, bool) {
+	m := r.m
+	if env.Stamp < m.LastStamp {
 		return Result{Code: "cluster.unavailable", Detail: "entry stamped before its predecessor; retry"}, false
 	}
-	d.LastStamp = env.Stamp
-	d.prune(env.Stamp)
-	a := &applier{d: d, stamp: env.Stamp, index: index, verifier: f.verifier, authn: f.authn, events: events}
-	return a.applyEntry(env, apply), a.checkpointHere
+	m.LastStamp = env.Stamp
+	events := len(r.events)
+	a := &applier{t: r.t, m: m, stamp: env.Stamp, index: index, verifier: r.f.verifier, authn: r.f.authn, events: &r.events}
+	if env.Stamp-m.LastPrune >= pruneEveryMs || m.PruneBehind {
+		m.LastPrune = env.Stamp
+		m.PruneBehind = a.prune()
+	}
+	res := a.applyEntry(env, apply)
+	for i := events; i < len(r.events); i++ {
+		if r.events[i].Index == 0 {
+			r.events[i].Index = index
+		}
+	}
+	return res, a.checkpointHere
+}
+
+// commitRun writes the run's objects and meta and commits them with its last index, then
+// publishes the new meta and index and hands out the run's events. It reports false
+// (and halts) when the commit failed.
+func (f *FSM) commitRun(r *batchRun) bool {
+	if err := catchFault(func() {
+		r.t.flush()
+		r.t.setRaw(key(tMeta), mustJSON(r.m))
+	}); err != nil {
+		r.discard()
+		f.halt(fmt.Sprintf("entry %d: %v", r.last, err))
+		return false
+	}
+	if err := r.b.Commit(r.last, r.m.LastStamp); err != nil {
+		f.halt(fmt.Sprintf("entry %d: state database commit: %v", r.last, err))
+		return false
+	}
+	f.committed.Store(r.m)
+	f.setApplied(r.last)
+	f.emit(r.events...)
+	return true
 }
 
 func (a *applier) applyEntry(env *Envelope, apply func(*applier) Result) Result {
-	if a.d.Strict && commands[env.Type].legacy {
+	if a.m.Strict && commands[env.Type].legacy {
 		// An unsigned entry kind after the cluster became strict: whoever proposed it
 		// wants the FSM to believe a proposer.
 		a.audit("cluster", "entry.refused", env.Type, "refused", "auth.signature_invalid")
@@ -355,104 +475,143 @@ func badEntry(err error) Result {
 	return Result{Code: "request.malformed", Detail: "entry payload: " + err.Error()}
 }
 
-// prune drops expired nonces and old finished requests, judged by stamps only.
-func (d *data) prune(stamp int64) {
-	if stamp-d.LastPrune < pruneEveryMs {
-		return
-	}
-	d.LastPrune = stamp
-	for k, exp := range d.Nonces {
-		if exp <= stamp {
-			delete(d.Nonces, k)
+// catchFault runs fn and returns the database fault it raised, if any.
+func catchFault(fn func()) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			df, ok := p.(dbFault)
+			if !ok {
+				panic(p)
+			}
+			err = df.err
 		}
-	}
-	for k, p := range d.Proposals {
-		if p.Expires <= stamp {
-			delete(d.Proposals, k)
-		}
-	}
-	for id, r := range d.Requests {
-		if Final(r.Status) && stamp-r.UpdatedAt > RequestRetentionMs {
-			delete(d.Requests, id)
-		}
-	}
-	for k, id := range d.Idem {
-		if _, ok := d.Requests[id]; !ok {
-			delete(d.Idem, k)
-			delete(d.IdemHash, k)
-		}
-	}
-	for _, ak := range d.AccessKeys {
-		if dead := ak.deadSince(); dead != 0 && dead <= stamp && stamp-dead > AccessKeyRetentionMs {
-			d.dropAccessKey(ak)
-		}
-	}
-}
-
-// Snapshot implements raft.FSM. The state is serialised under the read lock: it is small
-// compared to what raft copies anyway, and a consistent copy is simplest.
-func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	cp := *f.d
-	cp.Applied = f.applied.Load()
-	b, err := json.Marshal(&cp)
-	if err != nil {
-		return nil, fmt.Errorf("state: snapshot: %w", err)
-	}
-	if f.onSnapshot != nil {
-		f.onSnapshot(cp.Applied, sha256.Sum256(b))
-	}
-	return snapshot(b), nil
-}
-
-// Restore implements raft.FSM.
-func (f *FSM) Restore(rc io.ReadCloser) error {
-	defer rc.Close()
-	d := newData()
-	h := sha256.New()
-	tee := io.TeeReader(rc, h)
-	dec := json.NewDecoder(tee)
-	if err := dec.Decode(d); err != nil {
-		return fmt.Errorf("state: restore: %w", err)
-	}
-	// The snapshot's hash covers every byte: read what the decoder left.
-	if _, err := io.Copy(io.Discard, tee); err != nil {
-		return fmt.Errorf("state: restore: %w", err)
-	}
-	if d.Version < 1 || d.Version > SnapshotVersion {
-		return fmt.Errorf("state: restore: snapshot version %d, this binary reads 1 to %d", d.Version, SnapshotVersion)
-	}
-	d.Version = SnapshotVersion
-	d.ensureMaps()
-	f.mu.Lock()
-	f.d = d
-	f.at = d.Applied
-	f.own = nil
-	f.mu.Unlock()
-	index := d.Applied
-	var sum [32]byte
-	copy(sum[:], h.Sum(nil))
-	if f.onRestore != nil {
-		f.onRestore(index, sum)
-	}
-	f.setApplied(d.Applied)
+	}()
+	fn()
 	return nil
 }
 
-type snapshot []byte
+// dbKV reads the committed state directly (single reads that need no view).
+type dbKV struct{ db *statedb.DB }
 
-func (s snapshot) Persist(sink raft.SnapshotSink) error {
-	if _, err := sink.Write(s); err != nil {
+func (d dbKV) Get(k []byte) ([]byte, error) { return d.db.Get(k) }
+
+func (d dbKV) Scan(lower, upper []byte, fn func(key, value []byte) error) error {
+	v, err := d.db.View()
+	if err != nil {
+		return err
+	}
+	defer v.Close()
+	return v.Scan(lower, upper, fn)
+}
+
+// read runs fn over a consistent view of the committed state and the committed meta.
+// A database failure while reading halts nothing: fn sees the records read so far and
+// the error is logged (reads serve the API; Apply is where faults halt).
+func (f *FSM) read(fn func(r readKV, m *meta)) {
+	v, err := f.db.View()
+	if err != nil {
+		f.log.Error("state: read", "err", err)
+		fn(emptyKV{}, f.meta())
+		return
+	}
+	defer v.Close()
+	m := f.meta()
+	if err := catchFault(func() { fn(v, m) }); err != nil {
+		f.log.Error("state: read", "err", err)
+	}
+}
+
+// emptyKV reads as an empty state.
+type emptyKV struct{}
+
+func (emptyKV) Get([]byte) ([]byte, error) { return nil, statedb.ErrNotFound }
+
+func (emptyKV) Scan([]byte, []byte, func(key, value []byte) error) error { return nil }
+
+// Snapshot implements raft.FSM: an O(1) consistent view of the database, streamed by
+// Persist while Apply goes on.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	s, err := f.db.Snapshot()
+	if err != nil {
+		return nil, fmt.Errorf("state: snapshot: %w", err)
+	}
+	idx, _, err := s.View().AppliedIndex()
+	if err != nil {
+		_ = s.Close()
+		return nil, fmt.Errorf("state: snapshot: %w", err)
+	}
+	return &fsmSnapshot{f: f, s: s, index: idx}, nil
+}
+
+type fsmSnapshot struct {
+	f     *FSM
+	s     *statedb.Snapshot
+	index uint64
+}
+
+// Persist streams the snapshot to raft's sink and tells onSnapshot its SHA-256.
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	h := sha256.New()
+	if _, err := s.s.WriteTo(io.MultiWriter(sink, h)); err != nil {
 		_ = sink.Cancel()
 		return fmt.Errorf("state: persist snapshot: %w", err)
 	}
-	return sink.Close()
+	if err := sink.Close(); err != nil {
+		return fmt.Errorf("state: persist snapshot: %w", err)
+	}
+	if s.f.onSnapshot != nil {
+		var sum [32]byte
+		h.Sum(sum[:0])
+		s.f.onSnapshot(s.index, sum)
+	}
+	return nil
 }
 
-func (s snapshot) Release() {}
+func (s *fsmSnapshot) Release() { _ = s.s.Close() }
 
-// Hash is the SHA-256 of the serialised state, for comparing nodes at the same index.
+// Restore implements raft.FSM: the stream replaces the whole state (atomically: a
+// failed restore keeps the old one). A snapshot in the JSON format of earlier binaries
+// is converted (legacy.go).
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
+	h := sha256.New()
+	br := bufio.NewReaderSize(io.TeeReader(rc, h), 64<<10)
+	first, err := br.Peek(1)
+	if err != nil {
+		return fmt.Errorf("state: restore: %w", err)
+	}
+	if first[0] == '{' {
+		err = f.restoreLegacy(br)
+	} else {
+		err = f.db.RestoreChecked(br, verifyRestored)
+	}
+	if err != nil {
+		return fmt.Errorf("state: restore: %w", err)
+	}
+	// The snapshot's hash covers every byte: read what the reader left.
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		return fmt.Errorf("state: restore: %w", err)
+	}
+	if err := f.reload(); err != nil {
+		return err
+	}
+	f.ownMu.Lock()
+	f.own = nil
+	f.ownMu.Unlock()
+	f.lastMu.Lock()
+	f.last = nil
+	f.lastMu.Unlock()
+	var sum [32]byte
+	h.Sum(sum[:0])
+	if f.onRestore != nil {
+		f.onRestore(f.applied.Load(), sum)
+	}
+	return nil
+}
+
+// Hash is this node's state hash at its applied index, for comparing nodes.
 func (f *FSM) Hash() (index uint64, hash string) {
 	c := f.Checkpoint()
 	return c.Index, c.StateHash
@@ -467,15 +626,27 @@ type Checkpoint struct {
 	AuditHead string `json:"audit_head"`
 }
 
-// Checkpoint returns the state's checkpoint, read under one lock so that the hash, the
-// audit head and the index belong together.
+// Checkpoint returns the state's checkpoint, computed over one consistent view (a scan
+// of the state but its audit log; see checkpointOf). The last one is remembered: while
+// nothing is applied, asking again (operators and harnesses poll /debug/state) costs
+// nothing.
 func (f *FSM) Checkpoint() Checkpoint {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	c := Checkpoint{Index: f.at, StateHash: f.stateHashLocked(), AuditHead: GenesisHash}
-	if n := len(f.d.Audit); n > 0 {
-		c.AuditSeq, c.AuditHead = f.d.Audit[n-1].Seq, f.d.Audit[n-1].Hash
+	f.lastMu.Lock()
+	defer f.lastMu.Unlock()
+	if f.last != nil && f.last.Index == f.applied.Load() {
+		return *f.last
 	}
+	v, err := f.db.View()
+	if err != nil {
+		return Checkpoint{Index: f.applied.Load()}
+	}
+	defer v.Close()
+	c, err := checkpointOf(v)
+	if err != nil {
+		f.log.Error("state: checkpoint", "err", err)
+		return c
+	}
+	f.last = &c
 	return c
 }
 

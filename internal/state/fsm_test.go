@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -32,7 +35,7 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	h := &harness{t: t, stamp: 1_700_000_000_000}
-	h.f = NewFSM(okVerifier{}, nil, func(e Event) { h.events = append(h.events, e) })
+	h.f = openTestFSM(t, okVerifier{}, nil, func(e Event) { h.events = append(h.events, e) })
 	h.apply(TypeClusterInit, &ClusterInit{Name: "test", Threshold: 2, Members: []Member{{ID: "n1"}, {ID: "n2"}, {ID: "n3"}}})
 	return h
 }
@@ -307,18 +310,8 @@ func TestSnapshotRestoreAndAuditChain(t *testing.T) {
 	h := newHarness(t)
 	alice := h.createUser("alice")
 	h.activeKey(alice, CurveSecp256k1)
-	snap, err := h.f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s sink
-	if err := snap.Persist(&s); err != nil {
-		t.Fatal(err)
-	}
-	g := NewFSM(okVerifier{}, nil, nil)
-	if err := g.Restore(io.NopCloser(bytes.NewReader(s.Bytes()))); err != nil {
-		t.Fatal(err)
-	}
+	snap := snapshotOf(t, h.f)
+	g := restoredFSM(t, snap)
 	_, h1 := h.f.Hash()
 	_, h2 := g.Hash()
 	if h1 != h2 {
@@ -349,9 +342,30 @@ func FuzzApply(f *testing.F) {
 	b, _ := Encode(TypeCall, 1, &Call{Caller: Caller{Kind: "admin"}, Op: OpUserCreate, UserName: "x"})
 	f.Add(b)
 	f.Add([]byte(`{"t":"call","v":1,"s":5,"p":{"op":"keys.sign"}}`))
+	// One FSM serves the inputs until one halts it (opening a database per input would
+	// leave the fuzzer little time for inputs).
+	var fsm *FSM
+	var index uint64
+	dir, opened := f.TempDir(), 0
+	f.Cleanup(func() {
+		if fsm != nil {
+			_ = fsm.Close()
+		}
+	})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		fsm := NewFSM(okVerifier{}, nil, nil)
-		fsm.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: data})
+		if fsm == nil || fsm.Halted() != "" {
+			if fsm != nil {
+				_ = fsm.Close()
+			}
+			var err error
+			opened++
+			if fsm, err = Open(Config{Dir: filepath.Join(dir, strconv.Itoa(opened)), Verifier: okVerifier{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}); err != nil {
+				t.Fatal(err)
+			}
+			index = fsm.AppliedIndex()
+		}
+		index++
+		fsm.Apply(&raft.Log{Index: index, Type: raft.LogCommand, Data: data})
 	})
 }
 

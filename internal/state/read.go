@@ -1,179 +1,169 @@
 package state
 
 import (
-	"encoding/hex"
-	"maps"
+	"encoding/json"
+	"math"
 	"slices"
 	"sort"
+
+	"github.com/custos/custos/internal/statedb"
 )
+
+// Reads for the API and the node's components. Each reads the committed state: a
+// consistent view of the database (records are decoded fresh, so callers own what they
+// get) and the committed meta.
 
 // Cluster returns the cluster's name, threshold and members.
 func (f *FSM) Cluster() (name string, threshold int, members []Member) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.d.Name, f.d.Threshold, slices.Clone(f.d.Members)
+	m := f.meta()
+	return m.Name, m.Threshold, slices.Clone(m.Members)
 }
 
 // LastStamp is the stamp of the last applied entry (unix ms).
-func (f *FSM) LastStamp() int64 {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.d.LastStamp
-}
+func (f *FSM) LastStamp() int64 { return f.meta().LastStamp }
 
 // User returns a copy of a user, or nil.
 func (f *FSM) User(id uint64) *User {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	u := f.d.Users[id]
-	if u == nil {
-		return nil
-	}
-	c := *u
-	c.Permissions = slices.Clone(u.Permissions)
-	return &c
+	var u *User
+	f.read(func(r readKV, _ *meta) { u, _ = load[User](r, keyU64(tUser, id)) })
+	return u
 }
 
 // Users returns copies of users with id > after, ascending, at most limit.
 func (f *FSM) Users(after uint64, limit int) []User {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	ids := make([]uint64, 0, len(f.d.Users))
-	for id := range f.d.Users {
-		if id > after {
-			ids = append(ids, id)
-		}
+	out := []User{}
+	if limit <= 0 || after == math.MaxUint64 {
+		return out
 	}
-	slices.Sort(ids)
-	if len(ids) > limit {
-		ids = ids[:limit]
-	}
-	out := make([]User, 0, len(ids))
-	for _, id := range ids {
-		u := *f.d.Users[id]
-		u.Permissions = slices.Clone(u.Permissions)
-		out = append(out, u)
-	}
+	f.read(func(r readKV, _ *meta) {
+		scanRecords(r, keyU64(tUser, after+1), statedb.PrefixEnd(key(tUser)), func(v []byte) bool {
+			var u User
+			decodeRecord(v, &u)
+			out = append(out, u)
+			return len(out) < limit
+		})
+	})
 	return out
-}
-
-func copyKey(k *Key) *Key {
-	c := *k
-	c.Members = slices.Clone(k.Members)
-	c.PublicKey = slices.Clone(k.PublicKey)
-	c.ChainCode = slices.Clone(k.ChainCode)
-	c.Reports = maps.Clone(k.Reports)
-	return &c
 }
 
 // Key returns a copy of a key, or nil.
 func (f *FSM) Key(id string) *Key {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	k := f.d.Keys[id]
-	if k == nil {
-		return nil
-	}
-	return copyKey(k)
+	var k *Key
+	f.read(func(r readKV, _ *meta) { k, _ = load[Key](r, keyStr(tKey, id)) })
+	return k
 }
 
 // KeysOf returns copies of an owner's keys with id > after, sorted by id, at most limit.
 func (f *FSM) KeysOf(owner uint64, after string, limit int) []*Key {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	var out []*Key
-	for _, k := range f.d.Keys {
-		if k.Owner == owner && k.ID > after {
-			out = append(out, k)
-		}
+	if limit <= 0 {
+		return out
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	if len(out) > limit {
-		out = out[:limit]
-	}
-	for i, k := range out {
-		out[i] = copyKey(k)
-	}
+	prefix := keyU64(tKeyOwner, owner)
+	f.read(func(r readKV, _ *meta) {
+		scanKeys(r, statedb.AppendString(slices.Clone(prefix), after+"\x00"), statedb.PrefixEnd(prefix), func(k []byte) bool {
+			d := statedb.NewKeyDecoder(k)
+			d.Table()
+			d.Uint64()
+			if key, ok := load[Key](r, keyStr(tKey, d.Text())); ok {
+				out = append(out, key)
+			}
+			return len(out) < limit
+		})
+	})
 	return out
 }
 
 // AllKeys returns copies of every key (for reconciliation on a node).
 func (f *FSM) AllKeys() []*Key {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	out := make([]*Key, 0, len(f.d.Keys))
-	for _, k := range f.d.Keys {
-		out = append(out, copyKey(k))
-	}
+	var out []*Key
+	f.read(func(r readKV, _ *meta) {
+		scanRecords(r, key(tKey), statedb.PrefixEnd(key(tKey)), func(v []byte) bool {
+			var k Key
+			decodeRecord(v, &k)
+			out = append(out, &k)
+			return true
+		})
+	})
 	return out
-}
-
-func copyRequest(r *Request) *Request {
-	c := *r
-	c.Message = slices.Clone(r.Message)
-	c.PathIdx = slices.Clone(r.PathIdx)
-	c.Committee = slices.Clone(r.Committee)
-	c.Nonce = slices.Clone(r.Nonce)
-	c.Failures = slices.Clone(r.Failures)
-	if r.Signed != nil {
-		s := *r.Signed
-		c.Signed = &s
-	}
-	if r.Signature != nil {
-		s := *r.Signature
-		c.Signature = &s
-	}
-	if r.Error != nil {
-		e := *r.Error
-		c.Error = &e
-	}
-	return &c
 }
 
 // Request returns a copy of a request, or nil.
 func (f *FSM) Request(id string) *Request {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	r := f.d.Requests[id]
-	if r == nil {
-		return nil
-	}
-	return copyRequest(r)
+	var req *Request
+	f.read(func(r readKV, _ *meta) { req, _ = load[Request](r, keyStr(tRequest, id)) })
+	return req
 }
 
-// OpenRequests returns copies of every request that is not final.
+// OpenRequests returns copies of every request that is not final (at most
+// MaxOpenRequests), oldest first.
 func (f *FSM) OpenRequests() []*Request {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	out := make([]*Request, 0, len(f.d.Open))
-	for id := range f.d.Open {
-		out = append(out, copyRequest(f.d.Requests[id]))
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt < out[j].CreatedAt })
+	var out []*Request
+	f.read(func(r readKV, _ *meta) {
+		scanKeys(r, key(tOpen), statedb.PrefixEnd(key(tOpen)), func(k []byte) bool {
+			d := statedb.NewKeyDecoder(k)
+			d.Table()
+			if req, ok := load[Request](r, keyStr(tRequest, d.Text())); ok {
+				out = append(out, req)
+			}
+			return true
+		})
+	})
+	sort.SliceStable(out, func(i, j int) bool { return out[i].CreatedAt < out[j].CreatedAt })
 	return out
 }
 
 // Audit returns entries with seq > after, ascending, at most limit, and whether more follow.
 func (f *FSM) Audit(after uint64, limit int) ([]AuditEntry, bool) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	n := uint64(len(f.d.Audit))
-	if after >= n {
-		return nil, false
-	}
-	end := min(after+uint64(limit), n)
-	return slices.Clone(f.d.Audit[after:end]), end < n
+	p := f.AuditPage(after, limit)
+	return p.Entries, p.More
+}
+
+// AuditPage is a page of the audit log and the pruned anchor, read from one view: the
+// first entry of a pruned log links to PrunedHash.
+type AuditPage struct {
+	Entries    []AuditEntry
+	More       bool
+	PrunedSeq  uint64
+	PrunedHash string
+}
+
+// AuditPage returns entries with seq > after, ascending, at most limit, whether more
+// follow, and the pruned anchor as of the same state.
+func (f *FSM) AuditPage(after uint64, limit int) AuditPage {
+	var p AuditPage
+	f.read(func(r readKV, _ *meta) {
+		if m, ok := load[meta](r, key(tMeta)); ok {
+			p.PrunedSeq, p.PrunedHash = m.AuditPrunedSeq, m.AuditPrunedHash
+		}
+		if after == math.MaxUint64 {
+			return
+		}
+		scanRecords(r, keyU64(tAudit, after+1), statedb.PrefixEnd(key(tAudit)), func(v []byte) bool {
+			if len(p.Entries) == limit {
+				p.More = true
+				return false
+			}
+			var e AuditEntry
+			decodeRecord(v, &e)
+			p.Entries = append(p.Entries, e)
+			return true
+		})
+	})
+	return p
+}
+
+// AuditPruned returns the seq and hash of the last pruned audit entry (0, "" when the log
+// was never pruned): the first entry kept links to it.
+func (f *FSM) AuditPruned() (uint64, string) {
+	m := f.meta()
+	return m.AuditPrunedSeq, m.AuditPrunedHash
 }
 
 // AuditHead returns the seq and hash of the last audit entry.
 func (f *FSM) AuditHead() (uint64, string) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	if len(f.d.Audit) == 0 {
-		return 0, GenesisHash
-	}
-	e := f.d.Audit[len(f.d.Audit)-1]
-	return e.Seq, e.Hash
+	m := f.meta()
+	return m.AuditSeq, m.AuditHead
 }
 
 // KeysIn is KeysOf limited to the ids in only (all of the owner's keys when only is
@@ -182,95 +172,99 @@ func (f *FSM) KeysIn(owner uint64, only []string, after string, limit int) []*Ke
 	if len(only) == 0 {
 		return f.KeysOf(owner, after, limit)
 	}
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	var out []*Key
-	for _, id := range only {
-		if k := f.d.Keys[id]; k != nil && k.Owner == owner && k.ID > after {
-			out = append(out, k)
+	f.read(func(r readKV, _ *meta) {
+		for _, id := range only {
+			if k, ok := load[Key](r, keyStr(tKey, id)); ok && k.Owner == owner && k.ID > after {
+				out = append(out, k)
+			}
 		}
-	}
+	})
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	if len(out) > limit {
 		out = out[:limit]
 	}
-	for i, k := range out {
-		out[i] = copyKey(k)
-	}
 	return out
-}
-
-func copyAccessKey(k *AccessKey) *AccessKey {
-	c := *k
-	c.PublicKey = slices.Clone(k.PublicKey)
-	c.Permissions = slices.Clone(k.Permissions)
-	c.KeyIDs = slices.Clone(k.KeyIDs)
-	if k.Grant != nil {
-		g := *k.Grant
-		g.Body = slices.Clone(k.Grant.Body)
-		c.Grant = &g
-	}
-	return &c
 }
 
 // AccessKey returns a copy of an access key, or nil.
 func (f *FSM) AccessKey(id string) *AccessKey {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	k := f.d.AccessKeys[id]
-	if k == nil {
-		return nil
-	}
-	return copyAccessKey(k)
+	var ak *AccessKey
+	f.read(func(r readKV, _ *meta) { ak, _ = load[AccessKey](r, keyStr(tAccess, id)) })
+	return ak
 }
 
 // AccessKeyByPublicKey returns a copy of the newest access key of that scheme and public
 // key (the only one that can be live; the caller judges liveness at its own time), or nil.
 func (f *FSM) AccessKeyByPublicKey(scheme string, pub []byte) *AccessKey {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	k := f.d.AccessKeys[f.d.AccessByPub[scheme+":"+hex.EncodeToString(pub)]]
-	if k == nil {
-		return nil
-	}
-	return copyAccessKey(k)
+	var ak *AccessKey
+	f.read(func(r readKV, _ *meta) {
+		if id := accessKeyIDByPub(r, scheme, pub); id != "" {
+			ak, _ = load[AccessKey](r, keyStr(tAccess, id))
+		}
+	})
+	return ak
 }
 
 // AccessKeysOf returns copies of a grantor's access keys with id > after, sorted by id,
 // at most limit.
 func (f *FSM) AccessKeysOf(grantor uint64, after string, limit int) []*AccessKey {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	var out []*AccessKey
-	for _, id := range f.d.AccessByGrantor[grantor] {
-		if id > after {
+	f.read(func(r readKV, _ *meta) {
+		for _, id := range accessKeysOf(r, grantor) {
+			if id <= after {
+				continue
+			}
 			if len(out) == limit {
 				break
 			}
-			out = append(out, copyAccessKey(f.d.AccessKeys[id]))
+			if ak, ok := load[AccessKey](r, keyStr(tAccess, id)); ok {
+				out = append(out, ak)
+			}
 		}
-	}
+	})
 	return out
 }
 
 // AccessLog returns an access key's log entries with seq > after, ascending, at most
 // limit, and whether more follow.
 func (f *FSM) AccessLog(id string, after uint64, limit int) ([]AccessLogEntry, bool) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	l := f.d.AccessLogs[id]
-	if l == nil {
+	var out []AccessLogEntry
+	more := false
+	if after == math.MaxUint64 {
 		return nil, false
 	}
-	i, _ := slices.BinarySearchFunc(l.Entries, after+1, func(e AccessLogEntry, seq uint64) int {
-		switch {
-		case e.Seq < seq:
-			return -1
-		case e.Seq > seq:
-			return 1
-		}
-		return 0
+	prefix := statedb.AppendString(key(tAccessLog), id)
+	f.read(func(r readKV, _ *meta) {
+		scanRecords(r, accessLogKey(id, after+1), statedb.PrefixEnd(prefix), func(v []byte) bool {
+			if len(out) == limit {
+				more = true
+				return false
+			}
+			var e AccessLogEntry
+			decodeRecord(v, &e)
+			out = append(out, e)
+			return true
+		})
 	})
-	end := min(i+limit, len(l.Entries))
-	return slices.Clone(l.Entries[i:end]), end < len(l.Entries)
+	return out, more
+}
+
+// scanRecords calls fn with each value in [lower, upper) until fn returns false.
+func scanRecords(r readKV, lower, upper []byte, fn func(v []byte) bool) {
+	err := r.Scan(lower, upper, func(_, v []byte) error {
+		if !fn(v) {
+			return statedb.ErrStop
+		}
+		return nil
+	})
+	if err != nil {
+		fault("state: scan: %w", err)
+	}
+}
+
+func decodeRecord(raw []byte, v any) {
+	if err := json.Unmarshal(raw, v); err != nil {
+		fault("state: decode: %w", err)
+	}
 }

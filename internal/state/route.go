@@ -24,6 +24,10 @@ type (
 	AccessKeyBody   = api.AccessKeyBody
 	// AdminKeyBody is PUT /v1/admin/admin-key's body: the admin's new Ed25519 public key.
 	AdminKeyBody = api.AdminKey
+	// AuditPruneBody is POST /v1/admin/audit/prune's body.
+	AuditPruneBody = api.AuditPruneBody
+	// RetentionBody is PUT /v1/admin/retention's body.
+	RetentionBody = api.Retention
 )
 
 // grantOf returns a grant body's grant fields.
@@ -80,6 +84,9 @@ var routes = []route{
 	{http.MethodPost, []string{"keys", "{}", "sign"}, OpKeySign},
 	{http.MethodGet, []string{"requests", "{}"}, OpRequestGet},
 	{http.MethodGet, []string{"audit"}, OpAuditList},
+	{http.MethodPost, []string{"admin", "audit", "prune"}, OpAuditPrune},
+	{http.MethodGet, []string{"admin", "retention"}, OpRetentionGet},
+	{http.MethodPut, []string{"admin", "retention"}, OpRetentionSet},
 	{http.MethodPost, []string{"access-keys"}, OpAccessCreate},
 	{http.MethodGet, []string{"access-keys"}, OpAccessList},
 	{http.MethodDelete, []string{"access-keys", "{}"}, OpAccessRevoke},
@@ -184,6 +191,16 @@ func ParseRequest(f *SignedForm) *Call {
 		var b AdminKeyBody
 		c.Malformed = DecodeBody(f.Body, &b)
 		c.AdminPublicKey = b.PublicKey
+	case OpAuditPrune:
+		var b AuditPruneBody
+		c.Malformed = DecodeBody(f.Body, &b)
+		c.AuditPrune = &b
+	case OpRetentionGet:
+		emptyBody()
+	case OpRetentionSet:
+		var b RetentionBody
+		c.Malformed = DecodeBody(f.Body, &b)
+		c.Retention = &b
 	case OpKeyCreate:
 		var b KeygenBody
 		c.Malformed = DecodeBody(f.Body, &b)

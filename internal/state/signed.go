@@ -22,20 +22,10 @@ import (
 // a clock.
 const MaxStampSkew = 30 * time.Second
 
-// member returns the member with this id.
-func (d *data) member(id string) *Member {
-	for i := range d.Members {
-		if d.Members[i].ID == id {
-			return &d.Members[i]
-		}
-	}
-	return nil
-}
-
 // verifyNode checks that member node signed body in domain. The refusal, when there is
 // one, is audited: a member whose signature does not verify is named by the id it used.
 func (a *applier) verifyNode(node, domain, what string, body, sig []byte) Result {
-	m := a.d.member(node)
+	m := a.m.member(node)
 	if m == nil {
 		a.audit("cluster", what+".refused", truncate("node:"+node, 80), "refused", "auth.signature_invalid")
 		return refuse("auth.signature_invalid", "entry from a node that is not a member")
@@ -70,12 +60,12 @@ func (a *applier) submit(s *Submit, body *SubmitBody) Result {
 	}
 	c.Schedule, c.Unschedulable = s.Schedule, truncate(s.Unschedulable, 256)
 	if c.ProposalID != "" {
-		if p, ok := a.d.Proposals[c.ProposalID]; ok {
+		if p := a.proposal(c.ProposalID); p != nil {
 			// A retry of a proposal that already applied: same answer, no new effect.
 			return p.Result
 		}
 	}
-	p, err := a.authn.Verify(b.Signed, time.UnixMilli(a.stamp), dirView{a.d})
+	p, err := a.authn.Verify(b.Signed, time.UnixMilli(a.stamp), dirView{a.t, a.m})
 	if err != nil {
 		// The entry node's own check passed (or it would not have proposed), so either
 		// its clock and the stamp disagree at the window's edge, or a member forged or
@@ -109,16 +99,16 @@ func (a *applier) report(rp *Report, apply func(*applier, string) Result) Result
 
 // upgrade makes a legacy cluster strict.
 func (a *applier) upgrade(u *Upgrade) Result {
-	if a.d.Strict {
+	if a.m.Strict {
 		return Result{Existing: true}
 	}
 	if len(u.AdminPublicKey) != 0 && len(u.AdminPublicKey) != ed25519.PublicKeySize {
 		return refuse("request.malformed", "admin public key must be 32 bytes")
 	}
-	a.d.Strict = true
-	if len(a.d.AdminPublicKey) == 0 && len(u.AdminPublicKey) > 0 {
-		a.d.AdminPublicKey = slices.Clone(u.AdminPublicKey)
-		a.d.AdminKeyGenesis = slices.Clone(u.AdminPublicKey)
+	a.m.Strict = true
+	if len(a.m.AdminPublicKey) == 0 && len(u.AdminPublicKey) > 0 {
+		a.m.AdminPublicKey = slices.Clone(u.AdminPublicKey)
+		a.m.AdminKeyGenesis = slices.Clone(u.AdminPublicKey)
 	}
 	a.audit("cluster", "cluster.upgrade", "signed_entries", "allowed", "")
 	return Result{}
@@ -127,14 +117,14 @@ func (a *applier) upgrade(u *Upgrade) Result {
 // rotateAdminKey replaces the admin public key (key-pair mode), by the admin's own signed
 // request: tokens and signatures of the old key stop working at this entry.
 func (a *applier) rotateAdminKey(c *Call) Result {
-	if len(a.d.AdminPublicKey) == 0 {
+	if len(a.m.AdminPublicKey) == 0 {
 		return refuse("request.conflict", "this cluster uses the shared admin key; configure admin.public_key (key-pair mode) to rotate keys through the API")
 	}
 	pub, err := hex.DecodeString(c.AdminPublicKey)
 	if err != nil || len(pub) != ed25519.PublicKeySize {
 		return refuse("request.malformed", "public_key must be 64 hex characters (an Ed25519 public key)")
 	}
-	a.d.AdminPublicKey = pub
+	a.m.AdminPublicKey = pub
 	return Result{}
 }
 
@@ -146,17 +136,17 @@ func (a *applier) reauthorise(r *Request) Result {
 	if a.stamp-r.CreatedAt > SignatureWindowS*1000 {
 		return refuse("ceremony.failed", fmt.Sprintf("not executed within %d s of its submission", SignatureWindowS))
 	}
-	k := a.d.Keys[r.KeyID]
+	k := a.key(r.KeyID)
 	if k == nil || k.Status != KeyActive {
 		return refuse("key.not_active", "the key is no longer active")
 	}
-	u := a.d.Users[r.Owner]
+	u := a.user(r.Owner)
 	if u == nil || u.Status != UserActive {
 		return refuse("auth.user_disabled", "the request's user is disabled")
 	}
 	p := principal{user: u}
 	if r.AccessKeyID != "" {
-		ak := a.d.AccessKeys[r.AccessKeyID]
+		ak := a.accessKey(r.AccessKeyID)
 		if ak == nil || !ak.LiveAt(a.stamp) {
 			return refuse("auth.key_revoked", "the request's access key was revoked or expired")
 		}
@@ -168,62 +158,61 @@ func (a *applier) reauthorise(r *Request) Result {
 	return Result{}
 }
 
-// dirView is the verifier's view of the state being applied.
-type dirView struct{ d *data }
+// dirView is the verifier's view of the state: the batch being applied, or a view of
+// the committed state with the committed meta.
+type dirView struct {
+	r readKV
+	m *meta
+}
 
 func (v dirView) AccessKey(id string) (authn.AccessKey, bool) {
-	ak := v.d.AccessKeys[id]
-	if ak == nil {
+	ak, ok := load[AccessKey](v.r, keyStr(tAccess, id))
+	if !ok {
 		return authn.AccessKey{}, false
 	}
 	return authn.AccessKey{ID: ak.ID, Scheme: ak.Scheme, PublicKey: ak.PublicKey}, true
 }
 
 func (v dirView) AccessKeyByPublicKey(scheme string, pub []byte) (authn.AccessKey, bool) {
-	id, ok := v.d.AccessByPub[scheme+":"+hex.EncodeToString(pub)]
-	if !ok {
+	id := accessKeyIDByPub(v.r, scheme, pub)
+	if id == "" {
 		return authn.AccessKey{}, false
 	}
 	return v.AccessKey(id)
 }
 
-func (v dirView) AdminPublicKey() ed25519.PublicKey { return v.d.AdminPublicKey }
+func (v dirView) AdminPublicKey() ed25519.PublicKey { return slices.Clone(v.m.AdminPublicKey) }
 
 // Directory returns the verifier's view of the latest applied state, for the entry
-// node's early refusals. Each lookup takes the state's read lock.
+// node's early refusals.
 func (f *FSM) Directory() authn.Directory { return fsmDir{f} }
 
 type fsmDir struct{ f *FSM }
 
 func (v fsmDir) AccessKey(id string) (authn.AccessKey, bool) {
-	v.f.mu.RLock()
-	defer v.f.mu.RUnlock()
-	return dirView{v.f.d}.AccessKey(id)
+	var ak authn.AccessKey
+	var ok bool
+	v.f.read(func(r readKV, m *meta) { ak, ok = dirView{r, m}.AccessKey(id) })
+	return ak, ok
 }
 
 func (v fsmDir) AccessKeyByPublicKey(scheme string, pub []byte) (authn.AccessKey, bool) {
-	v.f.mu.RLock()
-	defer v.f.mu.RUnlock()
-	return dirView{v.f.d}.AccessKeyByPublicKey(scheme, pub)
+	var ak authn.AccessKey
+	var ok bool
+	v.f.read(func(r readKV, m *meta) { ak, ok = dirView{r, m}.AccessKeyByPublicKey(scheme, pub) })
+	return ak, ok
 }
 
 func (v fsmDir) AdminPublicKey() ed25519.PublicKey {
-	v.f.mu.RLock()
-	defer v.f.mu.RUnlock()
-	return slices.Clone(v.f.d.AdminPublicKey)
+	return slices.Clone(v.f.meta().AdminPublicKey)
 }
 
 // Strict reports whether the cluster accepts only signed entries.
-func (f *FSM) Strict() bool {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.d.Strict
-}
+func (f *FSM) Strict() bool { return f.meta().Strict }
 
 // AdminKeys returns the admin public key the cluster started with (what every node's
 // configuration must name) and the current one; both nil in shared-key mode.
 func (f *FSM) AdminKeys() (genesis, current []byte) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return slices.Clone(f.d.AdminKeyGenesis), slices.Clone(f.d.AdminPublicKey)
+	m := f.meta()
+	return slices.Clone(m.AdminKeyGenesis), slices.Clone(m.AdminPublicKey)
 }

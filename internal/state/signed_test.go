@@ -34,6 +34,8 @@ type signedHarness struct {
 	iss    *auth.Issuer
 	user   uint64
 	userSK ed25519.PrivateKey
+	// log records every entry applied, as raft would replay it.
+	log []*raft.Log
 }
 
 func newSignedHarness(t testing.TB, nodes, threshold int) *signedHarness {
@@ -44,7 +46,7 @@ func newSignedHarness(t testing.TB, nodes, threshold int) *signedHarness {
 		t.Fatal(err)
 	}
 	iss, _ := auth.NewHS256Issuer(key)
-	h := &signedHarness{t: t, f: NewFSM(okVerifier{}, an, nil), stamp: time.Now().UnixMilli(), ids: map[string]crypto.PrivKey{}, iss: iss}
+	h := &signedHarness{t: t, f: openTestFSM(t, okVerifier{}, an, nil), stamp: time.Now().UnixMilli(), ids: map[string]crypto.PrivKey{}, iss: iss}
 	ci := &ClusterInit{Name: "test", Threshold: threshold, Strict: true}
 	for i := 1; i <= nodes; i++ {
 		id := fmt.Sprintf("n%d", i)
@@ -82,7 +84,9 @@ func (h *signedHarness) applyRaw(b []byte) Result {
 	h.t.Helper()
 	h.index++
 	h.stamp++
-	res, ok := h.f.Apply(&raft.Log{Index: h.index, Type: raft.LogCommand, Data: b}).(Result)
+	l := &raft.Log{Index: h.index, Type: raft.LogCommand, Data: b}
+	h.log = append(h.log, l)
+	res, ok := h.f.Apply(l).(Result)
 	if !ok {
 		h.t.Fatal("no result")
 	}

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 )
 
 // Errors. Each is wrapped with context; test with errors.Is.
@@ -258,6 +259,10 @@ func (d *DB) openGeneration(seq uint64) (*generation, error) {
 		FormatMajorVersion: pebble.FormatNewest,
 		Logger:             pebbleLogger{log: d.log.With("engine", "pebble")},
 	}
+	// Apply looks up many keys that are not there (a fresh nonce, session or request
+	// id): Bloom filters answer those without reading data blocks. Every level inherits
+	// L0's policy.
+	po.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
 	if d.opts.CacheSize > 0 {
 		c := pebble.NewCache(d.opts.CacheSize)
 		defer c.Unref() // Pebble holds its own reference

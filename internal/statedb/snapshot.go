@@ -75,12 +75,45 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 	if s.view == nil || s.view.snap == nil {
 		return 0, fmt.Errorf("%w: snapshot", ErrClosed)
 	}
+	return writeStream(w, func(fn func(k, v []byte) error) error { return scan(s.view.snap, nil, nil, fn) })
+}
+
+// WriteRecords streams records (in strictly increasing key order, none in the reserved
+// range but the applied-index record) in the snapshot format, for building a state
+// outside a database — such as converting an older snapshot format — that Restore then
+// reads like any snapshot.
+func WriteRecords(w io.Writer, records []Record) (int64, error) {
+	for i, r := range records {
+		if len(r.Key) == 0 || len(r.Key) > maxKeySize || (r.Key[0] == 0x00 && !AppliedKey(r.Key)) {
+			return 0, fmt.Errorf("statedb: record %d: key empty, too long or reserved", i)
+		}
+		if i > 0 && bytes.Compare(records[i-1].Key, r.Key) >= 0 {
+			return 0, fmt.Errorf("statedb: record %d out of key order", i)
+		}
+	}
+	return writeStream(w, func(fn func(k, v []byte) error) error {
+		for _, r := range records {
+			if err := fn(r.Key, r.Value); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// AppliedRecord is the record carrying the applied index and stamp, for WriteRecords.
+func AppliedRecord(index uint64, stamp int64) Record {
+	return Record{Key: append([]byte(nil), appliedKey...), Value: encodeApplied(index, stamp)}
+}
+
+// writeStream writes the records each yields in the snapshot format.
+func writeStream(w io.Writer, each func(fn func(k, v []byte) error) error) (int64, error) {
 	hw := &hashWriter{w: bufio.NewWriterSize(w, ioBufSize), h: sha256.New()}
 	var hdr [2 * binary.MaxVarintLen64]byte
 	hw.Write([]byte(snapshotMagic))
 	hw.Write(binary.BigEndian.AppendUint32(hdr[:0], snapshotVersion))
 	var count uint64
-	err := scan(s.view.snap, nil, nil, func(k, v []byte) error {
+	err := each(func(k, v []byte) error {
 		hw.Write(binary.AppendUvarint(hdr[:0], uint64(len(k))))
 		hw.Write(k)
 		hw.Write(binary.AppendUvarint(hdr[:0], uint64(len(v))))
@@ -155,7 +188,12 @@ func truncated(what string, err error) error {
 // the old state stays in place and in use. The DB stays usable: batches
 // opened before the switch fail with ErrStaleBatch; Views and Snapshots
 // opened before it keep reading the old state until closed.
-func (d *DB) Restore(r io.Reader) (err error) {
+func (d *DB) Restore(r io.Reader) error { return d.RestoreChecked(r, nil) }
+
+// RestoreChecked is Restore with a check of the restored state before it is switched
+// in: check (if not nil) reads the new state through a View and refuses it by returning
+// an error, which leaves the old state in place.
+func (d *DB) RestoreChecked(r io.Reader, check func(*View) error) (err error) {
 	d.restoreMu.Lock()
 	defer d.restoreMu.Unlock()
 	old, err := d.acquire()
@@ -188,6 +226,17 @@ func (d *DB) Restore(r io.Reader) (err error) {
 		return fmt.Errorf("statedb: restore: %w", err)
 	}
 	g.applied.Store(idx)
+	if check != nil {
+		g.refs.Add(1)
+		v := &View{g: g, snap: g.db.NewSnapshot()}
+		cerr := check(v)
+		if err := v.Close(); err != nil && cerr == nil {
+			cerr = err
+		}
+		if cerr != nil {
+			return fmt.Errorf("statedb: restore: %w", cerr)
+		}
+	}
 	if err := g.db.Flush(); err != nil {
 		return fmt.Errorf("statedb: restore: make the new state durable: %w", err)
 	}
@@ -222,6 +271,45 @@ func (d *DB) Restore(r io.Reader) (err error) {
 
 // fill reads a snapshot stream from r into db, verifying it as it goes.
 func fill(db *pebble.DB, r io.Reader, opts Options) error {
+	b := db.NewBatch()
+	defer func() { _ = b.Close() }()
+	err := decodeStream(r, opts.MaxValueSize, func(key, val []byte) error {
+		if err := b.Set(key, val, nil); err != nil {
+			return fmt.Errorf("statedb: restore: %w", err)
+		}
+		if b.Len() >= opts.RestoreBatchBytes {
+			if err := b.Commit(pebble.NoSync); err != nil {
+				return fmt.Errorf("statedb: restore: %w", err)
+			}
+			b.Reset() // reuse the batch's buffer: memory stays at one batch
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("statedb: restore: %w", err)
+	}
+	return nil
+}
+
+// ReadRecords reads a whole snapshot stream into memory, verifying it (tools and tests;
+// a node restores with Restore, which streams).
+func ReadRecords(r io.Reader) ([]Record, error) {
+	var out []Record
+	err := decodeStream(r, defaultMaxValue, func(k, v []byte) error {
+		out = append(out, Record{Key: bytes.Clone(k), Value: bytes.Clone(v)})
+		return nil
+	})
+	return out, err
+}
+
+// decodeStream reads a snapshot stream, calling fn with each record (key and value are
+// valid only during the call), and verifies its order, bounds and trailer. Records are
+// handed over before the trailer is checked: the caller must discard what it did with
+// them when decodeStream fails.
+func decodeStream(r io.Reader, maxValue int, fn func(key, val []byte) error) error {
 	hr := &hashReader{r: bufio.NewReaderSize(r, ioBufSize), h: sha256.New()}
 	head := make([]byte, len(snapshotMagic)+4)
 	if err := hr.readFull(head); err != nil {
@@ -239,8 +327,6 @@ func fill(db *pebble.DB, r io.Reader, opts Options) error {
 		key, prevK []byte
 		val        []byte
 	)
-	b := db.NewBatch()
-	defer func() { _ = b.Close() }()
 	for {
 		kl, err := binary.ReadUvarint(hr)
 		if err != nil {
@@ -263,24 +349,18 @@ func fill(db *pebble.DB, r io.Reader, opts Options) error {
 		if err != nil {
 			return truncated("record", err)
 		}
-		if vl > uint64(opts.MaxValueSize) {
-			return fmt.Errorf("%w: record %d: value length %d over %d", ErrBadSnapshot, count, vl, opts.MaxValueSize)
+		if vl > uint64(maxValue) {
+			return fmt.Errorf("%w: record %d: value length %d over %d", ErrBadSnapshot, count, vl, maxValue)
 		}
 		val = grow(val, int(vl))
 		if err := hr.readFull(val); err != nil {
 			return truncated("record", err)
 		}
-		if err := b.Set(key, val, nil); err != nil {
-			return fmt.Errorf("statedb: restore: %w", err)
+		if err := fn(key, val); err != nil {
+			return err
 		}
 		prevK = append(prevK[:0], key...)
 		count++
-		if b.Len() >= opts.RestoreBatchBytes {
-			if err := b.Commit(pebble.NoSync); err != nil {
-				return fmt.Errorf("statedb: restore: %w", err)
-			}
-			b.Reset() // reuse the batch's buffer: memory stays at one batch
-		}
 	}
 	var cnt [8]byte
 	if err := hr.readFull(cnt[:]); err != nil {
@@ -302,9 +382,6 @@ func fill(db *pebble.DB, r io.Reader, opts Options) error {
 			return fmt.Errorf("%w: data after the trailer", ErrBadSnapshot)
 		}
 		return fmt.Errorf("statedb: read snapshot trailer: %w", err)
-	}
-	if err := b.Commit(pebble.NoSync); err != nil {
-		return fmt.Errorf("statedb: restore: %w", err)
 	}
 	return nil
 }

@@ -266,7 +266,7 @@ func (n *Vouch) judgeCheckpoint(index uint64) {
 	defer n.v.mu.Unlock()
 	switch {
 	case diverged && n.v.diverged == "":
-		n.v.diverged = fmt.Sprintf("this node's state at index %d differs from the state at least %d other members signed: it signs nothing; stop it, move its raft directory aside and restart it to resynchronise, and investigate the leader that sent its last snapshot", index, k)
+		n.v.diverged = fmt.Sprintf("this node's state at index %d differs from the state at least %d other members signed: it signs nothing; stop it, move its raft and state directories aside and restart it to resynchronise, and investigate the leader that sent its last snapshot", index, k)
 		n.stateDiverged.Set(1)
 		n.log.Error("STATE DIVERGED from a quorum of members: refusing to sign", "index", index)
 	case vouched && n.v.unverified != 0 && index > n.v.unverified:

@@ -8,27 +8,6 @@ import (
 	"time"
 )
 
-func TestParseVmRSS(t *testing.T) {
-	for _, tc := range []struct {
-		name, in string
-		want     uint64
-		err      bool
-	}{
-		{"linux status", "Name:\tbenchstate\nVmPeak:\t  100 kB\nVmRSS:\t   25804 kB\nRssAnon:\t 1 kB\n", 25804 * 1024, false},
-		{"zero", "VmRSS:\t0 kB\n", 0, false},
-		{"missing", "Name:\tx\nVmSize:\t10 kB\n", 0, true},
-		{"no unit", "VmRSS:\t100\n", 0, true},
-		{"not a number", "VmRSS:\tabc kB\n", 0, true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := parseVmRSS(strings.NewReader(tc.in))
-			if (err != nil) != tc.err || got != tc.want {
-				t.Fatalf("got %d, %v; want %d, error %v", got, err, tc.want, tc.err)
-			}
-		})
-	}
-}
-
 func TestStallTracker(t *testing.T) {
 	type obs struct {
 		what string
@@ -115,7 +94,7 @@ func TestRunSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	start := time.Now()
-	rep, err := run(ctx, config{N: 200, Step: 100, MaxHeap: 3 << 30}, io.Discard)
+	rep, err := run(ctx, config{N: 200, Step: 100, Batch: 64, MaxHeap: 3 << 30}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +120,7 @@ func TestRunSmoke(t *testing.T) {
 // TestRunStopsAtMaxHeap checks that the heap guard stops the run with a message and
 // still reports what it measured.
 func TestRunStopsAtMaxHeap(t *testing.T) {
-	rep, err := run(context.Background(), config{N: 5000, Step: 1000, MaxHeap: 1}, io.Discard)
+	rep, err := run(context.Background(), config{N: 5000, Step: 1000, Batch: 64, MaxHeap: 1}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -300,6 +300,24 @@ func applyOne(f *state.FSM, index uint64, data []byte) (state.Result, error) {
 	return res, nil
 }
 
+// applyBatch applies entries from index first on, as raft hands them to the FSM.
+func applyBatch(f *state.FSM, first uint64, entries [][]byte) error {
+	logs := make([]*raft.Log, len(entries))
+	for i, data := range entries {
+		logs[i] = &raft.Log{Index: first + uint64(i), Term: 1, Type: raft.LogCommand, Data: data}
+	}
+	for i, r := range f.ApplyBatch(logs) {
+		res, ok := r.(state.Result)
+		if !ok {
+			return fmt.Errorf("entry %d: apply returned no result", first+uint64(i))
+		}
+		if !res.OK() {
+			return fmt.Errorf("entry %d refused: %s: %s", first+uint64(i), res.Code, res.Detail)
+		}
+	}
+	return nil
+}
+
 func encode(typ string, stamp int64, payload any) ([]byte, error) {
 	b, err := state.Encode(typ, stamp, payload)
 	if err != nil {

@@ -1,48 +1,18 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
-	"io"
 	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
+
+	testcluster "github.com/custos/custos/test/cluster"
 )
 
-// parseVmRSS returns VmRSS from /proc/<pid>/status's text, in bytes.
-func parseVmRSS(r io.Reader) (uint64, error) {
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(rest)
-		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("VmRSS line %q: want \"<n> kB\"", sc.Text())
-		}
-		kb, err := strconv.ParseUint(f[0], 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("VmRSS line %q: %w", sc.Text(), err)
-		}
-		return kb * 1024, nil
-	}
-	if err := sc.Err(); err != nil {
-		return 0, fmt.Errorf("read status: %w", err)
-	}
-	return 0, fmt.Errorf("no VmRSS line")
-}
-
-// processRSS is this process's resident set size (0 with an error off Linux).
+// processRSS is this process's resident set size.
 func processRSS() (uint64, error) {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return 0, fmt.Errorf("rss: %w", err)
-	}
-	defer f.Close()
-	return parseVmRSS(f)
+	v, err := testcluster.ReadVmRSS(os.Getpid())
+	return uint64(v), err
 }
 
 // stallTracker keeps the longest single blocking of the FSM goroutine while a snapshot

@@ -545,7 +545,19 @@ func (c *Cluster) Threshold() int { return c.opts.Threshold }
 func (c *Cluster) Dir() string { return c.dir }
 
 // Binary is the custosd the nodes run.
-func (c *Cluster) Binary() string { return c.bin }
+func (c *Cluster) Binary() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bin
+}
+
+// SetBinary makes nodes started from now on run bin (an upgrade: stop a node, set the
+// new binary, start it).
+func (c *Cluster) SetBinary(bin string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.bin = bin
+}
 
 // NodeID is node i's id ("node1" …).
 func (c *Cluster) NodeID(i int) string { return c.dc.Nodes[i].ID }
@@ -719,7 +731,8 @@ func (c *Cluster) Start(i int) error {
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
-	cmd := exec.Command(c.bin, "run", "--config", c.ConfigPath(i))
+	bin := c.bin
+	cmd := exec.Command(bin, "run", "--config", c.ConfigPath(i))
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.Env = append(append(os.Environ(), c.opts.Env...), c.opts.NodeEnv[i]...)
 	// Own process group (signals reach the node and nothing else); killed if the harness

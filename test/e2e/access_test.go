@@ -7,6 +7,7 @@ import (
 	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/btcsuite/btcd/btcec/v2"
 
+	"github.com/custos/custos/admin"
 	"github.com/custos/custos/internal/auth"
 	"github.com/custos/custos/node/client"
 	testcluster "github.com/custos/custos/test/cluster"
@@ -463,6 +465,52 @@ func TestAccessKeys(t *testing.T) {
 		out, err := custosCLI(t, nil, "audit", "verify", "--url", c.API(1), "--admin-key-file", filepath.Join(c.Dir(), "admin.key"))
 		if err != nil {
 			t.Fatalf("audit verify after odd strings: %v\n%s", err, out)
+		}
+	})
+
+	// The operator archives a range of the audit (export, prune) and the chain stays
+	// verifiable, on every node, from the archive; retention is set once for the cluster.
+	t.Run("audit archive and retention", func(t *testing.T) {
+		keyFile := filepath.Join(c.Dir(), "admin.key")
+		archive := filepath.Join(t.TempDir(), "audit-1.jsonl")
+		out, err := custosCLI(t, nil, "audit", "export", "--before", "40", "--out", archive, "--url", c.API(0), "--admin-key-file", keyFile)
+		wantOK(t, "custos audit export", err)
+		var exp struct {
+			Entries  uint64 `json:"entries"`
+			LastSeq  uint64 `json:"last_seq"`
+			HeadHash string `json:"head_hash"`
+		}
+		if err := json.Unmarshal([]byte(out), &exp); err != nil || exp.Entries != 39 || exp.LastSeq != 39 {
+			t.Fatalf("export printed %q", out)
+		}
+		out, err = custosCLI(t, nil, "audit", "prune", "--archive", archive, "--url", c.API(1), "--admin-key-file", keyFile)
+		wantOK(t, "custos audit prune", err)
+		for node := 0; node < 3; node++ {
+			out, err = custosCLI(t, nil, "audit", "verify", "--archive", archive, "--url", c.API(node), "--admin-key-file", keyFile)
+			wantOK(t, fmt.Sprintf("custos audit verify --archive via node %d", node+1), err)
+			var rep struct {
+				Verified  bool   `json:"verified"`
+				PrunedSeq uint64 `json:"pruned_seq"`
+			}
+			if err := json.Unmarshal([]byte(out), &rep); err != nil || !rep.Verified || rep.PrunedSeq != 39 {
+				t.Fatalf("verify via node %d printed %q", node+1, out)
+			}
+			es, err := c.Admin().Audit(ctx, 0, 1)
+			wantOK(t, "read the pruned log", err)
+			if len(es) != 1 || es[0].Seq != 40 || es[0].PrevHash != exp.HeadHash {
+				t.Fatalf("the pruned log starts with %+v", es)
+			}
+		}
+		out, err = custosCLI(t, nil, "admin", "retention", "--finished-requests", "48h", "--url", c.API(2), "--admin-key-file", keyFile)
+		wantOK(t, "custos admin retention --finished-requests 48h", err)
+		out, err = custosCLI(t, nil, "admin", "retention", "--url", c.API(0), "--admin-key-file", keyFile)
+		wantOK(t, "custos admin retention", err)
+		var ret admin.Retention
+		if err := json.Unmarshal([]byte(out), &ret); err != nil || ret.FinishedRequestsS != 48*3600 || ret.SessionNoncesS != 96*3600 {
+			t.Fatalf("retention printed %q", out)
+		}
+		if _, err := custosCLI(t, nil, "admin", "retention", "--finished-requests", "1m", "--url", c.API(0), "--admin-key-file", keyFile); err == nil || !strings.Contains(err.Error(), "request.malformed") {
+			t.Fatalf("a retention of a minute: %v", err)
 		}
 	})
 }

@@ -1,0 +1,185 @@
+package state
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/custos/custos/internal/authn"
+)
+
+// Restart without replay, and crashes (issue 11). The database holds a prefix of the log
+// ending at its applied index; raft replays what follows (NoSnapshotRestoreOnStart) and
+// also, after a restart, entries the database already holds, which Apply skips.
+
+// harnessAuthn is the verifier newSignedHarness uses, rebuilt in a child process.
+func harnessAuthn(t testing.TB) *authn.Verifier {
+	an, err := authn.New(authn.Config{HMACKey: bytes.Repeat([]byte{9}, 32), Audience: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return an
+}
+
+func TestRestartDoesNotReplay(t *testing.T) {
+	h := equivalenceLog(t)
+	want := fsmRecords(t, h.f)
+	dir := t.TempDir()
+	open := func() *FSM {
+		f, err := Open(Config{Dir: dir, Verifier: okVerifier{}, Authn: h.f.authn, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	f := open()
+	half := len(h.log) / 2
+	f.ApplyBatch(h.log[:half])
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f = open()
+	defer f.Close()
+	if got := f.AppliedIndex(); got != h.log[half-1].Index {
+		t.Fatalf("reopened at index %d, applied %d", got, h.log[half-1].Index)
+	}
+	seq, _ := f.AuditHead()
+	// raft replays from its last snapshot (here: the start): what the database holds is
+	// skipped, not applied twice.
+	res := f.ApplyBatch(h.log[:half])
+	for i, r := range res {
+		if r != nil {
+			t.Fatalf("entry %d applied again after the restart: %+v", h.log[i].Index, r)
+		}
+	}
+	if s, _ := f.AuditHead(); s != seq {
+		t.Fatalf("audit moved from %d to %d on replayed entries", seq, s)
+	}
+	f.ApplyBatch(h.log[half:])
+	compareRecords(t, "restarted", fsmRecords(t, f), want)
+}
+
+// TestCrashRecovery kills a process applying the log with SIGKILL at random points, again
+// and again on the same database; after each crash the state is what the database holds
+// plus the log after its applied index (what raft replays), and at the end it equals a
+// clean application of the whole log, record for record.
+func TestCrashRecovery(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns processes")
+	}
+	h := equivalenceLog(t)
+	want := fsmRecords(t, h.f)
+	logFile := filepath.Join(t.TempDir(), "log.json")
+	raw, err := json.Marshal(h.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(logFile, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	crashes, progressed := 0, 0
+	var last uint64
+	for i := 0; i < 12; i++ {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "CUSTOS_STATE_CRASH_CHILD="+dir, "CUSTOS_STATE_CRASH_LOG="+logFile, fmt.Sprintf("CUSTOS_STATE_CRASH_SEED=%d", rng.Uint64()))
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Wait for the child to open the database, then kill it a random moment later.
+		line, _ := bufio.NewReader(out).ReadString('\n')
+		var from uint64
+		if _, err := fmt.Sscanf(line, "opened at %d", &from); err != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			t.Fatalf("child: %q: %v", line, err)
+		}
+		if from < last {
+			t.Fatalf("the database went back from index %d to %d", last, from)
+		}
+		if from > last {
+			progressed++
+		}
+		last = from
+		time.Sleep(time.Duration(10_000+rng.IntN(90_000)) * time.Microsecond)
+		if err := cmd.Process.Kill(); err == nil {
+			crashes++
+		}
+		_ = cmd.Wait()
+		go io.Copy(io.Discard, out)
+	}
+	f, err := Open(Config{Dir: dir, Verifier: okVerifier{}, Authn: harnessAuthn(t), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	at := f.AppliedIndex()
+	f.ApplyBatch(h.log) // raft's replay: what is held is skipped
+	if f.Halted() != "" {
+		t.Fatal(f.Halted())
+	}
+	compareRecords(t, "after crashes", fsmRecords(t, f), want)
+	t.Logf("%d crashes, %d restarts found progress, last restart at index %d of %d", crashes, progressed, at, h.log[len(h.log)-1].Index)
+	if progressed < 2 {
+		t.Fatalf("only %d of the restarts found the database further on: the crashes did not interrupt applying", progressed)
+	}
+}
+
+// TestCrashChild is the process TestCrashRecovery kills: it applies the log from the
+// database's applied index on, in random batches, slowly enough to be killed mid-way.
+func TestCrashChild(t *testing.T) {
+	dir := os.Getenv("CUSTOS_STATE_CRASH_CHILD")
+	if dir == "" {
+		t.Skip("run by TestCrashRecovery")
+	}
+	var log []*raft.Log
+	raw, err := os.ReadFile(os.Getenv("CUSTOS_STATE_CRASH_LOG"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &log); err != nil {
+		t.Fatal(err)
+	}
+	var seed uint64
+	fmt.Sscan(os.Getenv("CUSTOS_STATE_CRASH_SEED"), &seed)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	f, err := Open(Config{Dir: dir, Verifier: okVerifier{}, Authn: harnessAuthn(t), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("opened at %d\n", f.AppliedIndex())
+	// Start from a random point at or before the first entry not held, as raft does
+	// (from its last snapshot): the held entries are skipped.
+	next := 0
+	for next < len(log) && log[next].Index <= f.AppliedIndex() {
+		next++
+	}
+	i := rng.IntN(next + 1)
+	for i < len(log) {
+		n := min(1+rng.IntN(4), len(log)-i)
+		f.ApplyBatch(log[i : i+n])
+		i += n
+		time.Sleep(time.Duration(rng.IntN(2000)) * time.Microsecond)
+	}
+	// Finished before the kill: exit without closing (as a crash would).
+	for {
+		time.Sleep(time.Second)
+	}
+}

@@ -1,0 +1,236 @@
+package state
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+
+	"github.com/custos/custos/internal/statedb"
+)
+
+// Snapshots written by binaries before the state moved to disk are one JSON document
+// (legacyState, versions 1 and 2). Restore converts such a snapshot into the tables,
+// through the same table helpers Apply uses, and restores the result like any
+// statedb stream: a data directory of an earlier binary upgrades in place at its first
+// start (its newest snapshot is restored, then the log after it replays), and a member
+// still running an earlier binary can send one.
+
+// legacyState is the JSON snapshot of earlier binaries.
+type legacyState struct {
+	Version         int                          `json:"version"`
+	Name            string                       `json:"name"`
+	Threshold       int                          `json:"threshold"`
+	Members         []Member                     `json:"members"`
+	Users           map[uint64]*User             `json:"users"`
+	NextUserID      uint64                       `json:"next_user_id"`
+	Keys            map[string]*Key              `json:"keys"`
+	Requests        map[string]*Request          `json:"requests"`
+	Open            map[string]bool              `json:"open"`
+	Nonces          map[string]int64             `json:"nonces"`
+	Proposals       map[string]ProposalResult    `json:"proposals,omitempty"`
+	Sessions        map[string]int64             `json:"sessions"`
+	Idem            map[string]string            `json:"idem"`
+	IdemHash        map[string]string            `json:"idem_hash"`
+	Audit           []AuditEntry                 `json:"audit"`
+	AccessKeys      map[string]*AccessKey        `json:"access_keys"`
+	AccessByPub     map[string]string            `json:"access_by_pub"`
+	AccessByGrantor map[uint64][]string          `json:"access_by_grantor"`
+	AccessLogs      map[string]*legacyAccessLog  `json:"access_logs"`
+	Strict          bool                         `json:"strict,omitempty"`
+	AdminPublicKey  []byte                       `json:"admin_public_key,omitempty"`
+	AdminKeyGenesis []byte                       `json:"admin_key_genesis,omitempty"`
+	Checkpoints     map[uint64]map[string]string `json:"checkpoints,omitempty"`
+	LastStamp       int64                        `json:"last_stamp"`
+	LastPrune       int64                        `json:"last_prune"`
+	Applied         uint64                       `json:"applied"`
+}
+
+type legacyAccessLog struct {
+	Next    uint64           `json:"next"`
+	Entries []AccessLogEntry `json:"entries"`
+}
+
+// restoreLegacy converts a JSON snapshot read from r and restores it.
+func (f *FSM) restoreLegacy(r io.Reader) error {
+	var d legacyState
+	dec := json.NewDecoder(r)
+	if err := dec.Decode(&d); err != nil {
+		return fmt.Errorf("legacy snapshot: %w", err)
+	}
+	if d.Version < 1 || d.Version > SnapshotVersion {
+		return fmt.Errorf("legacy snapshot version %d, this binary reads 1 to %d", d.Version, SnapshotVersion)
+	}
+	recs, err := d.records()
+	if err != nil {
+		return err
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := statedb.WriteRecords(pw, recs)
+		pw.CloseWithError(err)
+	}()
+	err = f.db.RestoreChecked(pr, verifyRestored)
+	pr.CloseWithError(errors.New("restore ended"))
+	return err
+}
+
+// records lays the legacy state out in tables.
+func (d *legacyState) records() (recs []statedb.Record, err error) {
+	if i := VerifyChain(GenesisHash, d.Audit); i != -1 {
+		return nil, fmt.Errorf("legacy snapshot: audit entry %d does not verify", i+1)
+	}
+	kv := memKV{}
+	m := newMeta()
+	m.Name, m.Threshold, m.Members, m.NextUserID = d.Name, d.Threshold, d.Members, d.NextUserID
+	m.Strict, m.AdminPublicKey, m.AdminKeyGenesis = d.Strict, d.AdminPublicKey, d.AdminKeyGenesis
+	m.Checkpoints, m.LastStamp, m.LastPrune = d.Checkpoints, d.LastStamp, d.LastPrune
+	a := &applier{t: newTx(kv), m: m, stamp: d.LastStamp}
+	err = catchFault(func() {
+		for _, u := range d.Users {
+			a.putUser(u)
+		}
+		for _, k := range d.Keys {
+			if k.Reports == nil {
+				k.Reports = map[string][]byte{}
+			}
+			a.addKey(k)
+		}
+		for id, r := range d.Requests {
+			a.t.put(keyStr(tRequest, id), r)
+			switch {
+			case d.Open[id]:
+				a.t.setRaw(keyStr(tOpen, id), nil)
+				m.Open++
+			default:
+				a.t.setRaw(keyAt(tDone, r.UpdatedAt, id), nil)
+			}
+		}
+		for k, exp := range d.Nonces {
+			a.addNonce(k, exp)
+		}
+		for id, p := range d.Proposals {
+			a.addProposal(id, p)
+		}
+		for n, at := range d.Sessions {
+			a.t.setRaw(keyStr(tSession, n), statedb.AppendInt64(nil, at))
+			a.t.setRaw(keyAt(tSessionExp, at, n), nil)
+		}
+		for scope, id := range d.Idem {
+			a.t.put(keyStr(tIdem, scope), &idemRecord{RequestID: id, BodyHash: d.IdemHash[scope]})
+		}
+		for i := range d.Audit {
+			a.appendAudit(&d.Audit[i])
+		}
+		for _, ak := range d.AccessKeys {
+			a.addAccessKey(ak)
+		}
+		for pub, id := range d.AccessByPub { // the newest key per public key
+			a.t.setRaw(keyStr(tAccessPub, pub), []byte(id))
+		}
+		for id, l := range d.AccessLogs {
+			a.t.setRaw(keyStr(tAccessNext, id), u64Value(l.Next))
+			for i := range l.Entries {
+				a.t.setRaw(accessLogKey(id, l.Entries[i].Seq), mustJSON(&l.Entries[i]))
+			}
+		}
+		a.t.flush()
+		a.t.setRaw(key(tMeta), mustJSON(m))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("legacy snapshot: %w", err)
+	}
+	return append([]statedb.Record{statedb.AppliedRecord(d.Applied, d.LastStamp)}, kv.sorted()...), nil
+}
+
+// verifyRestored checks a restored state before it is switched in: its layout version,
+// and its audit log link by link up to the head its meta names (the state hash covers
+// the audit only through that head).
+func verifyRestored(v *statedb.View) error {
+	return catchFault(func() {
+		m, ok := load[meta](v, key(tMeta))
+		if !ok {
+			m = newMeta()
+		}
+		if m.Version != stateVersion {
+			fault("snapshot's state layout is version %d, this binary reads version %d", m.Version, stateVersion)
+		}
+		prev, seq := GenesisHash, uint64(0)
+		if m.AuditPrunedSeq != 0 {
+			prev, seq = m.AuditPrunedHash, m.AuditPrunedSeq
+		}
+		scanRecords(v, key(tAudit), statedb.PrefixEnd(key(tAudit)), func(raw []byte) bool {
+			var e AuditEntry
+			decodeRecord(raw, &e)
+			seq++
+			if e.Seq != seq || e.PrevHash != prev || AuditHash(&e) != e.Hash {
+				fault("snapshot's audit entry %d does not verify", seq)
+			}
+			prev = e.Hash
+			return true
+		})
+		if seq != m.AuditSeq || prev != m.AuditHead {
+			fault("snapshot's audit log ends at %d, its state names %d", seq, m.AuditSeq)
+		}
+	})
+}
+
+// memKV is a set of records in memory, for building a state outside the database.
+type memKV map[string][]byte
+
+func (m memKV) Get(k []byte) ([]byte, error) {
+	v, ok := m[string(k)]
+	if !ok {
+		return nil, statedb.ErrNotFound
+	}
+	return bytes.Clone(v), nil
+}
+
+func (m memKV) Set(k, v []byte) error {
+	m[string(k)] = bytes.Clone(v)
+	return nil
+}
+
+func (m memKV) Delete(k []byte) error {
+	delete(m, string(k))
+	return nil
+}
+
+func (m memKV) DeleteRange(lo, hi []byte) error {
+	for k := range m {
+		if k >= string(lo) && k < string(hi) {
+			delete(m, k)
+		}
+	}
+	return nil
+}
+
+func (m memKV) Scan(lo, hi []byte, fn func(k, v []byte) error) error {
+	for _, r := range m.sorted() {
+		if (lo != nil && bytes.Compare(r.Key, lo) < 0) || (hi != nil && bytes.Compare(r.Key, hi) >= 0) {
+			continue
+		}
+		if err := fn(r.Key, r.Value); err != nil {
+			if errors.Is(err, statedb.ErrStop) {
+				return nil
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+func (m memKV) sorted() []statedb.Record {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]statedb.Record, len(keys))
+	for i, k := range keys {
+		out[i] = statedb.Record{Key: []byte(k), Value: m[k]}
+	}
+	return out
+}

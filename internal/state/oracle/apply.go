@@ -1,0 +1,710 @@
+package oracle
+
+import (
+	"crypto/ed25519"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/custos/custos/internal/authn"
+)
+
+// applier applies one entry; it holds the entry's stamp and collects events.
+type applier struct {
+	d        *data
+	stamp    int64
+	index    uint64
+	verifier Verifier
+	authn    *authn.Verifier
+	events   *[]Event
+	// checkpointHere is set by a checkpoint request: the FSM checkpoints at this entry.
+	checkpointHere bool
+}
+
+func (a *applier) emit(kind, requestID, keyID string) {
+	*a.events = append(*a.events, Event{Kind: kind, RequestID: requestID, KeyID: keyID, Stamp: a.stamp})
+}
+
+func refuse(code, detail string) Result { return Result{Code: code, Detail: detail} }
+
+func (a *applier) clusterInit(c *ClusterInit) Result {
+	if len(a.d.Members) > 0 {
+		return refuse("request.conflict", "cluster already initialised")
+	}
+	if c.Name == "" || len(c.Members) < 2 || c.Threshold < 2 || c.Threshold > len(c.Members) {
+		return refuse("request.malformed", "invalid cluster definition")
+	}
+	if len(c.AdminPublicKey) != 0 && len(c.AdminPublicKey) != ed25519.PublicKeySize {
+		return refuse("request.malformed", "admin public key must be 32 bytes")
+	}
+	a.d.Strict = c.Strict
+	if len(c.AdminPublicKey) > 0 {
+		a.d.AdminPublicKey = slices.Clone(c.AdminPublicKey)
+		a.d.AdminKeyGenesis = slices.Clone(c.AdminPublicKey)
+	}
+	a.d.Name = c.Name
+	a.d.Threshold = c.Threshold
+	a.d.Members = slices.Clone(c.Members)
+	slices.SortFunc(a.d.Members, func(x, y Member) int { return cmpString(x.ID, y.ID) })
+	a.audit("cluster", "cluster.init", c.Name, "allowed", "")
+	return Result{}
+}
+
+func cmpString(x, y string) int {
+	switch {
+	case x < y:
+		return -1
+	case x > y:
+		return 1
+	}
+	return 0
+}
+
+// call authenticates and authorises an API request in API.md's order, then acts on it.
+// Every call is audited; a call by an access key that exists is also appended to that
+// key's own log, allowed or refused.
+func (a *applier) call(c *Call) Result {
+	if c.ProposalID != "" {
+		if p, ok := a.d.Proposals[c.ProposalID]; ok {
+			// A retry of a proposal that already applied: same answer, no new effect
+			// and no new audit entry.
+			return p.Result
+		}
+	}
+	res := a.callInner(c)
+	if c.ProposalID != "" && len(a.d.Proposals) < MaxProposals {
+		a.d.Proposals[c.ProposalID] = ProposalResult{Result: res, Expires: a.stamp + ProposalRetentionMs}
+	}
+	outcome := "allowed"
+	if !res.OK() {
+		outcome = "refused"
+	}
+	object := c.KeyID
+	switch {
+	case res.RequestID != "":
+		object = res.RequestID
+	case res.AccessKeyID != "":
+		object = res.AccessKeyID
+	case c.AccessKeyID != "":
+		object = c.AccessKeyID
+	case res.UserID != 0:
+		object = "user:" + strconv.FormatUint(res.UserID, 10)
+	case c.TargetUserID != 0:
+		object = "user:" + strconv.FormatUint(c.TargetUserID, 10)
+	case c.RequestID != "":
+		object = c.RequestID
+	}
+	a.audit(c.Caller.Actor(), c.Op, object, outcome, res.Code)
+	if c.Caller.Kind == CallerAccessKey {
+		a.logAccess(c.Caller.AccessKeyID, c.Op, object, outcome, res.Code)
+	}
+	return res
+}
+
+// principal is who a call acts as: a user, or an access key acting as its grantor within
+// its grant.
+type principal struct {
+	user *User      // the user, or the access key's grantor
+	ak   *AccessKey // nil for a user
+}
+
+// has reports whether the principal holds p now: a user's own permission, or for an
+// access key its grant ∩ the grantor's current permissions, never access:manage.
+func (p principal) has(perm string) bool {
+	if p.user == nil || !p.user.Has(perm) {
+		return false
+	}
+	if p.ak != nil {
+		return perm != PermAccessManage && slices.Contains(p.ak.Permissions, perm)
+	}
+	return true
+}
+
+// sees reports whether the principal may see or use key keyID: the grantor's own keys,
+// limited to the access key's key_ids when it has them.
+func (p principal) sees(k *Key) bool {
+	return k != nil && p.user != nil && k.Owner == p.user.ID && (p.ak == nil || p.ak.Covers(k.ID))
+}
+
+func (a *applier) callInner(c *Call) Result {
+	p, r := a.authenticate(&c.Caller)
+	if !r.OK() {
+		return r
+	}
+	if c.Malformed != "" {
+		return refuse("request.malformed", c.Malformed)
+	}
+	admin := c.Caller.Kind == CallerAdmin
+	if c.Caller.SigpairOnly && c.Op != OpSigpairCreate {
+		return refuse("perm.denied", "a Sigpair-style admin token is accepted only on /v1/create-user")
+	}
+	switch c.Op {
+	case OpClusterGet:
+		if p.ak != nil {
+			return refuse("perm.denied", "this route is for the admin and users")
+		}
+		return Result{}
+	case OpUserCreate, OpSigpairCreate, OpUserList, OpUserGet, OpUserDisable, OpUserEnable,
+		OpUserRevokeTokens, OpUserPermissions, OpAuditList, OpAdminKeyRotate:
+		if !admin {
+			return refuse("perm.denied", "this route is for the admin")
+		}
+		return a.adminOp(c)
+	case OpKeyCreate, OpKeyList, OpKeyGet, OpKeySign, OpRequestGet:
+		if admin || p.user == nil {
+			return refuse("perm.denied", "this route is for users and access keys")
+		}
+		return a.userOp(c, p)
+	case OpAccessCreate, OpAccessList, OpAccessRevoke, OpAccessLog:
+		if admin || p.user == nil {
+			return refuse("perm.denied", "access keys are granted by users; the admin-grant variant is not supported")
+		}
+		if p.ak != nil {
+			return refuse("perm.denied", "an access key cannot manage access keys")
+		}
+		return a.accessOp(c, p.user)
+	}
+	return refuse("request.malformed", "unknown operation")
+}
+
+// authenticate judges the stateful parts of authentication at the entry's stamp, in
+// API.md's order: the credential is known (user, access key), token expiry, the
+// signature window, the status of the user, access key and grantor, token revocation,
+// then the nonce (consumed only when everything before passed).
+func (a *applier) authenticate(c *Caller) (principal, Result) {
+	var ak *AccessKey
+	if c.Kind == CallerAccessKey {
+		if ak = a.d.AccessKeys[c.AccessKeyID]; ak == nil {
+			return principal{}, refuse("auth.token_invalid", "unknown access key")
+		}
+	}
+	now := a.stamp / 1000
+	if c.TokenExpires != 0 && c.TokenExpires <= now {
+		return principal{}, refuse("auth.token_expired", "token expired")
+	}
+	if c.Created != 0 {
+		if c.Created > now+SignatureWindowS {
+			return principal{}, refuse("auth.signature_invalid", "signature created in the future; check the client's clock")
+		}
+		if c.Created < now-SignatureWindowS {
+			return principal{}, refuse("auth.signature_expired", "signature created too long ago")
+		}
+	}
+	if c.Expires != 0 && c.Expires <= now {
+		return principal{}, refuse("auth.signature_expired", "signature expired")
+	}
+	var p principal
+	switch c.Kind {
+	case CallerAdmin:
+	case CallerUser:
+		user := a.d.Users[c.UserID]
+		if user == nil {
+			return principal{}, refuse("auth.token_invalid", "unknown user")
+		}
+		if user.Status != UserActive {
+			return principal{}, refuse("auth.user_disabled", "user is disabled")
+		}
+		if c.TokenIssuedAt < user.TokensNotBefore {
+			return principal{}, refuse("auth.token_invalid", "token was revoked")
+		}
+		p.user = user
+	case CallerAccessKey:
+		if ak.RevokedAt != 0 && ak.RevokedAt <= a.stamp {
+			return principal{}, refuse("auth.key_revoked", "access key revoked")
+		}
+		if ak.ExpiresAt != 0 && ak.ExpiresAt <= a.stamp {
+			return principal{}, refuse("auth.key_revoked", "access key expired")
+		}
+		grantor := a.d.Users[ak.Grantor]
+		if grantor == nil {
+			return principal{}, refuse("auth.token_invalid", "the access key's grantor does not exist")
+		}
+		if grantor.Status != UserActive {
+			return principal{}, refuse("auth.user_disabled", "the access key's grantor is disabled")
+		}
+		p.user, p.ak = grantor, ak
+	default:
+		return principal{}, refuse("auth.missing", "unknown caller kind")
+	}
+	if r := a.useNonces(c.NonceKey, c.TokenNonceKey); !r.OK() {
+		return principal{}, r
+	}
+	return p, Result{}
+}
+
+// useNonces consumes the request's replay keys, all or none.
+func (a *applier) useNonces(keys ...string) Result {
+	n := 0
+	for i, k := range keys {
+		if k == "" {
+			continue
+		}
+		if _, seen := a.d.Nonces[k]; seen || slices.Contains(keys[:i], k) {
+			return refuse("auth.nonce_reused", "nonce already used")
+		}
+		n++
+	}
+	if n > 0 && len(a.d.Nonces)+n > MaxNonces {
+		return refuse("rate.limited", "too many requests in the replay window")
+	}
+	for _, k := range keys {
+		if k != "" {
+			a.d.Nonces[k] = a.stamp + NonceRetentionMs
+		}
+	}
+	return Result{}
+}
+
+func (a *applier) adminOp(c *Call) Result {
+	switch c.Op {
+	case OpAuditList, OpUserList:
+		return Result{}
+	case OpAdminKeyRotate:
+		return a.rotateAdminKey(c)
+	case OpUserCreate, OpSigpairCreate:
+		name := c.UserName
+		if name == "" || len(name) > 128 || !utf8.ValidString(name) {
+			return refuse("request.malformed", "name must be 1–128 characters of UTF-8")
+		}
+		perms := DefaultPermissions()
+		if c.PermsSet {
+			if r := validPerms(c.Permissions); !r.OK() {
+				return r
+			}
+			perms = slices.Clone(c.Permissions)
+		}
+		a.d.NextUserID++
+		u := &User{ID: a.d.NextUserID, Name: name, Status: UserActive, Permissions: perms, CreatedAt: a.stamp}
+		a.d.Users[u.ID] = u
+		return Result{UserID: u.ID}
+	}
+	u := a.d.Users[c.TargetUserID]
+	if u == nil {
+		return refuse("user.not_found", "no such user")
+	}
+	switch c.Op {
+	case OpUserGet:
+	case OpUserDisable:
+		u.Status = UserDisabled
+	case OpUserEnable:
+		u.Status = UserActive
+	case OpUserRevokeTokens:
+		u.TokensNotBefore = a.stamp / 1000
+	case OpUserPermissions:
+		if r := validPerms(c.Permissions); !r.OK() {
+			return r
+		}
+		u.Permissions = slices.Clone(c.Permissions)
+	}
+	return Result{UserID: u.ID}
+}
+
+func validPerms(perms []string) Result {
+	if len(perms) > 32 {
+		return refuse("request.malformed", "too many permissions")
+	}
+	for _, p := range perms {
+		if !ValidPermission(p) {
+			return refuse("request.malformed", fmt.Sprintf("unknown permission %q", p))
+		}
+	}
+	return Result{}
+}
+
+func (a *applier) userOp(c *Call, p principal) Result {
+	switch c.Op {
+	case OpKeyList:
+		if !p.has(PermKeysRead) {
+			return refuse("perm.denied", "missing permission keys:read")
+		}
+		return Result{}
+	case OpKeyGet:
+		if !p.has(PermKeysRead) {
+			return refuse("perm.denied", "missing permission keys:read")
+		}
+		if !p.sees(a.d.Keys[c.KeyID]) {
+			return refuse("key.not_found", "no such key")
+		}
+		return Result{KeyID: c.KeyID}
+	case OpRequestGet:
+		r := a.d.Requests[c.RequestID]
+		if r == nil || r.Owner != p.user.ID || (p.ak != nil && !p.ak.Covers(r.KeyID)) {
+			return refuse("request.not_found", "no such request")
+		}
+		return Result{RequestID: c.RequestID}
+	case OpKeyCreate:
+		if p.ak != nil {
+			return refuse("perm.denied", "access keys cannot create keys; POST /v1/keys is for users")
+		}
+		if !p.has(PermKeysCreate) {
+			return refuse("perm.denied", "missing permission keys:create")
+		}
+		return a.keyCreate(c, p.user)
+	case OpKeySign:
+		if !p.has(PermKeysSign) {
+			return refuse("perm.denied", "missing permission keys:sign")
+		}
+		return a.keySign(c, p)
+	}
+	return refuse("request.malformed", "unknown operation")
+}
+
+// idempotent returns an earlier request for the same (caller, route, key) scope.
+func (a *applier) idempotent(c *Call, route string) (string, Result, bool) {
+	if c.IdempotencyKey == "" {
+		return "", Result{}, false
+	}
+	scope := c.Caller.Actor() + "|" + route + "|" + c.IdempotencyKey
+	id, ok := a.d.Idem[scope]
+	if !ok {
+		return scope, Result{}, false
+	}
+	if a.d.IdemHash[scope] != c.BodyHash {
+		return scope, refuse("request.idempotency_conflict", "idempotency key reused with a different body"), true
+	}
+	r := a.d.Requests[id]
+	return scope, Result{RequestID: id, KeyID: r.KeyID, Existing: true}, true
+}
+
+// rememberIdempotency records which request an idempotency scope produced ("" = none).
+func (a *applier) rememberIdempotency(scope, requestID, bodyHash string) {
+	if scope != "" {
+		a.d.Idem[scope] = requestID
+		a.d.IdemHash[scope] = bodyHash
+	}
+}
+
+func (a *applier) openRequests() int { return len(a.d.Open) }
+
+// addRequest records a new, open request.
+func (a *applier) addRequest(r *Request) {
+	a.d.Requests[r.ID] = r
+	a.d.Open[r.ID] = true
+}
+
+// settle moves a request to a final status.
+func (a *applier) settle(r *Request, status string) {
+	r.Status = status
+	r.Retry = false
+	r.UpdatedAt = a.stamp
+	delete(a.d.Open, r.ID)
+}
+
+func (a *applier) useSessionNonce(nonce []byte) Result {
+	if len(nonce) != 32 {
+		return refuse("cluster.unavailable", "schedule carries no valid session nonce")
+	}
+	h := hex.EncodeToString(nonce)
+	if _, used := a.d.Sessions[h]; used {
+		return refuse("cluster.unavailable", "session nonce reused; retry")
+	}
+	a.d.Sessions[h] = a.stamp
+	return Result{}
+}
+
+func (a *applier) keyCreate(c *Call, u *User) Result {
+	n := len(a.d.Members)
+	switch {
+	case c.Curve != CurveSecp256k1 && c.Curve != CurveEd25519:
+		return refuse("request.malformed", `curve must be "secp256k1" or "ed25519"`)
+	case c.Threshold < 2 || c.Threshold > n:
+		return refuse("request.malformed", fmt.Sprintf("threshold must be between 2 and %d", n))
+	case len(c.Label) > 128 || !utf8.ValidString(c.Label):
+		return refuse("request.malformed", "label must be at most 128 characters of UTF-8")
+	}
+	scope, r, done := a.idempotent(c, OpKeyCreate)
+	if done {
+		return r
+	}
+	if a.openRequests() >= MaxOpenRequests {
+		return refuse("rate.limited", "too many requests in flight")
+	}
+	s := c.Schedule
+	if c.Unschedulable != "" {
+		return refuse("cluster.unavailable", c.Unschedulable)
+	}
+	if s == nil || s.RequestID == "" || s.KeyID == "" {
+		return refuse("cluster.unavailable", "keygen not scheduled by the leader; retry")
+	}
+	if _, dup := a.d.Requests[s.RequestID]; dup {
+		return refuse("cluster.unavailable", "request id collision; retry")
+	}
+	if _, dup := a.d.Keys[s.KeyID]; dup {
+		return refuse("cluster.unavailable", "key id collision; retry")
+	}
+	members := a.memberIDs()
+	if !slices.Equal(sortedCopy(s.Committee), members) {
+		return refuse("cluster.unavailable", "keygen committee must be every member; retry")
+	}
+	if c.Curve == CurveSecp256k1 && len(s.ChainCode) != 32 {
+		return refuse("cluster.unavailable", "keygen carries no chain code; retry")
+	}
+	if r := a.useSessionNonce(s.Nonce); !r.OK() {
+		return r
+	}
+	k := &Key{
+		ID: s.KeyID, Owner: u.ID, Label: c.Label, Curve: c.Curve, Threshold: c.Threshold,
+		Parties: n, Members: members, Status: KeyGenerating, RequestID: s.RequestID,
+		CreatedAt: a.stamp, Reports: map[string][]byte{},
+	}
+	if c.Curve == CurveSecp256k1 {
+		k.ChainCode = slices.Clone(s.ChainCode)
+	}
+	a.d.Keys[k.ID] = k
+	req := &Request{
+		ID: s.RequestID, Kind: KindKeygen, Status: StatusScheduled, KeyID: k.ID, Owner: u.ID,
+		Actor: c.Caller.Actor(), CreatedAt: a.stamp, UpdatedAt: a.stamp, Signed: c.Signed,
+		Committee: members, Nonce: slices.Clone(s.Nonce), Attempt: 1, ScheduledAt: a.stamp,
+		IdempotencyKey: c.IdempotencyKey,
+	}
+	a.addRequest(req)
+	a.rememberIdempotency(scope, req.ID, c.BodyHash)
+	a.emit(EventScheduled, req.ID, k.ID)
+	return Result{RequestID: req.ID, KeyID: k.ID}
+}
+
+func (a *applier) keySign(c *Call, p principal) Result {
+	k := a.d.Keys[c.KeyID]
+	if !p.sees(k) {
+		return refuse("key.not_found", "no such key")
+	}
+	if k.Status != KeyActive {
+		return refuse("key.not_active", "key is "+k.Status)
+	}
+	msg, err := hex.DecodeString(c.MessageHex)
+	if err != nil {
+		return refuse("request.malformed", "message must be hex")
+	}
+	var path []uint32
+	switch k.Curve {
+	case CurveSecp256k1:
+		if len(msg) != 32 {
+			return refuse("request.malformed", "message must be a 32-byte digest for secp256k1")
+		}
+		if c.Path != "" {
+			if path, err = ParsePath(c.Path); err != nil {
+				return refuse("request.malformed", err.Error())
+			}
+		}
+	case CurveEd25519:
+		if len(msg) > MaxEd25519Message {
+			return refuse("request.malformed", "message is longer than 64 KiB")
+		}
+		if c.Path != "" {
+			return refuse("request.malformed", "ed25519 keys have no derivation")
+		}
+	}
+	scope, r, done := a.idempotent(c, OpKeySign+"|"+k.ID)
+	if done {
+		return r
+	}
+	if a.openRequests() >= MaxOpenRequests {
+		return refuse("rate.limited", "too many requests in flight")
+	}
+	s := c.Schedule
+	if c.Unschedulable != "" {
+		return refuse("cluster.unavailable", c.Unschedulable)
+	}
+	if s == nil || s.RequestID == "" {
+		return refuse("cluster.unavailable", "signing not scheduled by the leader; retry")
+	}
+	if _, dup := a.d.Requests[s.RequestID]; dup {
+		return refuse("cluster.unavailable", "request id collision; retry")
+	}
+	if r := a.validCommittee(k, s.Committee); !r.OK() {
+		return r
+	}
+	if r := a.useSessionNonce(s.Nonce); !r.OK() {
+		return r
+	}
+	req := &Request{
+		ID: s.RequestID, Kind: KindSign, Status: StatusScheduled, KeyID: k.ID, Owner: p.user.ID,
+		Actor: c.Caller.Actor(), CreatedAt: a.stamp, UpdatedAt: a.stamp, Message: msg,
+		Path: c.Path, PathIdx: path, Signed: c.Signed, Committee: sortedCopy(s.Committee),
+		Nonce: slices.Clone(s.Nonce), Attempt: 1, ScheduledAt: a.stamp,
+		IdempotencyKey: c.IdempotencyKey,
+	}
+	if p.ak != nil {
+		req.AccessKeyID = p.ak.ID
+	}
+	a.addRequest(req)
+	a.rememberIdempotency(scope, req.ID, c.BodyHash)
+	a.emit(EventScheduled, req.ID, k.ID)
+	return Result{RequestID: req.ID, KeyID: k.ID}
+}
+
+// MaxEd25519Message is the largest raw message an Ed25519 key signs.
+const MaxEd25519Message = 64 << 10
+
+func (a *applier) validCommittee(k *Key, committee []string) Result {
+	if len(committee) != k.Threshold {
+		return refuse("cluster.unavailable", "committee size differs from the key's threshold; retry")
+	}
+	seen := map[string]bool{}
+	for _, m := range committee {
+		if seen[m] || !slices.Contains(k.Members, m) {
+			return refuse("cluster.unavailable", "committee is not a subset of the key's parties; retry")
+		}
+		seen[m] = true
+	}
+	return Result{}
+}
+
+func (a *applier) memberIDs() []string {
+	ids := make([]string, len(a.d.Members))
+	for i, m := range a.d.Members {
+		ids[i] = m.ID
+	}
+	return ids
+}
+
+func sortedCopy(s []string) []string {
+	c := slices.Clone(s)
+	slices.Sort(c)
+	return c
+}
+
+func (a *applier) shareStored(c *ShareStored) Result {
+	r := a.d.Requests[c.RequestID]
+	if r == nil || r.Kind != KindKeygen || r.Status != StatusScheduled || !equalBytes(r.Nonce, c.Nonce) {
+		return refuse("request.conflict", "no keygen in progress for that session")
+	}
+	k := a.d.Keys[r.KeyID]
+	if !slices.Contains(k.Members, c.Node) || len(c.PublicKey) == 0 {
+		return refuse("request.conflict", "report from a node outside the keygen")
+	}
+	k.Reports[c.Node] = slices.Clone(c.PublicKey)
+	if c.InlinePreParams && !slices.Contains(r.InlinePreParams, c.Node) {
+		r.InlinePreParams = append(r.InlinePreParams, c.Node)
+	}
+	if len(k.Reports) < len(k.Members) {
+		return Result{RequestID: r.ID}
+	}
+	first := k.Reports[k.Members[0]]
+	for _, m := range k.Members {
+		if !equalBytes(k.Reports[m], first) {
+			a.failRequest(r, "ceremony.failed", "nodes computed different public keys", "node:"+c.Node)
+			return Result{RequestID: r.ID}
+		}
+	}
+	k.PublicKey = slices.Clone(first)
+	k.Status = KeyActive
+	a.settle(r, StatusActive)
+	a.audit("node:"+c.Node, "keygen.active", k.ID, "allowed", "")
+	a.emit(EventSettled, r.ID, k.ID)
+	return Result{RequestID: r.ID, KeyID: k.ID}
+}
+
+func (a *applier) ceremonyResult(c *CeremonyResult) Result {
+	r := a.d.Requests[c.RequestID]
+	if r == nil || r.Kind != KindSign {
+		return refuse("request.conflict", "no such sign request")
+	}
+	if Final(r.Status) {
+		return Result{RequestID: r.ID, Existing: true}
+	}
+	k := a.d.Keys[r.KeyID]
+	if err := a.verifier.VerifySignature(k.Curve, k.PublicKey, k.ChainCode, r.PathIdx, r.Message, &c.Signature); err != nil {
+		a.audit("node:"+c.Node, "sign.result", r.ID, "refused", "ceremony.failed")
+		return refuse("ceremony.failed", "signature does not verify: "+err.Error())
+	}
+	sig := c.Signature
+	r.Signature = &sig
+	r.SignedBy = c.Node
+	a.settle(r, StatusSigned)
+	a.audit("node:"+c.Node, "sign.signed", r.ID, "allowed", "")
+	a.emit(EventSettled, r.ID, r.KeyID)
+	return Result{RequestID: r.ID}
+}
+
+func (a *applier) ceremonyFailed(c *CeremonyFailed) Result {
+	r := a.d.Requests[c.RequestID]
+	if r == nil || Final(r.Status) || !equalBytes(r.Nonce, c.Nonce) {
+		return Result{RequestID: c.RequestID, Existing: true}
+	}
+	if !slices.Contains(r.Committee, c.Node) {
+		return refuse("request.conflict", "report from a node outside the committee")
+	}
+	culprits := c.Culprits
+	if len(culprits) > 16 {
+		culprits = culprits[:16]
+	}
+	r.Failures = append(r.Failures, Failure{Node: c.Node, Attempt: r.Attempt, Code: truncate(c.Code, 64), Detail: truncate(c.Detail, 256), Culprits: culprits})
+	if len(r.Failures) > 64 {
+		r.Failures = r.Failures[len(r.Failures)-64:]
+	}
+	r.UpdatedAt = a.stamp
+	if r.Kind == KindKeygen {
+		a.failRequest(r, "ceremony.failed", "keygen failed on "+c.Node+": "+truncate(c.Detail, 200), "node:"+c.Node)
+		return Result{RequestID: r.ID}
+	}
+	if !r.Retry {
+		r.Retry = true
+		a.emit(EventRetry, r.ID, r.KeyID)
+	}
+	return Result{RequestID: r.ID}
+}
+
+func (a *applier) reschedule(c *Reschedule, actor string) Result {
+	r := a.d.Requests[c.RequestID]
+	if r == nil || r.Kind != KindSign || Final(r.Status) || r.Attempt != c.Attempt {
+		return refuse("request.conflict", "request is not waiting for that attempt")
+	}
+	if r.Attempt >= MaxAttempts {
+		return refuse("request.conflict", "attempts exhausted")
+	}
+	if a.d.Strict {
+		// Judged again at every scheduling (DESIGN.md invariant 3).
+		if res := a.reauthorise(r); !res.OK() {
+			a.failRequest(r, res.Code, "not rescheduled: "+res.Detail, actor)
+			return Result{RequestID: r.ID}
+		}
+	}
+	k := a.d.Keys[r.KeyID]
+	if res := a.validCommittee(k, c.Committee); !res.OK() {
+		return res
+	}
+	if res := a.useSessionNonce(c.Nonce); !res.OK() {
+		return res
+	}
+	r.Attempt++
+	r.Committee = sortedCopy(c.Committee)
+	r.Nonce = slices.Clone(c.Nonce)
+	r.Retry = false
+	r.ScheduledAt = a.stamp
+	r.UpdatedAt = a.stamp
+	a.audit(actor, "sign.rescheduled", r.ID, "allowed", "")
+	a.emit(EventScheduled, r.ID, r.KeyID)
+	return Result{RequestID: r.ID}
+}
+
+func (a *applier) fail(c *Fail, actor string) Result {
+	r := a.d.Requests[c.RequestID]
+	if r == nil || Final(r.Status) {
+		return Result{RequestID: c.RequestID, Existing: true}
+	}
+	a.failRequest(r, truncate(c.Code, 64), truncate(c.Detail, 256), actor)
+	return Result{RequestID: r.ID}
+}
+
+func (a *applier) failRequest(r *Request, code, detail, actor string) {
+	r.Error = &ErrorInfo{Code: code, Detail: detail}
+	a.settle(r, StatusFailed)
+	if r.Kind == KindKeygen {
+		if k := a.d.Keys[r.KeyID]; k != nil {
+			k.Status = KeyFailed
+			a.emit(EventKeyFailed, r.ID, k.ID)
+		}
+	}
+	a.audit(actor, r.Kind+".failed", r.ID, "refused", code)
+	a.emit(EventSettled, r.ID, r.KeyID)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

@@ -1,0 +1,229 @@
+package oracle
+
+import (
+	"crypto/ed25519"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/custos/custos/internal/auth"
+	"github.com/custos/custos/internal/authn"
+)
+
+// This file holds the signed entry kinds: the FSM believes signatures, never proposers
+// (DESIGN.md, trust model). A client's request is authenticated here, inside Apply, by
+// the same verifier the entry node used for its early refusal; a node's report is
+// checked against the member's identity key.
+
+// MaxStampSkew is how far an entry's stamp may be from a node's clock for the node to
+// act on it (DESIGN.md invariant 3): the runner joins no ceremony scheduled further off,
+// and a node whose log is stamped further ahead is not ready. The FSM itself never reads
+// a clock.
+const MaxStampSkew = 30 * time.Second
+
+// member returns the member with this id.
+func (d *data) member(id string) *Member {
+	for i := range d.Members {
+		if d.Members[i].ID == id {
+			return &d.Members[i]
+		}
+	}
+	return nil
+}
+
+// verifyNode checks that member node signed body in domain. The refusal, when there is
+// one, is audited: a member whose signature does not verify is named by the id it used.
+func (a *applier) verifyNode(node, domain, what string, body, sig []byte) Result {
+	m := a.d.member(node)
+	if m == nil {
+		a.audit("cluster", what+".refused", truncate("node:"+node, 80), "refused", "auth.signature_invalid")
+		return refuse("auth.signature_invalid", "entry from a node that is not a member")
+	}
+	if err := authn.VerifyNode(m.PeerID, domain, body, sig); err != nil {
+		a.audit("cluster", what+".refused", "node:"+node, "refused", "auth.signature_invalid")
+		return refuse("auth.signature_invalid", "the entry's node signature does not verify")
+	}
+	return Result{}
+}
+
+// submit applies a client's request: the entry node's signature attributes the entry,
+// the caller's own signature (verified here, at the entry's stamp) authorises it, and
+// everything the request asks for is derived from what the caller signed.
+func (a *applier) submit(s *Submit, body *SubmitBody) Result {
+	if r := a.verifyNode(s.Origin, authn.DomainRequest, "request", s.Body, s.OriginSig); !r.OK() {
+		return r
+	}
+	b := *body
+	if b.Signed == nil {
+		a.audit("node:"+s.Origin, "request.refused", "", "refused", "request.malformed")
+		return refuse("request.malformed", "entry carries no signed request")
+	}
+	if len(b.ProposalID) > 64 {
+		return refuse("request.malformed", "proposal id too long")
+	}
+	c := ParseRequest(b.Signed)
+	// A proposal id is the entry node's: keyed by origin, no member can reach another's
+	// remembered results.
+	if b.ProposalID != "" {
+		c.ProposalID = s.Origin + "/" + b.ProposalID
+	}
+	c.Schedule, c.Unschedulable = s.Schedule, truncate(s.Unschedulable, 256)
+	if c.ProposalID != "" {
+		if p, ok := a.d.Proposals[c.ProposalID]; ok {
+			// A retry of a proposal that already applied: same answer, no new effect.
+			return p.Result
+		}
+	}
+	p, err := a.authn.Verify(b.Signed, time.UnixMilli(a.stamp), dirView{a.d})
+	if err != nil {
+		// The entry node's own check passed (or it would not have proposed), so either
+		// its clock and the stamp disagree at the window's edge, or a member forged or
+		// replayed the request late: refused, and attributed to the entry node.
+		code := auth.CodeOf(err)
+		a.audit("node:"+s.Origin, "request.refused", c.Op, "refused", code)
+		return refuse(code, err.Error())
+	}
+	c.Caller = *p
+	if c.Op == OpSigpairCreate {
+		c.UserName = p.AdminName
+	}
+	res := a.call(c)
+	if res.Code == "auth.nonce_reused" {
+		// A signed request proposed again under a new proposal id: the caller's entry
+		// says so, and this one names the member that proposed the copy.
+		a.audit("node:"+s.Origin, "request.replayed", c.Op, "refused", res.Code)
+	}
+	return res
+}
+
+// report applies what a node says in its own name: the signature first, then the body
+// (decoded by its kind, see reportBodies), which also checks the body speaks for its
+// signer.
+func (a *applier) report(rp *Report, apply func(*applier, string) Result) Result {
+	if r := a.verifyNode(rp.Node, authn.DomainReport, "report", ReportMessage(rp.Kind, rp.Body), rp.Sig); !r.OK() {
+		return r
+	}
+	return apply(a, rp.Node)
+}
+
+// upgrade makes a legacy cluster strict.
+func (a *applier) upgrade(u *Upgrade) Result {
+	if a.d.Strict {
+		return Result{Existing: true}
+	}
+	if len(u.AdminPublicKey) != 0 && len(u.AdminPublicKey) != ed25519.PublicKeySize {
+		return refuse("request.malformed", "admin public key must be 32 bytes")
+	}
+	a.d.Strict = true
+	if len(a.d.AdminPublicKey) == 0 && len(u.AdminPublicKey) > 0 {
+		a.d.AdminPublicKey = slices.Clone(u.AdminPublicKey)
+		a.d.AdminKeyGenesis = slices.Clone(u.AdminPublicKey)
+	}
+	a.audit("cluster", "cluster.upgrade", "signed_entries", "allowed", "")
+	return Result{}
+}
+
+// rotateAdminKey replaces the admin public key (key-pair mode), by the admin's own signed
+// request: tokens and signatures of the old key stop working at this entry.
+func (a *applier) rotateAdminKey(c *Call) Result {
+	if len(a.d.AdminPublicKey) == 0 {
+		return refuse("request.conflict", "this cluster uses the shared admin key; configure admin.public_key (key-pair mode) to rotate keys through the API")
+	}
+	pub, err := hex.DecodeString(c.AdminPublicKey)
+	if err != nil || len(pub) != ed25519.PublicKeySize {
+		return refuse("request.malformed", "public_key must be 64 hex characters (an Ed25519 public key)")
+	}
+	a.d.AdminPublicKey = pub
+	return Result{}
+}
+
+// reauthorise judges again, when a request is rescheduled, what may have changed since
+// it was submitted: the caller's status, permission, access key and the key's status,
+// and that the request is still within its signature window (a leader cannot hold a
+// signed request and run it much later).
+func (a *applier) reauthorise(r *Request) Result {
+	if a.stamp-r.CreatedAt > SignatureWindowS*1000 {
+		return refuse("ceremony.failed", fmt.Sprintf("not executed within %d s of its submission", SignatureWindowS))
+	}
+	k := a.d.Keys[r.KeyID]
+	if k == nil || k.Status != KeyActive {
+		return refuse("key.not_active", "the key is no longer active")
+	}
+	u := a.d.Users[r.Owner]
+	if u == nil || u.Status != UserActive {
+		return refuse("auth.user_disabled", "the request's user is disabled")
+	}
+	p := principal{user: u}
+	if r.AccessKeyID != "" {
+		ak := a.d.AccessKeys[r.AccessKeyID]
+		if ak == nil || !ak.LiveAt(a.stamp) {
+			return refuse("auth.key_revoked", "the request's access key was revoked or expired")
+		}
+		p.ak = ak
+	}
+	if !p.has(PermKeysSign) || !p.sees(k) {
+		return refuse("perm.denied", "the caller no longer holds keys:sign on this key")
+	}
+	return Result{}
+}
+
+// dirView is the verifier's view of the state being applied.
+type dirView struct{ d *data }
+
+func (v dirView) AccessKey(id string) (authn.AccessKey, bool) {
+	ak := v.d.AccessKeys[id]
+	if ak == nil {
+		return authn.AccessKey{}, false
+	}
+	return authn.AccessKey{ID: ak.ID, Scheme: ak.Scheme, PublicKey: ak.PublicKey}, true
+}
+
+func (v dirView) AccessKeyByPublicKey(scheme string, pub []byte) (authn.AccessKey, bool) {
+	id, ok := v.d.AccessByPub[scheme+":"+hex.EncodeToString(pub)]
+	if !ok {
+		return authn.AccessKey{}, false
+	}
+	return v.AccessKey(id)
+}
+
+func (v dirView) AdminPublicKey() ed25519.PublicKey { return v.d.AdminPublicKey }
+
+// Directory returns the verifier's view of the latest applied state, for the entry
+// node's early refusals. Each lookup takes the state's read lock.
+func (f *FSM) Directory() authn.Directory { return fsmDir{f} }
+
+type fsmDir struct{ f *FSM }
+
+func (v fsmDir) AccessKey(id string) (authn.AccessKey, bool) {
+	v.f.mu.RLock()
+	defer v.f.mu.RUnlock()
+	return dirView{v.f.d}.AccessKey(id)
+}
+
+func (v fsmDir) AccessKeyByPublicKey(scheme string, pub []byte) (authn.AccessKey, bool) {
+	v.f.mu.RLock()
+	defer v.f.mu.RUnlock()
+	return dirView{v.f.d}.AccessKeyByPublicKey(scheme, pub)
+}
+
+func (v fsmDir) AdminPublicKey() ed25519.PublicKey {
+	v.f.mu.RLock()
+	defer v.f.mu.RUnlock()
+	return slices.Clone(v.f.d.AdminPublicKey)
+}
+
+// Strict reports whether the cluster accepts only signed entries.
+func (f *FSM) Strict() bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.d.Strict
+}
+
+// AdminKeys returns the admin public key the cluster started with (what every node's
+// configuration must name) and the current one; both nil in shared-key mode.
+func (f *FSM) AdminKeys() (genesis, current []byte) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return slices.Clone(f.d.AdminKeyGenesis), slices.Clone(f.d.AdminPublicKey)
+}

@@ -1,0 +1,244 @@
+package state
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/custos/custos/internal/statedb"
+)
+
+// The replicated state lives in the FSM's own Pebble database (internal/statedb), laid out
+// as tables of JSON records keyed with statedb's order-preserving encoding. Object tables
+// hold one record per object; index tables hold empty values under keys that sort as the
+// index should (an expiry time, then the object's id), so that pruning and listing are
+// range scans, never a walk over everything.
+const (
+	tMeta       = "meta"        // the one cluster record (meta)
+	tUser       = "user"        // user id → User
+	tKey        = "key"         // key id → Key
+	tKeyOwner   = "key.owner"   // (owner, key id) → ""
+	tRequest    = "req"         // request id → Request
+	tOpen       = "req.open"    // request id → "" for every request not final
+	tDone       = "req.done"    // (settled at, request id) → "" for every final request
+	tNonce      = "nonce"       // replay key → expiry (ms)
+	tNonceExp   = "nonce.exp"   // (expiry, replay key) → ""
+	tProposal   = "prop"        // proposal id → ProposalResult
+	tPropExp    = "prop.exp"    // (expiry, proposal id) → ""
+	tSession    = "session"     // session nonce (hex) → stamp used
+	tSessionExp = "session.exp" // (stamp, session nonce) → ""
+	tIdem       = "idem"        // idempotency scope → idemRecord
+	tAudit      = "audit"       // seq → AuditEntry
+	tAccess     = "ak"          // access key id → AccessKey
+	tAccessPub  = "ak.pub"      // scheme ":" hex(public key) → access key id (the newest)
+	tAccessBy   = "ak.grantor"  // (grantor, access key id) → ""
+	tAccessDead = "ak.dead"     // (dead since, access key id) → "" for revoked or expiring keys
+	tAccessLog  = "ak.log"      // (access key id, seq) → AccessLogEntry
+	tAccessNext = "ak.lognext"  // access key id → last log seq (uint64)
+)
+
+func key(table string) []byte { return statedb.AppendTable(nil, table) }
+
+func keyStr(table, s string) []byte { return statedb.AppendString(key(table), s) }
+
+func keyU64(table string, v uint64) []byte { return statedb.AppendUint64(key(table), v) }
+
+// keyAt is an index key: a time (ms), then an id.
+func keyAt(table string, at int64, id string) []byte {
+	return statedb.AppendString(statedb.AppendInt64(key(table), at), id)
+}
+
+// keyAtBound is the smallest index key at time at: a scan up to it covers every entry
+// strictly before at.
+func keyAtBound(table string, at int64) []byte { return statedb.AppendInt64(key(table), at) }
+
+// readKV is what the state reads from: a batch being applied (its own writes over the
+// committed state) or a consistent view of the committed state.
+type readKV interface {
+	Get(key []byte) ([]byte, error)
+	Scan(lower, upper []byte, fn func(key, value []byte) error) error
+}
+
+// dbFault is a failure of the state database inside Apply (a disk error, a record this
+// binary cannot decode). Apply cannot continue deterministically past one: it recovers
+// the fault and halts the node.
+type dbFault struct{ err error }
+
+func fault(format string, args ...any) { panic(dbFault{fmt.Errorf(format, args...)}) }
+
+// load reads and decodes one record; ok is false when there is none.
+func load[T any](r readKV, k []byte) (*T, bool) {
+	raw, err := r.Get(k)
+	if errors.Is(err, statedb.ErrNotFound) {
+		return nil, false
+	}
+	if err != nil {
+		fault("state: read %q: %w", k, err)
+	}
+	var v T
+	if err := json.Unmarshal(raw, &v); err != nil {
+		fault("state: decode %q: %w", k, err)
+	}
+	return &v, true
+}
+
+// exists reports whether a record is stored under k.
+func exists(r readKV, k []byte) bool {
+	_, err := r.Get(k)
+	if errors.Is(err, statedb.ErrNotFound) {
+		return false
+	}
+	if err != nil {
+		fault("state: read %q: %w", k, err)
+	}
+	return true
+}
+
+// scanKeys calls fn with each key in [lower, upper) until fn returns false.
+func scanKeys(r readKV, lower, upper []byte, fn func(k []byte) bool) {
+	err := r.Scan(lower, upper, func(k, _ []byte) error {
+		if !fn(k) {
+			return statedb.ErrStop
+		}
+		return nil
+	})
+	if err != nil {
+		fault("state: scan: %w", err)
+	}
+}
+
+// tx is the applier's view of the database during one raft batch: objects it read are
+// cached, decoded, and written back at flush if their encoding changed, so an apply
+// method changes a record by changing the value it loaded (as it did when the state was
+// a set of maps). Index records go straight to the batch. Not safe for concurrent use.
+type tx struct {
+	b    batchKV
+	objs map[string]*object
+}
+
+// batchKV is what a tx writes into: a statedb.Batch (or, to convert an old snapshot, a
+// set of records in memory).
+type batchKV interface {
+	readKV
+	Set(key, value []byte) error
+	Delete(key []byte) error
+	DeleteRange(start, end []byte) error
+}
+
+// object is a cached record: v is nil when there is none (or it was deleted).
+type object struct {
+	v    any
+	orig []byte // the encoding read from the database (nil: none)
+}
+
+func newTx(b batchKV) *tx { return &tx{b: b, objs: map[string]*object{}} }
+
+func (t *tx) Get(k []byte) ([]byte, error) { return t.b.Get(k) }
+
+func (t *tx) Scan(lower, upper []byte, fn func(key, value []byte) error) error {
+	return t.b.Scan(lower, upper, fn)
+}
+
+// get returns the object under k, cached for the rest of the batch, or nil.
+func get[T any](t *tx, k []byte) *T {
+	if o, ok := t.objs[string(k)]; ok {
+		if o.v == nil {
+			return nil
+		}
+		return o.v.(*T)
+	}
+	raw, err := t.b.Get(k)
+	if errors.Is(err, statedb.ErrNotFound) {
+		t.objs[string(k)] = &object{}
+		return nil
+	}
+	if err != nil {
+		fault("state: read %q: %w", k, err)
+	}
+	v := new(T)
+	if err := json.Unmarshal(raw, v); err != nil {
+		fault("state: decode %q: %w", k, err)
+	}
+	t.objs[string(k)] = &object{v: v, orig: raw}
+	return v
+}
+
+// put stores v under k (a new object, or a replacement).
+func (t *tx) put(k []byte, v any) {
+	if o, ok := t.objs[string(k)]; ok {
+		o.v = v
+		return
+	}
+	orig, err := t.b.Get(k)
+	if err != nil && !errors.Is(err, statedb.ErrNotFound) {
+		fault("state: read %q: %w", k, err)
+	}
+	t.objs[string(k)] = &object{v: v, orig: orig}
+}
+
+// del removes the object under k.
+func (t *tx) del(k []byte) {
+	if o, ok := t.objs[string(k)]; ok {
+		o.v = nil
+		return
+	}
+	t.objs[string(k)] = &object{orig: []byte{}} // orig non-nil: delete at flush
+}
+
+// setRaw writes an index record (never an object's key).
+func (t *tx) setRaw(k, v []byte) {
+	if err := t.b.Set(k, v); err != nil {
+		fault("state: write: %w", err)
+	}
+}
+
+// delRaw deletes an index record.
+func (t *tx) delRaw(k []byte) {
+	if err := t.b.Delete(k); err != nil {
+		fault("state: delete: %w", err)
+	}
+}
+
+// delRange deletes every record in [lower, upper) (index or log records, never cached
+// objects).
+func (t *tx) delRange(lower, upper []byte) {
+	if err := t.b.DeleteRange(lower, upper); err != nil {
+		fault("state: delete range: %w", err)
+	}
+}
+
+// flush writes every changed object into the batch.
+func (t *tx) flush() {
+	for k, o := range t.objs {
+		if o.v == nil {
+			if o.orig != nil {
+				if err := t.b.Delete([]byte(k)); err != nil {
+					fault("state: delete %q: %w", k, err)
+				}
+			}
+			continue
+		}
+		enc, err := json.Marshal(o.v)
+		if err != nil {
+			fault("state: encode %q: %w", k, err)
+		}
+		if !bytes.Equal(enc, o.orig) {
+			if err := t.b.Set([]byte(k), enc); err != nil {
+				fault("state: write %q: %w", k, err)
+			}
+		}
+	}
+	clear(t.objs)
+}
+
+// u64Value and its decoder store a counter as 8 bytes.
+func u64Value(v uint64) []byte { return statedb.AppendUint64(nil, v) }
+
+func decodeU64(b []byte) uint64 {
+	if len(b) != 8 {
+		fault("state: counter of %d bytes", len(b))
+	}
+	d := statedb.NewKeyDecoder(b)
+	return d.Uint64()
+}

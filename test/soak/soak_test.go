@@ -1,0 +1,145 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/custos/custos/node/client"
+)
+
+func TestPhaseOf(t *testing.T) {
+	k := &killRecord{KillReport: KillReport{KilledAt: 36, RestartedAt: 46, CaughtUpAt: 52}}
+	for _, tc := range []struct {
+		from, to float64
+		k        *killRecord
+		want     string
+	}{
+		{0, 10, nil, "up"},
+		{30, 40, k, "down"},
+		{40, 50, k, "down"},
+		{50, 60, k, "catch-up"},
+		{60, 70, k, "up"},
+		{20, 30, k, "up"},
+		{50, 60, &killRecord{KillReport: KillReport{KilledAt: 36}}, "down"},                      // not restarted
+		{80, 90, &killRecord{KillReport: KillReport{KilledAt: 36, RestartedAt: 46}}, "catch-up"}, // never caught up
+	} {
+		if got := phaseOf(tc.from, tc.to, tc.k); got != tc.want {
+			t.Errorf("phaseOf(%v, %v) = %s, want %s", tc.from, tc.to, got, tc.want)
+		}
+	}
+}
+
+func TestMeterResults(t *testing.T) {
+	m := newMeter()
+	m.record(time.Now(), nil) // warm-up
+	m.record(time.Now(), errors.New("x: boom"))
+	t0 := m.begin(25 * time.Second)
+	for i := range 20 {
+		m.record(t0.Add(time.Duration(i)*time.Second), nil) // 10 in window 0, 10 in window 1
+	}
+	m.record(t0.Add(15*time.Second), errors.New("x: boom"))
+	m.record(t0.Add(26*time.Second), nil) // partial window 2 of a 25 s run: late
+	wins, warm, late, kinds := m.results()
+	if warm != 1 || len(wins) != 3 {
+		t.Fatalf("warm-up %d, %d windows", warm, len(wins))
+	}
+	if late != 1 {
+		t.Errorf("late = %d, want 1", late)
+	}
+	if wins[0].Sigs != 10 || wins[0].Rate != 1 || !wins[0].Full || wins[1].Errors != 1 {
+		t.Errorf("windows 0, 1 = %+v, %+v", wins[0], wins[1])
+	}
+	if wins[2].Full || wins[2].End != 25 || wins[2].Sigs != 0 {
+		t.Errorf("window 2 = %+v, want partial 20-25 s without signatures", wins[2])
+	}
+	if len(kinds) != 1 || kinds[0] != (ErrKind{Message: "boom", Count: 2}) {
+		t.Errorf("kinds = %+v", kinds)
+	}
+}
+
+func TestErrKey(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{&client.APIError{Status: http.StatusServiceUnavailable, Code: "cluster.no_quorum"}, "HTTP 503 cluster.no_quorum"},
+		{fmt.Errorf("wrapped: %w", &client.APIError{Status: 502}), "HTTP 502"},
+		{&reqError{status: "failed", code: "ceremony.timeout", detail: "d"}, "request failed ceremony.timeout"},
+		{fmt.Errorf("post: %w", syscall.ECONNREFUSED), "connection refused"},
+		{fmt.Errorf("wait: %w", context.DeadlineExceeded), "timeout"},
+		{errBadSignature, "signature does not verify"},
+		{errors.New(`Post "http://127.0.0.1:1/x": something odd`), "something odd"},
+	} {
+		if got := errKey(tc.err); got != tc.want {
+			t.Errorf("errKey(%v) = %q, want %q", tc.err, got, tc.want)
+		}
+	}
+}
+
+// verdicts returns each target's name and verdict.
+func verdicts(ts []Target) map[string]string {
+	out := map[string]string{}
+	for _, t := range ts {
+		out[t.Name] = t.Verdict()
+	}
+	return out
+}
+
+func TestJudge(t *testing.T) {
+	win := func(i int, rate float64, phase string) Window {
+		return Window{Index: i, Start: float64(i * 10), End: float64(i*10 + 10), Rate: rate, Phase: phase, Full: true}
+	}
+	rep := &Report{
+		RSS: []NodeRSS{
+			{Node: "node1", Start: 100 << 20, End: 109 << 20},
+			{Node: "node2", Start: 100 << 20, End: 120 << 20},
+			{Node: "node3", Start: 0, End: 100 << 20, Restarted: true},
+		},
+		Windows: []Window{
+			win(0, 50, "up"), win(1, 10, "down"), win(2, 45, "catch-up"), win(3, 41, "up"),
+			{Index: 4, Start: 40, End: 45, Rate: 1, Phase: "up"}, // partial: not judged
+		},
+		Kill:  &KillReport{Follower: "node3", RestartedAt: 15, CaughtUpAfter: 5 * time.Second, ReadyAfter: 2 * time.Second},
+		Final: []FinalState{{Node: "node1", Applied: 9, StateHash: "ab"}, {Node: "node2", Applied: 9, StateHash: "ab"}, {Node: "node3", Applied: 9, StateHash: "ab"}},
+	}
+	got := verdicts(judge(rep))
+	want := map[string]string{
+		"RSS flat node1":          "met",
+		"RSS flat node2":          "NOT MET",
+		"RSS flat node3":          "not judged",
+		"signatures/s steady":     "met", // 41 / 50 = 82 %
+		"follower catch-up node3": "met",
+		"states equal at the end": "met",
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s: %s, want %s", k, got[k], v)
+		}
+	}
+
+	rep.Windows[3].Rate = 39                  // 78 %
+	rep.Kill.CaughtUpAfter = 61 * time.Second // too slow
+	rep.Final[2].StateHash = "cd"             // diverged
+	rep.RSS[0].End = 80 << 20                 // shrank by 20 %
+	rep.Final = append(rep.Final[:2:2], FinalState{Node: "node3", Applied: 9, StateHash: "cd"})
+	got = verdicts(judge(rep))
+	for _, name := range []string{"signatures/s steady", "follower catch-up node3", "states equal at the end", "RSS flat node1"} {
+		if got[name] != "NOT MET" {
+			t.Errorf("%s: %s, want NOT MET", name, got[name])
+		}
+	}
+
+	rep.Kill.CaughtUpAfter = -1
+	rep.Final[2] = FinalState{Node: "node3", Err: "down"}
+	got = verdicts(judge(rep))
+	if got["follower catch-up node3"] != "NOT MET" || got["states equal at the end"] != "NOT MET" {
+		t.Errorf("never caught up / unreadable: %v", got)
+	}
+}
