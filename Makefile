@@ -99,13 +99,15 @@ bench:
 # (a submit entry + a signed ceremony.result each) applied through the raft FSM's Apply;
 # every -step lifecycles it reports Go heap in use, RSS, apply entries/s, snapshot size
 # and time, the longest Apply stall while a snapshot is taken and persisted, and restore
-# time, next to the issue's targets; writes bench-results/bench-state.json. On today's
-# in-memory FSM -n 100000 takes about 4 min on 2 cores (apply slows as the state grows:
-# every 1024 entries the checkpoint hashes the whole state); the full 1 M run takes hours
-# and stops at -max-heap (default 3GiB). Flags: BENCHSTATEFLAGS=
+# time, next to the issue's targets; writes bench-results/bench-state.json. The FSM is
+# the on-disk one (its database in a temporary directory, 2.5 GB at 1 M lifecycles), fed
+# in raft-sized batches; the full 1 M run takes about 25 min on 2 cores, mostly the
+# restores of each step's snapshot. Flags: BENCHSTATEFLAGS=
 #   -n N            total sign lifecycles (default 1000000)
 #   -step N         lifecycles between measurements (default 100000)
+#   -batch N        entries per ApplyBatch (default 64, raft's MaxAppendEntries)
 #   -max-heap SIZE  stop early past this Go heap in use (default 3GiB)
+#   -cpuprofile F   write a CPU profile of the run
 # e.g. make bench-state BENCHSTATEFLAGS="-n 100000 -step 25000" for a quick look.
 BENCHSTATEFLAGS ?=
 bench-state:

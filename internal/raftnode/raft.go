@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -138,6 +139,12 @@ func checkStateNotAhead(logs raft.LogStore, snaps raft.SnapshotStore, applied ui
 	return nil
 }
 
+// localRestorer is an FSM that reads more formats from its own snapshot store than from a
+// leader (state.FSM: the JSON snapshots of earlier binaries).
+type localRestorer interface {
+	RestoreLocal(rc io.ReadCloser) error
+}
+
 // restoreIfBehind restores the newest raft snapshot into the FSM when the state database
 // is behind it: a database that does not exist yet (the first start of this binary on a
 // data directory an earlier one wrote: its JSON snapshot is converted, then the log after
@@ -157,7 +164,11 @@ func restoreIfBehind(snaps raft.SnapshotStore, fsm raft.FSM, applied uint64, log
 	if err != nil {
 		return fmt.Errorf("raft snapshot %s: %w", newest.ID, err)
 	}
-	if err := fsm.Restore(rc); err != nil {
+	restore := fsm.Restore
+	if l, ok := fsm.(localRestorer); ok {
+		restore = l.RestoreLocal
+	}
+	if err := restore(rc); err != nil {
 		return fmt.Errorf("restore raft snapshot %s (index %d): %w", newest.ID, newest.Index, err)
 	}
 	return nil

@@ -436,7 +436,12 @@ func TestAccessKeyPruneAndSnapshot(t *testing.T) {
 func TestRestoreVersion1Snapshot(t *testing.T) {
 	v1 := `{"version":1,"name":"old","threshold":2,"members":[{"id":"n1"},{"id":"n2"}],"users":{"1":{"user_id":1,"name":"a","status":"active","permissions":["keys:read","access:manage"],"created_at_ms":1}},"next_user_id":1,"keys":{},"requests":{},"open":{},"nonces":{},"sessions":{},"idem":{},"idem_hash":{},"audit":[],"last_stamp":5,"last_prune":0,"applied":3}`
 	f := openTestFSM(t, okVerifier{}, nil, nil)
-	if err := f.Restore(io.NopCloser(strings.NewReader(v1))); err != nil {
+	// From a leader: refused (every member runs this binary's format).
+	if err := f.Restore(io.NopCloser(strings.NewReader(v1))); err == nil || !strings.Contains(err.Error(), "upgrade every member") {
+		t.Fatalf("a leader's JSON snapshot: %v", err)
+	}
+	// From the node's own store at start: converted.
+	if err := f.RestoreLocal(io.NopCloser(strings.NewReader(v1))); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := Encode(TypeCall, 10, &Call{Caller: Caller{Kind: CallerUser, UserID: 1}, Op: OpAccessCreate,
@@ -445,7 +450,7 @@ func TestRestoreVersion1Snapshot(t *testing.T) {
 	if !res.OK() {
 		t.Fatalf("access key on a state restored from a version-1 snapshot: %+v", res)
 	}
-	if err := f.Restore(io.NopCloser(strings.NewReader(strings.Replace(v1, `"version":1`, `"version":3`, 1)))); err == nil {
+	if err := f.RestoreLocal(io.NopCloser(strings.NewReader(strings.Replace(v1, `"version":1`, `"version":3`, 1)))); err == nil {
 		t.Fatal("a snapshot from a newer version was restored")
 	}
 }

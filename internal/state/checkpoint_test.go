@@ -179,3 +179,27 @@ func TestNewerEntriesHalt(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckpointSpacing: periodic checkpoints come every CheckpointEvery entries while
+// the state is small, and further apart as it grows (one entry per two object records),
+// so that hashing it costs the same per applied entry whatever its size.
+func TestCheckpointSpacing(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		last    uint64
+		objects int64
+		index   uint64
+		due     bool
+	}{
+		{"genesis", 0, 0, CheckpointEvery - 1, false},
+		{"first", 0, 0, CheckpointEvery, true},
+		{"small state", 50_000, 1000, 50_000 + CheckpointEvery, true},
+		{"a million records, not yet", 100_000, 1_000_000, 100_000 + 499_999, false},
+		{"a million records", 100_000, 1_000_000, 100_000 + 500_000, true},
+	} {
+		m := &meta{LastCheckpoint: tc.last}
+		if got := m.checkpointDue(tc.index, tc.objects); got != tc.due {
+			t.Errorf("%s: due %v, want %v", tc.name, got, tc.due)
+		}
+	}
+}

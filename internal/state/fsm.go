@@ -348,7 +348,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 			continue
 		}
 		out[i] = res
-		if checkpoint || l.Index%CheckpointEvery == 0 {
+		if checkpoint || cur.m.checkpointDue(l.Index, cur.m.Objects+cur.t.objects) {
 			cur.m.openCheckpoint(l.Index)
 			if !f.commitRun(cur) {
 				cur = nil
@@ -445,6 +445,8 @@ func (r *batchRun) applyEntry(env *Envelope, apply func(*applier) Result, index 
 func (f *FSM) commitRun(r *batchRun) bool {
 	if err := catchFault(func() {
 		r.t.flush()
+		r.m.Objects += r.t.objects
+		r.t.objects = 0
 		r.t.setRaw(key(tMeta), mustJSON(r.m))
 	}); err != nil {
 		r.discard()
@@ -570,9 +572,17 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 func (s *fsmSnapshot) Release() { _ = s.s.Close() }
 
 // Restore implements raft.FSM: the stream replaces the whole state (atomically: a
-// failed restore keeps the old one). A snapshot in the JSON format of earlier binaries
-// is converted (legacy.go).
-func (f *FSM) Restore(rc io.ReadCloser) error {
+// failed restore keeps the old one). raft calls it with a snapshot the leader sent,
+// which must be in this binary's format (every member runs it: see README, upgrading).
+func (f *FSM) Restore(rc io.ReadCloser) error { return f.restore(rc, false) }
+
+// RestoreLocal is Restore for a snapshot this node's own raft store holds, at start: it
+// also converts the JSON snapshots earlier binaries wrote (legacy.go), so that their data
+// directories upgrade in place. (A leader's snapshot in that format is refused: it would
+// be decoded in memory, whatever its size.)
+func (f *FSM) RestoreLocal(rc io.ReadCloser) error { return f.restore(rc, true) }
+
+func (f *FSM) restore(rc io.ReadCloser, legacy bool) error {
 	defer rc.Close()
 	f.applyMu.Lock()
 	defer f.applyMu.Unlock()
@@ -582,9 +592,12 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return fmt.Errorf("state: restore: %w", err)
 	}
-	if first[0] == '{' {
+	switch {
+	case first[0] == '{' && !legacy:
+		return errors.New("state: restore: the snapshot is in the format of an earlier binary (JSON): upgrade every member to this binary")
+	case first[0] == '{':
 		err = f.restoreLegacy(br)
-	} else {
+	default:
 		err = f.db.RestoreChecked(br, verifyRestored)
 	}
 	if err != nil {

@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sort"
+	"sync"
+	"sync/atomic"
 
 	"github.com/custos/custos/internal/statedb"
 )
@@ -137,6 +140,10 @@ func (d *legacyState) records() (recs []statedb.Record, err error) {
 			}
 		}
 		a.t.flush()
+		m.Objects = a.t.objects
+		for idx := range m.Checkpoints {
+			m.LastCheckpoint = max(m.LastCheckpoint, idx)
+		}
 		a.t.setRaw(key(tMeta), mustJSON(m))
 	})
 	if err != nil {
@@ -161,20 +168,86 @@ func verifyRestored(v *statedb.View) error {
 		if m.AuditPrunedSeq != 0 {
 			prev, seq = m.AuditPrunedHash, m.AuditPrunedSeq
 		}
+		// The links are checked in order here; the hashes (the costly part: an RFC 8785
+		// canonical form and a SHA-256 per entry) by a worker per CPU, a chunk at a time.
+		hashes := newAuditHashCheck()
+		chunk := make([]AuditEntry, 0, auditCheckChunk)
 		scanRecords(v, key(tAudit), statedb.PrefixEnd(key(tAudit)), func(raw []byte) bool {
 			var e AuditEntry
 			decodeRecord(raw, &e)
 			seq++
-			if e.Seq != seq || e.PrevHash != prev || AuditHash(&e) != e.Hash {
+			if e.Seq != seq || e.PrevHash != prev {
+				hashes.stop()
 				fault("snapshot's audit entry %d does not verify", seq)
 			}
 			prev = e.Hash
+			if chunk = append(chunk, e); len(chunk) == auditCheckChunk {
+				hashes.check(chunk)
+				chunk = make([]AuditEntry, 0, auditCheckChunk)
+			}
 			return true
 		})
+		hashes.check(chunk)
+		if bad := hashes.stop(); bad != 0 {
+			fault("snapshot's audit entry %d does not verify", bad)
+		}
 		if seq != m.AuditSeq || prev != m.AuditHead {
 			fault("snapshot's audit log ends at %d, its state names %d", seq, m.AuditSeq)
 		}
 	})
+}
+
+// auditCheckChunk is how many audit entries a hash-checking worker takes at a time.
+const auditCheckChunk = 4096
+
+// auditHashCheck recomputes audit entries' hashes on a worker per CPU.
+type auditHashCheck struct {
+	work chan []AuditEntry
+	wg   sync.WaitGroup
+	bad  atomic.Uint64 // the lowest seq whose hash does not verify (0: none yet)
+	once sync.Once
+}
+
+func newAuditHashCheck() *auditHashCheck {
+	c := &auditHashCheck{work: make(chan []AuditEntry, runtime.GOMAXPROCS(0))}
+	for range runtime.GOMAXPROCS(0) {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			for es := range c.work {
+				for i := range es {
+					if AuditHash(&es[i]) != es[i].Hash {
+						c.flag(es[i].Seq)
+						break
+					}
+				}
+			}
+		}()
+	}
+	return c
+}
+
+func (c *auditHashCheck) flag(seq uint64) {
+	for {
+		cur := c.bad.Load()
+		if (cur != 0 && cur <= seq) || c.bad.CompareAndSwap(cur, seq) {
+			return
+		}
+	}
+}
+
+// check hands a chunk to the workers (nothing once one found a bad hash).
+func (c *auditHashCheck) check(es []AuditEntry) {
+	if len(es) > 0 && c.bad.Load() == 0 {
+		c.work <- es
+	}
+}
+
+// stop waits for the workers and returns the lowest bad seq found (0: none).
+func (c *auditHashCheck) stop() uint64 {
+	c.once.Do(func() { close(c.work) })
+	c.wg.Wait()
+	return c.bad.Load()
 }
 
 // memKV is a set of records in memory, for building a state outside the database.

@@ -22,9 +22,14 @@ type meta struct {
 	// mode); AdminKeyGenesis the first one, which every node's configuration must name.
 	AdminPublicKey  []byte `json:"admin_public_key,omitempty"`
 	AdminKeyGenesis []byte `json:"admin_key_genesis,omitempty"`
-	// Checkpoints holds, per checkpoint index, each member's signed state hash.
-	Checkpoints map[uint64]map[string]string `json:"checkpoints,omitempty"`
-	LastStamp   int64                        `json:"last_stamp"`
+	// Checkpoints holds, per checkpoint index, each member's signed state hash;
+	// LastCheckpoint is the newest checkpoint index.
+	Checkpoints    map[uint64]map[string]string `json:"checkpoints,omitempty"`
+	LastCheckpoint uint64                       `json:"last_checkpoint,omitempty"`
+	// Objects counts the object records (users, keys, requests, access keys, proposal
+	// results, idempotency scopes): how much a checkpoint hashes, which spaces them.
+	Objects   int64 `json:"objects"`
+	LastStamp int64 `json:"last_stamp"`
 	// LastPrune is the stamp of the last prune; PruneBehind says it left a backlog, so
 	// the next entry prunes again.
 	LastPrune   int64 `json:"last_prune"`

@@ -115,6 +115,8 @@ func scanKeys(r readKV, lower, upper []byte, fn func(k []byte) bool) {
 type tx struct {
 	b    batchKV
 	objs map[string]*object
+	// objects is how many object records this tx added, less those it deleted.
+	objects int64
 }
 
 // batchKV is what a tx writes into: a statedb.Batch (or, to convert an old snapshot, a
@@ -167,6 +169,9 @@ func get[T any](t *tx, k []byte) *T {
 // put stores v under k (a new object, or a replacement).
 func (t *tx) put(k []byte, v any) {
 	if o, ok := t.objs[string(k)]; ok {
+		if o.v == nil {
+			t.objects++
+		}
 		o.v = v
 		return
 	}
@@ -174,16 +179,29 @@ func (t *tx) put(k []byte, v any) {
 	if err != nil && !errors.Is(err, statedb.ErrNotFound) {
 		fault("state: read %q: %w", k, err)
 	}
+	if orig == nil {
+		t.objects++
+	}
 	t.objs[string(k)] = &object{v: v, orig: orig}
 }
 
 // del removes the object under k.
 func (t *tx) del(k []byte) {
 	if o, ok := t.objs[string(k)]; ok {
+		if o.v != nil {
+			t.objects--
+		}
 		o.v = nil
 		return
 	}
-	t.objs[string(k)] = &object{orig: []byte{}} // orig non-nil: delete at flush
+	orig, err := t.b.Get(k)
+	if err != nil && !errors.Is(err, statedb.ErrNotFound) {
+		fault("state: read %q: %w", k, err)
+	}
+	if orig != nil {
+		t.objects--
+	}
+	t.objs[string(k)] = &object{orig: orig}
 }
 
 // setRaw writes an index record (never an object's key).

@@ -263,6 +263,21 @@ func (d *DB) openGeneration(seq uint64) (*generation, error) {
 	// id): Bloom filters answer those without reading data blocks. Every level inherits
 	// L0's policy.
 	po.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
+	// Raft's apply is the only writer and it must not wait: room for write bursts while a
+	// snapshot streams and flushes or compactions lag (Pebble's defaults, 2 memtables of
+	// 4 MiB and 12 L0 sublevels, stopped apply for seconds under a sustained load on two
+	// cores), and a second compaction when debt builds up.
+	po.MemTableSize = 16 << 20
+	po.MemTableStopWritesThreshold = 4
+	po.L0StopWritesThreshold = 24
+	po.CompactionConcurrencyRange = func() (int, int) { return 1, 2 }
+	wlog := d.log.With("engine", "pebble")
+	po.EventListener = &pebble.EventListener{
+		WriteStallBegin: func(info pebble.WriteStallBeginInfo) {
+			wlog.Warn("state database write stall: apply waits", "reason", info.Reason)
+		},
+		WriteStallEnd: func() { wlog.Info("state database write stall ended") },
+	}
 	if d.opts.CacheSize > 0 {
 		c := pebble.NewCache(d.opts.CacheSize)
 		defer c.Unref() // Pebble holds its own reference
