@@ -37,11 +37,14 @@ func (a *applier) addRequest(r *Request) {
 }
 
 // settle moves a request to a final status; it is kept for RequestRetentionMs after.
+// A request is open exactly while its status is not final, so the status says whether
+// the open index holds it (no read needed on the signing path).
 func (a *applier) settle(r *Request, status string) {
+	wasOpen := !Final(r.Status)
 	r.Status = status
 	r.Retry = false
 	r.UpdatedAt = a.stamp
-	if exists(a.t, keyStr(tOpen, r.ID)) {
+	if wasOpen {
 		a.t.delRaw(keyStr(tOpen, r.ID))
 		a.m.Open--
 		a.t.setRaw(keyAt(tDone, a.stamp, r.ID), nil)
@@ -229,8 +232,8 @@ func (a *applier) prune() (behind bool) {
 			return
 		}
 		if r.IdempotencyKey != "" {
-			if rec := a.idem(idemScope(r)); rec != nil && rec.RequestID == r.ID {
-				a.t.del(keyStr(tIdem, idemScope(r)))
+			if scope := idemScope(r); a.idem(scope) != nil && a.idem(scope).RequestID == r.ID {
+				a.t.del(keyStr(tIdem, scope))
 			}
 		}
 		a.t.del(keyStr(tRequest, id))

@@ -50,6 +50,7 @@ import (
 
 	"github.com/custos/custos/protocol/baseline"
 	"github.com/custos/custos/test/cluster"
+	results "github.com/custos/custos/test/report"
 )
 
 // Bounds on the flags, so that a typo cannot start an hour-long run.
@@ -217,7 +218,7 @@ func run(ctx context.Context, o *options, stdout io.Writer) error {
 	rep.finish(began)
 	if len(rep.Cells) > 0 || rep.WAN != nil {
 		rep.printTable(stdout)
-		if err := rep.write(o.out); err != nil {
+		if err := results.WriteJSON(o.out, rep); err != nil {
 			errs = append(errs, err)
 		} else {
 			fmt.Fprintf(stdout, "\nresults written to %s\n", o.out)

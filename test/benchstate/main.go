@@ -21,7 +21,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -41,6 +40,7 @@ import (
 
 	"github.com/custos/custos/internal/authn"
 	"github.com/custos/custos/internal/state"
+	"github.com/custos/custos/test/report"
 )
 
 // newFSM opens the FSM under test over a state database in dir.
@@ -125,7 +125,7 @@ func main() {
 	}
 	printReport(os.Stdout, rep)
 	if *out != "" {
-		if err := writeJSON(*out, rep); err != nil {
+		if err := report.WriteJSON(*out, rep); err != nil {
 			fmt.Fprintln(os.Stderr, "benchstate:", err)
 			os.Exit(1)
 		}
@@ -159,22 +159,6 @@ func parseBytes(s string) (uint64, error) {
 		}
 	}
 	return 0, fmt.Errorf("size %q", s)
-}
-
-func writeJSON(path string, rep *Report) error {
-	if dir := filepath.Dir(path); dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("write report: %w", err)
-		}
-	}
-	b, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
-		return fmt.Errorf("write report: %w", err)
-	}
-	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("write report: %w", err)
-	}
-	return nil
 }
 
 // lifecycle is one sign lifecycle's two entries.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	testcluster "github.com/custos/custos/test/cluster"
+	"github.com/custos/custos/test/report"
 )
 
 // processRSS is this process's resident set size.
@@ -57,6 +58,9 @@ func (s *stallTracker) stop() (max time.Duration, what string, n int) {
 	return s.max, s.what, s.n
 }
 
+// Target is one of issue 11's targets judged against the figures.
+type Target = report.Target
+
 // Issue 11's targets.
 const (
 	targetHeapGrowth    = 64 << 20 // bytes, end vs 100 k
@@ -66,28 +70,6 @@ const (
 	targetHeapReference = 100000 // lifecycles at which the heap reference is taken
 	targetLifecycles    = 1000000
 )
-
-// Target is one of issue 11's targets judged against the figures.
-type Target struct {
-	Name   string `json:"name"`
-	Want   string `json:"want"`
-	Got    string `json:"got"`
-	Met    bool   `json:"met"`
-	Judged bool   `json:"judged"` // false: too few figures to judge
-	Note   string `json:"note,omitempty"`
-}
-
-// Verdict is "met", "NOT MET" or "not judged".
-func (t Target) Verdict() string {
-	switch {
-	case !t.Judged:
-		return "not judged"
-	case t.Met:
-		return "met"
-	default:
-		return "NOT MET"
-	}
-}
 
 // judge compares the steps with issue 11's targets.
 func judge(steps []Step) []Target {

@@ -39,7 +39,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -47,7 +46,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -61,6 +59,7 @@ import (
 	"github.com/custos/custos/node"
 	"github.com/custos/custos/node/client"
 	"github.com/custos/custos/test/cluster"
+	"github.com/custos/custos/test/report"
 )
 
 // Issue 11's targets and the soak's fixed parameters.
@@ -249,6 +248,9 @@ type NodeRSS struct {
 }
 
 // KillReport is the follower's kill, restart and catch-up.
+// Target is one of the soak's targets judged against the figures.
+type Target = report.Target
+
 type KillReport struct {
 	Follower string  `json:"follower"`
 	Leader   string  `json:"leader_at_kill"`
@@ -275,28 +277,6 @@ type FinalState struct {
 	AuditSeq  uint64 `json:"audit_seq"`
 	AuditHead string `json:"audit_head"`
 	Err       string `json:"error,omitempty"`
-}
-
-// Target is one of issue 11's targets judged against the figures.
-type Target struct {
-	Name   string `json:"name"`
-	Want   string `json:"want"`
-	Got    string `json:"got"`
-	Met    bool   `json:"met"`
-	Judged bool   `json:"judged"` // false: too few figures to judge
-	Note   string `json:"note,omitempty"`
-}
-
-// Verdict is "met", "NOT MET" or "not judged".
-func (t Target) Verdict() string {
-	switch {
-	case !t.Judged:
-		return "not judged"
-	case t.Met:
-		return "met"
-	default:
-		return "NOT MET"
-	}
 }
 
 // soak is one run's shared state. Its fields after the first group are safe for
@@ -382,7 +362,7 @@ func run(ctx context.Context, o *options, stdout io.Writer) error {
 	rep.Targets = judge(rep)
 	printReport(stdout, rep)
 	if o.out != "" {
-		if err := writeReport(o.out, rep); err != nil {
+		if err := report.WriteJSON(o.out, rep); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "\nreport written to %s\n", o.out)
@@ -1001,21 +981,6 @@ func printReport(w io.Writer, rep *Report) {
 		fmt.Fprintf(tw, "  %s\t%s\twant %s\tgot %s%s\n", t.Verdict(), t.Name, t.Want, t.Got, note)
 	}
 	tw.Flush()
-}
-
-// writeReport writes rep as indented JSON to path.
-func writeReport(path string, rep *Report) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("report directory: %w", err)
-	}
-	b, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encode report: %w", err)
-	}
-	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("write report: %w", err)
-	}
-	return nil
 }
 
 // meter counts signatures and errors per window by completion time. Safe for concurrent
