@@ -3,7 +3,7 @@ GO        ?= go
 BIN       := bin
 FUZZTIME  ?= 30s
 
-.PHONY: all build run test test-unit test-e2e test-race test-large vet fmt-check fuzz bench bench-state soak chaos clean
+.PHONY: all build run test test-unit test-e2e test-race test-large vet fmt-check fuzz bench bench-state soak chaos clean btcd
 
 all: build
 
@@ -31,8 +31,13 @@ test: vet fmt-check
 
 # The multi-process suites (test/e2e, test/hostile, test/cluster, test/bench's unit tests;
 # the chaos scenario runs on its own).
-test-e2e:
+test-e2e: btcd
 	$(GO) test -count=1 -timeout 12m $$($(GO) list ./test/... | grep -v /test/chaos)
+
+# A real btcd (simnet) for the end-to-end tests (test/btcnode), installed into .tools/bin
+# once; CUSTOS_BTCD=path overrides it.
+btcd:
+	@test -x $(CURDIR)/.tools/bin/btcd || GOBIN=$(CURDIR)/.tools/bin $(GO) install github.com/btcsuite/btcd@v0.24.2
 
 # Unit tests too large for the race detector (built with !race): a snapshot round trip of
 # a 100 000-entry state, about 15 s plain and minutes under -race.
@@ -89,6 +94,10 @@ fuzz:
 #   -reps N              repetitions, median reported (default 3)
 #   -conc 1,4,16         concurrencies of the sign throughput cells
 #   -ed25519-msg BYTES   Ed25519 message size (default 32; ECDSA signs a 32-byte digest)
+#   -psbt-samples N      PSBT cell samples per side per repetition (default 5): a 10-input
+#                        PSBT signed by the cluster vs 10 concurrent in-process ECDSA signs
+#   -psbt=false          skip the PSBT cell
+#   -only PREFIXES       only the cells whose names start with these (e.g. -only psbt)
 #   -keep, -custosd PATH, -node-log-level LEVEL, -v, -out FILE
 # e.g. make bench BENCHFLAGS="-reps 1 -samples 10" for a quick look.
 BENCHFLAGS ?=

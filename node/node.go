@@ -21,6 +21,7 @@ import (
 
 	"github.com/custos/custos/internal/auth"
 	"github.com/custos/custos/internal/authn"
+	"github.com/custos/custos/internal/btc"
 	"github.com/custos/custos/internal/ceremony"
 	"github.com/custos/custos/internal/config"
 	"github.com/custos/custos/internal/httpapi"
@@ -316,7 +317,11 @@ func (n *Node) Start(ctx context.Context) error {
 	n.fsm.OnSnapshot(n.vouch.OnSnapshot)
 	n.fsm.OnRestore(n.vouch.OnRestore)
 
-	if n.sched, err = scheduler.New(scheduler.Config{Config: n.cfg, Logger: n.log, State: n.fsm, IsLeader: n.isLeader, Live: n.live, Now: n.now, AdminPublicKey: n.adminPub}); err != nil {
+	broadcast, err := bitcoinBroadcaster(n.cfg)
+	if err != nil {
+		return err
+	}
+	if n.sched, err = scheduler.New(scheduler.Config{Config: n.cfg, Logger: n.log, State: n.fsm, IsLeader: n.isLeader, Live: n.live, Now: n.now, AdminPublicKey: n.adminPub, Broadcast: broadcast}); err != nil {
 		return err
 	}
 	if n.raft, err = raftnode.New(raftnode.Config{
@@ -414,11 +419,11 @@ func (n *Node) dispatchEvents(ctx context.Context) {
 			switch e.Kind {
 			case state.EventScheduled:
 				n.runner.Scheduled(e.RequestID)
-			case state.EventSettled:
+			case state.EventSettled, state.EventBroadcast:
 				n.api.Settled(e.RequestID)
 			case state.EventKeyFailed:
 				n.runner.KeyFailed(e.KeyID)
-			case state.EventRetry:
+			case state.EventRetry, state.EventApproved:
 				n.sched.Kick()
 			case state.EventCheckpoint, state.EventCheckpointVote:
 				if !n.vouch.Notify(e) {
@@ -551,4 +556,27 @@ func InitDataDir(dataDir, masterKeyFile string) (string, error) {
 		return "", err
 	}
 	return pid.String(), nil
+}
+
+// bitcoinBroadcaster is the leader's link to the configured Bitcoin node (nil when
+// bitcoin.rpc_url is not set). The password file is read once, here.
+func bitcoinBroadcaster(cfg *config.Config) (func(ctx context.Context, txHex string) (string, error), error) {
+	b := cfg.Bitcoin
+	if b.RPCURL == "" {
+		return nil, nil
+	}
+	var password string
+	if b.RPCPasswordFile != "" {
+		raw, err := os.ReadFile(b.RPCPasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("bitcoin.rpc_password_file: %w", err)
+		}
+		password = strings.TrimSpace(string(raw))
+	}
+	timeout := b.Timeout.Duration
+	if timeout <= 0 {
+		timeout = 15 * time.Second
+	}
+	rpc := &btc.RPC{URL: b.RPCURL, User: b.RPCUser, Password: password, Client: &http.Client{Timeout: timeout}}
+	return rpc.SendRawTransaction, nil
 }

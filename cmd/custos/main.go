@@ -62,12 +62,32 @@ const usage = `custos — command-line tool for a custos threshold-signing clust
   custos keys list | get KEY_ID
   custos sign --key KEY_ID (--digest HEX | --message HEX | --text STRING) [--path m/0/7]
   custos requests get REQUEST_ID
+  custos requests cancel REQUEST_ID              cancel a request waiting for its approval or its delay
+                                                 (the initiator, an approver, or the admin for its own)
+  custos psbt sign --key KEY_ID --file F --network mainnet|testnet|signet|regtest|simnet
+                   --input INDEX[:PATH] ... [--change OUTPUT[:PATH] ...] [--broadcast] [--out FILE]
+                                                 sign a PSBT (binary, base64 or hex) and finalize it;
+                                                 --out writes the finalized PSBT (base64) to a new file
+
+  custos admin policies create (--file F | --name N --activity A --action A [--rule-kind K]
+                     [--max-sats N] [--max-count N] [--window 24h] [--addresses A1,A2]
+                     [--days mon,tue --from HH:MM --to HH:MM --tz Z]
+                     [--key-ids K1,K2] [--labels L1,L2] [--users 3,4] [--access-keys AK1,AK2]
+                     [--group NAME:QUORUM:UID1,UID2 ...] [--delay 1h] [--approval-timeout 24h]
+                     [--initiator-can-approve])
+  custos admin policies list | get ID | update ID (--file F | flags as create) | archive ID
+                                                 a change may wait for approval (a policy.modify policy)
+  custos policies evaluate --route "POST /v1/keys/KEY_ID/psbt" [--body JSON | --body-file F]
+                                                 dry run: what the policies would decide, and why
+  custos policies list | get ID                  (users with policies:read, or the admin)
+  custos approvals list [--status pending|approved|denied|expired] | get ID
+  custos approvals approve ID [--reason R] | deny ID [--reason R]   (approvers: users with approvals:decide)
 
   custos access-keys grant --scheme ed25519|secp256k1 --public-key HEX --permissions p1,p2
                      [--key-ids K1,K2] [--expires RFC3339|DURATION] [--label L]
   custos access-keys list | revoke ID | log ID   (as the granting user)
 
-Permissions: keys:create keys:read keys:sign keys:delete access:manage approvals:decide
+Permissions: keys:create keys:read keys:sign keys:delete access:manage approvals:decide policies:read
 (an access key holds a subset of its grantor's, never access:manage).
 
 Connection (every command):
@@ -83,9 +103,11 @@ Admin credentials (admin, cluster, audit):
   --admin-private-key-file F   or: the admin's Ed25519 private key (custos admin keygen), for clusters
                                configured with admin.public_key
   --audience NAME              put aud=NAME (the cluster name) in the tokens the admin mints
-User credentials (keys, sign, requests, access-keys):
+User credentials (keys, sign, requests, access-keys, approvals approve|deny, psbt):
   --token TOKEN or $CUSTOS_TOKEN          the user token the admin issued
-  --identity FILE or $CUSTOS_IDENTITY     the user's Ed25519 key file (custos keys new-identity)`
+  --identity FILE or $CUSTOS_IDENTITY     the user's Ed25519 key file (custos keys new-identity)
+policies, approvals list|get and requests cancel run as the admin when an admin credential flag is
+given or there is no user token, else as the user.`
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
@@ -108,6 +130,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case "dev":
 		return cmdDev(args[1:], stdout, stderr)
 	case "admin":
+		if len(args) > 1 && args[1] == "policies" {
+			return cmdAdminPolicies(args[2:], stdout, stderr)
+		}
 		return cmdAdmin(args[1:], stdout)
 	case "cluster":
 		return cmdCluster(args[1:], stdout)
@@ -116,7 +141,16 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case "sign":
 		return cmdSign(args[1:], stdout)
 	case "requests":
+		if len(args) > 1 && args[1] == "cancel" {
+			return cmdRequestsCancel(args[2:], stdout, stderr)
+		}
 		return cmdRequests(args[1:], stdout)
+	case "policies":
+		return cmdPolicies(args[1:], stdout, stderr)
+	case "approvals":
+		return cmdApprovals(args[1:], stdout, stderr)
+	case "psbt":
+		return cmdPSBT(args[1:], stdout, stderr)
 	case "access-keys":
 		return cmdAccessKeys(args[1:], stdout)
 	case "audit":
@@ -361,7 +395,7 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 
 func cmdAdmin(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: custos admin keygen|create-user|token|users|user|disable|enable|revoke-tokens|set-permissions|rotate-key|audit|retention")
+		return errors.New("usage: custos admin keygen|create-user|token|users|user|disable|enable|revoke-tokens|set-permissions|rotate-key|audit|retention|policies")
 	}
 	sub := args[0]
 	fs := flag.NewFlagSet("admin "+sub, flag.ContinueOnError)

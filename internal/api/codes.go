@@ -15,7 +15,7 @@ const (
 	CodeRequestConflict = "request.conflict"
 	// CodeRequestNotFound: no such request, or not the caller's (404).
 	CodeRequestNotFound = "request.not_found"
-	// CodeRequestCancelled: the request was cancelled during its delay (409; reserved).
+	// CodeRequestCancelled: the request was cancelled during its delay (409).
 	CodeRequestCancelled = "request.cancelled"
 	// CodeRouteNotFound: no such route (404).
 	CodeRouteNotFound = "route.not_found"
@@ -48,15 +48,20 @@ const (
 
 	// CodeApprovalRequired: the request needs approval (403; reserved).
 	CodeApprovalRequired = "approval.required"
-	// CodeApprovalExpired: the approval was not complete in time (403; reserved).
+	// CodeApprovalExpired: the approval was not complete in time (403).
 	CodeApprovalExpired = "approval.expired"
-	// CodeApprovalSelfApproval: the initiator tried to approve its own request (403;
-	// reserved).
+	// CodeApprovalSelfApproval: the initiator tried to approve its own request (403).
 	CodeApprovalSelfApproval = "approval.self_approval"
-	// CodeApprovalAlreadyDecided: the user already decided this approval (409; reserved).
+	// CodeApprovalAlreadyDecided: the user already decided this approval (409).
 	CodeApprovalAlreadyDecided = "approval.already_decided"
-	// CodeApprovalClosed: the approval is no longer pending (409; reserved).
+	// CodeApprovalClosed: the approval is no longer pending (409).
 	CodeApprovalClosed = "approval.closed"
+	// CodeApprovalDenied: an approver denied the request (403).
+	CodeApprovalDenied = "approval.denied"
+	// CodeApprovalNotFound: no such approval, or not one the caller may see (404).
+	CodeApprovalNotFound = "approval.not_found"
+	// CodePolicyNotFound: no such policy (404).
+	CodePolicyNotFound = "policy.not_found"
 
 	// CodeUserNotFound: no such user (404).
 	CodeUserNotFound = "user.not_found"
@@ -133,6 +138,9 @@ func Codes() []CodeInfo {
 		{CodeApprovalSelfApproval, http.StatusForbidden, "initiator cannot approve"},
 		{CodeApprovalAlreadyDecided, http.StatusConflict, "approval already decided"},
 		{CodeApprovalClosed, http.StatusConflict, "approval closed"},
+		{CodeApprovalDenied, http.StatusForbidden, "approval denied"},
+		{CodeApprovalNotFound, http.StatusNotFound, "approval not found"},
+		{CodePolicyNotFound, http.StatusNotFound, "policy not found"},
 
 		{CodeUserNotFound, http.StatusNotFound, "user not found"},
 		{CodeKeyNotFound, http.StatusNotFound, "key not found"},

@@ -134,6 +134,7 @@ var changedFromLegacy = map[string]string{
 	"approval.self_approval":   "API.md: 403, was the 400 fallback",
 	"approval.already_decided": "API.md: 409, was the 400 fallback",
 	"approval.closed":          "API.md: 409, was the 400 fallback",
+	"approval.denied":          "an approver's refusal, like policy.blocked: 403 (new with governance)",
 	"request.cancelled":        "state conflict: 409, was the 400 fallback",
 	"ceremony.refused":         "a node's failure report, like ceremony.failed: 502, was the 400 fallback",
 	"broadcast.failed":         "the Bitcoin node's failure: 502, was the 400 fallback",

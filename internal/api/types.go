@@ -88,6 +88,25 @@ type Request struct {
 	PreParamsInline []string `json:"preparams_inline,omitempty"`
 	// Error is set on a failed, blocked or denied request.
 	Error *RequestError `json:"error,omitempty"`
+	// ApprovalID is the approval a governed request waited or waits for.
+	ApprovalID string `json:"approval_id,omitempty"`
+	// NotBefore is when an approved request with a delay runs (cancellable until then).
+	NotBefore *time.Time `json:"not_before,omitempty"`
+	// PolicyID is the policy a policy.modify request created or changed, once active.
+	PolicyID string `json:"policy_id,omitempty"`
+	// AccessKeyID is the access key an access.grant request created, once active.
+	AccessKeyID string `json:"access_key_id,omitempty"`
+
+	// A PSBT signing (POST /v1/keys/{key_id}/psbt): what every node read of the
+	// transaction, and once signed the finalized PSBT (base64), the transaction and its
+	// broadcast when asked.
+	PSBT      string     `json:"psbt,omitempty"`
+	TxHex     string     `json:"tx_hex,omitempty"`
+	TxID      string     `json:"txid,omitempty"`
+	FeeSats   *int64     `json:"fee_sats,omitempty"`
+	SentSats  *int64     `json:"sent_sats,omitempty"`
+	Outputs   []Output   `json:"outputs,omitempty"`
+	Broadcast *Broadcast `json:"broadcast,omitempty"`
 }
 
 // MarshalJSON writes the request object; "message" is present on every sign request,

@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -74,6 +75,9 @@ type Principal struct {
 	SigpairOnly bool `json:"sigpair_only,omitempty"`
 	// AdminName is the name claim of a Sigpair-style admin token (the user to create).
 	AdminName string `json:"admin_name,omitempty"`
+	// PublicKey is a user's public key, from its token (the key that signed the request).
+	// Never encoded: what the FSM acts on, it derives from the signed form again.
+	PublicKey []byte `json:"-"`
 }
 
 // Actor names the principal in the audit log: "admin", "user:<id>" or the access key's id.
@@ -255,7 +259,7 @@ func (v *Verifier) Verify(f *Form, at time.Time, dir Directory) (*Principal, err
 	}
 	p := &Principal{
 		Kind: KindUser, UserID: claims.UserID, TokenIssuedAt: claims.IssuedAt.Unix(), TokenExpires: claims.ExpiresAt.Unix(),
-		Created: sig.Created, NonceKey: "sig|" + sig.KeyID + "|" + sig.Nonce,
+		Created: sig.Created, NonceKey: "sig|" + sig.KeyID + "|" + sig.Nonce, PublicKey: slices.Clone(claims.PublicKey),
 	}
 	if sig.Expires != nil {
 		p.Expires = *sig.Expires

@@ -287,7 +287,7 @@ func (n *Runner) run(r *state.Request, seen time.Time) {
 	// The request was authenticated and authorised by this node's own FSM when its entry
 	// applied (the caller's signature, nonce, permission, key status, at the stamp);
 	// what is left to check here is what the FSM cannot: time.
-	if late := r.ScheduledAt - r.CreatedAt; late > state.SignatureWindowS*1000 {
+	if late := r.ScheduledAt - r.RunnableAt(); late > state.SignatureWindowS*1000 {
 		log.Error("refusing to join a ceremony scheduled long after its submission", "late_ms", late)
 		n.refusedCeremonies.Inc()
 		n.reportFailure(r, "ceremony.refused", "scheduled more than the signature window after submission", nil)
@@ -405,16 +405,26 @@ func (n *Runner) runSign(r *state.Request, k *state.Key, sid protocol.SessionID)
 	}
 	t1 := time.Now()
 	ph.load = t1.Sub(t0)
-	s, err := n.engine.Sign(ctx, sid, r.Committee, k.Threshold, share, r.Message, k.ChainCode, r.PathIdx)
-	ph.mpc = time.Since(t1)
-	if err != nil {
-		return ph, err
+	result := &state.CeremonyResult{RequestID: r.ID, Nonce: r.Nonce, Node: n.self}
+	if r.PSBT != nil {
+		sigs, err := n.signInputs(ctx, r, k, share)
+		ph.mpc = time.Since(t1)
+		if err != nil {
+			return ph, err
+		}
+		result.Signatures = sigs
+	} else {
+		s, err := n.engine.Sign(ctx, sid, r.Committee, k.Threshold, share, r.Message, k.ChainCode, r.PathIdx)
+		ph.mpc = time.Since(t1)
+		if err != nil {
+			return ph, err
+		}
+		result.Signature = state.Signature{R: s.R, S: s.S, RecoveryID: int(s.RecoveryID), DER: s.DER, Sig: s.Sig}
 	}
-	sig := state.Signature{R: s.R, S: s.S, RecoveryID: int(s.RecoveryID), DER: s.DER, Sig: s.Sig}
 	t2 := time.Now()
 	rctx, rcancel := context.WithTimeout(n.ctx, 30*time.Second)
 	defer rcancel()
-	res, err := n.rep.Report(rctx, state.TypeCeremonyResult, &state.CeremonyResult{RequestID: r.ID, Nonce: r.Nonce, Node: n.self, Signature: sig})
+	res, err := n.rep.Report(rctx, state.TypeCeremonyResult, result)
 	ph.report = time.Since(t2)
 	if err != nil {
 		return ph, fmt.Errorf("report signature: %w", err)
@@ -518,4 +528,56 @@ func (n *Runner) reconcileLoop(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// InputSessionParams are the session of a PSBT signing's i-th input: the request's
+// session, bound to that input's index, sighash and derivation path.
+func InputSessionParams(r *state.Request, k *state.Key, i int) (protocol.SessionParams, error) {
+	p := SessionParams(r, k)
+	msg, path, err := r.PSBT.Message(i)
+	if err != nil {
+		return p, err
+	}
+	p.Kind += "/psbt-input/" + strconv.Itoa(i)
+	p.Payload, p.Path = msg, path
+	return p, nil
+}
+
+// signInputs runs a PSBT signing's ceremonies, one per input, concurrently, and returns
+// their signatures in the plan's order. Every committee member runs the same sessions
+// (the plan is in the replicated state), so they meet whatever order they start in.
+func (n *Runner) signInputs(ctx context.Context, r *state.Request, k *state.Key, share *protocol.Share) ([]state.Signature, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sigs := make([]state.Signature, len(r.PSBT.Plan.Inputs))
+	errs := make([]error, len(sigs))
+	var wg sync.WaitGroup
+	for i := range sigs {
+		p, err := InputSessionParams(r, k, i)
+		if err != nil {
+			return nil, fmt.Errorf("input %d: %w", i, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := n.engine.Sign(ctx, protocol.NewSessionID(p), r.Committee, k.Threshold, share, p.Payload, k.ChainCode, p.Path)
+			if err != nil {
+				errs[i] = fmt.Errorf("input %d: %w", r.PSBT.Plan.Inputs[i].Index, err)
+				cancel() // one failed input fails the attempt: stop the others
+				return
+			}
+			sigs[i] = state.Signature{R: s.R, S: s.S, RecoveryID: int(s.RecoveryID), DER: s.DER}
+		}()
+	}
+	wg.Wait()
+	// The first real failure (not one caused by cancelling the others).
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return nil, err
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return sigs, nil
 }

@@ -127,6 +127,21 @@ type Config struct {
 		Level string `json:"level"`
 	} `json:"log"`
 
+	// Bitcoin is the Bitcoin node (bitcoind or btcd) that signed PSBTs are broadcast to
+	// when a request asks ("broadcast": true). The leader broadcasts, so every member
+	// should name a node (each its own, or a shared one). Without rpc_url a broadcast is
+	// answered broadcast.failed, the signed transaction still returned.
+	Bitcoin struct {
+		// RPCURL is the node's JSON-RPC endpoint, http(s)://host:port (btcd: run it with
+		// --notls on loopback only, or give the https URL).
+		RPCURL  string `json:"rpc_url"`
+		RPCUser string `json:"rpc_user"`
+		// RPCPasswordFile holds the RPC password (read at start; never logged).
+		RPCPasswordFile string `json:"rpc_password_file"`
+		// Timeout bounds one broadcast (default 15 s).
+		Timeout Duration `json:"timeout"`
+	} `json:"bitcoin"`
+
 	// Rate limits authenticated callers per node, so that one caller cannot starve the
 	// others: a token bucket per caller (user, access key, admin) refilled at
 	// PerCallerRPS up to Burst. Past it the node answers 429 rate.limited.
@@ -349,6 +364,11 @@ func (c *Config) Validate() error {
 	}
 	if maxCallers < 16 || maxCallers > 10_000_000 {
 		add("rate.max_callers must be between 16 and 10000000")
+	}
+	if u := c.Bitcoin.RPCURL; u != "" {
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			add("bitcoin.rpc_url must be an http(s) URL such as http://127.0.0.1:18443")
+		}
 	}
 	if d := c.InsecureTesting.ClockOffset.Duration; d > MaxClockOffset || d < -MaxClockOffset {
 		add("insecure_testing.clock_offset must be within ±%v", MaxClockOffset)

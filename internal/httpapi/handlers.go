@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"encoding/base64"
 	"encoding/hex"
 	"net/http"
 	"strconv"
@@ -62,6 +63,33 @@ func (s *Server) requestView(r *state.Request) api.Request {
 	}
 	if r.Error != nil {
 		v.Error = &api.RequestError{Code: r.Error.Code, Detail: r.Error.Detail}
+	}
+	v.ApprovalID = r.ApprovalID
+	if r.ApprovalID != "" && r.Status == state.StatusScheduled && r.Attempt == 0 && r.NotBefore > 0 {
+		nb := secs(r.NotBefore)
+		v.NotBefore = &nb
+	}
+	if ps := r.PSBT; ps != nil {
+		fee, sent := ps.Plan.FeeSats, ps.Plan.SentSats
+		v.FeeSats, v.SentSats, v.Outputs = &fee, &sent, ps.Outputs()
+		if r.Status == state.StatusSigned {
+			v.PSBT = base64.StdEncoding.EncodeToString(ps.Final)
+			v.TxHex, v.TxID = ps.TxHex, ps.TxID
+		}
+		if ps.Broadcasted {
+			v.Broadcast = &api.Broadcast{TxID: ps.BroadcastTxID}
+			if e := ps.BroadcastError; e != nil {
+				v.Broadcast.Error = &api.RequestError{Code: e.Code, Detail: e.Detail}
+			}
+		}
+	}
+	if r.Status == state.StatusActive {
+		switch r.Kind {
+		case state.KindPolicyModify:
+			v.PolicyID = r.Made
+		case state.KindAccessGrant:
+			v.AccessKeyID = r.Made
+		}
 	}
 	return v
 }
@@ -234,21 +262,35 @@ func (s *Server) requestProblem(r *state.Request) *apiError {
 	return e
 }
 
-// awaitRequest holds the response until the request settles or the wait timeout passes.
+// awaitRequest holds the response until the request settles (and a signed transaction
+// asked to be broadcast was) or the wait timeout passes.
 func (s *Server) awaitRequest(x *exchange, id string) *state.Request {
-	ch, stop := s.waiters.wait(id)
-	defer stop()
-	if r := s.st.Request(id); r == nil || state.Final(r.Status) {
-		return r
-	}
 	t := time.NewTimer(s.c.API.WaitTimeout.Duration)
 	defer t.Stop()
-	select {
-	case <-ch:
-	case <-t.C:
-	case <-x.r.Context().Done():
+	for {
+		ch, stop := s.waiters.wait(id)
+		r := s.st.Request(id)
+		if r == nil || r.Status == state.StatusPendingApproval || (state.Final(r.Status) && !broadcastDue(r)) {
+			// A request waiting for approval is answered at once (202), with its approval.
+			stop()
+			return r
+		}
+		select {
+		case <-ch:
+			stop()
+		case <-t.C:
+			stop()
+			return s.st.Request(id)
+		case <-x.r.Context().Done():
+			stop()
+			return s.st.Request(id)
+		}
 	}
-	return s.st.Request(id)
+}
+
+// broadcastDue reports whether a signed transaction still waits for its broadcast.
+func broadcastDue(r *state.Request) bool {
+	return r.PSBT != nil && r.PSBT.Broadcast && r.Status == state.StatusSigned && !r.PSBT.Broadcasted
 }
 
 func (s *Server) hKeyList(x *exchange) *apiError {

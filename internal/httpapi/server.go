@@ -17,6 +17,7 @@ import (
 	"github.com/custos/custos/internal/api"
 	"github.com/custos/custos/internal/authn"
 	"github.com/custos/custos/internal/config"
+	"github.com/custos/custos/internal/policy"
 	"github.com/custos/custos/internal/state"
 )
 
@@ -40,6 +41,10 @@ type State interface {
 	AccessKey(id string) *state.AccessKey
 	AccessKeysOf(grantor uint64, after string, limit int) []*state.AccessKey
 	AccessLog(id string, after uint64, limit int) ([]state.AccessLogEntry, bool)
+	Policy(id string) *policy.Record
+	Policies(after string, limit int) []policy.Record
+	Approval(id string) *state.Approval
+	Approvals(user uint64, all bool, status, after string, limit int) []*state.Approval
 }
 
 var _ State = (*state.FSM)(nil)
@@ -226,6 +231,7 @@ func (s *Server) apiRoutes() []route {
 		{"GET /v1/keys", state.OpKeyList, s.hKeyList},
 		{"GET /v1/keys/{key_id}", state.OpKeyGet, s.hKeyGet},
 		{"POST /v1/keys/{key_id}/sign", state.OpKeySign, s.hKeySign},
+		{"POST /v1/keys/{key_id}/psbt", state.OpKeyPSBT, s.hKeySign},
 		{"GET /v1/requests/{request_id}", state.OpRequestGet, s.hRequestGet},
 		{"GET /v1/audit", state.OpAuditList, s.hAudit},
 		{"POST /v1/admin/audit/prune", state.OpAuditPrune, s.hAuditPrune},
@@ -235,6 +241,16 @@ func (s *Server) apiRoutes() []route {
 		{"GET /v1/access-keys", state.OpAccessList, s.hAccessList},
 		{"DELETE /v1/access-keys/{id}", state.OpAccessRevoke, s.hAccessRevoke},
 		{"GET /v1/access-keys/{id}/log", state.OpAccessLog, s.hAccessLog},
+		{"POST /v1/admin/policies", state.OpPolicyCreate, s.hPolicyCreate},
+		{"GET /v1/admin/policies", state.OpPolicyList, s.hPolicyList},
+		{"GET /v1/admin/policies/{policy_id}", state.OpPolicyGet, s.hPolicyGet},
+		{"PUT /v1/admin/policies/{policy_id}", state.OpPolicyReplace, s.hPolicyChange},
+		{"DELETE /v1/admin/policies/{policy_id}", state.OpPolicyArchive, s.hPolicyChange},
+		{"POST /v1/policies/evaluate", state.OpPolicyEvaluate, s.hEvaluate},
+		{"GET /v1/approvals", state.OpApprovalList, s.hApprovalList},
+		{"GET /v1/approvals/{approval_id}", state.OpApprovalGet, s.hApproval},
+		{"POST /v1/approvals/{approval_id}/decisions", state.OpApprovalDecide, s.hApproval},
+		{"POST /v1/requests/{request_id}/cancel", state.OpRequestCancel, s.hRequestCancel},
 	}
 }
 
@@ -326,7 +342,15 @@ func (s *Server) commit(x *exchange) (state.Result, *apiError) {
 		return res, errf(api.CodeClusterUnavailable, "the request was not committed (%v); send it again with the same idempotency_key to learn its outcome", err)
 	}
 	if !res.OK() {
-		return res, &apiError{Status: api.StatusOf(res.Code), Code: res.Code, Detail: res.Detail}
+		e := &apiError{Status: api.StatusOf(res.Code), Code: res.Code, Detail: res.Detail}
+		if res.RequestID != "" {
+			// A request the refusal made (blocked by a policy): the problem carries it.
+			if r := s.st.Request(res.RequestID); r != nil {
+				rv := s.requestView(r)
+				e.Request = &rv
+			}
+		}
+		return res, e
 	}
 	if s.after != nil {
 		s.after(body, res)

@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/custos/custos/internal/btc"
 	"github.com/custos/custos/internal/config"
 	"github.com/custos/custos/internal/state"
 )
@@ -34,6 +35,8 @@ type State interface {
 	Strict() bool
 	OpenRequests() []*state.Request
 	Key(id string) *state.Key
+	Approval(id string) *state.Approval
+	PendingBroadcasts(limit int) []*state.Request
 }
 
 // Proposer commits the leader's own entries and signed reports (raftnode.Node).
@@ -58,6 +61,9 @@ type Config struct {
 	// AdminPublicKey is this node's configured admin public key (key-pair mode), written
 	// into the cluster's first entry and the upgrade entry.
 	AdminPublicKey ed25519.PublicKey
+	// Broadcast sends a signed transaction to the configured Bitcoin node and returns its
+	// txid; nil when none is configured (a broadcast is then reported failed).
+	Broadcast func(ctx context.Context, txHex string) (string, error)
 }
 
 // Scheduler is the leader's scheduling: Schedule at stamping time, and the loop.
@@ -69,6 +75,8 @@ type Scheduler struct {
 	live     func(string) bool
 	nowFn    func() time.Time
 	adminPub ed25519.PublicKey
+	// broadcastTx sends a signed transaction (nil: no Bitcoin node configured).
+	broadcastTx func(ctx context.Context, txHex string) (string, error)
 	// shuffle orders the candidates of a committee (random; fixed in tests).
 	shuffle func([]string)
 	kick    chan struct{}
@@ -88,7 +96,7 @@ func New(cfg Config) (*Scheduler, error) {
 		return nil, errors.New("scheduler: Config, State, IsLeader and Live are required")
 	}
 	s := &Scheduler{cfg: cfg.Config, log: cfg.Logger, fsm: cfg.State, isLeader: cfg.IsLeader, live: cfg.Live, nowFn: cfg.Now,
-		adminPub: cfg.AdminPublicKey, shuffle: shuffle, kick: make(chan struct{}, 1)}
+		adminPub: cfg.AdminPublicKey, broadcastTx: cfg.Broadcast, shuffle: shuffle, kick: make(chan struct{}, 1)}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -177,7 +185,7 @@ func (n *Scheduler) Schedule(s *state.Submit, origin string) {
 		if c.Curve == state.CurveSecp256k1 {
 			s.Schedule.ChainCode = randomBytes(32)
 		}
-	case state.OpKeySign:
+	case state.OpKeySign, state.OpKeyPSBT:
 		k := n.fsm.Key(c.KeyID)
 		if k == nil {
 			return // the FSM answers key.not_found
@@ -275,6 +283,17 @@ func (n *Scheduler) run(ctx context.Context, p Proposer) {
 			if inflight[key] {
 				continue
 			}
+			if r.ApprovalID != "" && r.Attempt == 0 {
+				// Governed requests (state/governance.go): one waiting for approval needs
+				// an entry once its approval expired (the FSM closes expired approvals at
+				// every entry); an approved one is run once its delay is over.
+				// At most one try per request every 5 s (a refused one is tried again).
+				gkey := key + "/" + strconv.FormatInt(now/5000, 10)
+				if !inflight[gkey] && n.governed(ctx, p, r, now) {
+					inflight[gkey] = true
+				}
+				continue
+			}
 			age := time.Duration(now-r.ScheduledAt) * time.Millisecond
 			switch r.Kind {
 			case state.KindKeygen:
@@ -292,6 +311,14 @@ func (n *Scheduler) run(ctx context.Context, p Proposer) {
 				inflight[key] = true
 				n.spawn(func() { n.retry(ctx, p, r, timedOut) })
 			}
+		}
+		for _, r := range n.fsm.PendingBroadcasts(16) {
+			bkey := "broadcast/" + r.ID + "/" + strconv.FormatInt(now/10000, 10)
+			if inflight[bkey] {
+				continue
+			}
+			inflight[bkey] = true
+			n.spawn(func() { n.broadcast(ctx, p, r) })
 		}
 		if len(inflight) > 4096 {
 			clear(inflight)
@@ -359,4 +386,85 @@ func (n *Scheduler) initCluster(ctx context.Context, p Proposer) {
 		ci.Members = append(ci.Members, state.Member{ID: m.ID, PeerID: m.PeerID, P2PAddrs: m.P2PAddrs, API: m.API})
 	}
 	n.proposeQuiet(ctx, p, state.TypeClusterInit, ci)
+}
+
+// governed acts for a request of the governance layer, on the leader: it reports whether
+// it started something (so that the loop does not start it twice).
+func (n *Scheduler) governed(ctx context.Context, p Proposer, r *state.Request, now int64) bool {
+	switch r.Status {
+	case state.StatusPendingApproval:
+		ap := n.fsm.Approval(r.ApprovalID)
+		if ap == nil || now < ap.ExpiresAt {
+			return false
+		}
+		// Any entry lets the FSM close it (at the entry's stamp, before applying it): the
+		// leader's fail report, which the FSM refuses for a request still pending.
+		n.spawn(func() {
+			n.reportQuiet(ctx, p, state.TypeFail, &state.Fail{RequestID: r.ID, Code: "approval.expired", Detail: "approval expired"})
+		})
+		return true
+	case state.StatusScheduled:
+		if now < r.NotBefore {
+			return false
+		}
+		rs := &state.Reschedule{RequestID: r.ID, Attempt: 0}
+		switch r.Kind {
+		case state.KindSign:
+			k := n.fsm.Key(r.KeyID)
+			if k == nil {
+				return false
+			}
+			committee, ok := n.pickCommittee(k, "", nil)
+			if !ok {
+				return false // retried at the next tick, while the approval's window lasts
+			}
+			rs.Committee, rs.Nonce = committee, randomBytes(32)
+		case state.KindKeygen:
+			_, _, members := n.fsm.Cluster()
+			for _, m := range members {
+				if !n.isLive(m.ID) {
+					return false
+				}
+				rs.Committee = append(rs.Committee, m.ID)
+			}
+			rs.Nonce = randomBytes(32)
+		}
+		n.spawn(func() { n.reportQuiet(ctx, p, state.TypeReschedule, rs) })
+		return true
+	}
+	return false
+}
+
+// broadcastPatience is how long the leader tries to reach the Bitcoin node for one
+// transaction before it reports the broadcast failed.
+const broadcastPatience = 2 * time.Minute
+
+// broadcast sends a signed PSBT transaction to the Bitcoin node and reports what it said
+// (the FSM records it; the transaction is the one the FSM finalized). A node that cannot
+// be reached is tried again at a later tick (a refusal is final: the node said why).
+func (n *Scheduler) broadcast(ctx context.Context, p Proposer, r *state.Request) {
+	if r.PSBT == nil || r.PSBT.TxHex == "" {
+		return
+	}
+	res := &state.BroadcastResult{RequestID: r.ID}
+	if n.broadcastTx == nil {
+		res.Detail = "no Bitcoin node is configured on this cluster's leader (bitcoin.rpc_url); broadcast the returned tx_hex yourself"
+	} else {
+		bctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		txid, err := n.broadcastTx(bctx, r.PSBT.TxHex)
+		cancel()
+		var rpcErr *btc.RPCError
+		switch {
+		case err == nil:
+			res.TxID = txid
+		case errors.As(err, &rpcErr):
+			res.Detail = err.Error()
+		case n.nowFn().UnixMilli()-r.UpdatedAt > broadcastPatience.Milliseconds():
+			res.Detail = "the Bitcoin node could not be reached: " + err.Error()
+		default:
+			n.log.Warn("broadcast: the Bitcoin node could not be reached; trying again", "request", r.ID, "err", err)
+			return
+		}
+	}
+	n.reportQuiet(ctx, p, state.TypeBroadcast, res)
 }

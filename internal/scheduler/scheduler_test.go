@@ -68,7 +68,9 @@ func (f *fakeState) OpenRequests() []*state.Request {
 	defer f.mu.Unlock()
 	return slices.Clone(f.requests)
 }
-func (f *fakeState) Key(id string) *state.Key { f.mu.Lock(); defer f.mu.Unlock(); return f.keys[id] }
+func (f *fakeState) Key(id string) *state.Key               { f.mu.Lock(); defer f.mu.Unlock(); return f.keys[id] }
+func (f *fakeState) Approval(string) *state.Approval        { return nil }
+func (f *fakeState) PendingBroadcasts(int) []*state.Request { return nil }
 
 // recorder is a Proposer that records what the leader proposed.
 type recorder struct {

@@ -9,6 +9,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/btcsuite/btcd/btcec/v2"
+
+	"github.com/custos/custos/internal/api"
+	"github.com/custos/custos/internal/policy"
 )
 
 // Limits on an access-key grant's fields.
@@ -45,12 +48,26 @@ func (a *applier) accessOp(c *Call, u *User) Result {
 		a.revokeAccessKey(ak)
 		return Result{AccessKeyID: ak.ID}
 	case OpAccessCreate:
-		return a.accessCreate(c, u)
+		if a.policies().Len() == 0 {
+			return a.accessCreate(c, u, false)
+		}
+		// Judged in full first (a grant that would be refused never waits for approval),
+		// then by the access.grant policies.
+		if r := a.accessCreate(c, u, true); !r.OK() {
+			return r
+		}
+		pr := &policy.Request{Activity: api.ActivityAccessGrant, UserID: u.ID}
+		if c.Grant != nil {
+			pr.GrantKeyIDs = c.Grant.KeyIDs
+		}
+		return a.governedChange(c, KindAccessGrant, pr, func() Result { return a.accessCreate(c, u, false) }, c.Schedule.AccessKeyID)
 	}
 	return refuse("request.malformed", "unknown operation")
 }
 
-func (a *applier) accessCreate(c *Call, u *User) Result {
+// accessCreate grants an access key; with check, it only judges the grant (everything
+// but making room and storing it).
+func (a *applier) accessCreate(c *Call, u *User, check bool) Result {
 	g := c.Grant
 	if g == nil {
 		return refuse("request.malformed", "no grant in the request")
@@ -89,6 +106,9 @@ func (a *applier) accessCreate(c *Call, u *User) Result {
 	}
 	if a.accessKey(s.AccessKeyID) != nil {
 		return refuse("cluster.unavailable", "access key id collision; retry")
+	}
+	if check {
+		return Result{}
 	}
 	if r := a.makeRoom(u.ID); !r.OK() {
 		return r

@@ -9,12 +9,14 @@ import (
 	"unicode/utf8"
 
 	"github.com/custos/custos/internal/authn"
+	"github.com/custos/custos/internal/policy"
 )
 
 // applier applies one entry; it holds the entry's stamp and collects events.
 type applier struct {
 	t        *tx
 	m        *meta
+	pols     **policy.Set // the batch's active policies (governance.go)
 	stamp    int64
 	index    uint64
 	verifier Verifier
@@ -156,7 +158,29 @@ func (a *applier) callInner(c *Call) Result {
 			return refuse("perm.denied", "this route is for the admin")
 		}
 		return a.adminOp(c)
-	case OpKeyCreate, OpKeyList, OpKeyGet, OpKeySign, OpRequestGet:
+	case OpRequestGet:
+		if admin {
+			if a.request(c.RequestID) == nil {
+				return refuse("request.not_found", "no such request")
+			}
+			return Result{RequestID: c.RequestID}
+		}
+		if p.user == nil {
+			return refuse("perm.denied", "this route is for the admin, users and access keys")
+		}
+		return a.userOp(c, p)
+	case OpPolicyCreate, OpPolicyReplace, OpPolicyArchive, OpPolicyList, OpPolicyGet:
+		if p.ak != nil {
+			return refuse("perm.denied", "access keys cannot read or change policies")
+		}
+		return a.policyOp(c, p)
+	case OpPolicyEvaluate:
+		return a.evaluateOp(c, p)
+	case OpApprovalList, OpApprovalGet, OpApprovalDecide:
+		return a.approvalOp(c, p)
+	case OpRequestCancel:
+		return a.cancel(c, p)
+	case OpKeyCreate, OpKeyList, OpKeyGet, OpKeySign, OpKeyPSBT:
 		if admin || p.user == nil {
 			return refuse("perm.denied", "this route is for users and access keys")
 		}
@@ -355,6 +379,11 @@ func (a *applier) userOp(c *Call, p principal) Result {
 			return refuse("perm.denied", "missing permission keys:sign")
 		}
 		return a.keySign(c, p)
+	case OpKeyPSBT:
+		if !p.has(PermKeysSign) {
+			return refuse("perm.denied", "missing permission keys:sign")
+		}
+		return a.keyPSBT(c, p)
 	}
 	return refuse("request.malformed", "unknown operation")
 }
@@ -426,17 +455,42 @@ func (a *applier) keyCreate(c *Call, u *User) Result {
 		return refuse("rate.limited", "too many requests in flight")
 	}
 	s := c.Schedule
+	req := &Request{
+		ID: a.derivedID("req_"), Kind: KindKeygen, Status: StatusScheduled, KeyID: a.derivedID("key_"), Owner: u.ID,
+		Actor: c.Caller.Actor(), CreatedAt: a.stamp, UpdatedAt: a.stamp, Signed: c.Signed, IdempotencyKey: c.IdempotencyKey,
+	}
+	if s != nil && s.RequestID != "" && s.KeyID != "" {
+		req.ID, req.KeyID = s.RequestID, s.KeyID
+		if a.request(s.RequestID) != nil {
+			return refuse("cluster.unavailable", "request id collision; retry")
+		}
+		if a.key(s.KeyID) != nil {
+			return refuse("cluster.unavailable", "key id collision; retry")
+		}
+	}
+	if c.Curve == CurveSecp256k1 && s != nil && len(s.ChainCode) == 32 {
+		req.ChainCode = slices.Clone(s.ChainCode)
+	}
+	var pres *policy.Result
+	if a.policies().Len() > 0 {
+		if c.Curve == CurveSecp256k1 && len(req.ChainCode) != 32 {
+			// A keygen that may wait for approval keeps the leader's chain code.
+			if c.Unschedulable != "" {
+				return refuse("cluster.unavailable", c.Unschedulable)
+			}
+			return refuse("cluster.unavailable", "keygen carries no chain code; retry")
+		}
+		var answer *Result
+		if pres, answer = a.governKeygen(req, c.Label, u); answer != nil {
+			a.rememberIdempotency(scope, req.ID, c.BodyHash)
+			return *answer
+		}
+	}
 	if c.Unschedulable != "" {
 		return refuse("cluster.unavailable", c.Unschedulable)
 	}
 	if s == nil || s.RequestID == "" || s.KeyID == "" {
 		return refuse("cluster.unavailable", "keygen not scheduled by the leader; retry")
-	}
-	if a.request(s.RequestID) != nil {
-		return refuse("cluster.unavailable", "request id collision; retry")
-	}
-	if a.key(s.KeyID) != nil {
-		return refuse("cluster.unavailable", "key id collision; retry")
 	}
 	members := a.memberIDs()
 	if !slices.Equal(sortedCopy(s.Committee), members) {
@@ -457,13 +511,12 @@ func (a *applier) keyCreate(c *Call, u *User) Result {
 		k.ChainCode = slices.Clone(s.ChainCode)
 	}
 	a.addKey(k)
-	req := &Request{
-		ID: s.RequestID, Kind: KindKeygen, Status: StatusScheduled, KeyID: k.ID, Owner: u.ID,
-		Actor: c.Caller.Actor(), CreatedAt: a.stamp, UpdatedAt: a.stamp, Signed: c.Signed,
-		Committee: members, Nonce: slices.Clone(s.Nonce), Attempt: 1, ScheduledAt: a.stamp,
-		IdempotencyKey: c.IdempotencyKey,
-	}
+	req.ChainCode = nil
+	req.Committee, req.Nonce, req.Attempt, req.ScheduledAt = members, slices.Clone(s.Nonce), 1, a.stamp
 	a.addRequest(req)
+	if pres != nil {
+		a.count(req, pres)
+	}
 	a.rememberIdempotency(scope, req.ID, c.BodyHash)
 	a.emit(EventScheduled, req.ID, k.ID)
 	return Result{RequestID: req.ID, KeyID: k.ID}
@@ -508,14 +561,33 @@ func (a *applier) keySign(c *Call, p principal) Result {
 		return refuse("rate.limited", "too many requests in flight")
 	}
 	s := c.Schedule
+	req := &Request{
+		ID: a.derivedID("req_"), Kind: KindSign, Status: StatusScheduled, KeyID: k.ID, Owner: p.user.ID,
+		Actor: c.Caller.Actor(), CreatedAt: a.stamp, UpdatedAt: a.stamp, Message: msg,
+		Path: c.Path, PathIdx: path, Signed: c.Signed, IdempotencyKey: c.IdempotencyKey,
+	}
+	if p.ak != nil {
+		req.AccessKeyID = p.ak.ID
+	}
+	if s != nil && s.RequestID != "" {
+		req.ID = s.RequestID
+		if a.request(s.RequestID) != nil {
+			return refuse("cluster.unavailable", "request id collision; retry")
+		}
+	}
+	var pres *policy.Result
+	if a.policies().Len() > 0 {
+		var answer *Result
+		if pres, answer = a.governSign(req, k, p); answer != nil {
+			a.rememberIdempotency(scope, req.ID, c.BodyHash)
+			return *answer
+		}
+	}
 	if c.Unschedulable != "" {
 		return refuse("cluster.unavailable", c.Unschedulable)
 	}
 	if s == nil || s.RequestID == "" {
 		return refuse("cluster.unavailable", "signing not scheduled by the leader; retry")
-	}
-	if a.request(s.RequestID) != nil {
-		return refuse("cluster.unavailable", "request id collision; retry")
 	}
 	if r := a.validCommittee(k, s.Committee); !r.OK() {
 		return r
@@ -523,17 +595,11 @@ func (a *applier) keySign(c *Call, p principal) Result {
 	if r := a.useSessionNonce(s.Nonce); !r.OK() {
 		return r
 	}
-	req := &Request{
-		ID: s.RequestID, Kind: KindSign, Status: StatusScheduled, KeyID: k.ID, Owner: p.user.ID,
-		Actor: c.Caller.Actor(), CreatedAt: a.stamp, UpdatedAt: a.stamp, Message: msg,
-		Path: c.Path, PathIdx: path, Signed: c.Signed, Committee: sortedCopy(s.Committee),
-		Nonce: slices.Clone(s.Nonce), Attempt: 1, ScheduledAt: a.stamp,
-		IdempotencyKey: c.IdempotencyKey,
-	}
-	if p.ak != nil {
-		req.AccessKeyID = p.ak.ID
-	}
+	req.Committee, req.Nonce, req.Attempt, req.ScheduledAt = sortedCopy(s.Committee), slices.Clone(s.Nonce), 1, a.stamp
 	a.addRequest(req)
+	if pres != nil {
+		a.count(req, pres)
+	}
 	a.rememberIdempotency(scope, req.ID, c.BodyHash)
 	a.emit(EventScheduled, req.ID, k.ID)
 	return Result{RequestID: req.ID, KeyID: k.ID}
@@ -613,12 +679,19 @@ func (a *applier) ceremonyResult(c *CeremonyResult) Result {
 		return Result{RequestID: r.ID, Existing: true}
 	}
 	k := a.key(r.KeyID)
-	if err := a.verifier.VerifySignature(k.Curve, k.PublicKey, k.ChainCode, r.PathIdx, r.Message, &c.Signature); err != nil {
-		a.audit("node:"+c.Node, "sign.result", r.ID, "refused", "ceremony.failed")
-		return refuse("ceremony.failed", "signature does not verify: "+err.Error())
+	if r.PSBT != nil {
+		if err := a.psbtResult(r, k, c); err != nil {
+			a.audit("node:"+c.Node, "sign.result", r.ID, "refused", "ceremony.failed")
+			return refuse("ceremony.failed", "PSBT signatures refused: "+err.Error())
+		}
+	} else {
+		if err := a.verifier.VerifySignature(k.Curve, k.PublicKey, k.ChainCode, r.PathIdx, r.Message, &c.Signature); err != nil {
+			a.audit("node:"+c.Node, "sign.result", r.ID, "refused", "ceremony.failed")
+			return refuse("ceremony.failed", "signature does not verify: "+err.Error())
+		}
+		sig := c.Signature
+		r.Signature = &sig
 	}
-	sig := c.Signature
-	r.Signature = &sig
 	r.SignedBy = c.Node
 	a.settle(r, StatusSigned)
 	a.audit("node:"+c.Node, "sign.signed", r.ID, "allowed", "")
@@ -656,6 +729,10 @@ func (a *applier) ceremonyFailed(c *CeremonyFailed) Result {
 
 func (a *applier) reschedule(c *Reschedule, actor string) Result {
 	r := a.request(c.RequestID)
+	if r != nil && r.Attempt == 0 && r.ApprovalID != "" && c.Attempt == 0 {
+		// An approved request's first run (governance.go).
+		return a.release(r, c, actor)
+	}
 	if r == nil || r.Kind != KindSign || Final(r.Status) || r.Attempt != c.Attempt {
 		return refuse("request.conflict", "request is not waiting for that attempt")
 	}
@@ -692,12 +769,17 @@ func (a *applier) fail(c *Fail, actor string) Result {
 	if r == nil || Final(r.Status) {
 		return Result{RequestID: c.RequestID, Existing: true}
 	}
+	if r.Status == StatusPendingApproval {
+		// Only its approval's expiry (or a denial) ends it, judged by stamps.
+		return refuse("request.conflict", "the request waits for approval until it expires")
+	}
 	a.failRequest(r, truncate(c.Code, 64), truncate(c.Detail, 256), actor)
 	return Result{RequestID: r.ID}
 }
 
 func (a *applier) failRequest(r *Request, code, detail, actor string) {
 	r.Error = &ErrorInfo{Code: code, Detail: detail}
+	a.uncount(r)
 	a.settle(r, StatusFailed)
 	if r.Kind == KindKeygen {
 		if k := a.key(r.KeyID); k != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/custos/custos/internal/api"
 	"github.com/custos/custos/internal/authn"
 )
 
@@ -186,6 +187,16 @@ const (
 	OpAuditPrune       = "audit.prune"
 	OpRetentionGet     = "retention.get"
 	OpRetentionSet     = "retention.set"
+	OpPolicyCreate     = "policies.create"
+	OpPolicyList       = "policies.list"
+	OpPolicyGet        = "policies.get"
+	OpPolicyReplace    = "policies.replace"
+	OpPolicyArchive    = "policies.archive"
+	OpPolicyEvaluate   = "policies.evaluate"
+	OpApprovalList     = "approvals.list"
+	OpApprovalGet      = "approvals.get"
+	OpApprovalDecide   = "approvals.decide"
+	OpRequestCancel    = "requests.cancel"
 )
 
 // Call is one authenticated API request. Every authenticated request, reads included, is a
@@ -225,6 +236,17 @@ type Call struct {
 	AuditPrune *AuditPruneBody `json:"-"`
 	// Retention is PUT /v1/admin/retention's body (signed body only).
 	Retention *RetentionBody `json:"-"`
+	// Governance (signed body only): the policy a route names and its body, an
+	// evaluation's body, the approval a route names and a decision, the status filter of
+	// an approvals list.
+	PolicyID       string            `json:"-"`
+	Policy         *api.PolicyBody   `json:"-"`
+	Evaluate       *api.EvaluateBody `json:"-"`
+	ApprovalID     string            `json:"-"`
+	Decision       *api.DecisionBody `json:"-"`
+	ApprovalStatus string            `json:"-"`
+	// PSBT is POST /v1/keys/{key_id}/psbt's body (signed body only).
+	PSBT *api.PSBTBody `json:"-"`
 
 	// ProposalID is the entry node's id for this proposal, the same on every retry of it
 	// (random, 16 bytes hex). When a retry after an ambiguous failure (the leader died or
@@ -305,6 +327,9 @@ type CeremonyResult struct {
 	Nonce     []byte    `json:"nonce"`
 	Node      string    `json:"node"`
 	Signature Signature `json:"signature"`
+	// Signatures are a PSBT signing's, one per input in the plan's order (Signature is
+	// then empty).
+	Signatures []Signature `json:"signatures,omitempty"`
 }
 
 // CeremonyFailed reports that a node's party failed or refused to start.
@@ -343,6 +368,12 @@ type Result struct {
 	AccessKeyID string `json:"access_key_id,omitempty"`
 	// Existing is set when an idempotency key returned an earlier request.
 	Existing bool `json:"existing,omitempty"`
+	// PolicyID is the policy a policy route created or changed; ApprovalID the approval a
+	// request now waits for, or a decision concerned.
+	PolicyID   string `json:"policy_id,omitempty"`
+	ApprovalID string `json:"approval_id,omitempty"`
+	// Evaluation is POST /v1/policies/evaluate's answer.
+	Evaluation *api.Evaluation `json:"evaluation,omitempty"`
 	// Index is the raft index at which the command applied (filled by the proposer).
 	Index uint64 `json:"index,omitempty"`
 }

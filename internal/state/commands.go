@@ -56,6 +56,7 @@ var reportBodies = map[string]func([]byte) (func(a *applier, node string) Result
 	TypeCheckpointRequest: reportBody(func(c *CheckpointRequest) string { return c.Node }, func(a *applier, _ *CheckpointRequest) Result { return a.checkpointRequest() }),
 	TypeReschedule:        leaderReport((*applier).reschedule),
 	TypeFail:              leaderReport((*applier).fail),
+	TypeBroadcast:         leaderReport((*applier).broadcast),
 }
 
 // strict is a decoder that refuses unknown fields and trailing data.

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/custos/custos/internal/authn"
+	"github.com/custos/custos/internal/policy"
 	"github.com/custos/custos/internal/statedb"
 )
 
@@ -71,7 +72,7 @@ type Verifier interface {
 // Event tells the node that something it may act on was applied. Events never influence
 // the state; they are hints, and the node re-reads the state before acting.
 type Event struct {
-	Kind      string // EventScheduled, EventSettled, EventKeyFailed, EventRetry, EventCheckpoint, EventCheckpointVote
+	Kind      string // EventScheduled, EventSettled, EventKeyFailed, EventRetry, EventApproval, EventApproved, EventCheckpoint, EventCheckpointVote
 	RequestID string
 	KeyID     string
 	Stamp     int64
@@ -87,6 +88,12 @@ const (
 	EventSettled   = "settled"
 	EventKeyFailed = "key_failed"
 	EventRetry     = "retry"
+	// EventApproval: a request now waits for approval; EventApproved: its approval passed
+	// and the leader schedules it once its delay is over.
+	EventApproval = "approval"
+	EventApproved = "approved"
+	// EventBroadcast: a signed transaction's broadcast was recorded.
+	EventBroadcast = "broadcast"
 	// EventCheckpoint: this node computed its state hash at a checkpoint index; it signs
 	// and reports it.
 	EventCheckpoint = "checkpoint"
@@ -116,7 +123,10 @@ type FSM struct {
 	applyMu sync.Mutex
 	// committed is the meta of the last committed batch (never changed in place).
 	committed atomic.Pointer[meta]
-	applied   atomic.Uint64
+	// policies is the active policies of the last committed batch, compiled (immutable;
+	// a batch that changes them publishes a new set at commit).
+	policies atomic.Pointer[policy.Set]
+	applied  atomic.Uint64
 	// halted records an entry this binary cannot apply; the node stops serving.
 	halted atomic.Pointer[string]
 
@@ -204,6 +214,11 @@ func (f *FSM) reload() error {
 	if m.Version != stateVersion {
 		return fmt.Errorf("state: the database's layout is version %d, this binary reads version %d", m.Version, stateVersion)
 	}
+	var pols *policy.Set
+	if err := catchFault(func() { pols = loadPolicies(dbKV{f.db}) }); err != nil {
+		return err
+	}
+	f.policies.Store(pols)
 	f.committed.Store(m)
 	f.setApplied(idx)
 	return nil
@@ -371,6 +386,7 @@ type batchRun struct {
 	b      *statedb.Batch
 	t      *tx
 	m      *meta
+	pols   *policy.Set
 	last   uint64 // the last index applied into it (0: none)
 	events []Event
 }
@@ -380,7 +396,7 @@ func (f *FSM) beginRun() (*batchRun, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &batchRun{f: f, b: b, t: newTx(b), m: f.meta().clone()}, nil
+	return &batchRun{f: f, b: b, t: newTx(b), m: f.meta().clone(), pols: f.policies.Load()}, nil
 }
 
 func (r *batchRun) discard() { _ = r.b.Close() }
@@ -425,11 +441,12 @@ func (r *batchRun) applyEntry(env *Envelope, apply func(*applier) Result, index 
 	}
 	m.LastStamp = env.Stamp
 	events := len(r.events)
-	a := &applier{t: r.t, m: m, stamp: env.Stamp, index: index, verifier: r.f.verifier, authn: r.f.authn, events: &r.events}
+	a := &applier{t: r.t, m: m, pols: &r.pols, stamp: env.Stamp, index: index, verifier: r.f.verifier, authn: r.f.authn, events: &r.events}
 	if env.Stamp-m.LastPrune >= pruneEveryMs || m.PruneBehind {
 		m.LastPrune = env.Stamp
 		m.PruneBehind = a.prune()
 	}
+	a.expireApprovals()
 	res := a.applyEntry(env, apply)
 	for i := events; i < len(r.events); i++ {
 		if r.events[i].Index == 0 {
@@ -457,6 +474,7 @@ func (f *FSM) commitRun(r *batchRun) bool {
 		f.halt(fmt.Sprintf("entry %d: state database commit: %v", r.last, err))
 		return false
 	}
+	f.policies.Store(r.pols)
 	f.committed.Store(r.m)
 	f.setApplied(r.last)
 	f.emit(r.events...)

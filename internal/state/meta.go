@@ -46,6 +46,10 @@ type meta struct {
 	// exporting it) and its hash: the first entry kept links to it. 0 and "" when none.
 	AuditPrunedSeq  uint64 `json:"audit_pruned_seq,omitempty"`
 	AuditPrunedHash string `json:"audit_pruned_hash,omitempty"`
+	// Policies counts the active policies; PendingApprovals the approvals still pending
+	// (governance.go).
+	Policies         int `json:"policies,omitempty"`
+	PendingApprovals int `json:"pending_approvals,omitempty"`
 	// RequestRetentionMs and AccessKeyRetentionMs are the admin's retention settings
 	// (PUT /v1/admin/retention); 0 means the default.
 	RequestRetentionMs   int64 `json:"request_retention_ms,omitempty"`

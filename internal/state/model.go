@@ -15,11 +15,12 @@ const (
 	PermKeysDelete     = api.PermKeysDelete
 	PermAccessManage   = api.PermAccessManage
 	PermApprovalDecide = api.PermApprovalsDecide
+	PermPoliciesRead   = api.PermPoliciesRead
 )
 
 // AllPermissions lists every permission custos knows, in a stable order.
 func AllPermissions() []string {
-	return []string{PermKeysCreate, PermKeysRead, PermKeysSign, PermKeysDelete, PermAccessManage, PermApprovalDecide}
+	return []string{PermKeysCreate, PermKeysRead, PermKeysSign, PermKeysDelete, PermAccessManage, PermApprovalDecide, PermPoliciesRead}
 }
 
 // DefaultPermissions are granted to a user created without an explicit list.
@@ -52,7 +53,11 @@ type User struct {
 	Permissions []string `json:"permissions"`
 	// TokensNotBefore refuses every token issued (iat, unix seconds) before it.
 	TokensNotBefore int64 `json:"tokens_not_before,omitempty"`
-	CreatedAt       int64 `json:"created_at_ms"`
+	// ApproverKey is the public key (the token's public_key) of the user's first approval
+	// decision: every later decision must be signed with it, so that whoever can mint
+	// tokens (the admin, or any node in shared-key mode) cannot approve in its name.
+	ApproverKey []byte `json:"approver_key,omitempty"`
+	CreatedAt   int64  `json:"created_at_ms"`
 }
 
 // Has reports whether the user holds permission p.
@@ -91,8 +96,10 @@ type Key struct {
 
 // Request kinds.
 const (
-	KindKeygen = api.KindKeygen
-	KindSign   = api.KindSign
+	KindKeygen       = api.KindKeygen
+	KindSign         = api.KindSign
+	KindPolicyModify = api.KindPolicyModify
+	KindAccessGrant  = api.KindAccessGrant
 )
 
 // Request statuses: the wire API's (internal/api).
@@ -172,7 +179,29 @@ type Request struct {
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
 	// AccessKeyID is the access key that submitted the request ("" for the owner itself).
 	AccessKeyID string `json:"access_key_id,omitempty"`
+
+	// Governance (governance.go). ApprovalID is the approval the request waits or waited
+	// for; NotBefore is when an approved request may run (its approval plus the delay);
+	// Counted lists the velocity policies whose ledgers count it (removed again if it
+	// fails or is denied); ChainCode is a keygen's chain code kept while it waits for
+	// approval (its key is created when it runs); Result names what a governed change
+	// made (a policy id or an access key id).
+	ApprovalID string   `json:"approval_id,omitempty"`
+	NotBefore  int64    `json:"not_before_ms,omitempty"`
+	Counted    []string `json:"counted,omitempty"`
+	ChainCode  []byte   `json:"chain_code,omitempty"`
+	Made       string   `json:"made,omitempty"`
+	// Amount is what a policy read as the request's amount (sats), when it had one.
+	Amount *int64 `json:"amount,omitempty"`
+	// PSBT is a PSBT signing's transaction (psbt.go); nil for a digest or message.
+	PSBT *PSBTSign `json:"psbt,omitempty"`
 }
+
+// RunnableAt is when the request could first run (ms): its submission, or for a request
+// that waited for approval, its approval plus the delay. A ceremony must start within
+// the signature window after it, so that a leader cannot hold a request and run it much
+// later.
+func (r *Request) RunnableAt() int64 { return max(r.CreatedAt, r.NotBefore) }
 
 // SignedForm is a request exactly as the caller signed it.
 type SignedForm = authn.Form

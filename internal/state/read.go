@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/custos/custos/internal/policy"
 	"github.com/custos/custos/internal/statedb"
 )
 
@@ -267,4 +268,90 @@ func decodeRecord(raw []byte, v any) {
 	if err := json.Unmarshal(raw, v); err != nil {
 		fault("state: decode: %w", err)
 	}
+}
+
+// Policy returns a copy of a policy (active or archived), or nil.
+func (f *FSM) Policy(id string) *policy.Record {
+	var p *policy.Record
+	f.read(func(r readKV, _ *meta) { p, _ = load[policy.Record](r, keyStr(tPolicy, id)) })
+	return p
+}
+
+// Policies returns copies of the policies with id > after (active and archived), by id,
+// at most limit.
+func (f *FSM) Policies(after string, limit int) []policy.Record {
+	out := []policy.Record{}
+	if limit <= 0 {
+		return out
+	}
+	f.read(func(r readKV, _ *meta) {
+		scanRecords(r, keyStr(tPolicy, after+"\x00"), statedb.PrefixEnd(key(tPolicy)), func(v []byte) bool {
+			var p policy.Record
+			decodeRecord(v, &p)
+			out = append(out, p)
+			return len(out) < limit
+		})
+	})
+	return out
+}
+
+// Approval returns a copy of an approval, or nil.
+func (f *FSM) Approval(id string) *Approval {
+	var ap *Approval
+	f.read(func(r readKV, _ *meta) { ap, _ = load[Approval](r, keyStr(tApproval, id)) })
+	return ap
+}
+
+// Approvals returns copies of the approvals a caller may see — every one for the admin
+// (all true), else those user may decide or initiated — with id > after, by id (the
+// order of creation), in status (all when ""), at most limit.
+func (f *FSM) Approvals(user uint64, all bool, status, after string, limit int) []*Approval {
+	var out []*Approval
+	if limit <= 0 {
+		return out
+	}
+	keep := func(ap *Approval) bool {
+		if status == "" || ap.Status == status {
+			out = append(out, ap)
+		}
+		return len(out) < limit
+	}
+	f.read(func(r readKV, _ *meta) {
+		if all {
+			scanRecords(r, keyStr(tApproval, after+"\x00"), statedb.PrefixEnd(key(tApproval)), func(v []byte) bool {
+				var ap Approval
+				decodeRecord(v, &ap)
+				return keep(&ap)
+			})
+			return
+		}
+		prefix := keyU64(tApprovalFor, user)
+		scanKeys(r, statedb.AppendString(slices.Clone(prefix), after+"\x00"), statedb.PrefixEnd(prefix), func(k []byte) bool {
+			d := statedb.NewKeyDecoder(k)
+			d.Table()
+			d.Uint64()
+			if ap, ok := load[Approval](r, keyStr(tApproval, d.Text())); ok {
+				return keep(ap)
+			}
+			return true
+		})
+	})
+	return out
+}
+
+// PendingBroadcasts returns copies of the signed PSBT requests whose broadcast the leader
+// still owes (at most limit).
+func (f *FSM) PendingBroadcasts(limit int) []*Request {
+	var out []*Request
+	f.read(func(r readKV, _ *meta) {
+		scanKeys(r, key(tBroadcastDue), statedb.PrefixEnd(key(tBroadcastDue)), func(k []byte) bool {
+			d := statedb.NewKeyDecoder(k)
+			d.Table()
+			if req, ok := load[Request](r, keyStr(tRequest, d.Text())); ok {
+				out = append(out, req)
+			}
+			return len(out) < limit
+		})
+	})
+	return out
 }

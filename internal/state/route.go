@@ -82,6 +82,7 @@ var routes = []route{
 	{http.MethodGet, []string{"keys"}, OpKeyList},
 	{http.MethodGet, []string{"keys", "{}"}, OpKeyGet},
 	{http.MethodPost, []string{"keys", "{}", "sign"}, OpKeySign},
+	{http.MethodPost, []string{"keys", "{}", "psbt"}, OpKeyPSBT},
 	{http.MethodGet, []string{"requests", "{}"}, OpRequestGet},
 	{http.MethodGet, []string{"audit"}, OpAuditList},
 	{http.MethodPost, []string{"admin", "audit", "prune"}, OpAuditPrune},
@@ -91,6 +92,16 @@ var routes = []route{
 	{http.MethodGet, []string{"access-keys"}, OpAccessList},
 	{http.MethodDelete, []string{"access-keys", "{}"}, OpAccessRevoke},
 	{http.MethodGet, []string{"access-keys", "{}", "log"}, OpAccessLog},
+	{http.MethodPost, []string{"admin", "policies"}, OpPolicyCreate},
+	{http.MethodGet, []string{"admin", "policies"}, OpPolicyList},
+	{http.MethodGet, []string{"admin", "policies", "{}"}, OpPolicyGet},
+	{http.MethodPut, []string{"admin", "policies", "{}"}, OpPolicyReplace},
+	{http.MethodDelete, []string{"admin", "policies", "{}"}, OpPolicyArchive},
+	{http.MethodPost, []string{"policies", "evaluate"}, OpPolicyEvaluate},
+	{http.MethodGet, []string{"approvals"}, OpApprovalList},
+	{http.MethodGet, []string{"approvals", "{}"}, OpApprovalGet},
+	{http.MethodPost, []string{"approvals", "{}", "decisions"}, OpApprovalDecide},
+	{http.MethodPost, []string{"requests", "{}", "cancel"}, OpRequestCancel},
 }
 
 // Routes lists every route the FSM knows as "METHOD /v1/path/{}" patterns.
@@ -216,6 +227,13 @@ func ParseRequest(f *SignedForm) *Call {
 		c.Malformed = DecodeBody(f.Body, &b)
 		c.MessageHex, c.Path, c.IdempotencyKey = b.Message, b.DerivationPath, b.IdempotencyKey
 		c.BodyHash = bodyHash(f.Body)
+	case OpKeyPSBT:
+		c.KeyID = param()
+		var b api.PSBTBody
+		c.Malformed = DecodeBody(f.Body, &b)
+		c.PSBT = &b
+		c.IdempotencyKey = b.IdempotencyKey
+		c.BodyHash = bodyHash(f.Body)
 	case OpRequestGet:
 		c.RequestID = param()
 	case OpAccessCreate:
@@ -228,6 +246,36 @@ func ParseRequest(f *SignedForm) *Call {
 	case OpAccessLog:
 		c.AccessKeyID = param()
 		c.Malformed = numericPage(q)
+	case OpPolicyCreate, OpPolicyReplace:
+		c.PolicyID = param()
+		var b api.PolicyBody
+		c.Malformed = DecodeBody(f.Body, &b)
+		c.Policy = &b
+	case OpPolicyList:
+		c.Malformed = page(q)
+	case OpPolicyGet, OpPolicyArchive:
+		c.PolicyID = param()
+		emptyBody()
+	case OpPolicyEvaluate:
+		var b api.EvaluateBody
+		c.Malformed = DecodeBody(f.Body, &b)
+		c.Evaluate = &b
+	case OpApprovalList:
+		c.Malformed = page(q)
+		c.ApprovalStatus = q.Get("status")
+		if c.Malformed == "" && !validApprovalFilter(c.ApprovalStatus) {
+			c.Malformed = "status must be pending, approved, denied or expired"
+		}
+	case OpApprovalGet:
+		c.ApprovalID = param()
+	case OpApprovalDecide:
+		c.ApprovalID = param()
+		var b api.DecisionBody
+		c.Malformed = DecodeBody(f.Body, &b)
+		c.Decision = &b
+	case OpRequestCancel:
+		c.RequestID = param()
+		emptyBody()
 	}
 	return c
 }

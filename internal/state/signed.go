@@ -133,8 +133,8 @@ func (a *applier) rotateAdminKey(c *Call) Result {
 // and that the request is still within its signature window (a leader cannot hold a
 // signed request and run it much later).
 func (a *applier) reauthorise(r *Request) Result {
-	if a.stamp-r.CreatedAt > SignatureWindowS*1000 {
-		return refuse("ceremony.failed", fmt.Sprintf("not executed within %d s of its submission", SignatureWindowS))
+	if a.stamp-r.RunnableAt() > SignatureWindowS*1000 {
+		return refuse("ceremony.failed", fmt.Sprintf("not executed within %d s of its submission (or of its approval)", SignatureWindowS))
 	}
 	k := a.key(r.KeyID)
 	if k == nil || k.Status != KeyActive {

@@ -231,6 +231,12 @@ func (a *applier) prune() (behind bool) {
 		if r == nil {
 			return
 		}
+		if r.ApprovalID != "" {
+			a.dropApproval(r.ApprovalID)
+		}
+		if r.PSBT != nil && r.PSBT.Broadcast {
+			a.t.delRaw(keyStr(tBroadcastDue, id))
+		}
 		if r.IdempotencyKey != "" {
 			if scope := idemScope(r); a.idem(scope) != nil && a.idem(scope).RequestID == r.ID {
 				a.t.del(keyStr(tIdem, scope))
