@@ -85,7 +85,8 @@ fuzz:
 # Benchmarks custos against its engine (test/bench): the same ceremonies in-process
 # (tss-lib parties in one process) and through a real 3-node custosd cluster on loopback
 # via the Go SDK with full authentication, alternated, 3 repetitions; prints a table and
-# writes bench-results/bench.json (about 9 min on 2 cores, 11 with -wan). Flags: BENCHFLAGS=
+# writes bench-results/bench.json (about 9 min on 2 cores plus about 1.5 for the PSBT cell,
+# 2 more with -wan). Flags: BENCHFLAGS=
 #   -nodes 5 -k 3        the 3-of-5 variant (about 25 min: 5-party keygens, 1 s signs)
 #   -wan 50ms            add a simulated wide-area run (TCP latency proxies on every link)
 #   -wan-only            only the wide-area run (with -wan)

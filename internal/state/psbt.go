@@ -224,11 +224,11 @@ func (a *applier) broadcast(c *BroadcastResult, actor string) Result {
 	if ps.Broadcasted {
 		return Result{RequestID: r.ID, Existing: true}
 	}
+	if c.TxID != "" && c.TxID != ps.TxID {
+		return refuse(api.CodeRequestConflict, "the broadcast names another txid than the signed transaction's")
+	}
 	ps.Broadcasted = true
 	if c.TxID != "" {
-		if c.TxID != ps.TxID {
-			return refuse(api.CodeRequestConflict, "the broadcast names another txid than the signed transaction's")
-		}
 		ps.BroadcastTxID = c.TxID
 		a.audit(actor, "psbt.broadcast", r.ID, "allowed", "")
 	} else {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,9 @@ type cellDef struct {
 	base, clu   op
 	target      *target
 	rss         bool // measure the nodes' peak RSS around the cluster run
+	// baseOp and cluOp say what each side measures when the two differ in kind (the
+	// PSBT cell); empty otherwise.
+	baseOp, cluOp string
 }
 
 const (
@@ -103,6 +107,20 @@ func runLoopback(ctx context.Context, o *options, bin string, base *baseline.Bas
 		}
 		cells = append(cells, d)
 	}
+	var warmPSBT []op
+	if o.psbt && o.selected(psbtCellName) {
+		ps, err := newPSBTSide(ctx, cs)
+		if err != nil {
+			return fmt.Errorf("PSBT cell: %w", err)
+		}
+		d := psbtCell(o, base, ps)
+		cells = append(cells, d)
+		warmPSBT = []op{d.base, d.clu}
+	}
+	cells = slices.DeleteFunc(cells, func(d cellDef) bool { return !o.selected(d.name) })
+	if len(cells) == 0 {
+		return fmt.Errorf("-only %s selects no cell", strings.Join(o.only, ","))
+	}
 
 	log.Info("warm-up (not measured)")
 	for range 3 {
@@ -110,6 +128,11 @@ func runLoopback(ctx context.Context, o *options, bin string, base *baseline.Bas
 			if _, err := f(ctx); err != nil {
 				return fmt.Errorf("warm-up: %w", err)
 			}
+		}
+	}
+	for _, f := range warmPSBT {
+		if _, err := f(ctx); err != nil {
+			return fmt.Errorf("PSBT warm-up: %w", err)
 		}
 	}
 

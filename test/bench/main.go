@@ -7,7 +7,8 @@
 // (b) the same operations through a real custosd cluster on loopback (test/cluster),
 // called through the Go SDK with full authentication (user token and an RFC 9421
 // signature on every request). Cells: ECDSA sign (k-of-n), Ed25519 sign, ECDSA keygen
-// with a warm pre-parameter pool, and ECDSA sign throughput at several concurrencies;
+// with a warm pre-parameter pool, ECDSA sign throughput at several concurrencies, and a
+// 10-input PSBT signing against 10 concurrent in-process ECDSA signings (psbt.go);
 // plus the nodes' peak RSS (VmHWM) under the highest concurrency. Baseline and cluster
 // samples alternate, each cell runs -reps times and the median of the repetitions'
 // p50, p95 and throughput is reported with the ratio cluster/baseline and the issue's
@@ -18,6 +19,7 @@
 //	go run ./test/bench [-out bench-results/bench.json] [-nodes 3 -k 2] [-samples 30]
 //	    [-keygen-samples 5] [-reps 3] [-conc 1,4,16] [-wan 50ms] [-wan-only]
 //	    [-phases] [-cpuprofile DIR [-cpuprofile-seconds 10s]]
+//	    [-psbt-samples 5] [-psbt=false] [-only psbt,ecdsa_sign,...]
 //
 // -phases breaks each cell's cluster latency down into the sign path's phases, from the
 // nodes' custos_phase_seconds histograms, scraped from their GET /metrics at the start
@@ -79,6 +81,9 @@ type options struct {
 	phases         bool
 	cpuProfile     string
 	cpuProfileSecs time.Duration
+	psbt           bool
+	psbtSamples    int
+	only           []string // cell name prefixes to run (nil = every cell)
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -93,6 +98,7 @@ run, alternated, and prints a table and a JSON file. Profiling:
   -cpuprofile DIR       save the nodes' (and the baseline's) CPU profiles of the sign cells
                         in DIR and print their top entries
 e.g. go run ./test/bench -keygen-samples 0 -conc 16 -phases -cpuprofile bench-results/prof
+PSBT: -psbt-samples N (default 5), -psbt=false skips the cell; -only psbt runs only it.
 
 flags:
 `)
@@ -116,11 +122,19 @@ flags:
 	fs.BoolVar(&o.phases, "phases", false, "report each cell's sign-path phases (auth, commits, waits, ceremony) from the nodes' custos_phase_seconds histograms, scraped from GET /metrics around each repetition")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "after the measured repetitions, save every node's CPU profile (and the baseline's) taken while the sign cells run, in this directory, and print their top entries")
 	fs.DurationVar(&o.cpuProfileSecs, "cpuprofile-seconds", 10*time.Second, "how long each -cpuprofile profile runs")
+	fs.BoolVar(&o.psbt, "psbt", true, "run the PSBT cell: a 10-input PSBT signed by the cluster against 10 concurrent in-process ECDSA signings")
+	fs.IntVar(&o.psbtSamples, "psbt-samples", 5, "PSBT cell samples per side per repetition")
+	only := fs.String("only", "", "comma-separated cell name prefixes: run only the loopback cells whose name starts with one (e.g. psbt, ecdsa_sign, ed25519, ecdsa_keygen)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	for _, s := range strings.Split(*only, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			o.only = append(o.only, s)
+		}
 	}
 	for _, s := range strings.Split(*concs, ",") {
 		c, err := strconv.Atoi(strings.TrimSpace(s))
@@ -138,6 +152,8 @@ flags:
 		return nil, fmt.Errorf("-samples must be 1..%d", maxSamples)
 	case o.keygenSamples < 0 || o.keygenSamples > maxSamples:
 		return nil, fmt.Errorf("-keygen-samples must be 0..%d", maxSamples)
+	case o.psbtSamples < 1 || o.psbtSamples > maxSamples:
+		return nil, fmt.Errorf("-psbt-samples must be 1..%d", maxSamples)
 	case o.reps < 1 || o.reps > maxReps:
 		return nil, fmt.Errorf("-reps must be 1..%d", maxReps)
 	case o.msgSize < 1 || o.msgSize > 1<<16:
@@ -225,6 +241,19 @@ func run(ctx context.Context, o *options, stdout io.Writer) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// selected reports whether -only lets the loopback cell name run.
+func (o *options) selected(name string) bool {
+	if len(o.only) == 0 {
+		return true
+	}
+	for _, p := range o.only {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // clusterExtra is the configuration every benchmark node gets on top of devcluster's:

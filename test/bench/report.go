@@ -32,6 +32,8 @@ type report struct {
 	Threshold     int           `json:"threshold"`
 	Samples       int           `json:"samples"`
 	KeygenSamples int           `json:"keygen_samples"`
+	PSBTSamples   int           `json:"psbt_samples,omitempty"` // 0: the PSBT cell did not run (-psbt=false)
+	Only          []string      `json:"only,omitempty"`         // -only: the cell name prefixes that ran
 	Reps          int           `json:"reps"`
 	Concurrency   []int         `json:"concurrency"`
 	Ed25519MsgLen int           `json:"ed25519_message_bytes"`
@@ -85,8 +87,12 @@ type cellReport struct {
 	Kind          string `json:"kind"`
 	Concurrency   int    `json:"concurrency"`
 	SamplesPerRep int    `json:"samples_per_rep"`
-	Baseline      side   `json:"baseline"`
-	Cluster       side   `json:"cluster"`
+	// BaselineOp and ClusterOp say what each side measures where the two differ in kind
+	// (the PSBT cell).
+	BaselineOp string `json:"baseline_op,omitempty"`
+	ClusterOp  string `json:"cluster_op,omitempty"`
+	Baseline   side   `json:"baseline"`
+	Cluster    side   `json:"cluster"`
 	// Ratios are cluster/baseline of the medians across repetitions.
 	RatioP50        float64 `json:"ratio_p50"`
 	RatioP95        float64 `json:"ratio_p95"`
@@ -109,7 +115,10 @@ func newReport(o *options) *report {
 		Timestamp: time.Now().UTC().Format(time.RFC3339), GoVersion: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH,
 		NProc: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0), CPUModel: cpuModel(), LoadAvgStart: loadAvg(),
 		Nodes: o.nodes, Threshold: o.k, Samples: o.samples, KeygenSamples: o.keygenSamples, Reps: o.reps, Concurrency: o.conc,
-		Ed25519MsgLen: o.msgSize,
+		Ed25519MsgLen: o.msgSize, Only: o.only,
+	}
+	if o.psbt {
+		r.PSBTSamples = o.psbtSamples
 	}
 	r.Method = []string{
 		"baseline: tss-lib v2.0.2 parties in this one process; one inbox goroutine per party (Start, then UpdateFromBytes in order), out channels drained by their own goroutines, every message serialised with WireBytes and parsed again; signers = k random parties with BuildLocalSaveDataSubset; keygen with ready fixture pre-parameters",
@@ -117,9 +126,10 @@ func newReport(o *options) *report {
 		"ECDSA signs a random 32-byte digest; Ed25519 a random message of ed25519_message_bytes; signatures are verified outside the timed part",
 		"latency cells: samples one at a time, baseline and cluster alternating sample by sample; throughput cells: conc operations in flight (conc workers), max(samples, 4*conc) operations per run, baseline and cluster runs alternating in order from one repetition to the next",
 		"every figure is the median over the repetitions of that repetition's p50 / p95 (nearest rank) / throughput; ratio = cluster / baseline",
+		fmt.Sprintf("psbt cell: cluster = SignPSBT of a fresh %d-input regtest PSBT (every input P2WPKH, paying the key's child m/0/i, with synthetic previous transactions spending random outpoints, so no two samples share a txid or sighash), from the call until the request is signed, the finalized PSBT checked with btcd's script engine outside the timed part; baseline = %d in-process ECDSA signs (the ECDSA cells' engine) of different random digests started at once, wall time until the last is done; a latency cell (alternated sample by sample), ratio = cluster / baseline of the p50", psbtInputs, psbtInputs),
 		"rss: VmHWM of every node, reset (clear_refs 5) just before the cluster run of the highest-concurrency cell and read right after it; max over repetitions",
 	}
-	if o.keygenSamples > 0 && o.keygenSamples < 30 {
+	if o.keygenSamples > 0 && o.keygenSamples < 30 && o.selected("ecdsa_keygen") {
 		r.Notes = append(r.Notes, fmt.Sprintf("ECDSA keygen takes seconds per sample on this machine: its cell uses %d samples per side per repetition (-keygen-samples), not 30", o.keygenSamples))
 	}
 	if o.samples < 30 {
@@ -128,6 +138,12 @@ func newReport(o *options) *report {
 	if o.phases {
 		r.Notes = append(r.Notes, "-phases: each cell's phases are what the nodes' custos_phase_seconds histograms gained between scrapes of GET /metrics at the start and at the end of each repetition, over every node; p50 and p90 are interpolated inside buckets whose bounds are a factor of about 1.4 apart (Prometheus's histogram_quantile), the mean is exact")
 	}
+	if o.psbt {
+		r.Notes = append(r.Notes, fmt.Sprintf("PSBT cell: %d samples per side per repetition (-psbt-samples); its in-process side signs with the baseline's root key (protocol/baseline has no child derivation), the cluster's with the children m/0/0..m/0/%d (tss-lib's key-derivation delta: a scalar and a few point additions per ceremony)", o.psbtSamples, psbtInputs-1))
+	}
+	if len(o.only) > 0 {
+		r.Notes = append(r.Notes, "-only "+strings.Join(o.only, ",")+": only the loopback cells whose names start with these ran")
+	}
 	if o.reps < 3 {
 		r.Notes = append(r.Notes, fmt.Sprintf("only %d repetition(s) (-reps): the method asks for the median of 3", o.reps))
 	}
@@ -135,7 +151,7 @@ func newReport(o *options) *report {
 }
 
 func (r *report) addCell(d cellDef, b, c side) {
-	cr := cellReport{Name: d.name, Title: d.title, Kind: d.kind, Concurrency: d.conc, SamplesPerRep: d.samples, Baseline: b, Cluster: c,
+	cr := cellReport{Name: d.name, Title: d.title, Kind: d.kind, Concurrency: d.conc, SamplesPerRep: d.samples, BaselineOp: d.baseOp, ClusterOp: d.cluOp, Baseline: b, Cluster: c,
 		RatioP50: ratio(c.P50ms, b.P50ms), RatioP95: ratio(c.P95ms, b.P95ms), RatioThroughput: ratio(c.Throughput, b.Throughput)}
 	if d.target != nil {
 		t := *d.target
@@ -256,6 +272,11 @@ func (r *report) printTable(w io.Writer) {
 		}
 		tw.Flush()
 		fmt.Fprintln(w, "ratio = cluster/baseline: of p50 latency for latency cells, of throughput (/s) for throughput cells")
+		for _, c := range r.Cells {
+			if c.BaselineOp != "" || c.ClusterOp != "" {
+				fmt.Fprintf(w, "%s: baseline = %s; cluster = %s\n", c.Title, c.BaselineOp, c.ClusterOp)
+			}
+		}
 	}
 	if r.RSS != nil {
 		var parts []string
