@@ -30,7 +30,7 @@ const (
        custos admin policies list | get ID | update ID (--file F | flags as create) | archive ID`
 	policiesUsage  = `usage: custos policies evaluate --route "POST /v1/keys/KEY_ID/sign" [--body JSON | --body-file F] | list | get ID`
 	approvalsUsage = `usage: custos approvals list [--status pending|approved|denied|expired] | get ID | approve ID [--reason R] | deny ID [--reason R]`
-	psbtUsage      = `usage: custos psbt sign --key KEY_ID --file F --network mainnet|testnet|signet|regtest|simnet
+	psbtUsage      = `usage: custos psbt sign FILE --key KEY_ID --network mainnet|testnet|signet|regtest|simnet
                        --input INDEX[:PATH] ... [--change OUTPUT[:PATH] ...] [--broadcast] [--out FILE]`
 )
 
@@ -667,11 +667,14 @@ func cmdPSBT(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if len(pos) > 0 {
-		return fmt.Errorf("psbt sign takes no arguments, got %q\n%s", pos[0], psbtUsage)
+	switch {
+	case len(pos) == 1 && *file == "":
+		*file = pos[0] // custos psbt sign FILE …
+	case len(pos) > 0:
+		return fmt.Errorf("psbt sign takes at most one argument, the PSBT file (or --file), got %q\n%s", pos, psbtUsage)
 	}
 	if *key == "" || *file == "" {
-		return errors.New("psbt sign needs --key KEY_ID and --file F\n" + psbtUsage)
+		return errors.New("psbt sign needs --key KEY_ID and the PSBT file (FILE or --file F)\n" + psbtUsage)
 	}
 	var data []byte
 	if *file == "-" {

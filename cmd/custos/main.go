@@ -64,7 +64,7 @@ const usage = `custos — command-line tool for a custos threshold-signing clust
   custos requests get REQUEST_ID
   custos requests cancel REQUEST_ID              cancel a request waiting for its approval or its delay
                                                  (the initiator, an approver, or the admin for its own)
-  custos psbt sign --key KEY_ID --file F --network mainnet|testnet|signet|regtest|simnet
+  custos psbt sign FILE --key KEY_ID --network mainnet|testnet|signet|regtest|simnet
                    --input INDEX[:PATH] ... [--change OUTPUT[:PATH] ...] [--broadcast] [--out FILE]
                                                  sign a PSBT (binary, base64 or hex) and finalize it;
                                                  --out writes the finalized PSBT (base64) to a new file
@@ -594,6 +594,11 @@ func cmdKeys(args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
+		if k == nil && req.Status == client.StatusPendingApproval {
+			// A keygen policy asks for approval: it runs by itself once approved.
+			pendingHint(os.Stderr, req)
+			return printJSON(stdout, req)
+		}
 		if k == nil {
 			fmt.Fprintln(os.Stderr, "keygen still running; waiting…")
 			r, err := cl.WaitRequest(cx, req.RequestID, 500*time.Millisecond)
@@ -660,7 +665,13 @@ func cmdSign(args []string, stdout io.Writer) error {
 	defer cancel()
 	r, err := cl.Sign(cx, *key, msg, *path, *idem)
 	if err != nil {
+		errorHint(os.Stderr, err)
 		return err
+	}
+	if r.Status == client.StatusPendingApproval {
+		// It runs by itself once approved; `custos requests get` follows it.
+		pendingHint(os.Stderr, r)
+		return printJSON(stdout, r)
 	}
 	if r.Status != "signed" && r.Status != "failed" {
 		if r, err = cl.WaitRequest(cx, r.RequestID, 300*time.Millisecond); err != nil {

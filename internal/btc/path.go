@@ -14,10 +14,10 @@ import (
 const MaxPathDepth = 16
 
 // ParsePath parses a non-hardened BIP 32 path such as "m/0/7". "m" and "" are the empty
-// path (the key itself). Otherwise it accepts exactly what internal/state.ParsePath
-// accepts, with the same messages: canonical decimal steps below 2^31, at most 16 of
-// them. (It is a copy rather than an import because the state machine calls this
-// package; TestParsePathMatchesState keeps the two equal.)
+// path (the key itself). Only canonical paths pass: decimal steps below 2^31 without
+// sign, leading zero or hardened marker, at most 16 of them. It is custos's one path
+// parser: internal/state.ParsePath (a request's derivation_path) is this one, so its
+// verdicts and messages are part of the FSM's (replicated and hashed).
 func ParsePath(s string) ([]uint32, error) {
 	if s == "m" || s == "" {
 		return []uint32{}, nil

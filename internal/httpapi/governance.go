@@ -97,20 +97,31 @@ func (s *Server) hApprovalList(x *exchange) *apiError {
 	}
 	all := x.caller.Kind == state.CallerAdmin
 	user := x.caller.UserID
+	var list []*state.Approval
 	if x.caller.Kind == state.CallerAccessKey {
+		// An access key: what its grantor initiated on the keys it covers.
 		ak := s.st.AccessKey(x.caller.AccessKeyID)
 		if ak == nil {
 			return errf(api.CodeAuthTokenInvalid, "unknown access key")
 		}
-		user = ak.Grantor
+		for _, ap := range s.st.Approvals(ak.Grantor, false, x.r.URL.Query().Get("status"), after, maxApprovalScan) {
+			if state.ApprovalVisibleToAccessKey(ap, ak.Grantor, ak) && len(list) <= limit {
+				list = append(list, ap)
+			}
+		}
+	} else {
+		list = s.st.Approvals(user, all, x.r.URL.Query().Get("status"), after, limit+1)
 	}
 	var out api.ApprovalList
-	out.Approvals, out.Next = page(s.st.Approvals(user, all, x.r.URL.Query().Get("status"), after, limit+1), limit,
+	out.Approvals, out.Next = page(list, limit,
 		func(ap *state.Approval) string { return ap.ID },
 		func(ap *state.Approval) api.Approval { return ap.View() })
 	x.json(http.StatusOK, out)
 	return nil
 }
+
+// maxApprovalScan bounds the approvals read to fill an access key's page.
+const maxApprovalScan = 10000
 
 // hApproval answers GET /v1/approvals/{id} and a decision on it.
 func (s *Server) hApproval(x *exchange) *apiError {

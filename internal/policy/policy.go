@@ -302,10 +302,10 @@ func (p *Policy) compileRule() error {
 	}
 	for _, f := range []string{"max_sats", "max_count", "window", "addresses", "days", "from", "to", "tz"} {
 		if present[f] && !slices.Contains(fields, f) {
-			return bad("rule."+f, "is not a field of a %s rule", r.Kind)
+			return bad("rule."+f, "is not a field of the %s rule", r.Kind)
 		}
 		if !present[f] && slices.Contains(fields, f) && f != "tz" {
-			return bad("rule."+f, "is required by a %s rule", r.Kind)
+			return bad("rule."+f, "is required by the %s rule", r.Kind)
 		}
 	}
 	c := rule{kind: r.Kind}

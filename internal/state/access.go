@@ -227,8 +227,14 @@ func hasDuplicate(s []string) bool {
 
 // validAccessKeyID accepts "ak_" followed by 32 lowercase hex characters (the leader's
 // choice; newID in the node).
-func validAccessKeyID(id string) bool {
-	rest, ok := strings.CutPrefix(id, "ak_")
+func validAccessKeyID(id string) bool { return validLeaderID("ak_", id) }
+
+// validLeaderID reports whether id is prefix + 32 lowercase hex characters: the form of
+// every id the leader chooses (request, key and access-key ids). The FSM's own ids
+// (governance.go's derivedID: prefix + 16 hex digits) never have it, so a leader cannot
+// choose an id the FSM will give later.
+func validLeaderID(prefix, id string) bool {
+	rest, ok := strings.CutPrefix(id, prefix)
 	if !ok || len(rest) != 32 {
 		return false
 	}

@@ -460,6 +460,9 @@ func (a *applier) keyCreate(c *Call, u *User) Result {
 		Actor: c.Caller.Actor(), CreatedAt: a.stamp, UpdatedAt: a.stamp, Signed: c.Signed, IdempotencyKey: c.IdempotencyKey,
 	}
 	if s != nil && s.RequestID != "" && s.KeyID != "" {
+		if a.m.Strict && (!validLeaderID("req_", s.RequestID) || !validLeaderID("key_", s.KeyID)) {
+			return refuse("cluster.unavailable", "the leader chose ids of another form; retry")
+		}
 		req.ID, req.KeyID = s.RequestID, s.KeyID
 		if a.request(s.RequestID) != nil {
 			return refuse("cluster.unavailable", "request id collision; retry")
@@ -553,6 +556,13 @@ func (a *applier) keySign(c *Call, p principal) Result {
 			return refuse("request.malformed", "ed25519 keys have no derivation")
 		}
 	}
+	return a.admitSign(c, p, k, &Request{Message: msg, Path: c.Path, PathIdx: path})
+}
+
+// admitSign admits a sign request (a digest, a message or a PSBT, in req) whose key and
+// fields were judged: idempotency, the bound on requests in flight, the policies (it may
+// be blocked or wait for approval), then the leader's schedule, bounded.
+func (a *applier) admitSign(c *Call, p principal, k *Key, req *Request) Result {
 	scope, r, done := a.idempotent(c, OpKeySign+"|"+k.ID)
 	if done {
 		return r
@@ -561,15 +571,15 @@ func (a *applier) keySign(c *Call, p principal) Result {
 		return refuse("rate.limited", "too many requests in flight")
 	}
 	s := c.Schedule
-	req := &Request{
-		ID: a.derivedID("req_"), Kind: KindSign, Status: StatusScheduled, KeyID: k.ID, Owner: p.user.ID,
-		Actor: c.Caller.Actor(), CreatedAt: a.stamp, UpdatedAt: a.stamp, Message: msg,
-		Path: c.Path, PathIdx: path, Signed: c.Signed, IdempotencyKey: c.IdempotencyKey,
-	}
+	req.ID, req.Kind, req.Status, req.KeyID, req.Owner = a.derivedID("req_"), KindSign, StatusScheduled, k.ID, p.user.ID
+	req.Actor, req.CreatedAt, req.UpdatedAt, req.Signed, req.IdempotencyKey = c.Caller.Actor(), a.stamp, a.stamp, c.Signed, c.IdempotencyKey
 	if p.ak != nil {
 		req.AccessKeyID = p.ak.ID
 	}
 	if s != nil && s.RequestID != "" {
+		if a.m.Strict && !validLeaderID("req_", s.RequestID) {
+			return refuse("cluster.unavailable", "the leader chose a request id of another form; retry")
+		}
 		req.ID = s.RequestID
 		if a.request(s.RequestID) != nil {
 			return refuse("cluster.unavailable", "request id collision; retry")
@@ -589,13 +599,10 @@ func (a *applier) keySign(c *Call, p principal) Result {
 	if s == nil || s.RequestID == "" {
 		return refuse("cluster.unavailable", "signing not scheduled by the leader; retry")
 	}
-	if r := a.validCommittee(k, s.Committee); !r.OK() {
+	if r := a.assign(req, k, s.Committee, s.Nonce); !r.OK() {
 		return r
 	}
-	if r := a.useSessionNonce(s.Nonce); !r.OK() {
-		return r
-	}
-	req.Committee, req.Nonce, req.Attempt, req.ScheduledAt = sortedCopy(s.Committee), slices.Clone(s.Nonce), 1, a.stamp
+	req.Attempt, req.ScheduledAt = 1, a.stamp
 	a.addRequest(req)
 	if pres != nil {
 		a.count(req, pres)
@@ -603,6 +610,19 @@ func (a *applier) keySign(c *Call, p principal) Result {
 	a.rememberIdempotency(scope, req.ID, c.BodyHash)
 	a.emit(EventScheduled, req.ID, k.ID)
 	return Result{RequestID: req.ID, KeyID: k.ID}
+}
+
+// assign gives a sign request its committee and session nonce, both the leader's and
+// both bounded: exactly k of the key's parties, a nonce never used before.
+func (a *applier) assign(r *Request, k *Key, committee []string, nonce []byte) Result {
+	if res := a.validCommittee(k, committee); !res.OK() {
+		return res
+	}
+	if res := a.useSessionNonce(nonce); !res.OK() {
+		return res
+	}
+	r.Committee, r.Nonce = sortedCopy(committee), slices.Clone(nonce)
+	return Result{}
 }
 
 // MaxEd25519Message is the largest raw message an Ed25519 key signs.
@@ -678,6 +698,10 @@ func (a *applier) ceremonyResult(c *CeremonyResult) Result {
 	if Final(r.Status) {
 		return Result{RequestID: r.ID, Existing: true}
 	}
+	if r.Status != StatusScheduled || r.Attempt < 1 {
+		// Waiting for approval, or approved and not run yet: no ceremony ran for it.
+		return refuse("request.conflict", "the request has not been scheduled to sign")
+	}
 	k := a.key(r.KeyID)
 	if r.PSBT != nil {
 		if err := a.psbtResult(r, k, c); err != nil {
@@ -745,17 +769,15 @@ func (a *applier) reschedule(c *Reschedule, actor string) Result {
 			a.failRequest(r, res.Code, "not rescheduled: "+res.Detail, actor)
 			return Result{RequestID: r.ID}
 		}
+		if res := a.rejudge(r); !res.OK() {
+			a.failRequest(r, res.Code, "not rescheduled: "+res.Detail, actor)
+			return Result{RequestID: r.ID}
+		}
 	}
-	k := a.key(r.KeyID)
-	if res := a.validCommittee(k, c.Committee); !res.OK() {
-		return res
-	}
-	if res := a.useSessionNonce(c.Nonce); !res.OK() {
+	if res := a.assign(r, a.key(r.KeyID), c.Committee, c.Nonce); !res.OK() {
 		return res
 	}
 	r.Attempt++
-	r.Committee = sortedCopy(c.Committee)
-	r.Nonce = slices.Clone(c.Nonce)
 	r.Retry = false
 	r.ScheduledAt = a.stamp
 	r.UpdatedAt = a.stamp
@@ -779,7 +801,12 @@ func (a *applier) fail(c *Fail, actor string) Result {
 
 func (a *applier) failRequest(r *Request, code, detail, actor string) {
 	r.Error = &ErrorInfo{Code: code, Detail: detail}
-	a.uncount(r)
+	if r.Attempt == 0 {
+		// Never ran: it stops counting. One whose ceremony ran keeps counting even if it
+		// failed: a member in the committee could otherwise obtain the signature,
+		// report a failure and free the slot.
+		a.uncount(r)
+	}
 	a.settle(r, StatusFailed)
 	if r.Kind == KindKeygen {
 		if k := a.key(r.KeyID); k != nil {

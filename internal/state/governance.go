@@ -263,7 +263,7 @@ func (a *applier) approval(id string) *Approval { return get[Approval](a.t, keyS
 func (a *applier) closeApproval(ap *Approval, status, code, detail, actor string) {
 	a.unpend(ap, status)
 	a.audit(actor, "approval."+status, ap.ID, "refused", code)
-	if r := a.request(ap.RequestID); r != nil && !Final(r.Status) {
+	if r := a.request(ap.RequestID); r != nil && !Final(r.Status) && r.ApprovalID == ap.ID {
 		a.deny(r, code, detail, actor)
 	}
 }
@@ -413,7 +413,8 @@ func (a *applier) approve(ap *Approval, actor string) {
 	a.unpend(ap, api.ApprovalApproved)
 	a.audit(actor, "approval.approved", ap.ID, "allowed", "")
 	r := a.request(ap.RequestID)
-	if r == nil || Final(r.Status) {
+	if r == nil || Final(r.Status) || r.ApprovalID != ap.ID || r.Status != StatusPendingApproval {
+		// An approval runs only the request it was opened for.
 		return
 	}
 	r.Status = StatusScheduled
@@ -440,7 +441,10 @@ func (a *applier) cancel(c *Call, p principal) Result {
 	}
 	admin := c.Caller.Kind == CallerAdmin
 	initiator := (admin && r.Owner == 0) || (p.user != nil && r.Owner == p.user.ID && r.Owner != 0 && (p.ak == nil || p.ak.Covers(r.KeyID)))
-	approver := p.user != nil && p.ak == nil && ap != nil && ap.member(p.user.ID)
+	// Cancelling is a denial: an approver cancels with the standing a decision needs
+	// (approvals:decide, and the key pinned at its first decision).
+	approver := p.user != nil && p.ak == nil && ap != nil && ap.member(p.user.ID) && p.has(PermApprovalDecide) &&
+		(len(p.user.ApproverKey) == 0 || equalBytes(p.user.ApproverKey, c.Caller.PublicKey))
 	if !initiator && !approver {
 		return refuse(api.CodeRequestNotFound, "no such request")
 	}
@@ -481,6 +485,10 @@ func (a *applier) release(r *Request, c *Reschedule, actor string) Result {
 			a.failRequest(r, api.CodePermDenied, "not run: the initiator is disabled or no longer holds keys:create", actor)
 			return Result{RequestID: r.ID}
 		}
+		if res := a.rejudge(r); !res.OK() {
+			a.failRequest(r, res.Code, "not run: "+res.Detail, actor)
+			return Result{RequestID: r.ID}
+		}
 		members := a.memberIDs()
 		if !slices.Equal(sortedCopy(c.Committee), members) {
 			return refuse("cluster.unavailable", "keygen committee must be every member; retry")
@@ -505,17 +513,17 @@ func (a *applier) release(r *Request, c *Reschedule, actor string) Result {
 			a.failRequest(r, res.Code, "not run: "+res.Detail, actor)
 			return Result{RequestID: r.ID}
 		}
-		k := a.key(r.KeyID)
-		if res := a.validCommittee(k, c.Committee); !res.OK() {
+		if res := a.rejudge(r); !res.OK() {
+			a.failRequest(r, res.Code, "not run: "+res.Detail, actor)
+			return Result{RequestID: r.ID}
+		}
+		if res := a.assign(r, a.key(r.KeyID), c.Committee, c.Nonce); !res.OK() {
 			return res
 		}
-		if res := a.useSessionNonce(c.Nonce); !res.OK() {
-			return res
-		}
-		r.Committee, r.Nonce = sortedCopy(c.Committee), slices.Clone(c.Nonce)
 	default:
 		return refuse(api.CodeRequestConflict, "nothing to run for a "+r.Kind+" request")
 	}
+	a.recount(r)
 	r.Attempt = 1
 	r.Retry = false
 	r.ScheduledAt = a.stamp
@@ -525,9 +533,43 @@ func (a *applier) release(r *Request, c *Reschedule, actor string) Result {
 	return Result{RequestID: r.ID, KeyID: r.KeyID}
 }
 
+// rejudge judges an approved sign or keygen again by the policies active now, when the
+// leader runs it (DESIGN.md invariant 3: policy is judged again when a ceremony is
+// scheduled): a block policy that fires now — a freeze added during the approval or the
+// delay, a time window, a velocity limit — keeps it from running. Its approval answered
+// the require_approval policies; the request's own ledger entries are not counted twice.
+func (a *applier) rejudge(r *Request) Result {
+	if a.policies().Len() == 0 {
+		return Result{}
+	}
+	pr := &policy.Request{UserID: r.Owner, AccessKeyID: r.AccessKeyID, StampMs: a.stamp}
+	switch r.Kind {
+	case KindSign:
+		k := a.key(r.KeyID)
+		if k == nil {
+			return refuse(api.CodeKeyNotActive, "the key is no longer active")
+		}
+		pr.Activity, pr.KeyID, pr.KeyLabel, pr.Amount = api.ActivitySign, k.ID, k.Label, r.Amount
+		if r.PSBT != nil {
+			pr.Outputs = r.PSBT.Outputs()
+		}
+	case KindKeygen:
+		pr.Activity, pr.KeyLabel = api.ActivityKeygen, ParseRequest(r.Signed).Label
+	default:
+		return Result{}
+	}
+	res := a.policies().Evaluate(pr, ledgerWithout{a: a, r: r})
+	if res.Decision != api.ActionBlock {
+		return Result{}
+	}
+	a.auditMatches(r.Actor, r.ID, &res)
+	return blockedBy(&res)
+}
+
 // execute applies an approved change (policy.modify, access.grant) from the request its
 // initiator signed, judged again at this stamp.
 func (a *applier) execute(r *Request) {
+	a.recount(r)
 	c := ParseRequest(r.Signed)
 	var res Result
 	switch r.Kind {
@@ -567,6 +609,9 @@ func (a *applier) governedChange(c *Call, kind string, pr *policy.Request, do fu
 	case api.ActionRequireApproval:
 		if a.openRequests() >= MaxOpenRequests {
 			return refuse("rate.limited", "too many requests in flight")
+		}
+		if res := a.freshRequestID(a.derivedID("req_")); !res.OK() {
+			return res
 		}
 		r := &Request{
 			ID: a.derivedID("req_"), Kind: kind, KeyID: "", Owner: pr.UserID, Actor: c.Caller.Actor(),
@@ -772,9 +817,19 @@ func (a *applier) evaluateOp(c *Call, p principal) Result {
 	case OpAccessCreate:
 		pr.Activity = api.ActivityAccessGrant
 		if inner.Grant != nil {
+			// As a grant: key_ids must be the caller's keys (else key.not_found), so
+			// that no one reads the policies on another user's keys.
+			for _, id := range inner.Grant.KeyIDs {
+				if k := a.key(id); k == nil || admin || p.user == nil || k.Owner != p.user.ID {
+					return refuse(api.CodeKeyNotFound, "key_ids names a key the grantor does not own")
+				}
+			}
 			pr.GrantKeyIDs = inner.Grant.KeyIDs
 		}
 	case OpPolicyCreate, OpPolicyReplace, OpPolicyArchive:
+		if !admin && (p.ak != nil || !p.has(PermPoliciesRead)) {
+			return refuse(api.CodePermDenied, "policy changes are the admin's; reading their policies needs policies:read")
+		}
 		pr = &policy.Request{Activity: api.ActivityPolicyModify, Admin: true}
 	default:
 		return refuse(api.CodeRequestMalformed, "no policy governs "+method+" "+path+" (governed: signing, keygen, access grants, policy changes)")
@@ -812,6 +867,11 @@ func (a *applier) mayse(c *Call, p principal, ap *Approval) bool {
 	if p.user == nil {
 		return false
 	}
+	if p.ak != nil {
+		// An access key sees what its grantor initiated on the keys it covers, never
+		// what the grantor may decide (an access key decides nothing).
+		return ApprovalVisibleToAccessKey(ap, p.user.ID, p.ak)
+	}
 	return ap.member(p.user.ID) || (!ap.Initiator.Admin && ap.Initiator.UserID == p.user.ID)
 }
 
@@ -820,11 +880,28 @@ func (a *applier) mayse(c *Call, p principal, ap *Approval) bool {
 // waiting for approval).
 func (a *applier) governSign(r *Request, k *Key, p principal) (*policy.Result, *Result) {
 	pr := &policy.Request{Activity: api.ActivitySign, UserID: p.user.ID, KeyID: k.ID, KeyLabel: k.Label, Amount: r.Amount}
+	sum := api.ApprovalSummary{KeyID: k.ID, Message: fmt.Sprintf("%x", r.Message), DerivationPath: r.Path}
 	if r.PSBT != nil {
+		fee := r.PSBT.Plan.FeeSats
 		pr.Outputs = r.PSBT.Outputs()
+		sum.Message, sum.Outputs, sum.FeeSats = "", pr.Outputs, &fee
 	}
 	if p.ak != nil {
 		pr.AccessKeyID = p.ak.ID
+	}
+	return a.govern(r, pr, sum)
+}
+
+// governKeygen is governSign for a keygen.
+func (a *applier) governKeygen(r *Request, label string, u *User) (*policy.Result, *Result) {
+	sum := api.ApprovalSummary{Route: r.Signed.Method + " " + r.Signed.Path, Body: truncate(string(r.Signed.Body), 16<<10)}
+	return a.govern(r, &policy.Request{Activity: api.ActivityKeygen, UserID: u.ID, KeyLabel: label}, sum)
+}
+
+// govern evaluates a keygen or sign request and blocks it or opens its approval.
+func (a *applier) govern(r *Request, pr *policy.Request, sum api.ApprovalSummary) (*policy.Result, *Result) {
+	if res := a.freshRequestID(r.ID); !res.OK() {
+		return nil, &res
 	}
 	res := a.evaluate(pr)
 	switch res.Decision {
@@ -834,34 +911,22 @@ func (a *applier) governSign(r *Request, k *Key, p principal) (*policy.Result, *
 	case api.ActionRequireApproval:
 		a.addRequest(r)
 		a.count(r, &res)
-		sum := api.ApprovalSummary{KeyID: k.ID, Message: fmt.Sprintf("%x", r.Message), DerivationPath: r.Path}
-		if r.PSBT != nil {
-			fee := r.PSBT.Plan.FeeSats
-			sum.Message, sum.Outputs, sum.FeeSats = "", r.PSBT.Outputs(), &fee
-		}
-		a.requireApproval(r, &res, sum, api.Initiator{UserID: p.user.ID, AccessKeyID: pr.AccessKeyID})
-		return nil, &Result{RequestID: r.ID, KeyID: k.ID, ApprovalID: r.ApprovalID}
+		a.requireApproval(r, &res, sum, api.Initiator{UserID: pr.UserID, AccessKeyID: pr.AccessKeyID})
+		return nil, &Result{RequestID: r.ID, KeyID: r.KeyID, ApprovalID: r.ApprovalID}
 	}
 	a.auditMatches(r.Actor, r.ID, &res)
 	return &res, nil
 }
 
-// governKeygen is governSign for a keygen.
-func (a *applier) governKeygen(r *Request, label string, u *User) (*policy.Result, *Result) {
-	res := a.evaluate(&policy.Request{Activity: api.ActivityKeygen, UserID: u.ID, KeyLabel: label})
-	switch res.Decision {
-	case api.ActionBlock:
-		out := a.block(r, &res)
-		return nil, &out
-	case api.ActionRequireApproval:
-		a.addRequest(r)
-		a.count(r, &res)
-		sum := api.ApprovalSummary{Route: r.Signed.Method + " " + r.Signed.Path, Body: truncate(string(r.Signed.Body), 16<<10)}
-		a.requireApproval(r, &res, sum, api.Initiator{UserID: u.ID})
-		return nil, &Result{RequestID: r.ID, KeyID: r.KeyID, ApprovalID: r.ApprovalID}
+// freshRequestID refuses a request id that is already a request's: the id the FSM derives
+// from an entry's index ("req_" + index) can have been given by a compromised leader to
+// an earlier request, and a governed request stored under it would overwrite that one
+// (and inherit its approval).
+func (a *applier) freshRequestID(id string) Result {
+	if a.request(id) != nil {
+		return refuse("cluster.unavailable", "request id collision; retry")
 	}
-	a.auditMatches(r.Actor, r.ID, &res)
-	return &res, nil
+	return Result{}
 }
 
 // dropApproval forgets an approval and its index entries (with its request, at the
@@ -882,4 +947,10 @@ func (a *applier) dropApproval(id string) {
 		a.t.delRaw(approvalForKey(u, id))
 	}
 	a.t.del(keyStr(tApproval, id))
+}
+
+// ApprovalVisibleToAccessKey reports whether an access key of grantor may see an
+// approval: one its grantor initiated on a key the access key covers.
+func ApprovalVisibleToAccessKey(ap *Approval, grantor uint64, ak *AccessKey) bool {
+	return !ap.Initiator.Admin && ap.Initiator.UserID == grantor && ap.Summary.KeyID != "" && ak.Covers(ap.Summary.KeyID)
 }

@@ -189,8 +189,11 @@ type Request struct {
 	ApprovalID string   `json:"approval_id,omitempty"`
 	NotBefore  int64    `json:"not_before_ms,omitempty"`
 	Counted    []string `json:"counted,omitempty"`
-	ChainCode  []byte   `json:"chain_code,omitempty"`
-	Made       string   `json:"made,omitempty"`
+	// CountedAt is the stamp of the request's ledger entries when it is not CreatedAt (an
+	// approved request is counted again when it runs).
+	CountedAt int64  `json:"counted_at_ms,omitempty"`
+	ChainCode []byte `json:"chain_code,omitempty"`
+	Made      string `json:"made,omitempty"`
 	// Amount is what a policy read as the request's amount (sats), when it had one.
 	Amount *int64 `json:"amount,omitempty"`
 	// PSBT is a PSBT signing's transaction (psbt.go); nil for a digest or message.

@@ -4,11 +4,9 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/custos/custos/internal/api"
 	"github.com/custos/custos/internal/btc"
-	"github.com/custos/custos/internal/policy"
 )
 
 // PSBT signing (API.md "Bitcoin"): every node parses the PSBT itself, here, inside Apply
@@ -89,57 +87,8 @@ func (a *applier) keyPSBT(c *Call, p principal) Result {
 		return res
 	}
 	plan := ps.Plan
-	scope, r, done := a.idempotent(c, OpKeySign+"|"+k.ID)
-	if done {
-		return r
-	}
-	if a.openRequests() >= MaxOpenRequests {
-		return refuse("rate.limited", "too many requests in flight")
-	}
-	s := c.Schedule
 	amount := plan.SentSats + plan.FeeSats
-	req := &Request{
-		ID: a.derivedID("req_"), Kind: KindSign, Status: StatusScheduled, KeyID: k.ID, Owner: p.user.ID,
-		Actor: c.Caller.Actor(), CreatedAt: a.stamp, UpdatedAt: a.stamp, Signed: c.Signed,
-		IdempotencyKey: c.IdempotencyKey, Amount: &amount, PSBT: ps,
-	}
-	if p.ak != nil {
-		req.AccessKeyID = p.ak.ID
-	}
-	if s != nil && s.RequestID != "" {
-		req.ID = s.RequestID
-		if a.request(s.RequestID) != nil {
-			return refuse("cluster.unavailable", "request id collision; retry")
-		}
-	}
-	var pres *policy.Result
-	if a.policies().Len() > 0 {
-		var answer *Result
-		if pres, answer = a.governSign(req, k, p); answer != nil {
-			a.rememberIdempotency(scope, req.ID, c.BodyHash)
-			return *answer
-		}
-	}
-	if c.Unschedulable != "" {
-		return refuse("cluster.unavailable", c.Unschedulable)
-	}
-	if s == nil || s.RequestID == "" {
-		return refuse("cluster.unavailable", "signing not scheduled by the leader; retry")
-	}
-	if r := a.validCommittee(k, s.Committee); !r.OK() {
-		return r
-	}
-	if r := a.useSessionNonce(s.Nonce); !r.OK() {
-		return r
-	}
-	req.Committee, req.Nonce, req.Attempt, req.ScheduledAt = sortedCopy(s.Committee), slices.Clone(s.Nonce), 1, a.stamp
-	a.addRequest(req)
-	if pres != nil {
-		a.count(req, pres)
-	}
-	a.rememberIdempotency(scope, req.ID, c.BodyHash)
-	a.emit(EventScheduled, req.ID, k.ID)
-	return Result{RequestID: req.ID, KeyID: k.ID}
+	return a.admitSign(c, p, k, &Request{Amount: &amount, PSBT: ps})
 }
 
 // planPSBT parses and checks a PSBT signing's body against the key: what every node

@@ -146,7 +146,7 @@ func (a *applier) count(r *Request, res *policy.Result) {
 		amount = *r.Amount
 	}
 	for _, p := range res.Counted {
-		a.t.setRaw(velocityKey(p.ID, r.CreatedAt, r.ID), u64Value(uint64(amount)))
+		a.t.setRaw(velocityKey(p.ID, r.countedAt(), r.ID), u64Value(uint64(amount)))
 		t := loadTotal(a.t, p.ID)
 		t.Sats += amount
 		t.Count++
@@ -159,7 +159,7 @@ func (a *applier) count(r *Request, res *policy.Result) {
 // still in.
 func (a *applier) uncount(r *Request) {
 	for _, id := range r.Counted {
-		k := velocityKey(id, r.CreatedAt, r.ID)
+		k := velocityKey(id, r.countedAt(), r.ID)
 		raw, err := a.t.Get(k)
 		if errors.Is(err, statedb.ErrNotFound) {
 			continue // it left the window already
@@ -181,4 +181,59 @@ func (a *applier) dropLedger(policyID string) {
 	prefix := velocityPrefix(policyID)
 	a.t.delRange(prefix, statedb.PrefixEnd(prefix))
 	a.t.delRaw(keyStr(tVelocityTotal, policyID))
+}
+
+// ledgerWithout is the ledger less one request's own entries: a request judged again
+// when it runs (rejudge) is not counted twice.
+type ledgerWithout struct {
+	a *applier
+	r *Request
+}
+
+func (l ledgerWithout) Since(policyID string, since int64) (sats, count int64) {
+	sats, count = ledger{l.a}.Since(policyID, since)
+	if l.r.countedAt() < since || !slices.Contains(l.r.Counted, policyID) {
+		return sats, count
+	}
+	raw, err := l.a.t.Get(velocityKey(policyID, l.r.countedAt(), l.r.ID))
+	switch {
+	case errors.Is(err, statedb.ErrNotFound):
+		return sats, count
+	case err != nil:
+		fault("state: read velocity entry: %w", err)
+	}
+	return sats - int64(decodeU64(raw)), count - 1
+}
+
+// countedAt is the stamp under which the request is in the ledgers: its admission, or —
+// once an approved request runs — that run (recount).
+func (r *Request) countedAt() int64 {
+	if r.CountedAt != 0 {
+		return r.CountedAt
+	}
+	return r.CreatedAt
+}
+
+// recount moves an approved request's ledger entries to the stamp at which it runs: what
+// the window limits is when requests run, and a request that waited for approval longer
+// than the window must not run next to others unseen.
+func (a *applier) recount(r *Request) {
+	if len(r.Counted) == 0 || r.countedAt() == a.stamp {
+		return
+	}
+	ids := slices.Clone(r.Counted)
+	a.uncount(r)
+	r.CountedAt = a.stamp
+	var amount int64
+	if r.Amount != nil && *r.Amount > 0 {
+		amount = *r.Amount
+	}
+	for _, id := range ids {
+		a.t.setRaw(velocityKey(id, r.CountedAt, r.ID), u64Value(uint64(amount)))
+		t := loadTotal(a.t, id)
+		t.Sats += amount
+		t.Count++
+		a.storeTotal(id, t)
+	}
+	r.Counted = ids
 }
