@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"net/http"
 	"net/url"
 
 	"github.com/custos/custos/internal/api"
+	"github.com/custos/custos/node/client"
 )
 
 // Governance (API.md "Governance: policies and approvals"): the admin's policies, their
@@ -139,4 +141,16 @@ func (a *Admin) CancelRequest(ctx context.Context, id string) (*Request, error) 
 // any), e.g. a policy change that waited for approval.
 func (a *Admin) GetRequest(ctx context.Context, id string) (*Request, error) {
 	return a.c.GetRequest(ctx, id)
+}
+
+// EventPage is one page of the event log as the admin sees it (every event): GET
+// /v1/events without the stream (see client.EventPage).
+func (a *Admin) EventPage(ctx context.Context, after uint64, limit int) (*client.EventList, error) {
+	return a.c.EventPage(ctx, after, limit)
+}
+
+// Events follows the activity stream as the admin (every event), reconnecting and
+// resuming after the last event it yielded (see client.Events).
+func (a *Admin) Events(ctx context.Context, after uint64, opts ...client.StreamOption) iter.Seq2[*client.Event, error] {
+	return a.c.Events(ctx, after, opts...)
 }

@@ -478,6 +478,9 @@ func (n *Node) goBG(f func(ctx context.Context)) {
 // and the keystore.
 func (n *Node) Stop(ctx context.Context) error {
 	var errs []error
+	if n.api != nil {
+		n.api.EndStreams()
+	}
 	if n.http != nil {
 		if err := n.http.Shutdown(ctx); err != nil {
 			errs = append(errs, err)

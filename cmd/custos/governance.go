@@ -36,6 +36,7 @@ const (
 
 // governed is what both the admin SDK and a user's client do alike.
 type governed interface {
+	eventReader
 	EvaluatePolicies(ctx context.Context, route string, body any) (*client.Evaluation, error)
 	ListPolicies(ctx context.Context) ([]client.Policy, error)
 	GetPolicy(ctx context.Context, id string) (*client.Policy, error)

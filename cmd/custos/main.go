@@ -43,7 +43,7 @@ const usage = `custos — command-line tool for a custos threshold-signing clust
   custos admin rotate-key --public-key HEX       key-pair mode: replace the admin public key (signed
                                                  with the current one); use the new private key after
   custos admin audit [--after N] [--limit N]
-  custos admin retention [--finished-requests DUR] [--dead-access-keys DUR]
+  custos admin retention [--finished-requests DUR] [--dead-access-keys DUR] [--events DUR]
                                                  show (no flags) or set how long the cluster keeps
                                                  finished requests and dead access keys (replicated)
   custos audit verify [--archive FILE ...] [--page-size N]
@@ -87,6 +87,11 @@ const usage = `custos — command-line tool for a custos threshold-signing clust
                      [--key-ids K1,K2] [--expires RFC3339|DURATION] [--label L]
   custos access-keys list | revoke ID | log ID   (as the granting user)
 
+  custos events tail [--after N] [--types request.signed,...] [--json]
+                                                 follow the activity stream live (reconnecting, resuming
+                                                 where it broke) until Ctrl-C: one line per event
+  custos events list [--after N] [--limit N]     one page of events as JSON ("next": the following after)
+
 Permissions: keys:create keys:read keys:sign keys:delete access:manage approvals:decide policies:read
 (an access key holds a subset of its grantor's, never access:manage).
 
@@ -106,8 +111,8 @@ Admin credentials (admin, cluster, audit):
 User credentials (keys, sign, requests, access-keys, approvals approve|deny, psbt):
   --token TOKEN or $CUSTOS_TOKEN          the user token the admin issued
   --identity FILE or $CUSTOS_IDENTITY     the user's Ed25519 key file (custos keys new-identity)
-policies, approvals list|get and requests cancel run as the admin when an admin credential flag is
-given or there is no user token, else as the user.`
+policies, approvals list|get, requests cancel and events run as the admin when an admin credential flag
+is given or there is no user token, else as the user.`
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
@@ -155,6 +160,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return cmdAccessKeys(args[1:], stdout)
 	case "audit":
 		return cmdAudit(args[1:], stdout)
+	case "events":
+		return cmdEvents(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil
@@ -411,6 +418,7 @@ func cmdAdmin(args []string, stdout io.Writer) error {
 	out := fs.String("out", "", "keygen: file to write the admin's private key to (mode 0600)")
 	keepRequests := fs.Duration("finished-requests", 0, "retention: keep finished requests this long (e.g. 48h; 1h to 366 days)")
 	keepAccessKeys := fs.Duration("dead-access-keys", 0, "retention: keep revoked or expired access keys this long (e.g. 720h; 24h to 10 years)")
+	keepEvents := fs.Duration("events", 0, "retention: keep events this long (e.g. 336h; 1h to 366 days)")
 	pos, err := parse(fs, args[1:])
 	if err != nil {
 		return err
@@ -514,19 +522,20 @@ func cmdAdmin(args []string, stdout io.Writer) error {
 		}
 		return printJSON(stdout, es)
 	case "retention":
-		if *keepRequests == 0 && *keepAccessKeys == 0 {
+		if *keepRequests == 0 && *keepAccessKeys == 0 && *keepEvents == 0 {
 			r, err := a.Retention(cx)
 			if err != nil {
 				return err
 			}
 			return printJSON(stdout, r)
 		}
-		for _, d := range []time.Duration{*keepRequests, *keepAccessKeys} {
+		for _, d := range []time.Duration{*keepRequests, *keepAccessKeys, *keepEvents} {
 			if d < 0 || d%time.Second != 0 {
 				return errors.New("admin retention: durations must be positive whole seconds (e.g. 48h)")
 			}
 		}
-		r, err := a.SetRetention(cx, admin.Retention{FinishedRequestsS: int64(*keepRequests / time.Second), DeadAccessKeysS: int64(*keepAccessKeys / time.Second)})
+		r, err := a.SetRetention(cx, admin.Retention{FinishedRequestsS: int64(*keepRequests / time.Second), DeadAccessKeysS: int64(*keepAccessKeys / time.Second),
+			EventsS: int64(*keepEvents / time.Second)})
 		if err != nil {
 			return err
 		}

@@ -256,3 +256,64 @@ type Broadcast struct {
 	TxID  string        `json:"txid,omitempty"`
 	Error *RequestError `json:"error,omitempty"`
 }
+
+// Event types (API.md "Events").
+const (
+	EventRequestSubmitted       = "request.submitted"
+	EventRequestPendingApproval = "request.pending_approval"
+	EventRequestApproved        = "request.approved"
+	EventRequestDenied          = "request.denied"
+	EventRequestBlocked         = "request.blocked"
+	EventRequestSigned          = "request.signed"
+	EventRequestFailed          = "request.failed"
+	EventRequestCancelled       = "request.cancelled"
+	EventKeyCreated             = "key.created"
+	EventKeyDeletionScheduled   = "key.deletion_scheduled"
+	EventKeyDeletionCancelled   = "key.deletion_cancelled"
+	EventKeyDeleted             = "key.deleted"
+	EventApprovalDecided        = "approval.decided"
+	EventPolicyChanged          = "policy.changed"
+	EventAccessKeyGranted       = "access_key.granted"
+	EventAccessKeyRevoked       = "access_key.revoked"
+	EventMemberChanged          = "member.changed"
+)
+
+// EventTypes lists every event type, in a stable order.
+func EventTypes() []string {
+	return []string{EventRequestSubmitted, EventRequestPendingApproval, EventRequestApproved, EventRequestDenied,
+		EventRequestBlocked, EventRequestSigned, EventRequestFailed, EventRequestCancelled, EventKeyCreated,
+		EventKeyDeletionScheduled, EventKeyDeletionCancelled, EventKeyDeleted, EventApprovalDecided,
+		EventPolicyChanged, EventAccessKeyGranted, EventAccessKeyRevoked, EventMemberChanged}
+}
+
+// EventData is what an event says: ids, status and a summary; never a token, secret,
+// share or signed body.
+type EventData struct {
+	RequestID   string `json:"request_id,omitempty"`
+	Kind        string `json:"kind,omitempty"` // the request's kind
+	KeyID       string `json:"key_id,omitempty"`
+	ApprovalID  string `json:"approval_id,omitempty"`
+	PolicyID    string `json:"policy_id,omitempty"`
+	AccessKeyID string `json:"access_key_id,omitempty"`
+	UserID      uint64 `json:"user_id,omitempty"` // the user the request or key is of
+	Actor       string `json:"actor,omitempty"`   // who caused it: "admin", "user:<id>", an access key, "node:<id>", "cluster"
+	Status      string `json:"status,omitempty"`
+	Code        string `json:"code,omitempty"`
+	Decision    string `json:"decision,omitempty"` // approval.decided
+	Detail      string `json:"detail,omitempty"`
+}
+
+// Event is one entry of the activity stream (GET /v1/events) and of a webhook delivery.
+type Event struct {
+	ID   string    `json:"id"`
+	Seq  uint64    `json:"seq"`
+	Type string    `json:"type"`
+	Time time.Time `json:"time"`
+	Data EventData `json:"data"`
+}
+
+// EventList is GET /v1/events without Accept: text/event-stream.
+type EventList struct {
+	Events []Event `json:"events"`
+	Next   string  `json:"next,omitempty"`
+}

@@ -376,6 +376,8 @@ type Retention struct {
 	ProposalResultsS int64 `json:"proposal_results_s"`
 	// Audit is "forever": entries go only when the admin prunes an exported range.
 	Audit string `json:"audit"`
+	// EventsS is how long events (GET /v1/events, webhooks) are kept. Writable.
+	EventsS int64 `json:"events_s"`
 }
 
 // AuditPruneBody is POST /v1/admin/audit/prune: drop the entries before Before, whose

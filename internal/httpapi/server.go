@@ -45,6 +45,7 @@ type State interface {
 	Policies(after string, limit int) []policy.Record
 	Approval(id string) *state.Approval
 	Approvals(user uint64, all bool, status, after string, limit int) []*state.Approval
+	EventLog
 }
 
 var _ State = (*state.FSM)(nil)
@@ -146,7 +147,15 @@ type Server struct {
 	// real builds.
 	catchingUp func()
 	waiters    *waiters
-	handler    http.Handler
+	// events is the event log the activity stream reads (State's); streams bounds the
+	// streams open at once.
+	events  EventLog
+	streams chan struct{}
+	// life ends (endLife) when the node stops: open streams end with it, so that the
+	// HTTP server's graceful shutdown does not wait for them.
+	life    context.Context
+	endLife context.CancelFunc
+	handler http.Handler
 	// routeOf names each operation's route pattern (from apiRoutes), for access-key logs.
 	routeOf map[string]string
 }
@@ -173,7 +182,9 @@ func New(cfg Config) (*Server, error) {
 		phases: cfg.Phases, now: cfg.Now, isLeader: cfg.IsLeader, leader: cfg.Leader, live: cfg.Live,
 		notReady: cfg.NotReady, session: cfg.SessionID, debug: cfg.DebugState, after: cfg.AfterCommit,
 		limiter: newRateLimiter(cfg.Config.RateLimit()), akWaits: make(chan struct{}, maxAccessKeyWaits), waiters: newWaiters(),
+		events: cfg.State, streams: make(chan struct{}, maxStreams),
 	}
+	s.life, s.endLife = context.WithCancel(context.Background())
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -191,6 +202,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	return s, nil
 }
+
+// EndStreams ends the open event streams (and refuses new ones): the node calls it before
+// it shuts the HTTP server down.
+func (s *Server) EndStreams() { s.endLife() }
 
 // Handler is the whole API: every response carries X-Request-Id.
 func (s *Server) Handler() http.Handler { return s.handler }
@@ -251,6 +266,7 @@ func (s *Server) apiRoutes() []route {
 		{"GET /v1/approvals/{approval_id}", state.OpApprovalGet, s.hApproval},
 		{"POST /v1/approvals/{approval_id}/decisions", state.OpApprovalDecide, s.hApproval},
 		{"POST /v1/requests/{request_id}/cancel", state.OpRequestCancel, s.hRequestCancel},
+		{"GET /v1/events", state.OpEventList, s.hEvents},
 	}
 }
 

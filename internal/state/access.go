@@ -122,6 +122,7 @@ func (a *applier) accessCreate(c *Call, u *User, check bool) Result {
 		ak.Grant = &sf
 	}
 	a.addAccessKey(ak)
+	a.record(api.EventAccessKeyGranted, u.ID, nil, api.EventData{AccessKeyID: ak.ID, UserID: u.ID, Actor: c.Caller.Actor()})
 	return Result{AccessKeyID: ak.ID}
 }
 

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"unicode/utf8"
 
+	"github.com/custos/custos/internal/api"
 	"github.com/custos/custos/internal/authn"
 	"github.com/custos/custos/internal/policy"
 )
@@ -180,6 +181,11 @@ func (a *applier) callInner(c *Call) Result {
 		return a.approvalOp(c, p)
 	case OpRequestCancel:
 		return a.cancel(c, p)
+	case OpEventList:
+		if p.ak != nil {
+			return refuse("perm.denied", "the activity stream is for the admin and users")
+		}
+		return Result{}
 	case OpKeyCreate, OpKeyList, OpKeyGet, OpKeySign, OpKeyPSBT:
 		if admin || p.user == nil {
 			return refuse("perm.denied", "this route is for users and access keys")
@@ -685,6 +691,7 @@ func (a *applier) shareStored(c *ShareStored) Result {
 	k.PublicKey = slices.Clone(first)
 	k.Status = KeyActive
 	a.settle(r, StatusActive)
+	a.record(api.EventKeyCreated, k.Owner, nil, api.EventData{RequestID: r.ID, Kind: r.Kind, KeyID: k.ID, UserID: k.Owner, Actor: "node:" + c.Node, Status: k.Status})
 	a.audit("node:"+c.Node, "keygen.active", k.ID, "allowed", "")
 	a.emit(EventSettled, r.ID, k.ID)
 	return Result{RequestID: r.ID, KeyID: k.ID}
@@ -718,6 +725,7 @@ func (a *applier) ceremonyResult(c *CeremonyResult) Result {
 	}
 	r.SignedBy = c.Node
 	a.settle(r, StatusSigned)
+	a.requestEvent(api.EventRequestSigned, r, "node:"+c.Node)
 	a.audit("node:"+c.Node, "sign.signed", r.ID, "allowed", "")
 	a.emit(EventSettled, r.ID, r.KeyID)
 	return Result{RequestID: r.ID}
@@ -815,6 +823,7 @@ func (a *applier) failRequest(r *Request, code, detail, actor string) {
 		}
 	}
 	a.audit(actor, r.Kind+".failed", r.ID, "refused", code)
+	a.requestEvent(api.EventRequestFailed, r, actor)
 	a.emit(EventSettled, r.ID, r.KeyID)
 }
 

@@ -197,6 +197,7 @@ const (
 	OpApprovalGet      = "approvals.get"
 	OpApprovalDecide   = "approvals.decide"
 	OpRequestCancel    = "requests.cancel"
+	OpEventList        = "events.list"
 )
 
 // Call is one authenticated API request. Every authenticated request, reads included, is a

@@ -193,6 +193,8 @@ func (a *applier) block(r *Request, res *policy.Result) Result {
 	a.auditMatches(r.Actor, r.ID, res)
 	refusal.RequestID = r.ID
 	refusal.KeyID = r.KeyID
+	a.requestEvent(api.EventRequestSubmitted, r, r.Actor)
+	a.requestEvent(api.EventRequestBlocked, r, r.Actor)
 	return refusal
 }
 
@@ -240,6 +242,7 @@ func (a *applier) requireApproval(r *Request, res *policy.Result, summary api.Ap
 	r.ApprovalID = ap.ID
 	a.auditMatches(r.Actor, r.ID, res)
 	a.audit(r.Actor, "approval.requested", ap.ID, "allowed", "")
+	a.requestEvent(api.EventRequestPendingApproval, r, r.Actor)
 	a.emit(EventApproval, r.ID, r.KeyID)
 }
 
@@ -284,6 +287,11 @@ func (a *applier) deny(r *Request, code, detail, actor string) {
 	a.uncount(r)
 	a.settle(r, StatusDenied)
 	a.audit(actor, r.Kind+".denied", r.ID, "refused", code)
+	typ := api.EventRequestDenied
+	if code == api.CodeRequestCancelled {
+		typ = api.EventRequestCancelled
+	}
+	a.requestEvent(typ, r, actor)
 	a.emit(EventSettled, r.ID, r.KeyID)
 }
 
@@ -355,6 +363,12 @@ func (a *applier) decide(c *Call, p principal) Result {
 		return refuse(api.CodeAuthSignatureInvalid, "decisions of this user are signed with the key of its first decision; this token names another key")
 	}
 	dec := Decision{UserID: u.ID, Decision: d.Decision, Reason: d.Reason, Time: a.stamp, Signed: c.Signed}
+	owner := ap.Initiator.UserID
+	if ap.Initiator.Admin {
+		owner = 0
+	}
+	a.record(api.EventApprovalDecided, owner, ap.deciders(), api.EventData{ApprovalID: ap.ID, RequestID: ap.RequestID,
+		UserID: u.ID, Actor: c.Caller.Actor(), Decision: d.Decision, Detail: d.Reason})
 	for i := range ap.Groups {
 		if slices.Contains(ap.Groups[i].Members, u.ID) {
 			ap.Groups[i].Decisions = append(ap.Groups[i].Decisions, dec)
@@ -421,6 +435,7 @@ func (a *applier) approve(ap *Approval, actor string) {
 	r.NotBefore = a.stamp + ap.DelayMs
 	r.UpdatedAt = a.stamp
 	r.ScheduledAt = a.stamp
+	a.requestEvent(api.EventRequestApproved, r, actor)
 	if ap.DelayMs == 0 && (r.Kind == KindPolicyModify || r.Kind == KindAccessGrant) {
 		a.execute(r)
 		return
@@ -615,7 +630,7 @@ func (a *applier) governedChange(c *Call, kind string, pr *policy.Request, do fu
 		}
 		r := &Request{
 			ID: a.derivedID("req_"), Kind: kind, KeyID: "", Owner: pr.UserID, Actor: c.Caller.Actor(),
-			CreatedAt: a.stamp, UpdatedAt: a.stamp, Signed: c.Signed, Made: made,
+			CreatedAt: a.stamp, UpdatedAt: a.stamp, Signed: c.Signed, Made: made, Status: StatusPendingApproval,
 		}
 		if c.Caller.Kind == CallerAccessKey {
 			r.AccessKeyID = c.Caller.AccessKeyID
@@ -747,6 +762,7 @@ func (a *applier) changePolicy(c *Call) Result {
 		a.dropLedger(rec.ID)
 		a.setPolicies(a.policies().Without(rec.ID))
 		a.audit("admin", "policy.archived", rec.ID, "allowed", "")
+		a.record(api.EventPolicyChanged, 0, nil, api.EventData{PolicyID: rec.ID, Actor: "admin", Status: rec.Status})
 		return Result{PolicyID: rec.ID}
 	}
 	p, err := policy.Compile(*rec)
@@ -755,6 +771,7 @@ func (a *applier) changePolicy(c *Call) Result {
 	}
 	a.setPolicies(a.policies().With(p))
 	a.audit("admin", "policy.v"+strconv.Itoa(rec.Version), rec.ID, "allowed", "")
+	a.record(api.EventPolicyChanged, 0, nil, api.EventData{PolicyID: rec.ID, Actor: "admin", Status: rec.Status})
 	return Result{PolicyID: rec.ID}
 }
 
@@ -909,6 +926,7 @@ func (a *applier) govern(r *Request, pr *policy.Request, sum api.ApprovalSummary
 		out := a.block(r, &res)
 		return nil, &out
 	case api.ActionRequireApproval:
+		r.Status = StatusPendingApproval
 		a.addRequest(r)
 		a.count(r, &res)
 		a.requireApproval(r, &res, sum, api.Initiator{UserID: pr.UserID, AccessKeyID: pr.AccessKeyID})

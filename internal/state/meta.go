@@ -50,6 +50,10 @@ type meta struct {
 	// (governance.go).
 	Policies         int `json:"policies,omitempty"`
 	PendingApprovals int `json:"pending_approvals,omitempty"`
+	// EventSeq is the newest event's seq; EventRetentionMs the admin's event retention
+	// (0: the default) (events.go).
+	EventSeq         uint64 `json:"event_seq,omitempty"`
+	EventRetentionMs int64  `json:"event_retention_ms,omitempty"`
 	// RequestRetentionMs and AccessKeyRetentionMs are the admin's retention settings
 	// (PUT /v1/admin/retention); 0 means the default.
 	RequestRetentionMs   int64 `json:"request_retention_ms,omitempty"`

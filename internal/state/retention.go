@@ -20,7 +20,7 @@ func (a *applier) setRetention(b *RetentionBody) Result {
 		return refuse("request.malformed", "no retention given")
 	}
 	if b.NoncesS != 0 || b.SessionNoncesS != 0 || b.ProposalResultsS != 0 || b.Audit != "" {
-		return refuse("request.malformed", "only finished_requests_s and dead_access_keys_s can be set")
+		return refuse("request.malformed", "only finished_requests_s, dead_access_keys_s and events_s can be set")
 	}
 	check := func(name string, s, lo, hi int64) (int64, Result) {
 		if s == 0 {
@@ -39,8 +39,15 @@ func (a *applier) setRetention(b *RetentionBody) Result {
 	if !r.OK() {
 		return r
 	}
-	if req == 0 && ak == 0 {
-		return refuse("request.malformed", "set finished_requests_s or dead_access_keys_s")
+	ev, r := check("events_s", b.EventsS, MinEventRetentionMs, MaxEventRetentionMs)
+	if !r.OK() {
+		return r
+	}
+	if req == 0 && ak == 0 && ev == 0 {
+		return refuse("request.malformed", "set finished_requests_s, dead_access_keys_s or events_s")
+	}
+	if ev != 0 {
+		a.m.EventRetentionMs = ev
 	}
 	if req != 0 {
 		a.m.RequestRetentionMs = req
@@ -62,5 +69,6 @@ func (f *FSM) Retention() api.Retention {
 		SessionNoncesS:    m.sessionRetention() / 1000,
 		ProposalResultsS:  ProposalRetentionMs / 1000,
 		Audit:             "forever (until the admin prunes an exported range)",
+		EventsS:           m.eventRetention() / 1000,
 	}
 }

@@ -102,6 +102,7 @@ var routes = []route{
 	{http.MethodGet, []string{"approvals", "{}"}, OpApprovalGet},
 	{http.MethodPost, []string{"approvals", "{}", "decisions"}, OpApprovalDecide},
 	{http.MethodPost, []string{"requests", "{}", "cancel"}, OpRequestCancel},
+	{http.MethodGet, []string{"events"}, OpEventList},
 }
 
 // Routes lists every route the FSM knows as "METHOD /v1/path/{}" patterns.
@@ -275,6 +276,9 @@ func ParseRequest(f *SignedForm) *Call {
 		c.Decision = &b
 	case OpRequestCancel:
 		c.RequestID = param()
+		emptyBody()
+	case OpEventList:
+		c.Malformed = numericPage(q)
 		emptyBody()
 	}
 	return c

@@ -1,9 +1,12 @@
 package state
 
 import (
+	"fmt"
+
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"github.com/custos/custos/internal/api"
 
 	"github.com/custos/custos/internal/statedb"
 )
@@ -34,6 +37,7 @@ func (a *applier) addRequest(r *Request) {
 	a.t.put(keyStr(tRequest, r.ID), r)
 	a.t.setRaw(keyStr(tOpen, r.ID), nil)
 	a.m.Open++
+	a.requestEvent(api.EventRequestSubmitted, r, r.Actor)
 }
 
 // settle moves a request to a final status; it is kept for RequestRetentionMs after.
@@ -143,6 +147,7 @@ func (a *applier) revokeAccessKey(ak *AccessKey) {
 	if ak.RevokedAt != 0 {
 		return
 	}
+	a.record(api.EventAccessKeyRevoked, ak.Grantor, nil, api.EventData{AccessKeyID: ak.ID, UserID: ak.Grantor, Actor: fmt.Sprintf("user:%d", ak.Grantor)})
 	old := ak.deadSince()
 	ak.RevokedAt = a.stamp
 	if now := ak.deadSince(); now != old {
@@ -244,6 +249,7 @@ func (a *applier) prune() (behind bool) {
 		}
 		a.t.del(keyStr(tRequest, id))
 	}))
+	step(a.pruneEvents())
 	step(a.pruneIndex(tAccessDead, s-a.m.accessKeyRetention(), func(id string) {
 		if ak := a.accessKey(id); ak != nil {
 			a.dropAccessKey(ak)
