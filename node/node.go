@@ -30,6 +30,7 @@ import (
 	"github.com/custos/custos/internal/scheduler"
 	"github.com/custos/custos/internal/state"
 	"github.com/custos/custos/internal/vouch"
+	"github.com/custos/custos/internal/webhook"
 	"github.com/custos/custos/keystore"
 	"github.com/custos/custos/protocol"
 )
@@ -57,6 +58,8 @@ type Node struct {
 	fsm    *state.FSM
 	vouch  *vouch.Vouch
 	sched  *scheduler.Scheduler
+	// hooks delivers events to webhooks while this node leads (nil without a webhook key).
+	hooks  *webhook.Deliverer
 	raft   *raftnode.Node
 	pool   *protocol.Pool
 	runner *ceremony.Runner
@@ -321,7 +324,12 @@ func (n *Node) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if n.sched, err = scheduler.New(scheduler.Config{Config: n.cfg, Logger: n.log, State: n.fsm, IsLeader: n.isLeader, Live: n.live, Now: n.now, AdminPublicKey: n.adminPub, Broadcast: broadcast}); err != nil {
+	kr, err := webhookKeyring(n.cfg)
+	if err != nil {
+		return err
+	}
+	if n.sched, err = scheduler.New(scheduler.Config{Config: n.cfg, Logger: n.log, State: n.fsm, IsLeader: n.isLeader, Live: n.live, Now: n.now, AdminPublicKey: n.adminPub, Broadcast: broadcast,
+		SealWebhookSecret: sealWebhookSecret(kr)}); err != nil {
 		return err
 	}
 	if n.raft, err = raftnode.New(raftnode.Config{
@@ -346,6 +354,7 @@ func (n *Node) Start(ctx context.Context) error {
 		Config: n.cfg, Logger: n.log, State: n.fsm, Authn: n.authn, Proposer: submitter{n.raft},
 		Registry: n.met.reg, Phases: n.met.phases, Now: n.now, IsLeader: n.isLeader, Leader: n.raft.Leader, Live: n.live,
 		NotReady: n.notReady, SessionID: ceremony.SessionID, DebugState: n.debugState, AfterCommit: n.afterCommit(),
+		OpenWebhookSecret: openWebhookSecret(kr),
 	}); err != nil {
 		return err
 	}
@@ -358,6 +367,10 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.vouch.Start(n.ctx, n.raft)
 	n.sched.Start(n.ctx, n.raft)
+	if kr != nil {
+		n.hooks = n.newDeliverer(kr)
+		n.hooks.Start(n.ctx)
+	}
 	n.pool.Start(n.ctx)
 	n.runner.Start()
 	n.goBG(n.metricsLoop)
@@ -497,6 +510,9 @@ func (n *Node) Stop(ctx context.Context) error {
 	}
 	if n.runner != nil {
 		n.runner.Stop()
+	}
+	if n.hooks != nil {
+		n.hooks.Stop()
 	}
 	if n.sched != nil {
 		n.sched.Stop()

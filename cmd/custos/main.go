@@ -77,6 +77,10 @@ const usage = `custos — command-line tool for a custos threshold-signing clust
                      [--initiator-can-approve])
   custos admin policies list | get ID | update ID (--file F | flags as create) | archive ID
                                                  a change may wait for approval (a policy.modify policy)
+  custos admin webhooks create --webhook-url URL --events request.signed,approval.decided|'*' [--description D]
+                                                 POST those events to URL (Standard Webhooks); the secret
+                                                 that signs them is shown only once: store it with the receiver
+  custos admin webhooks list | delete ID | deliveries ID   (deliveries: the latest attempts and their outcome)
   custos policies evaluate --route "POST /v1/keys/KEY_ID/psbt" [--body JSON | --body-file F]
                                                  dry run: what the policies would decide, and why
   custos policies list | get ID                  (users with policies:read, or the admin)
@@ -137,6 +141,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case "admin":
 		if len(args) > 1 && args[1] == "policies" {
 			return cmdAdminPolicies(args[2:], stdout, stderr)
+		}
+		if len(args) > 1 && args[1] == "webhooks" {
+			return cmdAdminWebhooks(args[2:], stdout, stderr)
 		}
 		return cmdAdmin(args[1:], stdout)
 	case "cluster":
@@ -402,7 +409,7 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 
 func cmdAdmin(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: custos admin keygen|create-user|token|users|user|disable|enable|revoke-tokens|set-permissions|rotate-key|audit|retention|policies")
+		return errors.New("usage: custos admin keygen|create-user|token|users|user|disable|enable|revoke-tokens|set-permissions|rotate-key|audit|retention|policies|webhooks")
 	}
 	sub := args[0]
 	fs := flag.NewFlagSet("admin "+sub, flag.ContinueOnError)

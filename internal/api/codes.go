@@ -60,6 +60,8 @@ const (
 	CodeApprovalDenied = "approval.denied"
 	// CodeApprovalNotFound: no such approval, or not one the caller may see (404).
 	CodeApprovalNotFound = "approval.not_found"
+	// CodeWebhookNotFound: no such webhook (404).
+	CodeWebhookNotFound = "webhook.not_found"
 	// CodePolicyNotFound: no such policy (404).
 	CodePolicyNotFound = "policy.not_found"
 
@@ -141,6 +143,7 @@ func Codes() []CodeInfo {
 		{CodeApprovalDenied, http.StatusForbidden, "approval denied"},
 		{CodeApprovalNotFound, http.StatusNotFound, "approval not found"},
 		{CodePolicyNotFound, http.StatusNotFound, "policy not found"},
+		{CodeWebhookNotFound, http.StatusNotFound, "webhook not found"},
 
 		{CodeUserNotFound, http.StatusNotFound, "user not found"},
 		{CodeKeyNotFound, http.StatusNotFound, "key not found"},

@@ -317,3 +317,54 @@ type EventList struct {
 	Events []Event `json:"events"`
 	Next   string  `json:"next,omitempty"`
 }
+
+// WebhookBody is POST /v1/admin/webhooks's body.
+type WebhookBody struct {
+	URL         string   `json:"url"`
+	Events      []string `json:"events"` // event types, or ["*"]
+	Description string   `json:"description,omitempty"`
+}
+
+// Webhook is a webhook as the API shows it. Secret ("whsec_<base64>") is only in the
+// answer to its creation.
+type Webhook struct {
+	WebhookID   string    `json:"webhook_id"`
+	URL         string    `json:"url"`
+	Events      []string  `json:"events"`
+	Description string    `json:"description,omitempty"`
+	Secret      string    `json:"secret,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	// DeliveredThrough is the seq of the last event delivered (or skipped: not
+	// subscribed); Failing counts the failed attempts since the last success.
+	DeliveredThrough uint64 `json:"delivered_through"`
+	Failing          int    `json:"failing,omitempty"`
+}
+
+// WebhookList is GET /v1/admin/webhooks.
+type WebhookList struct {
+	Webhooks []Webhook `json:"webhooks"`
+}
+
+// Delivery is one delivery attempt of an event to a webhook.
+type Delivery struct {
+	EventID    string    `json:"event_id"`
+	Seq        uint64    `json:"seq"`
+	Time       time.Time `json:"time"`
+	StatusCode int       `json:"status_code,omitempty"`
+	Error      string    `json:"error,omitempty"`
+	// NextTry is when a failed delivery is tried again.
+	NextTry *time.Time `json:"next_try,omitempty"`
+}
+
+// DeliveryList is GET /v1/admin/webhooks/{id}/deliveries: the newest attempts, oldest
+// first.
+type DeliveryList struct {
+	Deliveries []Delivery `json:"deliveries"`
+}
+
+// WebhookPayload is the body of a delivery (Standard Webhooks).
+type WebhookPayload struct {
+	Type      string    `json:"type"`
+	Timestamp time.Time `json:"timestamp"`
+	Data      EventData `json:"data"`
+}

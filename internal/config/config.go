@@ -131,6 +131,21 @@ type Config struct {
 	// when a request asks ("broadcast": true). The leader broadcasts, so every member
 	// should name a node (each its own, or a shared one). Without rpc_url a broadcast is
 	// answered broadcast.failed, the signed transaction still returned.
+	// Webhooks configures the delivery of the event log to the admin's webhooks.
+	Webhooks struct {
+		// SecretKeyFile holds the cluster's webhook key (64 hex characters, the SAME on
+		// every node): webhook secrets are in the replicated state only sealed under it,
+		// and the leader (whichever node it is) opens them to sign deliveries. Without
+		// it, creating a webhook is refused.
+		SecretKeyFile string `json:"secret_key_file"`
+		// AllowLoopback lets deliveries reach loopback addresses (dev clusters, tests);
+		// AllowLinkLocal link-local ones (cloud metadata addresses never).
+		AllowLoopback  bool `json:"allow_loopback"`
+		AllowLinkLocal bool `json:"allow_link_local"`
+		// Timeout bounds one delivery (default 10 s).
+		Timeout Duration `json:"timeout"`
+	} `json:"webhooks"`
+
 	Bitcoin struct {
 		// RPCURL is the node's JSON-RPC endpoint, http(s)://host:port (btcd: run it with
 		// --notls on loopback only, or give the https URL).

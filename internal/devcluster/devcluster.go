@@ -121,6 +121,16 @@ func Create(spec Spec) (*Cluster, error) {
 	if err := os.WriteFile(adminKeyFile, []byte(hex.EncodeToString(adminKey)+"\n"), 0o600); err != nil {
 		return nil, err
 	}
+	// The cluster's webhook key: the same on every node (webhook secrets are sealed under
+	// it in the replicated state).
+	webhookKey := make([]byte, 32)
+	if _, err := rand.Read(webhookKey); err != nil {
+		return nil, err
+	}
+	webhookKeyFile := filepath.Join(spec.Dir, "webhook.key")
+	if err := os.WriteFile(webhookKeyFile, []byte(hex.EncodeToString(webhookKey)+"\n"), 0o600); err != nil {
+		return nil, err
+	}
 	cl := &Cluster{Name: "dev", Threshold: spec.Threshold, AdminKeyFile: adminKeyFile}
 	if spec.RelDir != "" {
 		cl.AdminKeyFile = filepath.Join(spec.RelDir, "admin.key")
@@ -148,6 +158,8 @@ func Create(spec Spec) (*Cluster, error) {
 			"master_key": map[string]any{"file": filepath.Join(spec.Dir, m.ID, "master.key")},
 			"admin":      map[string]any{"key_file": adminKeyFile, "allow_shared_key": true},
 			"preparams":  map[string]any{"insecure_fixtures_dir": fixtures},
+			// Receivers of a dev cluster's webhooks run on this machine.
+			"webhooks": map[string]any{"secret_key_file": webhookKeyFile, "allow_loopback": true},
 		}
 		for k, v := range spec.Extra {
 			base, isMap := c[k].(map[string]any)

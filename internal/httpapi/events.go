@@ -139,3 +139,62 @@ func (s *Server) stream(x *exchange, user uint64, all bool, after uint64) {
 		}
 	}
 }
+
+// hWebhookCreate answers POST /v1/admin/webhooks: 201 with the webhook and, only here, its
+// secret (opened with this node's copy of the cluster's webhook key).
+func (s *Server) hWebhookCreate(x *exchange) *apiError {
+	res, err := s.commit(x)
+	if err != nil {
+		return err
+	}
+	w := s.st.Webhook(res.WebhookID)
+	if w == nil {
+		return errf(api.CodeInternal, "webhook vanished")
+	}
+	v := w.View()
+	if s.openSecret == nil {
+		return errf(api.CodeInternal, "the webhook %s was created, but this node has no webhook key to show its secret: set webhooks.secret_key_file, delete the webhook and create it again", w.ID)
+	}
+	secret, oerr := s.openSecret(w.ID, w.SecretCT)
+	if oerr != nil {
+		return errf(api.CodeInternal, "the webhook %s was created, but its secret does not open with this node's webhook key (every node must have the same webhooks.secret_key_file): delete it and create it again", w.ID)
+	}
+	v.Secret = secret
+	x.w.Header().Set("Location", "/v1/admin/webhooks/"+w.ID)
+	x.json(http.StatusCreated, v)
+	return nil
+}
+
+func (s *Server) hWebhookList(x *exchange) *apiError {
+	if _, err := s.commit(x); err != nil {
+		return err
+	}
+	out := api.WebhookList{Webhooks: []api.Webhook{}}
+	for _, w := range s.st.Webhooks() {
+		out.Webhooks = append(out.Webhooks, w.View())
+	}
+	x.json(http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) hWebhookDelete(x *exchange) *apiError {
+	if _, err := s.commit(x); err != nil {
+		return err
+	}
+	x.w.WriteHeader(http.StatusNoContent)
+	x.status = http.StatusNoContent
+	return nil
+}
+
+func (s *Server) hWebhookDeliveries(x *exchange) *apiError {
+	res, err := s.commit(x)
+	if err != nil {
+		return err
+	}
+	out := api.DeliveryList{Deliveries: []api.Delivery{}}
+	for _, d := range s.st.WebhookLog(res.WebhookID) {
+		out.Deliveries = append(out.Deliveries, d.View())
+	}
+	x.json(http.StatusOK, out)
+	return nil
+}

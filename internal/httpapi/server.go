@@ -46,6 +46,9 @@ type State interface {
 	Approval(id string) *state.Approval
 	Approvals(user uint64, all bool, status, after string, limit int) []*state.Approval
 	EventLog
+	Webhooks() []state.Webhook
+	Webhook(id string) *state.Webhook
+	WebhookLog(id string) []state.WebhookAttempt
 }
 
 var _ State = (*state.FSM)(nil)
@@ -115,6 +118,9 @@ type Config struct {
 	SessionID func(r *state.Request, k *state.Key) string
 	// DebugState is GET /debug/state's body; required with api.debug.
 	DebugState func() any
+	// OpenWebhookSecret opens a webhook's sealed secret with this node's webhook key and
+	// formats it ("whsec_…"), for the answer to its creation; nil without a key.
+	OpenWebhookSecret func(webhookID string, sealed []byte) (string, error)
 	// AfterCommit is a test hook called once a request committed; nil in real builds.
 	AfterCommit func(*state.SubmitBody, state.Result)
 }
@@ -151,6 +157,8 @@ type Server struct {
 	// streams open at once.
 	events  EventLog
 	streams chan struct{}
+	// openSecret opens a new webhook's secret (nil: no webhook key on this node).
+	openSecret func(webhookID string, sealed []byte) (string, error)
 	// life ends (endLife) when the node stops: open streams end with it, so that the
 	// HTTP server's graceful shutdown does not wait for them.
 	life    context.Context
@@ -182,7 +190,7 @@ func New(cfg Config) (*Server, error) {
 		phases: cfg.Phases, now: cfg.Now, isLeader: cfg.IsLeader, leader: cfg.Leader, live: cfg.Live,
 		notReady: cfg.NotReady, session: cfg.SessionID, debug: cfg.DebugState, after: cfg.AfterCommit,
 		limiter: newRateLimiter(cfg.Config.RateLimit()), akWaits: make(chan struct{}, maxAccessKeyWaits), waiters: newWaiters(),
-		events: cfg.State, streams: make(chan struct{}, maxStreams),
+		events: cfg.State, streams: make(chan struct{}, maxStreams), openSecret: cfg.OpenWebhookSecret,
 	}
 	s.life, s.endLife = context.WithCancel(context.Background())
 	if s.log == nil {
@@ -267,6 +275,10 @@ func (s *Server) apiRoutes() []route {
 		{"POST /v1/approvals/{approval_id}/decisions", state.OpApprovalDecide, s.hApproval},
 		{"POST /v1/requests/{request_id}/cancel", state.OpRequestCancel, s.hRequestCancel},
 		{"GET /v1/events", state.OpEventList, s.hEvents},
+		{"POST /v1/admin/webhooks", state.OpWebhookCreate, s.hWebhookCreate},
+		{"GET /v1/admin/webhooks", state.OpWebhookList, s.hWebhookList},
+		{"DELETE /v1/admin/webhooks/{webhook_id}", state.OpWebhookDelete, s.hWebhookDelete},
+		{"GET /v1/admin/webhooks/{webhook_id}/deliveries", state.OpWebhookDeliveries, s.hWebhookDeliveries},
 	}
 }
 

@@ -64,6 +64,9 @@ type Config struct {
 	// Broadcast sends a signed transaction to the configured Bitcoin node and returns its
 	// txid; nil when none is configured (a broadcast is then reported failed).
 	Broadcast func(ctx context.Context, txHex string) (string, error)
+	// SealWebhookSecret makes a new webhook's secret and seals it under the cluster's
+	// webhook key, bound to the webhook's id; nil when this node has no webhook key.
+	SealWebhookSecret func(webhookID string) ([]byte, error)
 }
 
 // Scheduler is the leader's scheduling: Schedule at stamping time, and the loop.
@@ -77,6 +80,8 @@ type Scheduler struct {
 	adminPub ed25519.PublicKey
 	// broadcastTx sends a signed transaction (nil: no Bitcoin node configured).
 	broadcastTx func(ctx context.Context, txHex string) (string, error)
+	// sealSecret makes and seals a new webhook's secret (nil: no webhook key).
+	sealSecret func(webhookID string) ([]byte, error)
 	// shuffle orders the candidates of a committee (random; fixed in tests).
 	shuffle func([]string)
 	kick    chan struct{}
@@ -96,7 +101,7 @@ func New(cfg Config) (*Scheduler, error) {
 		return nil, errors.New("scheduler: Config, State, IsLeader and Live are required")
 	}
 	s := &Scheduler{cfg: cfg.Config, log: cfg.Logger, fsm: cfg.State, isLeader: cfg.IsLeader, live: cfg.Live, nowFn: cfg.Now,
-		adminPub: cfg.AdminPublicKey, broadcastTx: cfg.Broadcast, shuffle: shuffle, kick: make(chan struct{}, 1)}
+		adminPub: cfg.AdminPublicKey, broadcastTx: cfg.Broadcast, sealSecret: cfg.SealWebhookSecret, shuffle: shuffle, kick: make(chan struct{}, 1)}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -168,6 +173,18 @@ func (n *Scheduler) Schedule(s *state.Submit, origin string) {
 	switch c.Op {
 	case state.OpAccessCreate:
 		s.Schedule = &state.Schedule{AccessKeyID: newID("ak_")}
+	case state.OpWebhookCreate:
+		if n.sealSecret == nil {
+			s.Unschedulable = "the leader has no webhook key: set webhooks.secret_key_file (the same 64 hex characters) on every node"
+			return
+		}
+		id := newID("wh_")
+		ct, err := n.sealSecret(id)
+		if err != nil {
+			s.Unschedulable = "the leader could not seal the webhook's secret: " + err.Error()
+			return
+		}
+		s.Schedule = &state.Schedule{WebhookID: id, WebhookSecret: ct}
 	case state.OpKeyCreate:
 		_, _, members := n.fsm.Cluster()
 		var ids, down []string

@@ -91,6 +91,8 @@ func (a *applier) call(c *Call) Result {
 		object = res.RequestID
 	case res.AccessKeyID != "":
 		object = res.AccessKeyID
+	case res.WebhookID != "":
+		object = res.WebhookID
 	case c.AccessKeyID != "":
 		object = c.AccessKeyID
 	case res.UserID != 0:
@@ -152,6 +154,11 @@ func (a *applier) callInner(c *Call) Result {
 			return refuse("perm.denied", "this route is for the admin and users")
 		}
 		return Result{}
+	case OpWebhookCreate, OpWebhookList, OpWebhookDelete, OpWebhookDeliveries:
+		if !admin {
+			return refuse("perm.denied", "webhooks are the admin's")
+		}
+		return a.webhookOp(c)
 	case OpUserCreate, OpSigpairCreate, OpUserList, OpUserGet, OpUserDisable, OpUserEnable,
 		OpUserRevokeTokens, OpUserPermissions, OpAuditList, OpAdminKeyRotate, OpAuditPrune,
 		OpRetentionGet, OpRetentionSet:

@@ -164,40 +164,44 @@ func decodeStrict(b []byte, v any) error {
 
 // Operations a Call can carry, one per API route.
 const (
-	OpClusterGet       = "cluster.get"
-	OpUserCreate       = "users.create"
-	OpSigpairCreate    = "users.create_sigpair"
-	OpUserList         = "users.list"
-	OpUserGet          = "users.get"
-	OpUserDisable      = "users.disable"
-	OpUserEnable       = "users.enable"
-	OpUserRevokeTokens = "users.revoke_tokens"
-	OpUserPermissions  = "users.permissions"
-	OpKeyCreate        = "keys.create"
-	OpKeyList          = "keys.list"
-	OpKeyGet           = "keys.get"
-	OpKeySign          = "keys.sign"
-	OpRequestGet       = "requests.get"
-	OpAuditList        = "audit.list"
-	OpAccessCreate     = "access.create"
-	OpAccessList       = "access.list"
-	OpAccessRevoke     = "access.revoke"
-	OpAccessLog        = "access.log"
-	OpAdminKeyRotate   = "admin.rotate_key"
-	OpAuditPrune       = "audit.prune"
-	OpRetentionGet     = "retention.get"
-	OpRetentionSet     = "retention.set"
-	OpPolicyCreate     = "policies.create"
-	OpPolicyList       = "policies.list"
-	OpPolicyGet        = "policies.get"
-	OpPolicyReplace    = "policies.replace"
-	OpPolicyArchive    = "policies.archive"
-	OpPolicyEvaluate   = "policies.evaluate"
-	OpApprovalList     = "approvals.list"
-	OpApprovalGet      = "approvals.get"
-	OpApprovalDecide   = "approvals.decide"
-	OpRequestCancel    = "requests.cancel"
-	OpEventList        = "events.list"
+	OpClusterGet        = "cluster.get"
+	OpUserCreate        = "users.create"
+	OpSigpairCreate     = "users.create_sigpair"
+	OpUserList          = "users.list"
+	OpUserGet           = "users.get"
+	OpUserDisable       = "users.disable"
+	OpUserEnable        = "users.enable"
+	OpUserRevokeTokens  = "users.revoke_tokens"
+	OpUserPermissions   = "users.permissions"
+	OpKeyCreate         = "keys.create"
+	OpKeyList           = "keys.list"
+	OpKeyGet            = "keys.get"
+	OpKeySign           = "keys.sign"
+	OpRequestGet        = "requests.get"
+	OpAuditList         = "audit.list"
+	OpAccessCreate      = "access.create"
+	OpAccessList        = "access.list"
+	OpAccessRevoke      = "access.revoke"
+	OpAccessLog         = "access.log"
+	OpAdminKeyRotate    = "admin.rotate_key"
+	OpAuditPrune        = "audit.prune"
+	OpRetentionGet      = "retention.get"
+	OpRetentionSet      = "retention.set"
+	OpPolicyCreate      = "policies.create"
+	OpPolicyList        = "policies.list"
+	OpPolicyGet         = "policies.get"
+	OpPolicyReplace     = "policies.replace"
+	OpPolicyArchive     = "policies.archive"
+	OpPolicyEvaluate    = "policies.evaluate"
+	OpApprovalList      = "approvals.list"
+	OpApprovalGet       = "approvals.get"
+	OpApprovalDecide    = "approvals.decide"
+	OpRequestCancel     = "requests.cancel"
+	OpEventList         = "events.list"
+	OpWebhookCreate     = "webhooks.create"
+	OpWebhookList       = "webhooks.list"
+	OpWebhookDelete     = "webhooks.delete"
+	OpWebhookDeliveries = "webhooks.deliveries"
 )
 
 // Call is one authenticated API request. Every authenticated request, reads included, is a
@@ -246,6 +250,10 @@ type Call struct {
 	ApprovalID     string            `json:"-"`
 	Decision       *api.DecisionBody `json:"-"`
 	ApprovalStatus string            `json:"-"`
+	// WebhookID is the webhook a route names; Webhook POST /v1/admin/webhooks's body
+	// (signed body only).
+	WebhookID string           `json:"-"`
+	Webhook   *api.WebhookBody `json:"-"`
 	// PSBT is POST /v1/keys/{key_id}/psbt's body (signed body only).
 	PSBT *api.PSBTBody `json:"-"`
 
@@ -301,6 +309,10 @@ type Schedule struct {
 	ChainCode []byte   `json:"chain_code,omitempty"`
 	// AccessKeyID is the id of a new access key ("ak_" + 32 hex characters).
 	AccessKeyID string `json:"access_key_id,omitempty"`
+	// WebhookID ("wh_" + 32 hex) and WebhookSecret (the secret sealed under the cluster's
+	// webhook key) are a new webhook's.
+	WebhookID     string `json:"webhook_id,omitempty"`
+	WebhookSecret []byte `json:"webhook_secret,omitempty"`
 }
 
 // ShareStored reports that a node stored its share of a new key.
@@ -369,6 +381,8 @@ type Result struct {
 	AccessKeyID string `json:"access_key_id,omitempty"`
 	// Existing is set when an idempotency key returned an earlier request.
 	Existing bool `json:"existing,omitempty"`
+	// WebhookID is the webhook a webhook route created or named.
+	WebhookID string `json:"webhook_id,omitempty"`
 	// PolicyID is the policy a policy route created or changed; ApprovalID the approval a
 	// request now waits for, or a decision concerned.
 	PolicyID   string `json:"policy_id,omitempty"`

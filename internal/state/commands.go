@@ -57,6 +57,7 @@ var reportBodies = map[string]func([]byte) (func(a *applier, node string) Result
 	TypeReschedule:        leaderReport((*applier).reschedule),
 	TypeFail:              leaderReport((*applier).fail),
 	TypeBroadcast:         leaderReport((*applier).broadcast),
+	TypeWebhookDelivery:   leaderReport((*applier).webhookDelivery),
 }
 
 // strict is a decoder that refuses unknown fields and trailing data.

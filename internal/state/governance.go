@@ -118,6 +118,8 @@ func (ap *Approval) View() api.Approval {
 
 func secs(ms int64) time.Time { return time.Unix(ms/1000, 0).UTC() }
 
+func millis(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
+
 func validApprovalFilter(s string) bool {
 	switch s {
 	case "", api.ApprovalPending, api.ApprovalApproved, api.ApprovalDenied, api.ApprovalExpired:

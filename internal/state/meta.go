@@ -53,6 +53,7 @@ type meta struct {
 	// EventSeq is the newest event's seq; EventRetentionMs the admin's event retention
 	// (0: the default) (events.go).
 	EventSeq         uint64 `json:"event_seq,omitempty"`
+	Webhooks         int    `json:"webhooks,omitempty"`
 	EventRetentionMs int64  `json:"event_retention_ms,omitempty"`
 	// RequestRetentionMs and AccessKeyRetentionMs are the admin's retention settings
 	// (PUT /v1/admin/retention); 0 means the default.

@@ -103,6 +103,10 @@ var routes = []route{
 	{http.MethodPost, []string{"approvals", "{}", "decisions"}, OpApprovalDecide},
 	{http.MethodPost, []string{"requests", "{}", "cancel"}, OpRequestCancel},
 	{http.MethodGet, []string{"events"}, OpEventList},
+	{http.MethodPost, []string{"admin", "webhooks"}, OpWebhookCreate},
+	{http.MethodGet, []string{"admin", "webhooks"}, OpWebhookList},
+	{http.MethodDelete, []string{"admin", "webhooks", "{}"}, OpWebhookDelete},
+	{http.MethodGet, []string{"admin", "webhooks", "{}", "deliveries"}, OpWebhookDeliveries},
 }
 
 // Routes lists every route the FSM knows as "METHOD /v1/path/{}" patterns.
@@ -279,6 +283,15 @@ func ParseRequest(f *SignedForm) *Call {
 		emptyBody()
 	case OpEventList:
 		c.Malformed = numericPage(q)
+		emptyBody()
+	case OpWebhookCreate:
+		var b api.WebhookBody
+		c.Malformed = DecodeBody(f.Body, &b)
+		c.Webhook = &b
+	case OpWebhookList:
+		emptyBody()
+	case OpWebhookDelete, OpWebhookDeliveries:
+		c.WebhookID = param()
 		emptyBody()
 	}
 	return c
