@@ -98,7 +98,11 @@ fuzz:
 #   -psbt-samples N      PSBT cell samples per side per repetition (default 5): a 10-input
 #                        PSBT signed by the cluster vs 10 concurrent in-process ECDSA signs
 #   -psbt=false          skip the PSBT cell
-#   -only PREFIXES       only the cells whose names start with these (e.g. -only psbt)
+#   -events-clients N    event streams (GET /v1/events, half admin, half the signing user)
+#                        open during the event-stream cell's Ed25519 signs (default 50)
+#   -events-duration D   each run of that cell, with and without streams (default 20s)
+#   -events=false        skip the event-stream cell (events_50_streams)
+#   -only PREFIXES       only the cells whose names start with these (e.g. -only psbt,events)
 #   -keep, -custosd PATH, -node-log-level LEVEL, -v, -out FILE
 # e.g. make bench BENCHFLAGS="-reps 1 -samples 10" for a quick look.
 BENCHFLAGS ?=

@@ -118,7 +118,8 @@ func runLoopback(ctx context.Context, o *options, bin string, base *baseline.Bas
 		warmPSBT = []op{d.base, d.clu}
 	}
 	cells = slices.DeleteFunc(cells, func(d cellDef) bool { return !o.selected(d.name) })
-	if len(cells) == 0 {
+	runEvents := o.events && o.selected(eventsCellName(o))
+	if len(cells) == 0 && !runEvents {
 		return fmt.Errorf("-only %s selects no cell", strings.Join(o.only, ","))
 	}
 
@@ -203,6 +204,11 @@ func runLoopback(ctx context.Context, o *options, bin string, base *baseline.Bas
 	}
 	rep.RSS = rss.finish()
 	rep.Cluster = &clusterInfo{Nodes: c.N(), Threshold: o.k, Binary: c.Binary()}
+	if runEvents {
+		if err := runEventsCell(ctx, o, c, cs, rep, log); err != nil {
+			return fmt.Errorf("%s cell: %w", eventsCellName(o), err)
+		}
+	}
 	if o.cpuProfile != "" {
 		signCells := slices.DeleteFunc(slices.Clone(cells), func(d cellDef) bool { return d.name != "ecdsa_sign" && d.name != "ed25519_sign" })
 		profs, err := profileCells(ctx, o, c, signCells, log)

@@ -8,7 +8,8 @@
 // called through the Go SDK with full authentication (user token and an RFC 9421
 // signature on every request). Cells: ECDSA sign (k-of-n), Ed25519 sign, ECDSA keygen
 // with a warm pre-parameter pool, ECDSA sign throughput at several concurrencies, and a
-// 10-input PSBT signing against 10 concurrent in-process ECDSA signings (psbt.go);
+// 10-input PSBT signing against 10 concurrent in-process ECDSA signings (psbt.go),
+// and Ed25519 sign throughput with and without 50 event streams open (events.go);
 // plus the nodes' peak RSS (VmHWM) under the highest concurrency. Baseline and cluster
 // samples alternate, each cell runs -reps times and the median of the repetitions'
 // p50, p95 and throughput is reported with the ratio cluster/baseline and the issue's
@@ -19,7 +20,8 @@
 //	go run ./test/bench [-out bench-results/bench.json] [-nodes 3 -k 2] [-samples 30]
 //	    [-keygen-samples 5] [-reps 3] [-conc 1,4,16] [-wan 50ms] [-wan-only]
 //	    [-phases] [-cpuprofile DIR [-cpuprofile-seconds 10s]]
-//	    [-psbt-samples 5] [-psbt=false] [-only psbt,ecdsa_sign,...]
+//	    [-psbt-samples 5] [-psbt=false] [-events=false] [-events-clients 50]
+//	    [-events-duration 20s] [-only psbt,ecdsa_sign,events,...]
 //
 // -phases breaks each cell's cluster latency down into the sign path's phases, from the
 // nodes' custos_phase_seconds histograms, scraped from their GET /metrics at the start
@@ -83,6 +85,9 @@ type options struct {
 	cpuProfileSecs time.Duration
 	psbt           bool
 	psbtSamples    int
+	events         bool
+	eventsClients  int
+	eventsDuration time.Duration
 	only           []string // cell name prefixes to run (nil = every cell)
 }
 
@@ -99,6 +104,9 @@ run, alternated, and prints a table and a JSON file. Profiling:
                         in DIR and print their top entries
 e.g. go run ./test/bench -keygen-samples 0 -conc 16 -phases -cpuprofile bench-results/prof
 PSBT: -psbt-samples N (default 5), -psbt=false skips the cell; -only psbt runs only it.
+Events: -events-clients N (default 50) streams of GET /v1/events open while Ed25519 signs
+run for -events-duration D (default 20s), against the same without streams;
+-events=false skips the cell; -only events runs only it.
 
 flags:
 `)
@@ -124,7 +132,10 @@ flags:
 	fs.DurationVar(&o.cpuProfileSecs, "cpuprofile-seconds", 10*time.Second, "how long each -cpuprofile profile runs")
 	fs.BoolVar(&o.psbt, "psbt", true, "run the PSBT cell: a 10-input PSBT signed by the cluster against 10 concurrent in-process ECDSA signings")
 	fs.IntVar(&o.psbtSamples, "psbt-samples", 5, "PSBT cell samples per side per repetition")
-	only := fs.String("only", "", "comma-separated cell name prefixes: run only the loopback cells whose name starts with one (e.g. psbt, ecdsa_sign, ed25519, ecdsa_keygen)")
+	fs.BoolVar(&o.events, "events", true, "run the event-stream cell: Ed25519 sign throughput with -events-clients GET /v1/events streams open (half admin, half the signing user) against the same without, and each stream's lag behind the signs")
+	fs.IntVar(&o.eventsClients, "events-clients", 50, "event streams the event-stream cell opens, spread over the nodes")
+	fs.DurationVar(&o.eventsDuration, "events-duration", 20*time.Second, "how long each run (with and without streams) of the event-stream cell signs, per repetition")
+	only := fs.String("only", "", "comma-separated cell name prefixes: run only the loopback cells whose name starts with one (e.g. psbt, ecdsa_sign, ed25519, ecdsa_keygen, events)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -154,6 +165,10 @@ flags:
 		return nil, fmt.Errorf("-keygen-samples must be 0..%d", maxSamples)
 	case o.psbtSamples < 1 || o.psbtSamples > maxSamples:
 		return nil, fmt.Errorf("-psbt-samples must be 1..%d", maxSamples)
+	case o.eventsClients < 1 || o.eventsClients > maxEventsClients:
+		return nil, fmt.Errorf("-events-clients must be 1..%d", maxEventsClients)
+	case o.eventsDuration < time.Second || o.eventsDuration > 10*time.Minute:
+		return nil, errors.New("-events-duration must be 1s..10m")
 	case o.reps < 1 || o.reps > maxReps:
 		return nil, fmt.Errorf("-reps must be 1..%d", maxReps)
 	case o.msgSize < 1 || o.msgSize > 1<<16:

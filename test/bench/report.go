@@ -46,6 +46,11 @@ type report struct {
 	// Profiles are the CPU profiles of -cpuprofile.
 	Profiles []profileReport `json:"profiles,omitempty"`
 	Notes    []string        `json:"notes,omitempty"`
+
+	// EventsClients and EventsDurS are the event-stream cell's -events-clients and
+	// -events-duration; 0 when it did not run (-events=false or -only).
+	EventsClients int     `json:"events_clients,omitempty"`
+	EventsDurS    float64 `json:"events_duration_s,omitempty"`
 }
 
 type clusterInfo struct {
@@ -101,6 +106,8 @@ type cellReport struct {
 	// Phases is the cluster side's sign-path breakdown of -phases, from the nodes'
 	// custos_phase_seconds histograms.
 	Phases []phaseStat `json:"phases,omitempty"`
+	// Events is the event-stream cell's stream figures (events.go).
+	Events *eventsReport `json:"events,omitempty"`
 }
 
 func ratio(a, b float64) float64 {
@@ -120,6 +127,10 @@ func newReport(o *options) *report {
 	if o.psbt {
 		r.PSBTSamples = o.psbtSamples
 	}
+	evCell := o.events && o.selected(eventsCellName(o))
+	if evCell {
+		r.EventsClients, r.EventsDurS = o.eventsClients, o.eventsDuration.Seconds()
+	}
 	r.Method = []string{
 		"baseline: tss-lib v2.0.2 parties in this one process; one inbox goroutine per party (Start, then UpdateFromBytes in order), out channels drained by their own goroutines, every message serialised with WireBytes and parsed again; signers = k random parties with BuildLocalSaveDataSubset; keygen with ready fixture pre-parameters",
 		"cluster: real custosd processes on loopback (test/cluster, internal/devcluster dev configs, pre-parameter pool warm from fixtures), called through node/client as one user: every request carries the user JWT and an RFC 9421 signature; signs go to a random node; per-caller rate limit off",
@@ -127,6 +138,7 @@ func newReport(o *options) *report {
 		"latency cells: samples one at a time, baseline and cluster alternating sample by sample; throughput cells: conc operations in flight (conc workers), max(samples, 4*conc) operations per run, baseline and cluster runs alternating in order from one repetition to the next",
 		"every figure is the median over the repetitions of that repetition's p50 / p95 (nearest rank) / throughput; ratio = cluster / baseline",
 		fmt.Sprintf("psbt cell: cluster = SignPSBT of a fresh %d-input regtest PSBT (every input P2WPKH, paying the key's child m/0/i, with synthetic previous transactions spending random outpoints, so no two samples share a txid or sighash), from the call until the request is signed, the finalized PSBT checked with btcd's script engine outside the timed part; baseline = %d in-process ECDSA signs (the ECDSA cells' engine) of different random digests started at once, wall time until the last is done; a latency cell (alternated sample by sample), ratio = cluster / baseline of the p50", psbtInputs, psbtInputs),
+		fmt.Sprintf("events cell: Ed25519 signs (the bench's Ed25519 key, a random node each, throughput cells' concurrency: %d) for events_duration_s without any event stream (baseline) and with events_clients GET /v1/events Server-Sent-Event streams open (SDK Events; stream i on node (i/2) mod n, even i as the admin, odd i as the signing user; opened after the log's head and checked live with a marker sign before the clock starts), the two runs alternating in order from one repetition to the next; rate = signs completed / wall time; lag = a request.signed event's arrival on a stream - the return of its signing call in the bench (negative when the stream was first), over every stream and sign; missing = signs whose request.signed a stream had not delivered %v after the run", eventsConc(o), eventsDrainTimeout),
 		"rss: VmHWM of every node, reset (clear_refs 5) just before the cluster run of the highest-concurrency cell and read right after it; max over repetitions",
 	}
 	if o.keygenSamples > 0 && o.keygenSamples < 30 && o.selected("ecdsa_keygen") {
@@ -140,6 +152,9 @@ func newReport(o *options) *report {
 	}
 	if o.psbt {
 		r.Notes = append(r.Notes, fmt.Sprintf("PSBT cell: %d samples per side per repetition (-psbt-samples); its in-process side signs with the baseline's root key (protocol/baseline has no child derivation), the cluster's with the children m/0/0..m/0/%d (tss-lib's key-derivation delta: a scalar and a few point additions per ceremony)", o.psbtSamples, psbtInputs-1))
+	}
+	if evCell {
+		r.Notes = append(r.Notes, fmt.Sprintf("events cell (%s): its baseline is the cluster itself without event streams (there is no Ed25519 throughput cell to reuse: those sign ECDSA, a fixed number of operations), run for the same %v at the same concurrency; its ratio = signs/s with %d streams / without; baseline_window_spread is how much the baseline's rate moves across %d windows of its own run, the yardstick for 'within noise'; the streams' consumers run in the bench process, on the same CPUs as the nodes", eventsCellName(o), o.eventsDuration, o.eventsClients, eventsWindows))
 	}
 	if len(o.only) > 0 {
 		r.Notes = append(r.Notes, "-only "+strings.Join(o.only, ",")+": only the loopback cells whose names start with these ran")
@@ -289,6 +304,11 @@ func (r *report) printTable(w io.Writer) {
 		}
 		fmt.Fprintf(w, "node VmHWM under c=%d load (%s): %s; max %.1f MiB, target <= %.0f MiB: %s\n", r.RSS.Concurrency, how,
 			strings.Join(parts, ", "), mib(r.RSS.MaxBytes), mib(r.RSS.TargetBytes), yesNo(r.RSS.Met))
+	}
+	for _, c := range r.Cells {
+		if c.Events != nil {
+			c.Events.print(w, c.Title, c.RatioThroughput)
+		}
 	}
 	for _, c := range r.Cells {
 		printPhases(w, c.Title, c.Phases)
