@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/custos/custos/internal/api"
+	"github.com/custos/custos/internal/authn"
 	"github.com/custos/custos/internal/state"
 )
 
@@ -20,8 +22,10 @@ import (
 // stream, it makes the node hold nothing more); at most maxStreams are open per node.
 
 const (
-	// maxStreams bounds the event streams open on a node at once.
-	maxStreams = 256
+	// maxStreams bounds the event streams open on a node at once; maxStreamsPerCaller
+	// those of one caller, so that no caller takes every slot.
+	maxStreams          = 256
+	maxStreamsPerCaller = 8
 	// streamPage is how many events a stream reads from the log at once; streamScan how
 	// many records it reads at most looking for the caller's.
 	streamPage = 100
@@ -63,8 +67,14 @@ func (s *Server) hEvents(x *exchange) *apiError {
 		for i := range evs {
 			out.Events = append(out.Events, evs[i].View())
 		}
-		if more, _ := s.events.Events(user, all, last, 1, streamScan); len(more) > 0 {
+		// next: when more events the caller may see follow, or when the probe ran out of
+		// its scan before the end of the log (a long run of events the caller does not
+		// see): then the page ends where the probe stopped, so that no later event is lost
+		// and no page scans more than twice streamScan records.
+		if more, probed := s.events.Events(user, all, last, 1, streamScan); len(more) > 0 {
 			out.Next = strconv.FormatUint(last, 10)
+		} else if probed-last >= streamScan {
+			out.Next = strconv.FormatUint(probed, 10)
 		}
 		x.json(http.StatusOK, out)
 		return nil
@@ -72,6 +82,11 @@ func (s *Server) hEvents(x *exchange) *apiError {
 	if s.life.Err() != nil {
 		return errf(api.CodeClusterUnavailable, "the node is stopping; reconnect to another node")
 	}
+	if !s.openStream(x.caller.Actor()) {
+		return &apiError{Status: http.StatusTooManyRequests, Code: api.CodeRateLimited,
+			Detail: fmt.Sprintf("at most %d event streams per caller on a node; close one (one stream sees every event the caller may see)", maxStreamsPerCaller), RetryAfter: 5}
+	}
+	defer s.closeStream(x.caller.Actor())
 	select {
 	case s.streams <- struct{}{}:
 		defer func() { <-s.streams }()
@@ -106,7 +121,14 @@ func (s *Server) stream(x *exchange, user uint64, all bool, after uint64) {
 		return
 	}
 	flusher.Flush()
+	_, adminKey := s.st.AdminKeys()
 	for {
+		// A stream lives as long as its credential would still be accepted: not past the
+		// token's expiry, nor once the user is disabled, its tokens revoked or the admin
+		// key rotated (a request signed now with it would be refused).
+		if !s.streamAllowed(x.caller, adminKey) {
+			return
+		}
 		evs, last := s.events.Events(user, all, after, streamPage, streamScan)
 		for i := range evs {
 			b, err := json.Marshal(evs[i].View())
@@ -138,6 +160,25 @@ func (s *Server) stream(x *exchange, user uint64, all bool, after uint64) {
 			flusher.Flush()
 		}
 	}
+}
+
+// streamAllowed reports whether a stream's caller would still be let in at this
+// node's state and clock: the token not expired; a user still active, its token issued
+// after its tokens were last revoked; the admin's key (key-pair mode) still the one the
+// stream began with.
+func (s *Server) streamAllowed(c authn.Principal, adminKey []byte) bool {
+	if c.TokenExpires != 0 && c.TokenExpires <= s.now().Unix() {
+		return false
+	}
+	switch c.Kind {
+	case state.CallerAdmin:
+		_, cur := s.st.AdminKeys()
+		return bytes.Equal(cur, adminKey)
+	case state.CallerUser:
+		u := s.st.User(c.UserID)
+		return u != nil && u.Status == state.UserActive && c.TokenIssuedAt >= u.TokensNotBefore
+	}
+	return false
 }
 
 // hWebhookCreate answers POST /v1/admin/webhooks: 201 with the webhook and, only here, its
@@ -197,4 +238,23 @@ func (s *Server) hWebhookDeliveries(x *exchange) *apiError {
 	}
 	x.json(http.StatusOK, out)
 	return nil
+}
+
+// openStream counts a stream of caller, refusing one past maxStreamsPerCaller.
+func (s *Server) openStream(caller string) bool {
+	s.streamMu.Lock()
+	defer s.streamMu.Unlock()
+	if s.streamsBy[caller] >= maxStreamsPerCaller {
+		return false
+	}
+	s.streamsBy[caller]++
+	return true
+}
+
+func (s *Server) closeStream(caller string) {
+	s.streamMu.Lock()
+	defer s.streamMu.Unlock()
+	if s.streamsBy[caller]--; s.streamsBy[caller] <= 0 {
+		delete(s.streamsBy, caller)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -157,6 +158,9 @@ type Server struct {
 	// streams open at once.
 	events  EventLog
 	streams chan struct{}
+	// streamMu guards streamsBy: the open event streams per caller.
+	streamMu  sync.Mutex
+	streamsBy map[string]int
 	// openSecret opens a new webhook's secret (nil: no webhook key on this node).
 	openSecret func(webhookID string, sealed []byte) (string, error)
 	// life ends (endLife) when the node stops: open streams end with it, so that the
@@ -190,7 +194,7 @@ func New(cfg Config) (*Server, error) {
 		phases: cfg.Phases, now: cfg.Now, isLeader: cfg.IsLeader, leader: cfg.Leader, live: cfg.Live,
 		notReady: cfg.NotReady, session: cfg.SessionID, debug: cfg.DebugState, after: cfg.AfterCommit,
 		limiter: newRateLimiter(cfg.Config.RateLimit()), akWaits: make(chan struct{}, maxAccessKeyWaits), waiters: newWaiters(),
-		events: cfg.State, streams: make(chan struct{}, maxStreams), openSecret: cfg.OpenWebhookSecret,
+		events: cfg.State, streams: make(chan struct{}, maxStreams), openSecret: cfg.OpenWebhookSecret, streamsBy: map[string]int{},
 	}
 	s.life, s.endLife = context.WithCancel(context.Background())
 	if s.log == nil {

@@ -133,7 +133,8 @@ func (a *applier) pruneEvents() (behind bool) {
 // record.
 func (f *FSM) Events(user uint64, all bool, after uint64, limit, scan int) (out []EventRecord, last uint64) {
 	last = after
-	if limit <= 0 {
+	if limit <= 0 || after == ^uint64(0) {
+		// (after+1 would wrap to the start of the log.)
 		return nil, last
 	}
 	f.read(func(r readKV, _ *meta) {

@@ -196,13 +196,15 @@ func (a *applier) webhookDelivery(d *WebhookDelivery, actor string) Result {
 	if len(d.Attempts) > maxReportAttempts {
 		return refuse(api.CodeRequestMalformed, fmt.Sprintf("at most %d attempts a report", maxReportAttempts))
 	}
-	if d.Through > w.Through {
-		w.Through = d.Through
-	}
+	// Every check before any change: a refused report changes nothing (a refusal does not
+	// roll the entry back).
 	for _, at := range d.Attempts {
 		if at.EventSeq > a.m.EventSeq {
 			return refuse(api.CodeRequestConflict, "an attempt names an event the log does not hold")
 		}
+	}
+	if d.Through > w.Through {
+		w.Through = d.Through
 	}
 	for _, at := range d.Attempts {
 		w.LogNext++

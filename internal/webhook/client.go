@@ -37,17 +37,22 @@ type Guard struct {
 
 var (
 	// metadata are the cloud metadata addresses (AWS, GCP, Azure: 169.254.169.254; AWS
-	// IPv6: fd00:ec2::254; Alibaba: 100.100.100.200; Oracle: 192.0.0.192).
+	// IPv6: fd00:ec2::254; GCP IPv6: fd20:ce::254; Alibaba: 100.100.100.200; Oracle:
+	// 192.0.0.192).
 	metadata = []netip.Addr{
 		netip.MustParseAddr("169.254.169.254"),
 		netip.MustParseAddr("fd00:ec2::254"),
+		netip.MustParseAddr("fd20:ce::254"),
 		netip.MustParseAddr("100.100.100.200"),
 		netip.MustParseAddr("192.0.0.192"),
 	}
 	thisNetwork = netip.MustParsePrefix("0.0.0.0/8")
 	broadcast   = netip.MustParseAddr("255.255.255.255")
 	nat64       = netip.MustParsePrefix("64:ff9b::/96")
-	v4compat    = netip.MustParsePrefix("::/96")
+	// nat64Local is the local-use NAT64 prefix (RFC 8215); a translator may use any /96
+	// in it, with the IPv4 address in the last 32 bits.
+	nat64Local = netip.MustParsePrefix("64:ff9b:1::/48")
+	v4compat   = netip.MustParsePrefix("::/96")
 )
 
 // CheckIP refuses an address a delivery must not reach: unspecified ("this network"),
@@ -59,7 +64,7 @@ func (g Guard) CheckIP(ip netip.Addr) error {
 		return errors.New("webhook: no address")
 	}
 	ip = ip.WithZone("").Unmap()
-	if ip.Is6() && (nat64.Contains(ip) || (v4compat.Contains(ip) && ip != netip.IPv6Unspecified() && ip != netip.IPv6Loopback())) {
+	if ip.Is6() && (nat64.Contains(ip) || nat64Local.Contains(ip) || (v4compat.Contains(ip) && ip != netip.IPv6Unspecified() && ip != netip.IPv6Loopback())) {
 		b := ip.As16()
 		inner := netip.AddrFrom4([4]byte(b[12:]))
 		if err := g.CheckIP(inner); err != nil {
