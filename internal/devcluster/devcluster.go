@@ -46,7 +46,8 @@ type Spec struct {
 	P2PPorts    []int
 	// FixturesDir seeds ECDSA pre-parameters (INSECURE; dev mode only).
 	FixturesDir string
-	// Extra is merged into every node's configuration (for tests: timeouts, log level).
+	// Extra is merged into every node's configuration (for tests: timeouts, log level);
+	// a section given as nil is left out.
 	Extra map[string]any
 	// Custosd is the custosd binary that creates each node's data directory
 	// (`custosd init`); required.
@@ -162,6 +163,12 @@ func Create(spec Spec) (*Cluster, error) {
 			"webhooks": map[string]any{"secret_key_file": webhookKeyFile, "allow_loopback": true},
 		}
 		for k, v := range spec.Extra {
+			if v == nil {
+				// A section given as nil is left out (a binary from before it knows no
+				// such section and would refuse the configuration).
+				delete(c, k)
+				continue
+			}
 			base, isMap := c[k].(map[string]any)
 			add, addMap := v.(map[string]any)
 			if isMap && addMap {
