@@ -71,21 +71,21 @@ func (g Guard) CheckIP(ip netip.Addr) error {
 			return fmt.Errorf("webhook: address %s refused: it carries %s", ip, inner)
 		}
 	}
-	refuse := func(why string) error { return fmt.Errorf("webhook: address %s refused: %s", ip, why) }
+	notAllowed := func(why string) error { return fmt.Errorf("webhook: address %s refused: %s", ip, why) }
 	for _, m := range metadata {
 		if ip == m {
-			return refuse("a cloud metadata address")
+			return notAllowed("a cloud metadata address")
 		}
 	}
 	switch {
 	case ip.IsUnspecified(), ip.Is4() && thisNetwork.Contains(ip):
-		return refuse("unspecified")
+		return notAllowed("unspecified")
 	case ip.IsMulticast(), ip == broadcast:
-		return refuse("multicast or broadcast")
+		return notAllowed("multicast or broadcast")
 	case ip.IsLinkLocalUnicast() && !g.AllowLinkLocal:
-		return refuse("link-local")
+		return notAllowed("link-local")
 	case ip.IsLoopback() && !g.AllowLoopback:
-		return refuse("loopback")
+		return notAllowed("loopback")
 	}
 	return nil
 }
