@@ -784,10 +784,6 @@ func (a *applier) reschedule(c *Reschedule, actor string) Result {
 			a.failRequest(r, res.Code, "not rescheduled: "+res.Detail, actor)
 			return Result{RequestID: r.ID}
 		}
-		if res := a.rejudge(r); !res.OK() {
-			a.failRequest(r, res.Code, "not rescheduled: "+res.Detail, actor)
-			return Result{RequestID: r.ID}
-		}
 	}
 	if res := a.assign(r, a.key(r.KeyID), c.Committee, c.Nonce); !res.OK() {
 		return res

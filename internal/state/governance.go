@@ -530,10 +530,6 @@ func (a *applier) release(r *Request, c *Reschedule, actor string) Result {
 			a.failRequest(r, res.Code, "not run: "+res.Detail, actor)
 			return Result{RequestID: r.ID}
 		}
-		if res := a.rejudge(r); !res.OK() {
-			a.failRequest(r, res.Code, "not run: "+res.Detail, actor)
-			return Result{RequestID: r.ID}
-		}
 		if res := a.assign(r, a.key(r.KeyID), c.Committee, c.Nonce); !res.OK() {
 			return res
 		}

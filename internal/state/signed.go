@@ -128,10 +128,11 @@ func (a *applier) rotateAdminKey(c *Call) Result {
 	return Result{}
 }
 
-// reauthorise judges again, when a request is rescheduled, what may have changed since
-// it was submitted: the caller's status, permission, access key and the key's status,
-// and that the request is still within its signature window (a leader cannot hold a
-// signed request and run it much later).
+// reauthorise judges again, when a sign request is scheduled after its submission (an
+// approved request's run, a retry), what may have changed since it was submitted: the
+// caller's status, permission, access key, the key's status and the policies (a block
+// added since fails it; governance.go's rejudge), and that the request is still within
+// its signature window (a leader cannot hold a signed request and run it much later).
 func (a *applier) reauthorise(r *Request) Result {
 	if a.stamp-r.RunnableAt() > SignatureWindowS*1000 {
 		return refuse("ceremony.failed", fmt.Sprintf("not executed within %d s of its submission (or of its approval)", SignatureWindowS))
@@ -155,7 +156,7 @@ func (a *applier) reauthorise(r *Request) Result {
 	if !p.has(PermKeysSign) || !p.sees(k) {
 		return refuse("perm.denied", "the caller no longer holds keys:sign on this key")
 	}
-	return Result{}
+	return a.rejudge(r)
 }
 
 // dirView is the verifier's view of the state: the batch being applied, or a view of
