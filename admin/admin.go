@@ -244,10 +244,11 @@ func (a *Admin) Retention(ctx context.Context) (*Retention, error) {
 }
 
 // SetRetention replaces the writable retention settings that r gives (non-zero
-// FinishedRequestsS, DeadAccessKeysS; seconds) for the whole cluster, from the entry on,
-// and returns the settings now in force (PUT /v1/admin/retention).
+// FinishedRequestsS, DeadAccessKeysS, EventsS, KeyDeletionDelayS; seconds) for the whole
+// cluster, from the entry on, and returns the settings now in force (PUT
+// /v1/admin/retention).
 func (a *Admin) SetRetention(ctx context.Context, r Retention) (*Retention, error) {
-	body := Retention{FinishedRequestsS: r.FinishedRequestsS, DeadAccessKeysS: r.DeadAccessKeysS}
+	body := Retention{FinishedRequestsS: r.FinishedRequestsS, DeadAccessKeysS: r.DeadAccessKeysS, EventsS: r.EventsS, KeyDeletionDelayS: r.KeyDeletionDelayS}
 	var out Retention
 	if err := a.c.Do(ctx, http.MethodPut, "/v1/admin/retention", body, &out); err != nil {
 		return nil, err

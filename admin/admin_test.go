@@ -150,6 +150,12 @@ func exercise(t *testing.T, a *Admin, cl *nodetest.Cluster) {
 	}
 	_, err = a.SetRetention(ctx, Retention{FinishedRequestsS: 60})
 	wantAPIError(t, err, api.CodeRequestMalformed)
+	// Every writable setting reaches the cluster (events and the key deletion delay were
+	// once dropped by this method).
+	ret, err = a.SetRetention(ctx, Retention{EventsS: 2 * 3600, KeyDeletionDelayS: 3 * 86400})
+	if err != nil || ret.EventsS != 2*3600 || ret.KeyDeletionDelayS != 3*86400 || ret.FinishedRequestsS != 2*86400 {
+		t.Fatalf("SetRetention events and deletion delay: %+v %v", ret, err)
+	}
 
 	c, err := a.Cluster(ctx)
 	if err != nil || c.Name != cl.Name() || c.Parties != cl.N() || len(c.Members) != cl.N() || c.Leader == "" {

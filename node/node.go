@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/custos/custos/internal/auth"
 	"github.com/custos/custos/internal/authn"
@@ -79,6 +81,18 @@ type Node struct {
 	fatal   chan error
 	faultFS *errorfs.Toggle
 
+	// control serves the control socket (backup, master-key rotation) while the node
+	// runs; restoreUntil is when the restore guard ends (zero: not restored).
+	control      *controlServer
+	restoreUntil time.Time
+
+	// membersMu guards what syncMembers last installed in the p2p host: the replicated
+	// member list and the raft servers it was computed from (membersSynced: once).
+	membersMu     sync.Mutex
+	membersSynced bool
+	syncedFSM     []state.Member
+	syncedRaft    []raftnode.Server
+
 	// ctx ends when Stop begins; bg counts the node's own loops (dispatch, metrics,
 	// health, the API server, test hooks), which Stop waits for.
 	ctx      context.Context
@@ -130,6 +144,7 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 		return nil, fmt.Errorf("keystore: %w", err)
 	}
 	n.ks = ks
+	n.loadRestoreGuard()
 	an, adminPub, err := newAuthn(cfg)
 	if err != nil {
 		ks.Close()
@@ -319,6 +334,8 @@ func (n *Node) Start(ctx context.Context) error {
 	n.vouch = vouch.New(vouch.Config{NodeID: n.cfg.NodeID, Logger: n.log, State: n.fsm, Store: n.ks, Registerer: n.met.reg})
 	n.fsm.OnSnapshot(n.vouch.OnSnapshot)
 	n.fsm.OnRestore(n.vouch.OnRestore)
+	// The gater and the dial addresses follow the replicated member list from here on.
+	n.syncMembers()
 
 	broadcast, err := bitcoinBroadcaster(n.cfg)
 	if err != nil {
@@ -329,7 +346,7 @@ func (n *Node) Start(ctx context.Context) error {
 		return err
 	}
 	if n.sched, err = scheduler.New(scheduler.Config{Config: n.cfg, Logger: n.log, State: n.fsm, IsLeader: n.isLeader, Live: n.live, Now: n.now, AdminPublicKey: n.adminPub, Broadcast: broadcast,
-		SealWebhookSecret: sealWebhookSecret(kr)}); err != nil {
+		SealWebhookSecret: sealWebhookSecret(kr), Raft: raftMembership{n}}); err != nil {
 		return err
 	}
 	if n.raft, err = raftnode.New(raftnode.Config{
@@ -346,14 +363,14 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	if n.runner, err = ceremony.New(ceremony.Config{
 		Config: n.cfg, Logger: n.log, State: n.fsm, Reporter: n.raft, Engine: n.engine, PreParams: n.pool, Store: n.ks,
-		Blocked: n.vouch.Blocked, Now: n.now, IsLeader: n.isLeader, Registerer: n.met.reg, Phases: n.met.phases,
+		Blocked: n.ceremonyBlocked, Now: n.now, IsLeader: n.isLeader, Registerer: n.met.reg, Phases: n.met.phases,
 	}); err != nil {
 		return err
 	}
 	if n.api, err = httpapi.New(httpapi.Config{
 		Config: n.cfg, Logger: n.log, State: n.fsm, Authn: n.authn, Proposer: submitter{n.raft},
 		Registry: n.met.reg, Phases: n.met.phases, Now: n.now, IsLeader: n.isLeader, Leader: n.raft.Leader, Live: n.live,
-		NotReady: n.notReady, SessionID: ceremony.SessionID, DebugState: n.debugState, AfterCommit: n.afterCommit(),
+		NotReady: n.readiness, SessionID: ceremony.SessionID, DebugState: n.debugState, AfterCommit: n.afterCommit(),
 		OpenWebhookSecret: openWebhookSecret(kr),
 	}); err != nil {
 		return err
@@ -375,6 +392,7 @@ func (n *Node) Start(ctx context.Context) error {
 	n.runner.Start()
 	n.goBG(n.metricsLoop)
 	n.goBG(n.watchHealth)
+	n.goBG(n.membersLoop)
 
 	ln, err := httpapi.Listen(n.cfg)
 	if err != nil {
@@ -387,6 +405,9 @@ func (n *Node) Start(ctx context.Context) error {
 			n.log.Error("api server stopped", "err", err)
 		}
 	})
+	if err := n.startControl(); err != nil {
+		return err
+	}
 	scheme := "http"
 	if n.cfg.APITLS() {
 		scheme = "https"
@@ -436,6 +457,16 @@ func (n *Node) dispatchEvents(ctx context.Context) {
 				n.api.Settled(e.RequestID)
 			case state.EventKeyFailed:
 				n.runner.KeyFailed(e.KeyID)
+			case state.EventKeyDeleted:
+				n.runner.KeyDeleted(e.KeyID)
+			case state.EventReshared:
+				n.runner.Reshared(e.KeyID)
+				n.api.Settled(e.RequestID)
+			case state.EventReshareFailed:
+				n.runner.ReshareFailed(e.KeyID)
+			case state.EventMembers:
+				n.syncMembers()
+				n.sched.Kick()
 			case state.EventRetry, state.EventApproved:
 				n.sched.Kick()
 			case state.EventCheckpoint, state.EventCheckpointVote:
@@ -457,6 +488,146 @@ func (n *Node) live(nodeID string) bool {
 	}
 	pid, ok := n.host.PeerIDOf(nodeID)
 	return ok && n.host.Connected(pid)
+}
+
+// membersInterval is how often membersLoop looks for a changed member list.
+const membersInterval = 2 * time.Second
+
+// membersLoop calls syncMembers every membersInterval (it does nothing when nothing
+// changed).
+func (n *Node) membersLoop(ctx context.Context) {
+	every(ctx, membersInterval, func() bool {
+		n.syncMembers()
+		return true
+	})
+}
+
+// syncMembers makes the p2p host admit and dial the cluster's members as the replicated
+// state lists them (effectiveMembers): the connection gater refuses a removed member, a
+// new one is admitted and dialled, and connections to members that stay are kept. It
+// compares its inputs with those it installed last and does nothing when they did not
+// change, so it is cheap to call often (the ticker, the FSM's member events).
+func (n *Node) syncMembers() {
+	_, _, fsmMembers := n.fsm.Cluster()
+	var servers []raftnode.Server
+	if n.raft != nil {
+		servers, _ = n.raft.Servers() // nil before raft opened: only bootstrap members count
+	}
+	n.membersMu.Lock()
+	defer n.membersMu.Unlock()
+	if n.membersSynced && slices.EqualFunc(fsmMembers, n.syncedFSM, sameStateMember) && slices.Equal(servers, n.syncedRaft) {
+		return
+	}
+	list, skipped := effectiveMembers(n.cfg.Cluster.Members, fsmMembers, servers)
+	for _, err := range skipped {
+		n.log.Error("cluster member left out of the p2p member set", "err", err)
+	}
+	if !slices.EqualFunc(list, n.host.Members(), sameP2PMember) {
+		if err := n.host.SetMembers(list); err != nil {
+			n.log.Error("p2p member set not updated", "err", err)
+			return
+		}
+		ids := make([]string, len(list))
+		for i, m := range list {
+			ids[i] = m.NodeID
+		}
+		n.log.Info("p2p member set", "members", strings.Join(ids, ","), "from_state", len(fsmMembers) > 0)
+	}
+	for i := range fsmMembers { // kept for the comparison: not shared with the FSM
+		fsmMembers[i].P2PAddrs = slices.Clone(fsmMembers[i].P2PAddrs)
+	}
+	n.membersSynced, n.syncedFSM, n.syncedRaft = true, fsmMembers, servers
+}
+
+// sameP2PMember compares members as p2p.Host.Members returns them (list sorted by id).
+func sameP2PMember(a, b p2p.Member) bool {
+	return a.NodeID == b.NodeID && a.PeerID == b.PeerID && slices.EqualFunc(a.Addrs, b.Addrs, func(x, y ma.Multiaddr) bool { return x.Equal(y) })
+}
+
+func sameStateMember(a, b state.Member) bool {
+	return a.ID == b.ID && a.PeerID == b.PeerID && a.API == b.API && a.Status == b.Status && slices.Equal(a.P2PAddrs, b.P2PAddrs)
+}
+
+// effectiveMembers is the p2p member set: whom this node admits and dials.
+//
+//   - Until the replicated state holds a member list (a new cluster before its first
+//     entry, a joining node before it caught up), the configuration's bootstrap members.
+//   - Then the state's members, each under the peer id the state gives it. Addresses: the
+//     configuration's when it lists the same node with the same peer id (what this host
+//     dials may differ from what the others dial: a NAT mapping, a test proxy per link),
+//     else the state's. A member the state no longer lists is dropped.
+//   - Plus a configured member the state does not list while the raft configuration does
+//     (this node's state is behind a change that raft already made); a configured member
+//     neither lists is dropped, so that a removed node listed in an old configuration
+//     file is not admitted again after a restart.
+//
+// Members that cannot be used (a bad peer id or address, a peer id already taken, beyond
+// p2p.MaxMembers) are left out and returned as errors.
+func effectiveMembers(cfg []config.Member, fsm []state.Member, servers []raftnode.Server) ([]p2p.Member, []error) {
+	var (
+		out   []p2p.Member
+		errs  []error
+		ids   = map[string]bool{}
+		peers = map[peer.ID]bool{}
+	)
+	add := func(id, peerID string, addrs []string) {
+		if ids[id] {
+			return
+		}
+		m, err := p2p.ParseMember(id, peerID, addrs)
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+			return
+		case peers[m.PeerID]:
+			errs = append(errs, fmt.Errorf("member %s: peer id %s is already member %s's", id, m.PeerID, nodeOfPeer(out, m.PeerID)))
+			return
+		case len(out) >= p2p.MaxMembers:
+			errs = append(errs, fmt.Errorf("member %s: more than %d members", id, p2p.MaxMembers))
+			return
+		}
+		ids[id], peers[m.PeerID] = true, true
+		out = append(out, m)
+	}
+	if len(fsm) == 0 {
+		for _, m := range cfg {
+			add(m.ID, m.PeerID, m.P2PAddrs)
+		}
+		return sortMembers(out), errs
+	}
+	byID := make(map[string]config.Member, len(cfg))
+	for _, m := range cfg {
+		byID[m.ID] = m
+	}
+	for _, m := range fsm {
+		addrs := m.P2PAddrs
+		if c, ok := byID[m.ID]; ok && c.PeerID == m.PeerID && len(c.P2PAddrs) > 0 {
+			addrs = c.P2PAddrs
+		}
+		add(m.ID, m.PeerID, addrs)
+	}
+	for _, c := range cfg {
+		inRaft := slices.ContainsFunc(servers, func(s raftnode.Server) bool { return s.ID == c.ID && s.PeerID == c.PeerID })
+		if inRaft && !ids[c.ID] {
+			add(c.ID, c.PeerID, c.P2PAddrs)
+		}
+	}
+	return sortMembers(out), errs
+}
+
+// sortMembers sorts by node id, as p2p.Host.Members does.
+func sortMembers(ms []p2p.Member) []p2p.Member {
+	slices.SortFunc(ms, func(a, b p2p.Member) int { return strings.Compare(a.NodeID, b.NodeID) })
+	return ms
+}
+
+func nodeOfPeer(ms []p2p.Member, p peer.ID) string {
+	for _, m := range ms {
+		if m.PeerID == p {
+			return m.NodeID
+		}
+	}
+	return ""
 }
 
 func p2pMembers(ms []config.Member) ([]p2p.Member, error) {
@@ -486,11 +657,12 @@ func (n *Node) goBG(f func(ctx context.Context)) {
 	}()
 }
 
-// Stop shuts the node down in the reverse order of Start: API first, then ceremonies,
-// the leader's loop, vouching, the pool, raft, the node's loops, the state database, p2p
-// and the keystore.
+// Stop shuts the node down in the reverse order of Start: the control socket and the API
+// first, then ceremonies, the leader's loop, vouching, the pool, raft, the node's loops,
+// the state database, p2p and the keystore.
 func (n *Node) Stop(ctx context.Context) error {
 	var errs []error
+	n.stopControl()
 	if n.api != nil {
 		n.api.EndStreams()
 	}

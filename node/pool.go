@@ -70,8 +70,15 @@ func loadFixtures(cfg *config.Config) ([][]byte, error) {
 		ids = append(ids, m.ID)
 	}
 	slices.Sort(ids)
+	start, stride := slices.Index(ids, cfg.NodeID), len(ids)
+	if slot := cfg.PreParams.InsecureFixtureSlot; slot != nil {
+		start, stride = *slot, cfg.PreParams.InsecureFixtureStride
+		if stride <= 0 {
+			stride = 6
+		}
+	}
 	var out [][]byte
-	for i := slices.Index(ids, cfg.NodeID); i >= 0 && i < len(files); i += len(ids) {
+	for i := start; i >= 0 && i < len(files); i += stride {
 		b, err := os.ReadFile(files[i])
 		if err != nil {
 			return nil, fmt.Errorf("fixture: %w", err)

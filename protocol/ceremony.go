@@ -28,14 +28,24 @@ type ceremony struct {
 	e         *Engine
 	sid       SessionID
 	self      string
-	members   []string // sorted node ids
+	members   []string // sorted node ids (in a resharing: old and new committees)
 	memberSet map[string]bool
-	pids      map[string]*tss.PartyID // node id -> tss-lib party id (indexed)
+	roles     map[string]roleSet      // node id -> the committees it is in (RoleNone for keygen and signing)
+	pids      map[string]*tss.PartyID // node id -> tss-lib party id (indexed), keygen and signing
 	sorted    tss.SortedPartyIDs
 	byKey     map[string]string // hex party key -> node id
 	spec      *protoSpec
 	check     checkFunc
 	log       *slog.Logger
+
+	// resharing: the parties of the old and the new committee, and which
+	// role each party key plays
+	reshare   bool
+	oldPids   map[string]*tss.PartyID
+	newPids   map[string]*tss.PartyID
+	oldSorted tss.SortedPartyIDs
+	newSorted tss.SortedPartyIDs
+	keyRole   map[string]PartyRole
 
 	// queue, filled by Deliver, drained by the inbox loop
 	qmu     sync.Mutex
@@ -47,14 +57,14 @@ type ceremony struct {
 	notify  chan struct{}
 
 	// inbox loop state
-	party    tss.Party
+	locals   []*localParty       // this node's tss-lib parties (two in a resharing where it is in both committees)
 	seen     map[msgKey][32]byte // every tss message taken: hash of its payload
 	seenRaw  map[rawKey]struct{} // the same, by sender and payload hash only
 	accepted map[msgKey]tss.ParsedMessage
 	bcast    map[msgKey][32]byte // broadcasts received, as this node saw them
 	echoes   map[echoKey][32]byte
-	deferred []tss.ParsedMessage
-	tssDone  bool
+	deferred []deferredMsg
+	tssDone  bool // every local party has finished
 	failed   *CeremonyError
 	// peerAbort is set when another member said it gave up; the ceremony
 	// fails with it after abortGrace unless first-hand evidence comes first.
@@ -65,6 +75,21 @@ type ceremony struct {
 }
 
 type msgKey struct{ from, typ string }
+
+// localParty is one of this node's tss-lib parties in a ceremony.
+type localParty struct {
+	role  PartyRole
+	party tss.Party
+	done  bool
+}
+
+// deferredMsg is a message whose checks wait for another one; to is the set
+// of local parties it goes to.
+type deferredMsg struct {
+	from string
+	msg  tss.ParsedMessage
+	to   roleSet
+}
 
 type rawKey struct {
 	from string
@@ -78,21 +103,61 @@ type outbound struct {
 	m  *Message
 }
 
-// newCeremony checks a committee and builds the tss-lib party ids for it.
+// newCeremony checks a committee and builds the tss-lib party ids for it,
+// with the party keys of generation 0.
 func (e *Engine) newCeremony(sid SessionID, committee []string, spec *protoSpec) (*ceremony, error) {
+	return e.newCeremonyAt(sid, committee, spec, 0)
+}
+
+// newCeremonyAt is newCeremony with the party keys of generation gen.
+func (e *Engine) newCeremonyAt(sid SessionID, committee []string, spec *protoSpec, gen uint32) (*ceremony, error) {
+	members, err := checkCommittee("committee", committee)
+	if err != nil {
+		return nil, err
+	}
+	c := e.ceremonyBase(sid, members, spec)
+	var perr error
+	c.pids, c.sorted, perr = c.addParties(members, RoleNone, gen)
+	if perr != nil {
+		return nil, perr
+	}
+	if !c.memberSet[c.self] {
+		return nil, invalidArg("this node (%q) is not in the committee", c.self)
+	}
+	return c, nil
+}
+
+// checkCommittee returns a sorted copy of a committee after checking its
+// size and ids.
+func checkCommittee(what string, committee []string) ([]string, error) {
 	members := slices.Clone(committee)
 	slices.Sort(members)
 	if len(members) < 2 || len(members) > MaxCommittee {
-		return nil, invalidArg("committee of %d parties (want 2..%d)", len(members), MaxCommittee)
+		return nil, invalidArg("%s of %d parties (want 2..%d)", what, len(members), MaxCommittee)
 	}
+	for i, id := range members {
+		if id == "" || len(id) > MaxNodeIDLen {
+			return nil, invalidArg("node id %q is empty or longer than %d bytes", id, MaxNodeIDLen)
+		}
+		if i > 0 && members[i-1] == id {
+			return nil, invalidArg("node id %q appears twice in the %s", id, what)
+		}
+	}
+	return members, nil
+}
+
+// ceremonyBase builds a ceremony of members (sorted, checked) without
+// parties.
+func (e *Engine) ceremonyBase(sid SessionID, members []string, spec *protoSpec) *ceremony {
 	c := &ceremony{
 		e:         e,
 		sid:       sid,
 		self:      e.cfg.Self,
 		members:   members,
 		memberSet: make(map[string]bool, len(members)),
-		pids:      make(map[string]*tss.PartyID, len(members)),
+		roles:     make(map[string]roleSet, len(members)),
 		byKey:     make(map[string]string, len(members)),
+		keyRole:   make(map[string]PartyRole, len(members)),
 		spec:      spec,
 		notify:    make(chan struct{}, 1),
 		seen:      make(map[msgKey][32]byte),
@@ -102,35 +167,63 @@ func (e *Engine) newCeremony(sid SessionID, committee []string, spec *protoSpec)
 		echoes:    make(map[echoKey][32]byte),
 		log:       e.log.With("session", shortID(sid), "kind", spec.kind),
 	}
-	unsorted := make(tss.UnSortedPartyIDs, 0, len(members))
-	for i, id := range members {
-		if id == "" || len(id) > MaxNodeIDLen {
-			return nil, invalidArg("node id %q is empty or longer than %d bytes", id, MaxNodeIDLen)
-		}
-		if i > 0 && members[i-1] == id {
-			return nil, invalidArg("node id %q appears twice in the committee", id)
-		}
-		key := PartyKey(id)
-		hk := hex.EncodeToString(key.Bytes())
-		if _, dup := c.byKey[hk]; dup {
-			return nil, invalidArg("node ids %q and %q map to the same party key", c.byKey[hk], id)
-		}
-		c.byKey[hk] = id
+	for _, id := range members {
 		c.memberSet[id] = true
-		pid := tss.NewPartyID(id, id, key)
-		c.pids[id] = pid
-		unsorted = append(unsorted, pid)
 	}
-	if !c.memberSet[c.self] {
-		return nil, invalidArg("this node (%q) is not in the committee", c.self)
-	}
-	c.sorted = tss.SortPartyIDs(unsorted)
 	c.qcap = 2*spec.expectedMessages(len(members)) + 64
 	// What one member legitimately sends this node in a whole session, twice
 	// over: a flooding member only ever crowds out its own messages.
 	c.qcapPer = 2*(len(spec.types)+(len(members)-2)*len(spec.bcasts)+1) + 8
 	c.qper = make(map[string]int, len(members))
-	return c, nil
+	return c
+}
+
+// addParties builds the tss-lib party ids of ids (sorted, checked) in role,
+// with the party keys of generation gen; every party key of the ceremony
+// must be distinct (tss-lib tells parties and committees apart by key only).
+func (c *ceremony) addParties(ids []string, role PartyRole, gen uint32) (map[string]*tss.PartyID, tss.SortedPartyIDs, error) {
+	pids := make(map[string]*tss.PartyID, len(ids))
+	unsorted := make(tss.UnSortedPartyIDs, 0, len(ids))
+	for _, id := range ids {
+		key := PartyKeyAt(id, gen)
+		hk := hex.EncodeToString(key.Bytes())
+		if _, dup := c.byKey[hk]; dup {
+			return nil, nil, invalidArg("node ids %q and %q map to the same party key", c.byKey[hk], id)
+		}
+		c.byKey[hk] = id
+		c.keyRole[hk] = role
+		c.roles[id] |= rolesOf(role)
+		pid := tss.NewPartyID(id, id, key)
+		pids[id] = pid
+		unsorted = append(unsorted, pid)
+	}
+	return pids, tss.SortPartyIDs(unsorted), nil
+}
+
+// pidOf returns the party id of node id in role.
+func (c *ceremony) pidOf(role PartyRole, id string) *tss.PartyID {
+	switch role {
+	case RoleOld:
+		return c.oldPids[id]
+	case RoleNew:
+		return c.newPids[id]
+	default:
+		return c.pids[id]
+	}
+}
+
+// sends reports whether node origin sends messages of type typ in this
+// ceremony.
+func (c *ceremony) sends(origin, typ string) bool {
+	s, ok := c.spec.types[typ]
+	return ok && c.roles[origin].has(s.from)
+}
+
+// receives reports whether node gets a message of type typ from node origin
+// (another node) over the network.
+func (c *ceremony) receives(node, origin, typ string) bool {
+	s, ok := c.spec.types[typ]
+	return ok && node != origin && c.roles[origin].has(s.from) && c.roles[node]&s.to != 0
 }
 
 func (c *ceremony) isMember(id string) bool { return c.memberSet[id] }
@@ -151,6 +244,19 @@ func (c *ceremony) enqueue(m *Message) string {
 	default:
 	}
 	return ""
+}
+
+// enqueueLocal queues a message one local party sent to the other (in a
+// resharing where this node is in both committees). It is bounded by what
+// the local parties send, so it has no cap.
+func (c *ceremony) enqueueLocal(m *Message) {
+	c.qmu.Lock()
+	c.queue = append(c.queue, m)
+	c.qmu.Unlock()
+	select {
+	case c.notify <- struct{}{}:
+	default:
+	}
 }
 
 func (c *ceremony) takeQueue() []*Message {
@@ -252,15 +358,33 @@ func (c *ceremony) handle(m *Message) {
 }
 
 func (c *ceremony) handleTSS(m *Message) {
+	if m.local {
+		c.handleLocal(m)
+		return
+	}
 	// Exact duplicates are dropped before paying for a parse.
 	rk := rawKey{m.From, sha256.Sum256(m.Payload)}
 	if _, dup := c.seenRaw[rk]; dup {
 		c.e.drop(DropDuplicate, m)
 		return
 	}
+	// The role is the sender's claim of which of its parties spoke: it must
+	// be in that committee (and the message type one that committee sends).
+	switch {
+	case !c.reshare && m.Role != RoleNone:
+		c.blame(m.From, ErrInvalidMessage, "a %s-committee message outside a resharing", m.Role)
+		return
+	case c.reshare && m.Role != RoleOld && m.Role != RoleNew:
+		c.blame(m.From, ErrInvalidMessage, "a resharing message without a committee role")
+		return
+	case !c.roles[m.From].has(m.Role):
+		c.blame(m.From, ErrInvalidMessage, "claims to speak for the %s committee, which it is not in", m.Role)
+		return
+	}
 	var parsed tss.ParsedMessage
 	var perr error
-	if err := safeCall(c.log, func() { parsed, perr = tss.ParseWireMessage(m.Payload, c.pids[m.From], m.Broadcast) }); err != nil {
+	pid := c.pidOf(m.Role, m.From)
+	if err := safeCall(c.log, func() { parsed, perr = tss.ParseWireMessage(m.Payload, pid, m.Broadcast) }); err != nil {
 		perr = err
 	}
 	if perr != nil {
@@ -275,6 +399,14 @@ func (c *ceremony) handleTSS(m *Message) {
 	}
 	if spec.broadcast != m.Broadcast {
 		c.blame(m.From, ErrInvalidMessage, "%s sent with broadcast=%v", typ, m.Broadcast)
+		return
+	}
+	if spec.from != m.Role {
+		c.blame(m.From, ErrInvalidMessage, "%s sent by its %s-committee party; it is the %s committee's", typ, m.Role, spec.from)
+		return
+	}
+	if !c.receives(c.self, m.From, typ) {
+		c.blame(m.From, ErrInvalidMessage, "%s is not addressed to this node", typ)
 		return
 	}
 	key := msgKey{m.From, typ}
@@ -296,7 +428,7 @@ func (c *ceremony) handleTSS(m *Message) {
 		// (the abort that follows alone would only make them give up, blaming no one).
 		c.sendEchoes(m.From, typ, h)
 		for _, q := range c.members {
-			if q == c.self || q == m.From {
+			if q == c.self || !c.receives(q, m.From, typ) {
 				continue
 			}
 			if prev, ok := c.echoes[echoKey{m.From, typ, q}]; ok && prev != h {
@@ -313,18 +445,39 @@ func (c *ceremony) handleTSS(m *Message) {
 	c.feed(m.From, parsed)
 }
 
+// handleLocal takes a message one of this node's parties sent to its other
+// party (resharing, this node in both committees). It is this node's own
+// output: no duplicate, echo or custos check applies.
+func (c *ceremony) handleLocal(m *Message) {
+	var parsed tss.ParsedMessage
+	var perr error
+	pid := c.pidOf(m.Role, c.self)
+	if err := safeCall(c.log, func() { parsed, perr = tss.ParseWireMessage(m.Payload, pid, m.Broadcast) }); err != nil {
+		perr = err
+	}
+	if perr != nil {
+		c.fail(fmt.Errorf("own %s-committee message does not parse: %w", m.Role, perr))
+		return
+	}
+	c.deliverLocal(parsed, rolesOf(m.toRole))
+}
+
 // feed runs custos's own checks and hands the message to tss-lib, then
 // retries messages whose checks were waiting for this one.
 func (c *ceremony) feed(from string, msg tss.ParsedMessage) {
-	if wait := c.accept(from, msg); wait {
-		c.deferred = append(c.deferred, msg)
+	to := rolesOf(RoleNone)
+	if s, ok := c.spec.types[msg.Type()]; ok {
+		to = s.to
+	}
+	if wait := c.accept(from, msg, to); wait {
+		c.deferred = append(c.deferred, deferredMsg{from: from, msg: msg, to: to})
 		return
 	}
 	for progress := true; progress && c.failed == nil; {
 		progress = false
 		for i := 0; i < len(c.deferred) && c.failed == nil; i++ {
 			d := c.deferred[i]
-			if c.accept(c.byKey[hex.EncodeToString(d.GetFrom().Key)], d) {
+			if c.accept(d.from, d.msg, d.to) {
 				continue
 			}
 			c.deferred = slices.Delete(c.deferred, i, i+1)
@@ -334,9 +487,10 @@ func (c *ceremony) feed(from string, msg tss.ParsedMessage) {
 	}
 }
 
-// accept checks msg and, if it passes, gives it to tss-lib. It returns true if
-// the check must wait for another message.
-func (c *ceremony) accept(from string, msg tss.ParsedMessage) (wait bool) {
+// accept checks msg and, if it passes, gives it to the local tss-lib parties
+// whose roles are in to. It returns true if the check must wait for another
+// message.
+func (c *ceremony) accept(from string, msg tss.ParsedMessage, to roleSet) (wait bool) {
 	lookup := func(from, typ string) tss.ParsedMessage { return c.accepted[msgKey{from, typ}] }
 	var cerr error
 	if err := safeCall(c.log, func() { wait, cerr = c.check(from, msg, lookup) }); err != nil {
@@ -350,25 +504,33 @@ func (c *ceremony) accept(from string, msg tss.ParsedMessage) (wait bool) {
 		return true
 	}
 	c.accepted[msgKey{from, msg.Type()}] = msg
-	if c.tssDone {
-		return false
-	}
-	var terr *tss.Error
-	if err := safeCall(c.log, func() { _, terr = c.party.Update(msg) }); err != nil {
-		c.fail(err)
-		return false
-	}
-	if terr != nil {
-		c.tssFail(terr)
-	}
+	c.deliverLocal(msg, to)
 	return false
+}
+
+// deliverLocal gives msg to the local tss-lib parties whose roles are in to.
+func (c *ceremony) deliverLocal(msg tss.ParsedMessage, to roleSet) {
+	for _, lp := range c.locals {
+		if lp.done || !to.has(lp.role) || c.failed != nil {
+			continue
+		}
+		var terr *tss.Error
+		if err := safeCall(c.log, func() { _, terr = lp.party.Update(msg) }); err != nil {
+			c.fail(err)
+			return
+		}
+		if terr != nil {
+			c.tssFail(terr)
+			return
+		}
+	}
 }
 
 func (c *ceremony) sendEchoes(origin, typ string, h [32]byte) {
 	payload := echo{Origin: origin, Type: typ, Hash: h}.encode()
 	m := &Message{Session: c.sid, Kind: MsgEcho, Payload: payload}
 	for _, q := range c.members {
-		if q == c.self || q == origin {
+		if q == c.self || !c.receives(q, origin, typ) {
 			continue
 		}
 		select {
@@ -391,6 +553,10 @@ func (c *ceremony) handleEcho(m *Message) {
 	}
 	if spec, ok := c.spec.types[e.Type]; !ok || !spec.broadcast {
 		c.blame(m.From, ErrInvalidMessage, "echo of %q, which is not a broadcast of this protocol", e.Type)
+		return
+	}
+	if !c.receives(c.self, e.Origin, e.Type) || !c.receives(m.From, e.Origin, e.Type) {
+		c.blame(m.From, ErrInvalidMessage, "echo of %s's %s, which it or this node does not receive", e.Origin, e.Type)
 		return
 	}
 	k := echoKey{e.Origin, e.Type, m.From}
@@ -417,11 +583,14 @@ func (c *ceremony) echoesComplete() bool {
 			continue
 		}
 		for _, typ := range c.spec.bcasts {
+			if !c.receives(c.self, origin, typ) {
+				continue
+			}
 			if _, ok := c.bcast[msgKey{origin, typ}]; !ok {
 				return false
 			}
 			for _, q := range c.members {
-				if q == c.self || q == origin {
+				if q == c.self || !c.receives(q, origin, typ) {
 					continue
 				}
 				if _, ok := c.echoes[echoKey{origin, typ, q}]; !ok {
@@ -445,6 +614,9 @@ func (c *ceremony) silent() (culprits []string, where string) {
 				continue
 			}
 			for typ, s := range c.spec.types {
+				if !c.receives(c.self, id, typ) {
+					continue
+				}
 				if _, ok := c.seen[msgKey{id, typ}]; ok {
 					continue
 				}
@@ -464,8 +636,11 @@ func (c *ceremony) silent() (culprits []string, where string) {
 			continue
 		}
 		for _, typ := range c.spec.bcasts {
+			if !c.receives(c.self, origin, typ) {
+				continue
+			}
 			for _, q := range c.members {
-				if q == c.self || q == origin {
+				if q == c.self || !c.receives(q, origin, typ) {
 					continue
 				}
 				if _, ok := c.echoes[echoKey{origin, typ, q}]; !ok && !slices.Contains(culprits, q) {
@@ -552,6 +727,9 @@ func (c *ceremony) routeTSS(tm tss.Message, enqueue func(to string, m *Message))
 	if len(payload) == 0 || len(payload) > MaxPayloadSize {
 		return fmt.Errorf("own tss message of %d bytes cannot be sent", len(payload))
 	}
+	if c.reshare {
+		return c.routeReshare(payload, routing, enqueue)
+	}
 	m := &Message{Session: c.sid, Broadcast: routing.IsBroadcast, Kind: MsgTSS, Payload: payload}
 	if routing.To == nil {
 		for _, q := range c.members {
@@ -567,6 +745,46 @@ func (c *ceremony) routeTSS(tm tss.Message, enqueue func(to string, m *Message))
 			return fmt.Errorf("tss-lib addressed a message to an unknown party %s", pid)
 		}
 		enqueue(q, m)
+	}
+	return nil
+}
+
+// routeReshare sends one of this node's resharing messages: once to every
+// other node one of whose parties tss-lib addressed (the receiver gives it
+// to its parties by type), and through the local queue to this node's other
+// party. The envelope says which of this node's parties sent it.
+func (c *ceremony) routeReshare(payload []byte, routing *tss.MessageRouting, enqueue func(to string, m *Message)) error {
+	if routing.From == nil {
+		return errors.New("tss-lib sent a message without a sender")
+	}
+	fk := hex.EncodeToString(routing.From.Key)
+	role, ok := c.keyRole[fk]
+	if !ok || c.byKey[fk] != c.self {
+		return fmt.Errorf("tss-lib sent a message from an unknown party %s", routing.From)
+	}
+	m := &Message{Session: c.sid, Broadcast: routing.IsBroadcast, Kind: MsgTSS, Role: role, Payload: payload}
+	if len(routing.To) == 0 {
+		return errors.New("tss-lib sent a resharing message without recipients")
+	}
+	sent := make(map[string]bool, len(c.members))
+	for _, pid := range routing.To {
+		hk := hex.EncodeToString(pid.Key)
+		q, ok := c.byKey[hk]
+		if !ok {
+			return fmt.Errorf("tss-lib addressed a message to an unknown party %s", pid)
+		}
+		to := c.keyRole[hk]
+		if q == c.self {
+			if to == role {
+				continue // tss-lib addresses its final ACK to its own party too
+			}
+			c.enqueueLocal(&Message{Session: c.sid, From: c.self, Broadcast: routing.IsBroadcast, Kind: MsgTSS, Role: role, Payload: payload, local: true, toRole: to})
+			continue
+		}
+		if !sent[q] {
+			sent[q] = true
+			enqueue(q, m)
+		}
 	}
 	return nil
 }
@@ -607,9 +825,31 @@ const flushBudget = 2 * time.Second
 // their own goroutines, waits for echoes of every broadcast, and returns the
 // party's result. Every goroutine it starts has exited when it returns.
 func runCeremony[R any](ctx context.Context, c *ceremony, newParty func(out chan<- tss.Message, end chan<- R) tss.Party) (res R, err error) {
+	rs, err := runCeremonyParties(ctx, c, partyMaker[R]{role: RoleNone, make: newParty})
+	if err != nil {
+		return res, err
+	}
+	return rs[0], nil
+}
+
+// partyMaker makes one of this node's tss-lib parties of a ceremony.
+type partyMaker[R any] struct {
+	role PartyRole
+	make func(out chan<- tss.Message, end chan<- R) tss.Party
+}
+
+type partyResult[R any] struct {
+	i int
+	r R
+}
+
+// runCeremonyParties is runCeremony for one or more local parties (a node
+// in both committees of a resharing runs two); it returns their results in
+// the order of makers, once every one of them finished.
+func runCeremonyParties[R any](ctx context.Context, c *ceremony, makers ...partyMaker[R]) (res []R, err error) {
 	e := c.e
 	if err := e.register(c); err != nil {
-		return res, fmt.Errorf("session %s: %w", shortID(c.sid), err)
+		return nil, fmt.Errorf("session %s: %w", shortID(c.sid), err)
 	}
 	defer e.unregister(c)
 
@@ -629,37 +869,52 @@ func runCeremony[R any](ctx context.Context, c *ceremony, newParty func(out chan
 	// out and echoOut can hold everything this party will ever send in the
 	// session, so neither tss-lib nor the inbox loop ever waits for the
 	// transport.
-	out := make(chan tss.Message, n*len(c.spec.types)+8)
-	end := make(chan R, 1)
+	out := make(chan tss.Message, len(makers)*n*len(c.spec.types)+8)
+	ends := make([]chan R, len(makers))
 	c.echoOut = make(chan outbound, (n-1)*(n-2)*len(c.spec.bcasts)+n+1)
 	sendErr := make(chan error, 1)
-	results := make(chan R, 1)
+	results := make(chan partyResult[R], len(makers))
 
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(1 + len(makers))
 	go func() {
 		defer wg.Done()
 		c.sendLoop(sctx, out, c.echoOut, sendErr)
 	}()
-	go func() {
-		defer wg.Done()
-		first := true
-		for r := range end {
-			if first {
-				results <- r
-				first = false
+	for i := range makers {
+		ends[i] = make(chan R, 1)
+		go func() {
+			defer wg.Done()
+			first := true
+			for r := range ends[i] {
+				if first {
+					results <- partyResult[R]{i, r}
+					first = false
+				}
 			}
-		}
-	}()
+		}()
+	}
 
 	started := time.Now()
-	c.log.Info("ceremony starting", "parties", n)
-	var result R
-	if perr := safeCall(c.log, func() { c.party = newParty(out, end) }); perr != nil {
-		c.fail(perr)
-	} else {
+	c.log.Info("ceremony starting", "parties", n, "local_parties", len(makers))
+	res = make([]R, len(makers))
+	c.locals = make([]*localParty, 0, len(makers))
+	for i, mk := range makers {
+		var p tss.Party
+		if perr := safeCall(c.log, func() { p = mk.make(out, ends[i]) }); perr != nil {
+			c.fail(perr)
+			break
+		}
+		c.locals = append(c.locals, &localParty{role: mk.role, party: p})
+	}
+	// Every party exists before any starts (a starting party may send to the
+	// other at once), and starts before any message is given to it.
+	for _, lp := range c.locals {
+		if c.failed != nil {
+			break
+		}
 		var terr *tss.Error
-		if perr := safeCall(c.log, func() { terr = c.party.Start() }); perr != nil {
+		if perr := safeCall(c.log, func() { terr = lp.party.Start() }); perr != nil {
 			c.fail(perr)
 		} else if terr != nil {
 			c.tssFail(terr)
@@ -687,8 +942,13 @@ loop:
 					break loop
 				}
 			}
-		case result = <-results:
+		case r := <-results:
+			res[r.i] = r.r
+			c.locals[r.i].done = true
 			c.tssDone = true
+			for _, lp := range c.locals {
+				c.tssDone = c.tssDone && lp.done
+			}
 		case err := <-sendErr:
 			c.fail(err)
 		case <-abort:
@@ -714,14 +974,16 @@ loop:
 		}
 	}
 	close(out)
-	close(end)
+	for _, end := range ends {
+		close(end)
+	}
 	close(c.echoOut)
 	flush := time.AfterFunc(flushBudget, scancel)
 	wg.Wait()
 	flush.Stop()
 	if c.failed != nil {
-		return res, c.failed
+		return nil, c.failed
 	}
 	c.log.Info("ceremony finished", "ms", time.Since(started).Milliseconds())
-	return result, nil
+	return res, nil
 }

@@ -19,9 +19,13 @@ const maxEncodedSize = 4 << 20
 // would take seconds.
 const maxDigits = 2500
 
-// encodingVersion is the version of the share and pre-parameter encodings
-// this build writes (and the newest it reads).
+// encodingVersion is the version of the pre-parameter encoding this build
+// writes and reads, and of the share encoding of generation-0 shares.
 const encodingVersion = 1
+
+// shareVersionGen is the share encoding that records a generation (shares
+// made by resharing); it is the newest share version this build reads.
+const shareVersionGen = 2
 
 // isJSONObject reports whether b looks like a bare JSON object (the legacy,
 // unversioned form): '{' after optional JSON whitespace. A versioned
@@ -81,17 +85,18 @@ func describeJSONError(err error) string {
 
 // splitVersioned checks b's magic and version and returns what follows the
 // version byte. ok is false when b does not start with magic (it may then be
-// legacy JSON). A known magic with another version is errUnsupported.
-func splitVersioned(b []byte, magic string, invalid error) (rest []byte, ok bool, err error) {
+// legacy JSON). A known magic with a version outside 1..newest is
+// ErrUnsupportedVersion.
+func splitVersioned(b []byte, magic string, invalid error, newest byte) (rest []byte, version byte, ok bool, err error) {
 	if !bytes.HasPrefix(b, []byte(magic)) {
-		return nil, false, nil
+		return nil, 0, false, nil
 	}
 	b = b[len(magic):]
 	if len(b) == 0 {
-		return nil, true, fmt.Errorf("%w: truncated after its header", invalid)
+		return nil, 0, true, fmt.Errorf("%w: truncated after its header", invalid)
 	}
-	if v := b[0]; v != encodingVersion {
-		return nil, true, fmt.Errorf("%w: %w: version %d (this build reads version %d; was it written by a newer custos?)", invalid, ErrUnsupportedVersion, v, encodingVersion)
+	if v := b[0]; v < 1 || v > newest {
+		return nil, 0, true, fmt.Errorf("%w: %w: version %d (this build reads versions 1 to %d; was it written by a newer custos?)", invalid, ErrUnsupportedVersion, v, newest)
 	}
-	return b[1:], true, nil
+	return b[1:], b[0], true, nil
 }

@@ -205,7 +205,7 @@ func (e *Engine) Deliver(m *Message) {
 		e.drop(DropOversize, m)
 		return
 	}
-	if m.From == "" || len(m.From) > MaxNodeIDLen || !m.Kind.valid() || len(m.Payload) == 0 || (m.Kind != MsgTSS && m.Broadcast) {
+	if m.From == "" || len(m.From) > MaxNodeIDLen || !m.Kind.valid() || len(m.Payload) == 0 || (m.Kind != MsgTSS && (m.Broadcast || m.Role != RoleNone)) || !m.Role.valid() || m.local {
 		e.drop(DropInvalid, m)
 		return
 	}

@@ -259,7 +259,7 @@ var (
 // sharedECDSAKey runs a 2-of-3 ECDSA keygen (through Engine.Keygen, with
 // fixture pre-parameters) once per test binary (it takes seconds) and
 // returns it; tests must not modify the shares.
-func sharedECDSAKey(t *testing.T) *ecdsaKey {
+func sharedECDSAKey(t testing.TB) *ecdsaKey {
 	t.Helper()
 	ecdsaOnce.Do(func() {
 		ids := []string{"node-a", "node-b", "node-c"}

@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/sha512"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"math/big"
@@ -33,7 +34,41 @@ const partyKeyTag = "custos/protocol/party-key/v1\x00"
 // is checked when a ceremony starts.
 func PartyKey(nodeID string) *big.Int {
 	h := sha512.Sum512([]byte(partyKeyTag + nodeID))
-	k := new(big.Int).SetBytes(h[:])
+	return reducePartyKey(h[:])
+}
+
+// partyKeyGenTag domain-separates the party keys of generations after 0.
+const partyKeyGenTag = "custos/protocol/party-key/gen/v1\x00"
+
+// PartyKeyAt is the party key (Shamir x-coordinate) of nodeID for the shares
+// of one generation of a key. Keygen makes generation 0, and every resharing
+// of generation g makes a later one (see Engine.Reshare); a share records
+// its generation (Share.Generation), and Sign maps its committee to party
+// keys of that generation.
+//
+// Generation 0 is PartyKey(nodeID), so the shares keygen has always made
+// are generation 0 as they are. Generation g > 0 is
+// SHA-512(tag || len(id) as one byte || id || g as 4 bytes big-endian),
+// reduced like PartyKey; so a node's key changes with every generation, and
+// a node in both committees of a resharing runs its old and its new party
+// under different keys (tss-lib #128: one party id in both committees breaks
+// resharing).
+func PartyKeyAt(nodeID string, generation uint32) *big.Int {
+	if generation == 0 {
+		return PartyKey(nodeID)
+	}
+	b := make([]byte, 0, len(partyKeyGenTag)+1+len(nodeID)+4)
+	b = append(b, partyKeyGenTag...)
+	b = append(b, byte(len(nodeID)))
+	b = append(b, nodeID...)
+	b = binary.BigEndian.AppendUint32(b, generation)
+	h := sha512.Sum512(b)
+	return reducePartyKey(h[:])
+}
+
+// reducePartyKey maps a hash into [1, n_ed25519-1].
+func reducePartyKey(h []byte) *big.Int {
+	k := new(big.Int).SetBytes(h)
 	m := new(big.Int).Sub(tss.Edwards().Params().N, big.NewInt(1))
 	k.Mod(k, m)
 	return k.Add(k, big.NewInt(1))

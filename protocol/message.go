@@ -7,7 +7,7 @@ import (
 )
 
 // MaxMessageSize caps one encoded ceremony message (envelope included).
-// ECDSA keygen messages reach ~130 KiB; 4 MiB leaves room without letting a
+// ECDSA keygen messages reach ~130 KiB, resharing messages ~170 KiB; 4 MiB leaves room without letting a
 // peer make a node buffer arbitrary amounts.
 const MaxMessageSize = 4 << 20
 
@@ -20,8 +20,50 @@ const headerSize = 1 + 32 + 1 + 1 + 4
 // MaxPayloadSize is the largest payload a Message may carry.
 const MaxPayloadSize = MaxMessageSize - headerSize
 
-// flagBroadcast is the only defined bit of the flags byte.
-const flagBroadcast = 0x01
+// Bits of the flags byte: bit 0 is the broadcast flag; bits 1 and 2 carry
+// the sender's PartyRole in a resharing (at most one of them set, only on
+// MsgTSS). Keygen and signing messages leave bits 1 and 2 clear, so their
+// encoding is what it was before resharing existed.
+const (
+	flagBroadcast = 0x01
+	flagRoleOld   = 0x02
+	flagRoleNew   = 0x04
+	knownFlags    = flagBroadcast | flagRoleOld | flagRoleNew
+)
+
+// PartyRole says which of its sender's tss-lib parties sent a resharing
+// message. In a resharing a node may be in both the old and the new
+// committee and then runs two parties (with distinct party keys, see
+// PartyKeyAt); the receiver needs to know which one spoke. The role is a
+// claim of the sender, checked by the receiver: the sender (the
+// authenticated peer) must be in that committee, and the message type must be
+// one that committee sends.
+type PartyRole uint8
+
+const (
+	// RoleNone: keygen and signing messages, echoes and aborts.
+	RoleNone PartyRole = 0
+	// RoleOld: sent by the sender's old-committee party.
+	RoleOld PartyRole = 1
+	// RoleNew: sent by the sender's new-committee party.
+	RoleNew PartyRole = 2
+)
+
+// String names the role.
+func (r PartyRole) String() string {
+	switch r {
+	case RoleNone:
+		return "none"
+	case RoleOld:
+		return "old"
+	case RoleNew:
+		return "new"
+	default:
+		return fmt.Sprintf("role(%d)", uint8(r))
+	}
+}
+
+func (r PartyRole) valid() bool { return r <= RoleNew }
 
 // MaxNodeIDLen caps node ids (they travel inside echo payloads).
 const MaxNodeIDLen = 128
@@ -78,8 +120,18 @@ type Message struct {
 	Broadcast bool
 	// Kind says what Payload is.
 	Kind MsgKind
+	// Role says which of the sender's parties sent a resharing message
+	// (RoleOld or RoleNew); RoleNone for everything else. Only MsgTSS
+	// messages carry a role.
+	Role PartyRole
 	// Payload is tss-lib wire bytes (MsgTSS), an echo (MsgEcho) or a reason (MsgAbort).
 	Payload []byte
+
+	// local marks a message one of this node's own parties sent to its other
+	// party in a resharing (never encoded; Deliver cannot produce it), and
+	// toRole names that other party.
+	local  bool
+	toRole PartyRole
 }
 
 // Errors returned by UnmarshalMessage and MarshalBinary.
@@ -89,10 +141,15 @@ var (
 )
 
 // MarshalBinary encodes the envelope without From: version byte, session id,
-// kind, flags (bit 0 = broadcast), payload length (uint32 big endian), payload.
+// kind, flags (bit 0 = broadcast, bit 1 = sent by the old-committee party,
+// bit 2 = sent by the new-committee party), payload length (uint32 big
+// endian), payload.
 func (m *Message) MarshalBinary() ([]byte, error) {
 	if !m.Kind.valid() {
 		return nil, fmt.Errorf("%w: unknown kind %d", ErrMalformed, m.Kind)
+	}
+	if !m.Role.valid() || (m.Kind != MsgTSS && m.Role != RoleNone) {
+		return nil, fmt.Errorf("%w: role %s on a %s message", ErrMalformed, m.Role, m.Kind)
 	}
 	if len(m.Payload) > MaxPayloadSize {
 		return nil, fmt.Errorf("%w: payload of %d bytes (max %d)", ErrMessageTooLarge, len(m.Payload), MaxPayloadSize)
@@ -107,6 +164,12 @@ func (m *Message) MarshalBinary() ([]byte, error) {
 	if m.Broadcast {
 		b[34] = flagBroadcast
 	}
+	switch m.Role {
+	case RoleOld:
+		b[34] |= flagRoleOld
+	case RoleNew:
+		b[34] |= flagRoleNew
+	}
 	binary.BigEndian.PutUint32(b[35:39], uint32(len(m.Payload)))
 	copy(b[headerSize:], m.Payload)
 	return b, nil
@@ -114,7 +177,7 @@ func (m *Message) MarshalBinary() ([]byte, error) {
 
 // UnmarshalMessage decodes an envelope strictly (exact length, known version,
 // kind and flags, size caps, non-empty payload, well-formed echo and abort
-// payloads, broadcast flag only on tss messages) and sets From to from, the
+// payloads, broadcast flag and role only on tss messages, at most one role) and sets From to from, the
 // authenticated sender. The payload is copied. Everything accepted re-encodes
 // to the same bytes.
 func UnmarshalMessage(b []byte, from string) (*Message, error) {
@@ -135,10 +198,19 @@ func UnmarshalMessage(b []byte, from string) (*Message, error) {
 	if !m.Kind.valid() {
 		return nil, fmt.Errorf("%w: unknown kind %d", ErrMalformed, b[33])
 	}
-	if b[34]&^flagBroadcast != 0 {
+	if b[34]&^knownFlags != 0 || b[34]&(flagRoleOld|flagRoleNew) == flagRoleOld|flagRoleNew {
 		return nil, fmt.Errorf("%w: unknown flags %#x", ErrMalformed, b[34])
 	}
 	m.Broadcast = b[34]&flagBroadcast != 0
+	switch {
+	case b[34]&flagRoleOld != 0:
+		m.Role = RoleOld
+	case b[34]&flagRoleNew != 0:
+		m.Role = RoleNew
+	}
+	if m.Kind != MsgTSS && m.Role != RoleNone {
+		return nil, fmt.Errorf("%w: only tss messages carry a role", ErrMalformed)
+	}
 	n := binary.BigEndian.Uint32(b[35:39])
 	if uint64(n) != uint64(len(b)-headerSize) {
 		return nil, fmt.Errorf("%w: payload length %d does not match %d remaining bytes", ErrMalformed, n, len(b)-headerSize)

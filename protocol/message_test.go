@@ -97,7 +97,7 @@ func TestUnmarshalRejects(t *testing.T) {
 		{"trailing byte", append(append([]byte(nil), good...), 0), "a", ErrMalformed},
 		{"bad version", mut(func(b []byte) []byte { b[0] = 2; return b }), "a", ErrMalformed},
 		{"bad kind", mut(func(b []byte) []byte { b[33] = 0; return b }), "a", ErrMalformed},
-		{"unknown flag", mut(func(b []byte) []byte { b[34] = 0x03; return b }), "a", ErrMalformed},
+		{"unknown flag", mut(func(b []byte) []byte { b[34] = 0x08; return b }), "a", ErrMalformed},
 		{"length overflow", mut(func(b []byte) []byte { b[35] = 0xff; return b }), "a", ErrMalformed},
 		{"no sender", good, "", ErrMalformed},
 		{"sender id too long", good, strings.Repeat("x", MaxNodeIDLen+1), ErrMalformed},

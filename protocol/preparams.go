@@ -16,12 +16,13 @@ const preParamsMagic = "custos/preparams\x00"
 // PreParams is one set of a node's ECDSA keygen pre-parameters: a Paillier
 // key pair and the safe primes behind its NTilde, h1, h2 (tss-lib's
 // LocalPreParams). It is opaque and secret: printing or logging it shows
-// nothing of it. A set serves one keygen only — Keygen refuses a set that
-// already started one, so a Paillier key is never shared by two keys. Do not
+// nothing of it. A set serves one keygen or one resharing membership only —
+// Keygen and Reshare refuse a set that already started either, so a Paillier
+// key is never shared by two keys (or two generations of one). Do not
 // copy a PreParams value (go vet's copylocks check catches copies).
 type PreParams struct {
 	p    ecdsakeygen.LocalPreParams
-	used atomic.Bool // set once a keygen started with it
+	used atomic.Bool // set once a keygen or a resharing started with it
 }
 
 // GeneratePreParams generates a fresh set with tss-lib's
@@ -90,7 +91,7 @@ func ParsePreParams(b []byte) (*PreParams, error) {
 	if len(b) > maxEncodedSize {
 		return nil, fmt.Errorf("%w: %d bytes exceeds %d", ErrInvalidPreParams, len(b), maxEncodedSize)
 	}
-	js, versioned, err := splitVersioned(b, preParamsMagic, ErrInvalidPreParams)
+	js, _, versioned, err := splitVersioned(b, preParamsMagic, ErrInvalidPreParams, encodingVersion)
 	switch {
 	case err != nil:
 		return nil, err

@@ -13,6 +13,9 @@ const (
 	KindKeygenEdDSA = "keygen/eddsa"
 	KindSignECDSA   = "sign/ecdsa"
 	KindSignEdDSA   = "sign/eddsa"
+	// KindReshareECDSA and KindReshareEdDSA: resharing (ReshareSessionID).
+	KindReshareECDSA = "reshare/ecdsa"
+	KindReshareEdDSA = "reshare/eddsa"
 )
 
 // sessionIDTag domain-separates session ids from every other hash in custos.
@@ -29,7 +32,8 @@ func (s SessionID) String() string { return hex.EncodeToString(s[:]) }
 
 // SessionParams is everything a SessionID binds.
 type SessionParams struct {
-	// Kind is one of KindKeygenECDSA, KindKeygenEdDSA, KindSignECDSA, KindSignEdDSA.
+	// Kind is one of KindKeygenECDSA, KindKeygenEdDSA, KindSignECDSA,
+	// KindSignEdDSA (resharing session ids come from ReshareSessionID).
 	Kind string
 	// KeyID and RequestID name the key and the request in the replicated state.
 	KeyID, RequestID string

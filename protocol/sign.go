@@ -55,6 +55,12 @@ type Signature struct {
 // derivation, so path must be empty. The signature is verified with
 // crypto/ed25519.
 //
+// The signers' party keys are those of the share's generation
+// (Share.Generation, PartyKeyAt): every signer must hold a share of that
+// generation. A signer holding a share of another generation (say, one not
+// yet replaced after a resharing) makes the ceremony fail with a
+// CeremonyError; it never produces a signature.
+//
 // share is not modified.
 func (e *Engine) Sign(ctx context.Context, sid SessionID, signers []string, threshold int, share *Share, msg, chainCode []byte, path []uint32) (*Signature, error) {
 	if share == nil {
@@ -83,23 +89,23 @@ func keyIndex(ks []*big.Int) map[string]int {
 }
 
 // checkSigners verifies that this node's share belongs to it and that every
-// signer holds a share of the key.
-func checkSigners(c *ceremony, shareID *big.Int, ks []*big.Int, threshold int) (map[string]int, error) {
+// signer holds a share of the key, all at the share's generation gen.
+func checkSigners(c *ceremony, shareID *big.Int, ks []*big.Int, threshold int, gen uint32) (map[string]int, error) {
 	if len(c.members) < threshold {
 		return nil, invalidArg("%d signers for a threshold of %d", len(c.members), threshold)
 	}
 	if len(c.members) > len(ks) {
 		return nil, invalidArg("%d signers for a key of %d parties", len(c.members), len(ks))
 	}
-	if shareID.Cmp(PartyKey(c.self)) != 0 {
-		return nil, invalidArg("the key share does not belong to this node")
+	if shareID.Cmp(PartyKeyAt(c.self, gen)) != 0 {
+		return nil, invalidArg("the key share does not belong to this node (or not at generation %d)", gen)
 	}
 	idx := keyIndex(ks)
 	pos := make(map[string]int, len(c.members))
 	for _, id := range c.members {
-		i, ok := idx[hex.EncodeToString(PartyKey(id).Bytes())]
+		i, ok := idx[hex.EncodeToString(PartyKeyAt(id, gen).Bytes())]
 		if !ok {
-			return nil, invalidArg("signer %q holds no share of this key", id)
+			return nil, invalidArg("signer %q holds no share of this key at generation %d", id, gen)
 		}
 		pos[id] = i
 	}
@@ -125,12 +131,12 @@ func (e *Engine) signECDSA(ctx context.Context, sid SessionID, signers []string,
 	if threshold < 2 {
 		return nil, invalidArg("threshold %d (want at least 2)", threshold)
 	}
-	c, err := e.newCeremony(sid, signers, ecdsaSignSpec())
+	c, err := e.newCeremonyAt(sid, signers, ecdsaSignSpec(), share.gen)
 	if err != nil {
 		return nil, err
 	}
 	keyCopy := cloneECDSASave(share.ecdsa)
-	pos, err := checkSigners(c, keyCopy.ShareID, keyCopy.Ks, threshold)
+	pos, err := checkSigners(c, keyCopy.ShareID, keyCopy.Ks, threshold, share.gen)
 	if err != nil {
 		return nil, err
 	}
@@ -236,12 +242,12 @@ func (e *Engine) signEdDSA(ctx context.Context, sid SessionID, signers []string,
 	if threshold < 2 {
 		return nil, invalidArg("threshold %d (want at least 2)", threshold)
 	}
-	c, err := e.newCeremony(sid, signers, eddsaSignSpec())
+	c, err := e.newCeremonyAt(sid, signers, eddsaSignSpec(), share.gen)
 	if err != nil {
 		return nil, err
 	}
 	keyCopy := cloneEdDSASave(share.eddsa)
-	if _, err := checkSigners(c, keyCopy.ShareID, keyCopy.Ks, threshold); err != nil {
+	if _, err := checkSigners(c, keyCopy.ShareID, keyCopy.Ks, threshold, share.gen); err != nil {
 		return nil, err
 	}
 	pub := eddsaPublicKey(&keyCopy)

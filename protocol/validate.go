@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"crypto/elliptic"
 	"errors"
 	"fmt"
@@ -11,8 +12,10 @@ import (
 	"github.com/bnb-chain/tss-lib/v2/crypto/modproof"
 	"github.com/bnb-chain/tss-lib/v2/crypto/mta"
 	ecdsakeygen "github.com/bnb-chain/tss-lib/v2/ecdsa/keygen"
+	ecdsaresharing "github.com/bnb-chain/tss-lib/v2/ecdsa/resharing"
 	ecdsasigning "github.com/bnb-chain/tss-lib/v2/ecdsa/signing"
 	eddsakeygen "github.com/bnb-chain/tss-lib/v2/eddsa/keygen"
+	eddsaresharing "github.com/bnb-chain/tss-lib/v2/eddsa/resharing"
 	eddsasigning "github.com/bnb-chain/tss-lib/v2/eddsa/signing"
 	"github.com/bnb-chain/tss-lib/v2/tss"
 	"google.golang.org/protobuf/proto"
@@ -91,24 +94,8 @@ func ecdsaKeygenChecks(t int, ownNTilde *big.Int) checkFunc {
 	return func(from string, msg tss.ParsedMessage, lookup func(from, typ string) tss.ParsedMessage) (bool, error) {
 		switch c := msg.Content().(type) {
 		case *ecdsakeygen.KGRound1Message:
-			N, NT := c.UnmarshalPaillierPK().N, c.UnmarshalNTilde()
-			h1, h2 := c.UnmarshalH1(), c.UnmarshalH2()
-			if N.BitLen() != paillierBits || NT.BitLen() != paillierBits {
-				return false, checkFail("Paillier modulus or NTilde is not %d bits", paillierBits)
-			}
-			if !inUnitGroup(h1, NT, NT) || !inUnitGroup(h2, NT, NT) || h1.Cmp(h2) == 0 || h1.Cmp(big.NewInt(1)) == 0 || h2.Cmp(big.NewInt(1)) == 0 {
-				return false, checkFail("degenerate h1/h2")
-			}
-			for _, get := range []func() (*dlnproof.Proof, error){c.UnmarshalDLNProof1, c.UnmarshalDLNProof2} {
-				p, err := get()
-				if err != nil {
-					return false, checkFail("DLN proof: %v", err)
-				}
-				for i := range p.Alpha {
-					if !below(p.Alpha[i], NT) || !below(p.T[i], NT) {
-						return false, checkFail("DLN proof element out of range")
-					}
-				}
+			if err := checkPaillierSetup(c.UnmarshalPaillierPK().N, c.UnmarshalNTilde(), c.UnmarshalH1(), c.UnmarshalH2(), c.UnmarshalDLNProof1, c.UnmarshalDLNProof2); err != nil {
+				return false, err
 			}
 		case *ecdsakeygen.KGRound2Message1:
 			if !below(c.UnmarshalShare(), q) {
@@ -146,6 +133,29 @@ func ecdsaKeygenChecks(t int, ownNTilde *big.Int) checkFunc {
 		}
 		return false, nil
 	}
+}
+
+// checkPaillierSetup checks a party's Paillier modulus, NTilde, h1, h2 and
+// the DLN proofs over them (keygen round 1, resharing round 2).
+func checkPaillierSetup(N, NT, h1, h2 *big.Int, proofs ...func() (*dlnproof.Proof, error)) error {
+	if N.BitLen() != paillierBits || NT.BitLen() != paillierBits {
+		return checkFail("Paillier modulus or NTilde is not %d bits", paillierBits)
+	}
+	if !inUnitGroup(h1, NT, NT) || !inUnitGroup(h2, NT, NT) || h1.Cmp(h2) == 0 || h1.Cmp(big.NewInt(1)) == 0 || h2.Cmp(big.NewInt(1)) == 0 {
+		return checkFail("degenerate h1/h2")
+	}
+	for _, get := range proofs {
+		p, err := get()
+		if err != nil {
+			return checkFail("DLN proof: %v", err)
+		}
+		for i := range p.Alpha {
+			if !below(p.Alpha[i], NT) || !below(p.T[i], NT) {
+				return checkFail("DLN proof element out of range")
+			}
+		}
+	}
+	return nil
 }
 
 func checkFacProof(pf *facproof.ProofFac, nCap *big.Int, bits int) error {
@@ -308,6 +318,110 @@ func eddsaSignChecks() checkFunc {
 		case *eddsasigning.SignRound3Message:
 			if !maxBits(c.UnmarshalS(), 256) {
 				return false, checkFail("signature share out of range")
+			}
+		}
+		return false, nil
+	}
+}
+
+// ----- resharing
+
+// checkReportedKey is the check tss-lib v2.0.2 means to make and does not
+// (its round 1 compares the public key of the first old party's message
+// with itself, once per old party): every old party must report exactly
+// the public key being reshared (from the replicated state, never from a
+// peer), encoded as Share.PublicKey encodes it.
+func checkReportedKey(curve elliptic.Curve, xb, yb, want []byte, encode func(x, y *big.Int) []byte) error {
+	x, y := new(big.Int).SetBytes(xb), new(big.Int).SetBytes(yb)
+	p := curve.Params().P
+	if !below(x, p) || !below(y, p) || !curve.IsOnCurve(x, y) {
+		return checkFail("the reported public key is not a point on the curve")
+	}
+	if !bytes.Equal(encode(x, y), want) {
+		return fmt.Errorf("%w: %w: reports another public key than the one being reshared", errCheck, ErrWrongPublicKey)
+	}
+	return nil
+}
+
+// hashCommitmentBytes is the size of tss-lib's hash commitments (SHA-512/256).
+const hashCommitmentBytes = 32
+
+// ecdsaReshareChecks: expectedPub is the key being reshared, newT the new
+// committee's tss-lib threshold (k-1), ownNTilde this node's NTilde when it
+// is in the new committee (nil otherwise).
+func ecdsaReshareChecks(expectedPub []byte, newT int, ownNTilde *big.Int) checkFunc {
+	curve := tss.S256()
+	q := curve.Params().N
+	facBits := 0
+	if ownNTilde != nil {
+		facBits = 3*qBits + paillierBits + ownNTilde.BitLen() + 4
+	}
+	return func(_ string, msg tss.ParsedMessage, _ func(from, typ string) tss.ParsedMessage) (bool, error) {
+		switch c := msg.Content().(type) {
+		case *ecdsaresharing.DGRound1Message:
+			if err := checkReportedKey(curve, c.GetEcdsaPubX(), c.GetEcdsaPubY(), expectedPub, compressSecp); err != nil {
+				return false, err
+			}
+			if len(c.GetVCommitment()) > hashCommitmentBytes || len(c.GetSsid()) > hashCommitmentBytes {
+				return false, checkFail("commitment or ssid too long")
+			}
+		case *ecdsaresharing.DGRound2Message1:
+			N := c.UnmarshalPaillierPK().N
+			if err := checkPaillierSetup(N, c.UnmarshalNTilde(), c.UnmarshalH1(), c.UnmarshalH2(), c.UnmarshalDLNProof1, c.UnmarshalDLNProof2); err != nil {
+				return false, err
+			}
+			pf, err := c.UnmarshalModProof()
+			if err != nil {
+				return false, checkFail("mod proof: %v", err)
+			}
+			if err := checkModProof(pf, N); err != nil {
+				return false, err
+			}
+		case *ecdsaresharing.DGRound3Message1:
+			if !below(new(big.Int).SetBytes(c.GetShare()), q) {
+				return false, checkFail("share out of range")
+			}
+		case *ecdsaresharing.DGRound3Message2:
+			if err := checkDecommitment(c.UnmarshalVDeCommitment(), newT+1, curve); err != nil {
+				return false, err
+			}
+		case *ecdsaresharing.DGRound4Message1:
+			if ownNTilde == nil {
+				return false, checkFail("factorisation proof sent to a node outside the new committee")
+			}
+			pf, err := c.UnmarshalFacProof()
+			if err != nil {
+				return false, checkFail("factorisation proof: %v", err)
+			}
+			if err := checkFacProof(pf, ownNTilde, facBits); err != nil {
+				return false, err
+			}
+		}
+		return false, nil
+	}
+}
+
+// eddsaReshareChecks: expectedPub is the key being reshared, newT the new
+// committee's tss-lib threshold (k-1).
+func eddsaReshareChecks(expectedPub []byte, newT int) checkFunc {
+	curve := tss.Edwards()
+	q := curve.Params().N
+	return func(_ string, msg tss.ParsedMessage, _ func(from, typ string) tss.ParsedMessage) (bool, error) {
+		switch c := msg.Content().(type) {
+		case *eddsaresharing.DGRound1Message:
+			if err := checkReportedKey(curve, c.GetEddsaPubX(), c.GetEddsaPubY(), expectedPub, encodeEdwards); err != nil {
+				return false, err
+			}
+			if len(c.GetVCommitment()) > hashCommitmentBytes {
+				return false, checkFail("commitment too long")
+			}
+		case *eddsaresharing.DGRound3Message1:
+			if !below(new(big.Int).SetBytes(c.GetShare()), q) {
+				return false, checkFail("share out of range")
+			}
+		case *eddsaresharing.DGRound3Message2:
+			if err := checkDecommitment(c.UnmarshalVDeCommitment(), newT+1, curve); err != nil {
+				return false, err
 			}
 		}
 		return false, nil

@@ -44,8 +44,10 @@ const usage = `custos — command-line tool for a custos threshold-signing clust
                                                  with the current one); use the new private key after
   custos admin audit [--after N] [--limit N]
   custos admin retention [--finished-requests DUR] [--dead-access-keys DUR] [--events DUR]
+                         [--key-deletion-delay DUR]
                                                  show (no flags) or set how long the cluster keeps
-                                                 finished requests and dead access keys (replicated)
+                                                 finished requests, dead access keys and events, and
+                                                 how long a deleted key waits before erasure (replicated)
   custos audit verify [--archive FILE ...] [--page-size N]
                                                  read the whole audit log and recompute every hash and
                                                  link; on a pruned log, from the pruned anchor, and with
@@ -60,6 +62,11 @@ const usage = `custos — command-line tool for a custos threshold-signing clust
   custos keys new-identity --out FILE            create a user's Ed25519 request-signing key
   custos keys create --curve secp256k1|ed25519 [--threshold K] [--label L]
   custos keys list | get KEY_ID
+  custos keys derive KEY_ID [--path m/0/7] [--network mainnet|testnet|signet|regtest|simnet]
+                                                 a secp256k1 key's BIP32 child and xpub (--path m: the root)
+  custos keys delete KEY_ID                      schedule the key's deletion (the cluster's delay, 7 days by
+                                                 default); it signs nothing meanwhile; restore cancels
+  custos keys restore KEY_ID                     cancel a scheduled deletion before its delete_at
   custos sign --key KEY_ID (--digest HEX | --message HEX | --text STRING) [--path m/0/7]
   custos requests get REQUEST_ID
   custos requests cancel REQUEST_ID              cancel a request waiting for its approval or its delay
@@ -77,6 +84,17 @@ const usage = `custos — command-line tool for a custos threshold-signing clust
                      [--initiator-can-approve])
   custos admin policies list | get ID | update ID (--file F | flags as create) | archive ID
                                                  a change may wait for approval (a policy.modify policy)
+  custos admin keys reshare KEY_ID [--members n1,n2,n3] [--threshold K]
+                                                 move a key's shares to other nodes and/or threshold (same
+                                                 public key); progress is shown until it ends
+  custos admin keys refresh KEY_ID               fresh shares for the same nodes (same public key)
+  custos admin members list                      the members, their status and the change running
+  custos admin members add --id ID --peer-id PEER --p2p-addr MA --api URL
+                                                 add a node (started with cluster.join): it catches up,
+                                                 then every key is reshared to include it (progress shown)
+  custos admin members remove ID                 reshare every key away from a node, then drop it
+  custos admin members replace DEAD_ID --id ID --peer-id PEER --p2p-addr MA --api URL
+                                                 replace a dead node: its keys are reshared from the others
   custos admin webhooks create --webhook-url URL --events request.signed,approval.decided|'*' [--description D]
                                                  POST those events to URL (Standard Webhooks); the secret
                                                  that signs them is shown only once: store it with the receiver
@@ -144,6 +162,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 		if len(args) > 1 && args[1] == "webhooks" {
 			return cmdAdminWebhooks(args[2:], stdout, stderr)
+		}
+		if len(args) > 1 && args[1] == "keys" {
+			return cmdAdminKeys(args[2:], stdout, stderr)
+		}
+		if len(args) > 1 && args[1] == "members" {
+			return cmdAdminMembers(args[2:], stdout, stderr)
 		}
 		return cmdAdmin(args[1:], stdout)
 	case "cluster":
@@ -426,6 +450,7 @@ func cmdAdmin(args []string, stdout io.Writer) error {
 	keepRequests := fs.Duration("finished-requests", 0, "retention: keep finished requests this long (e.g. 48h; 1h to 366 days)")
 	keepAccessKeys := fs.Duration("dead-access-keys", 0, "retention: keep revoked or expired access keys this long (e.g. 720h; 24h to 10 years)")
 	keepEvents := fs.Duration("events", 0, "retention: keep events this long (e.g. 336h; 1h to 366 days)")
+	keyDeletionDelay := fs.Duration("key-deletion-delay", 0, "retention: set the delay between a key's DELETE and its erasure (e.g. 168h)")
 	pos, err := parse(fs, args[1:])
 	if err != nil {
 		return err
@@ -529,20 +554,20 @@ func cmdAdmin(args []string, stdout io.Writer) error {
 		}
 		return printJSON(stdout, es)
 	case "retention":
-		if *keepRequests == 0 && *keepAccessKeys == 0 && *keepEvents == 0 {
+		if *keepRequests == 0 && *keepAccessKeys == 0 && *keepEvents == 0 && *keyDeletionDelay == 0 {
 			r, err := a.Retention(cx)
 			if err != nil {
 				return err
 			}
 			return printJSON(stdout, r)
 		}
-		for _, d := range []time.Duration{*keepRequests, *keepAccessKeys, *keepEvents} {
+		for _, d := range []time.Duration{*keepRequests, *keepAccessKeys, *keepEvents, *keyDeletionDelay} {
 			if d < 0 || d%time.Second != 0 {
 				return errors.New("admin retention: durations must be positive whole seconds (e.g. 48h)")
 			}
 		}
 		r, err := a.SetRetention(cx, admin.Retention{FinishedRequestsS: int64(*keepRequests / time.Second), DeadAccessKeysS: int64(*keepAccessKeys / time.Second),
-			EventsS: int64(*keepEvents / time.Second)})
+			EventsS: int64(*keepEvents / time.Second), KeyDeletionDelayS: int64(*keyDeletionDelay / time.Second)})
 		if err != nil {
 			return err
 		}
@@ -573,7 +598,7 @@ func cmdCluster(args []string, stdout io.Writer) error {
 
 func cmdKeys(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: custos keys new-identity|create|list|get")
+		return errors.New("usage: custos keys new-identity|create|list|get|derive|delete|restore")
 	}
 	sub := args[0]
 	fs := flag.NewFlagSet("keys "+sub, flag.ContinueOnError)
@@ -584,6 +609,8 @@ func cmdKeys(args []string, stdout io.Writer) error {
 	threshold := fs.Int("threshold", 2, "create: signers needed (k)")
 	label := fs.String("label", "", "create: a label")
 	idem := fs.String("idempotency-key", "", "create: idempotency key")
+	dpath := fs.String("path", "m", "derive: non-hardened derivation path")
+	network := fs.String("network", "mainnet", "derive: the xpub's network (mainnet, testnet, signet, regtest, simnet)")
 	pos, err := parse(fs, args[1:])
 	if err != nil {
 		return err
@@ -639,6 +666,37 @@ func cmdKeys(args []string, stdout io.Writer) error {
 			return err
 		}
 		return printJSON(stdout, k)
+	case "derive", "delete", "restore":
+		if len(pos) < 1 {
+			return fmt.Errorf("keys %s needs a key id", sub)
+		}
+		switch sub {
+		case "derive":
+			d, err := cl.Derive(cx, pos[0], *dpath, *network)
+			if err != nil {
+				return err
+			}
+			return printJSON(stdout, d)
+		case "delete":
+			r, err := cl.DeleteKey(cx, pos[0])
+			if err != nil {
+				return err
+			}
+			switch {
+			case r.Status == client.StatusPendingApproval:
+				pendingHint(os.Stderr, r)
+			case r.Key != nil && r.Key.DeleteAt != nil:
+				fmt.Fprintf(os.Stderr, "deletion scheduled: key %s is erased on every node at %s; until then it signs nothing and `custos keys restore %s` cancels\n",
+					pos[0], r.Key.DeleteAt.Format(time.RFC3339), pos[0])
+			}
+			return printJSON(stdout, r)
+		default:
+			k, err := cl.RestoreKey(cx, pos[0])
+			if err != nil {
+				return err
+			}
+			return printJSON(stdout, k)
+		}
 	}
 	return fmt.Errorf("unknown keys command %q", sub)
 }

@@ -276,6 +276,7 @@ const (
 	EventAccessKeyGranted       = "access_key.granted"
 	EventAccessKeyRevoked       = "access_key.revoked"
 	EventMemberChanged          = "member.changed"
+	EventKeyReshared            = "key.reshared"
 )
 
 // EventTypes lists every event type, in a stable order.
@@ -283,7 +284,7 @@ func EventTypes() []string {
 	return []string{EventRequestSubmitted, EventRequestPendingApproval, EventRequestApproved, EventRequestDenied,
 		EventRequestBlocked, EventRequestSigned, EventRequestFailed, EventRequestCancelled, EventKeyCreated,
 		EventKeyDeletionScheduled, EventKeyDeletionCancelled, EventKeyDeleted, EventApprovalDecided,
-		EventPolicyChanged, EventAccessKeyGranted, EventAccessKeyRevoked, EventMemberChanged}
+		EventPolicyChanged, EventAccessKeyGranted, EventAccessKeyRevoked, EventMemberChanged, EventKeyReshared}
 }
 
 // EventData is what an event says: ids, status and a summary; never a token, secret,

@@ -37,8 +37,17 @@ func Final(status string) bool {
 const (
 	KindKeygen = "keygen"
 	KindSign   = "sign"
-	// KindDelete is reserved for key deletion (API.md "Key lifecycle"; not built yet).
+	// KindDelete is a key deletion (API.md "Key lifecycle"): scheduled while it waits
+	// for the key's delete_at, active once the key is deleted, denied (request.cancelled)
+	// when the key was restored first.
 	KindDelete = "delete"
+	// KindReshare is a reshare or refresh of a key's shares (same public key): scheduled
+	// while the ceremony runs, active once every new party reported the key, failed
+	// otherwise (the old committee keeps signing).
+	KindReshare = "reshare"
+	// KindMemberChange is a membership change (add, remove or replace a node): scheduled
+	// while the node joins and the keys are reshared, active when done.
+	KindMemberChange = "member.change"
 )
 
 // Key statuses (the key object's "status").
@@ -46,6 +55,19 @@ const (
 	KeyGenerating = "generating"
 	KeyActive     = "active"
 	KeyFailed     = "failed"
+	// KeyDeletionScheduled: DELETE /v1/keys/{key_id} was accepted; the key signs nothing
+	// and is erased at its delete_at unless restored first.
+	KeyDeletionScheduled = "deletion_scheduled"
+	// KeyDeleted: every node destroyed the key's data key and share (crypto-erase); the
+	// public metadata stays.
+	KeyDeleted = "deleted"
+)
+
+// Member statuses (GET /v1/admin/members).
+const (
+	MemberActive  = "active"
+	MemberJoining = "joining"
+	MemberLeaving = "leaving"
 )
 
 // User statuses (the user object's "status").

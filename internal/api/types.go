@@ -42,6 +42,26 @@ type Key struct {
 	// PreParamsInline (POST /v1/keys's answer only) lists the nodes that had no ECDSA
 	// pre-parameters ready and generated them during the keygen.
 	PreParamsInline []string `json:"preparams_inline,omitempty"`
+	// DeleteAt is when a key whose deletion is scheduled will be erased (POST
+	// /v1/keys/{key_id}/restore before it cancels); DeletedAt when it was.
+	DeleteAt  *time.Time `json:"delete_at,omitempty"`
+	DeletedAt *time.Time `json:"deleted_at,omitempty"`
+	// Members are the nodes that hold the key's shares (any Threshold of them sign);
+	// Generation counts the reshares and refreshes the shares went through; Resharing
+	// names the reshare running now (the old committee signs until it completes).
+	Members    []string `json:"members,omitempty"`
+	Generation uint32   `json:"generation,omitempty"`
+	Resharing  string   `json:"resharing,omitempty"`
+}
+
+// Derived is POST /v1/keys/{key_id}/derive's answer: the non-hardened BIP32 child at
+// Path of a secp256k1 key (hex public key and chain code) and its extended public key
+// for the network asked ("m" is the key itself).
+type Derived struct {
+	Path      string `json:"path"`
+	PublicKey string `json:"public_key"`
+	ChainCode string `json:"chain_code"`
+	XPub      string `json:"xpub"`
 }
 
 // Signature is a finished signature: R, S (hex, low-S), RecoveryID and DER for
@@ -96,6 +116,8 @@ type Request struct {
 	PolicyID string `json:"policy_id,omitempty"`
 	// AccessKeyID is the access key an access.grant request created, once active.
 	AccessKeyID string `json:"access_key_id,omitempty"`
+	// Membership is a membership change's progress (kind member.change).
+	Membership *Membership `json:"membership,omitempty"`
 
 	// A PSBT signing (POST /v1/keys/{key_id}/psbt): what every node read of the
 	// transaction, and once signed the finalized PSBT (base64), the transaction and its
@@ -152,6 +174,29 @@ type Member struct {
 	PeerID  string `json:"peer_id"`
 	Healthy bool   `json:"healthy"`
 	Leader  bool   `json:"leader"`
+	// Status is active, joining (added, catching up) or leaving (keys being reshared
+	// away); P2PAddrs are the addresses the members dial it at (GET /v1/admin/members).
+	Status   string   `json:"status,omitempty"`
+	P2PAddrs []string `json:"p2p_addrs,omitempty"`
+}
+
+// MemberList is GET /v1/admin/members: every member, and the membership change running
+// (a request id), if any.
+type MemberList struct {
+	Members []Member `json:"members"`
+	Change  string   `json:"change,omitempty"`
+}
+
+// Membership is a membership change request's progress: the change (add, remove,
+// replace), the node added and the node removed, the phase (joining: the new node
+// catches up; resharing: keys move) and how many keys are reshared of how many.
+type Membership struct {
+	Change    string `json:"change"`
+	Member    string `json:"member,omitempty"`
+	Target    string `json:"target,omitempty"`
+	Phase     string `json:"phase,omitempty"`
+	KeysTotal int    `json:"keys_total"`
+	KeysDone  int    `json:"keys_done"`
 }
 
 // Cluster is GET /v1/cluster. Leader is the leader's node id, empty when there is none.
@@ -378,6 +423,9 @@ type Retention struct {
 	Audit string `json:"audit"`
 	// EventsS is how long events (GET /v1/events, webhooks) are kept. Writable.
 	EventsS int64 `json:"events_s"`
+	// KeyDeletionDelayS is how long a key waits between DELETE /v1/keys/{key_id} and its
+	// erasure (API.md's cluster setting keys.deletion_delay; default 7 days). Writable.
+	KeyDeletionDelayS int64 `json:"key_deletion_delay_s"`
 }
 
 // AuditPruneBody is POST /v1/admin/audit/prune: drop the entries before Before, whose
@@ -395,6 +443,27 @@ type (
 		Threshold      int    `json:"threshold"`
 		Label          string `json:"label,omitempty"`
 		IdempotencyKey string `json:"idempotency_key,omitempty"`
+	}
+	// MemberBody is POST /v1/admin/members's body (and …/{id}/replace's): the node to
+	// add, as `custosd init` and its configuration name it.
+	MemberBody struct {
+		ID       string   `json:"id"`
+		PeerID   string   `json:"peer_id"`
+		P2PAddrs []string `json:"p2p_addrs"`
+		API      string   `json:"api"`
+	}
+	// ReshareBody is POST /v1/admin/keys/{key_id}/reshare's body: the new committee (node
+	// ids) and threshold; either may be left out (the key's current ones).
+	ReshareBody struct {
+		Members   []string `json:"members,omitempty"`
+		Threshold int      `json:"threshold,omitempty"`
+	}
+	// DeriveBody is POST /v1/keys/{key_id}/derive's body: a derivation path ("m" or
+	// "m/i/…", non-hardened) and the network whose xpub version to use ("mainnet" when
+	// empty; "testnet", "regtest", "signet", "simnet").
+	DeriveBody struct {
+		Path    string `json:"path"`
+		Network string `json:"network,omitempty"`
 	}
 	// SignBody is POST /v1/keys/{key_id}/sign's body; Message is hex.
 	SignBody struct {

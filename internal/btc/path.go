@@ -87,3 +87,43 @@ func DeriveChild(pub, chainCode []byte, path []uint32) ([]byte, error) {
 	}
 	return child.SerializeCompressed(), nil
 }
+
+// Extended is a derived BIP 32 public node: its compressed public key, chain code and
+// serialised extended public key (xpub/tpub).
+type Extended struct {
+	PublicKey []byte
+	ChainCode []byte
+	XPub      string
+}
+
+// Derive returns the non-hardened BIP 32 child of (pub, chainCode) at path with its
+// extended public key for network (Params' names; its HD public key version): depth,
+// parent fingerprint and child number are those of the child, so that any BIP 32
+// implementation derives the same grandchildren from XPub. The key itself (depth 0) has
+// fingerprint and child number 0.
+func Derive(pub, chainCode []byte, path []uint32, network string) (*Extended, error) {
+	if err := checkKey(pub, chainCode); err != nil {
+		return nil, err
+	}
+	if len(path) > MaxPathDepth {
+		return nil, fmt.Errorf("btc: derivation path depth %d exceeds %d", len(path), MaxPathDepth)
+	}
+	params, err := Params(network)
+	if err != nil {
+		return nil, err
+	}
+	k := hdkeychain.NewExtendedKey(params.HDPublicKeyID[:], pub, chainCode, []byte{0, 0, 0, 0}, 0, 0, false)
+	for _, step := range path {
+		if step >= hdkeychain.HardenedKeyStart {
+			return nil, fmt.Errorf("btc: derivation step %d is hardened", step)
+		}
+		if k, err = k.Derive(step); err != nil {
+			return nil, fmt.Errorf("btc: derive child %d: %v", step, err)
+		}
+	}
+	child, err := k.ECPubKey()
+	if err != nil {
+		return nil, fmt.Errorf("btc: derived key: %v", err)
+	}
+	return &Extended{PublicKey: child.SerializeCompressed(), ChainCode: append([]byte(nil), k.ChainCode()...), XPub: k.String()}, nil
+}

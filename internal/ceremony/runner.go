@@ -46,6 +46,7 @@ type Reporter interface {
 type Engine interface {
 	Keygen(ctx context.Context, sid protocol.SessionID, curve string, committee []string, threshold int, pre *protocol.PreParams) (*protocol.Share, error)
 	Sign(ctx context.Context, sid protocol.SessionID, signers []string, threshold int, share *protocol.Share, msg, chainCode []byte, path []uint32) (*protocol.Signature, error)
+	Reshare(ctx context.Context, sid protocol.SessionID, spec protocol.ReshareSpec, old *protocol.Share, pre *protocol.PreParams) (*protocol.Share, error)
 }
 
 // PreParams hands out ECDSA pre-parameters (*protocol.Pool).
@@ -59,6 +60,7 @@ type Store interface {
 	PutShare(keyID string, share []byte) error
 	DeleteShare(keyID string) error
 	HasShare(keyID string) (bool, error)
+	ListShares() ([]string, error)
 	GetMeta(name string) ([]byte, error)
 	PutMeta(name string, value []byte) error
 	PruneMeta(prefix string, keep func(name string, value []byte) bool) (int, error)
@@ -208,11 +210,19 @@ func (n *Runner) Scheduled(requestID string) { n.maybeRun(requestID) }
 // KeyFailed is told by the node when a key failed: its share here is erased.
 func (n *Runner) KeyFailed(keyID string) { n.eraseShare(keyID) }
 
+// KeyDeleted erases the share of a key whose deletion completed in this node's FSM: the
+// data key and the share go in one synced batch (crypto-erase, keystore.DeleteShare).
+func (n *Runner) KeyDeleted(keyID string) {
+	if n.eraseShare(keyID) {
+		n.log.Info("erased the share of a deleted key (crypto-erase)", "key", keyID)
+	}
+}
+
 // maybeRun starts this node's party for a scheduled request if it is in the committee,
 // the schedule is fresh, and the session has never run here.
 func (n *Runner) maybeRun(requestID string) {
 	r := n.fsm.Request(requestID)
-	if r == nil || r.Status != state.StatusScheduled || !slices.Contains(r.Committee, n.self) {
+	if r == nil || r.Status != state.StatusScheduled || !slices.Contains(r.Participants(), n.self) {
 		return
 	}
 	skew := n.now().Sub(time.UnixMilli(r.ScheduledAt))
@@ -233,6 +243,7 @@ func (n *Runner) maybeRun(requestID string) {
 		return
 	}
 	seen := time.Now()
+	n.log.Debug("joining a ceremony", "request", r.ID, "attempt", r.Attempt, "kind", r.Kind)
 	if !n.spawn(func() {
 		defer n.active.Delete(runKey)
 		n.activeN.Add(1)
@@ -276,6 +287,12 @@ func (n *Runner) run(r *state.Request, seen time.Time) {
 		return
 	}
 	sid := protocol.NewSessionID(SessionParams(r, k))
+	if r.Kind == state.KindReshare {
+		var ok bool
+		if sid, ok = ReshareSessionID(r, k); !ok {
+			return // the reshare ended before this node saw it
+		}
+	}
 	log := n.log.With("request", r.ID, "session", sid.String()[:16], "kind", r.Kind, "curve", k.Curve)
 	// A session id is never reused, also across restarts: its marker is persisted (a
 	// synced write) before the party starts.
@@ -305,6 +322,8 @@ func (n *Runner) run(r *state.Request, seen time.Time) {
 		err = n.runKeygen(r, k, sid)
 	case state.KindSign:
 		ph, err = n.runSign(r, k, sid)
+	case state.KindReshare:
+		err = n.runReshare(r, k, sid)
 	}
 	n.ceremonyDur.WithLabelValues(r.Kind, k.Curve, outcome(err)).Observe(time.Since(start).Seconds())
 	if err != nil {
@@ -392,15 +411,8 @@ func (n *Runner) runSign(r *state.Request, k *state.Key, sid protocol.SessionID)
 	ctx, cancel := n.ceremonyCtx(r.Kind)
 	defer cancel()
 	t0 := time.Now()
-	raw, err := n.ks.GetShare(k.ID)
+	share, err := n.currentShare(k)
 	if err != nil {
-		return ph, fmt.Errorf("load share: %w", err)
-	}
-	share, err := protocol.ParseShare(k.Curve, raw)
-	if err != nil {
-		return ph, fmt.Errorf("decode share: %w", err)
-	}
-	if err := n.checkSharePublicKey(k, share.PublicKey()); err != nil {
 		return ph, err
 	}
 	t1 := time.Now()
@@ -461,13 +473,15 @@ func (n *Runner) reportFailure(r *state.Request, code, detail string, culprits [
 	}
 }
 
-func (n *Runner) eraseShare(keyID string) {
+func (n *Runner) eraseShare(keyID string) bool {
 	if keyID == "" {
-		return
+		return true
 	}
 	if err := n.ks.DeleteShare(keyID); err != nil {
-		n.log.Error("could not erase the share of a failed key", "key", keyID, "err", err)
+		n.log.Error("could not erase a key's share; the reconciler tries again", "key", keyID, "err", err)
+		return false
 	}
+	return true
 }
 
 // Session markers (keystore meta "session-<id>", valued with the schedule's stamp) keep a
@@ -502,9 +516,15 @@ func (n *Runner) pruneSessionMarkers() {
 func (n *Runner) reconcileLoop(ctx context.Context) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
-	// A failed key's share is checked once per process: the key_failed event erases it
-	// as it happens, so this only catches what a restart or a snapshot skipped.
+	// A failed or deleted key's share is checked once per process: the key_failed and
+	// key_deleted events erase it as it happens, so this only catches what a restart or a
+	// snapshot skipped (a node that was down when a deletion completed erases here).
 	erased := map[string]bool{}
+	// Each key's shares are settled (reshare.go) once per generation, and shares kept
+	// aside by reshares that did not commit are dropped once per process (then as
+	// failures happen).
+	settled := map[string]uint32{}
+	staleChecked := false
 	var pruned time.Time
 	for {
 		if time.Since(pruned) > sessionMarkerPrune {
@@ -512,11 +532,28 @@ func (n *Runner) reconcileLoop(ctx context.Context) {
 			n.pruneSessionMarkers()
 		}
 		for _, k := range n.fsm.AllKeys() {
-			if k.Status == state.KeyFailed && !erased[k.ID] {
-				if ok, _ := n.ks.HasShare(k.ID); ok {
-					n.eraseShare(k.ID)
+			if (k.Status == state.KeyFailed || k.Status == state.KeyDeleted) && !erased[k.ID] {
+				ok, err := n.ks.HasShare(k.ID)
+				if err == nil && (!ok || n.eraseShare(k.ID)) {
+					erased[k.ID] = true
+					if ok && k.Status == state.KeyDeleted {
+						n.log.Info("erased the share of a deleted key (crypto-erase)", "key", k.ID)
+					}
 				}
-				erased[k.ID] = true
+			}
+		}
+		for _, k := range n.fsm.AllKeys() {
+			if g, ok := settled[k.ID]; ok && g == k.Generation && k.Resharing == nil {
+				continue
+			}
+			if n.settleShares(k) && k.Resharing == nil {
+				settled[k.ID] = k.Generation
+			}
+		}
+		if !staleChecked {
+			if names, err := n.ks.ListShares(); err == nil {
+				n.dropStaleShares(names)
+				staleChecked = true
 			}
 		}
 		for _, r := range n.fsm.OpenRequests() {

@@ -59,9 +59,25 @@ type Config struct {
 	DataDir string `json:"data_dir"`
 
 	Cluster struct {
-		Name      string   `json:"name"`
-		Threshold int      `json:"threshold"`
-		Members   []Member `json:"members"`
+		Name      string `json:"name"`
+		Threshold int    `json:"threshold"`
+		// Members are the bootstrap members: whom this node admits and dials until the
+		// replicated state holds the cluster's member list (from then on the state's list
+		// is followed; a bootstrap member the state never had is admitted alongside it),
+		// and, without Join, the raft configuration this node bootstraps with at its
+		// first start.
+		Members []Member `json:"members"`
+		// Join (default false) makes a node with no raft state wait to be added to a
+		// running cluster instead of bootstrapping raft from Members: set it on a node
+		// that joins a cluster after it started (Members: the running members and this
+		// node), and on a node whose data directory was lost or restored once the
+		// cluster's membership changed since it was created. Until a leader adds it
+		// (the admin's POST /v1/admin/members) the node has no state and no raft
+		// configuration and is not ready; it catches up from the leader, as a nonvoter
+		// first. Once the node holds raft state the setting changes nothing, so it may
+		// stay set. Never set it on every member of a new cluster: nobody would
+		// bootstrap.
+		Join bool `json:"join"`
 	} `json:"cluster"`
 
 	API struct {
@@ -116,6 +132,13 @@ type Config struct {
 		Target int `json:"target"`
 		// InsecureFixturesDir seeds the pool from pre-generated test fixtures. Dev only.
 		InsecureFixturesDir string `json:"insecure_fixtures_dir"`
+		// InsecureFixtureSlot, when set, is this node's own slice of the fixtures: files
+		// slot, slot+InsecureFixtureStride, … (stride 6 when 0). Without it a node takes
+		// its index among cluster.members with their count as stride, which collides
+		// once members join (a new node's list is longer): the dev cluster sets a slot
+		// per node for the life of the cluster. Dev only.
+		InsecureFixtureSlot   *int `json:"insecure_fixture_slot,omitempty"`
+		InsecureFixtureStride int  `json:"insecure_fixture_stride,omitempty"`
 	} `json:"preparams"`
 
 	Ceremony struct {

@@ -198,3 +198,15 @@ func TestExampleConfig(t *testing.T) {
 		t.Fatalf("the example should be a production configuration with TLS on the API: mode %q, TLS %v", c.Mode, c.APITLS())
 	}
 }
+
+// TestClusterJoin: cluster.join is off unless set, and parses when set.
+func TestClusterJoin(t *testing.T) {
+	c, err := Parse(strings.NewReader(cfg(`"dev"`, `{"public_key":"aa"}`, `{}`)))
+	if err != nil || c.Cluster.Join {
+		t.Fatalf("default: join %v, err %v", c != nil && c.Cluster.Join, err)
+	}
+	text := strings.Replace(cfg(`"production"`, `{"public_key":"aa"}`, `{}`), `"cluster": {"name": "c",`, `"cluster": {"join": true, "name": "c",`, 1)
+	if c, err = Parse(strings.NewReader(text)); err != nil || !c.Cluster.Join {
+		t.Fatalf("join: %+v, err %v", c, err)
+	}
+}

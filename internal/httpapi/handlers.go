@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/custos/custos/internal/api"
+	"github.com/custos/custos/internal/btc"
 	"github.com/custos/custos/internal/state"
 )
 
@@ -22,6 +23,18 @@ func keyView(k *state.Key) api.Key {
 	}
 	if len(k.ChainCode) > 0 && k.Status == state.KeyActive {
 		v.ChainCode = hex.EncodeToString(k.ChainCode)
+	}
+	if k.Status == state.KeyDeletionScheduled && k.DeleteAt > 0 {
+		t := secs(k.DeleteAt)
+		v.DeleteAt = &t
+	}
+	if k.Status == state.KeyDeleted && k.DeletedAt > 0 {
+		t := secs(k.DeletedAt)
+		v.DeletedAt = &t
+	}
+	v.Members, v.Generation = k.Members, k.Generation
+	if k.Resharing != nil {
+		v.Resharing = k.Resharing.RequestID
 	}
 	return v
 }
@@ -55,7 +68,7 @@ func (s *Server) requestView(r *state.Request) api.Request {
 	if r.Signature != nil && r.Status == state.StatusSigned {
 		v.Signature = signatureView(r.Signature)
 	}
-	if r.Kind == state.KindKeygen && r.Status == state.StatusActive {
+	if (r.Kind == state.KindKeygen && r.Status == state.StatusActive) || r.Kind == state.KindDelete || r.Kind == state.KindReshare {
 		if k := s.st.Key(r.KeyID); k != nil {
 			kv := keyView(k)
 			v.Key = &kv
@@ -81,6 +94,12 @@ func (s *Server) requestView(r *state.Request) api.Request {
 			if e := ps.BroadcastError; e != nil {
 				v.Broadcast.Error = &api.RequestError{Code: e.Code, Detail: e.Detail}
 			}
+		}
+	}
+	if ch := r.Change; ch != nil {
+		v.Membership = &api.Membership{Change: ch.Change, Target: ch.Target, Phase: ch.Phase, KeysTotal: ch.KeysTotal, KeysDone: ch.KeysDone}
+		if ch.Member != nil {
+			v.Membership.Member = ch.Member.ID
 		}
 	}
 	if r.Status == state.StatusActive {
@@ -148,10 +167,50 @@ func (s *Server) hCluster(x *exchange) *apiError {
 	leaderID := s.leader()
 	// No members (never in a running cluster) is written null, as it always was.
 	var ms []api.Member
+	parties := 0
 	for _, m := range members {
-		ms = append(ms, api.Member{ID: m.ID, API: m.API, PeerID: m.PeerID, Healthy: s.live(m.ID), Leader: leaderID == m.ID})
+		v := api.Member{ID: m.ID, API: m.API, PeerID: m.PeerID, Healthy: s.live(m.ID), Leader: leaderID == m.ID}
+		if m.Status != "" && m.Status != state.MemberActive {
+			v.Status = m.Status
+		} else {
+			parties++
+		}
+		ms = append(ms, v)
 	}
-	x.json(http.StatusOK, api.Cluster{Name: name, Threshold: threshold, Parties: len(members), Leader: leaderID, Members: ms})
+	x.json(http.StatusOK, api.Cluster{Name: name, Threshold: threshold, Parties: parties, Leader: leaderID, Members: ms})
+	return nil
+}
+
+// hMembers answers the admin's membership routes: the list, or a change's request (202,
+// to poll: the change runs by itself).
+func (s *Server) hMembers(x *exchange) *apiError {
+	res, err := s.commit(x)
+	if err != nil {
+		return err
+	}
+	if res.RequestID == "" {
+		_, _, members := s.st.Cluster()
+		leaderID := s.leader()
+		out := api.MemberList{Members: []api.Member{}, Change: s.st.MemberChange()}
+		for _, m := range members {
+			st := m.Status
+			if st == "" {
+				st = state.MemberActive
+			}
+			out.Members = append(out.Members, api.Member{ID: m.ID, API: m.API, PeerID: m.PeerID, P2PAddrs: m.P2PAddrs,
+				Healthy: s.live(m.ID), Leader: leaderID == m.ID, Status: st})
+		}
+		x.json(http.StatusOK, out)
+		return nil
+	}
+	r := s.st.Request(res.RequestID)
+	switch {
+	case r == nil:
+		return errf(api.CodeInternal, "request vanished")
+	case r.Status == state.StatusFailed || r.Status == state.StatusBlocked || r.Status == state.StatusDenied:
+		return s.requestProblem(r)
+	}
+	x.json(http.StatusAccepted, s.requestView(r))
 	return nil
 }
 
@@ -317,6 +376,87 @@ func (s *Server) hKeyGet(x *exchange) *apiError {
 		return err
 	}
 	k := s.st.Key(id)
+	if k == nil {
+		return errf(api.CodeKeyNotFound, "no such key")
+	}
+	x.json(http.StatusOK, keyView(k))
+	return nil
+}
+
+// hKeyDerive answers POST /v1/keys/{key_id}/derive: the FSM judged the caller, the key
+// and the body; the child is computed here from the key the state holds.
+func (s *Server) hKeyDerive(x *exchange) *apiError {
+	if _, err := s.commit(x); err != nil {
+		return err
+	}
+	var b api.DeriveBody
+	if msg := state.DecodeBody(x.body, &b); msg != "" {
+		return errf(api.CodeRequestMalformed, "%s", msg)
+	}
+	k := s.st.Key(x.r.PathValue("key_id"))
+	if k == nil {
+		return errf(api.CodeKeyNotFound, "no such key")
+	}
+	p := state.DerivePath(&b)
+	path, err := state.ParsePath(p)
+	if err != nil {
+		return errf(api.CodeRequestMalformed, "path: %v", err)
+	}
+	ext, err := btc.Derive(k.PublicKey, k.ChainCode, path, state.NetworkOf(&b))
+	if err != nil {
+		return errf(api.CodeRequestMalformed, "%v", err)
+	}
+	x.json(http.StatusOK, api.Derived{Path: p, PublicKey: hex.EncodeToString(ext.PublicKey), ChainCode: hex.EncodeToString(ext.ChainCode), XPub: ext.XPub})
+	return nil
+}
+
+// hKeyDelete answers DELETE /v1/keys/{key_id}: 202 with the deletion request (the key
+// inside, deletion_scheduled with its delete_at), 202 waiting for approval, or the
+// refusal (a block keeps its request object).
+func (s *Server) hKeyDelete(x *exchange) *apiError {
+	res, err := s.commit(x)
+	if err != nil {
+		return err
+	}
+	r := s.st.Request(res.RequestID)
+	switch {
+	case r == nil:
+		return errf(api.CodeInternal, "request vanished")
+	case r.Status == state.StatusFailed || r.Status == state.StatusBlocked || r.Status == state.StatusDenied:
+		return s.requestProblem(r)
+	}
+	x.json(http.StatusAccepted, s.requestView(r))
+	return nil
+}
+
+// hKeyReshare answers POST /v1/admin/keys/{key_id}/reshare and …/refresh: held until the
+// reshare settles or the wait passes — 200 with the request active (the key inside, its
+// new committee in force), the failure's problem, or 202 with the request to poll.
+func (s *Server) hKeyReshare(x *exchange) *apiError {
+	res, err := s.commit(x)
+	if err != nil {
+		return err
+	}
+	r := s.awaitRequest(x, res.RequestID)
+	switch {
+	case r == nil:
+		return errf(api.CodeInternal, "request vanished")
+	case r.Status == state.StatusActive:
+		x.json(http.StatusOK, s.requestView(r))
+	case r.Status == state.StatusFailed:
+		return s.requestProblem(r)
+	default:
+		x.json(http.StatusAccepted, s.requestView(r))
+	}
+	return nil
+}
+
+// hKeyRestore answers POST /v1/keys/{key_id}/restore: the key, active again.
+func (s *Server) hKeyRestore(x *exchange) *apiError {
+	if _, err := s.commit(x); err != nil {
+		return err
+	}
+	k := s.st.Key(x.r.PathValue("key_id"))
 	if k == nil {
 		return errf(api.CodeKeyNotFound, "no such key")
 	}

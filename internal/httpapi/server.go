@@ -30,6 +30,7 @@ type State interface {
 	AppliedIndex() uint64
 	WaitApplied(ctx context.Context, index uint64) error
 	Cluster() (name string, threshold int, members []state.Member)
+	MemberChange() string
 	User(id uint64) *state.User
 	Users(after uint64, limit int) []state.User
 	Key(id string) *state.Key
@@ -259,6 +260,15 @@ func (s *Server) apiRoutes() []route {
 		{"GET /v1/keys/{key_id}", state.OpKeyGet, s.hKeyGet},
 		{"POST /v1/keys/{key_id}/sign", state.OpKeySign, s.hKeySign},
 		{"POST /v1/keys/{key_id}/psbt", state.OpKeyPSBT, s.hKeySign},
+		{"POST /v1/keys/{key_id}/derive", state.OpKeyDerive, s.hKeyDerive},
+		{"DELETE /v1/keys/{key_id}", state.OpKeyDelete, s.hKeyDelete},
+		{"POST /v1/keys/{key_id}/restore", state.OpKeyRestore, s.hKeyRestore},
+		{"POST /v1/admin/keys/{key_id}/reshare", state.OpKeyReshare, s.hKeyReshare},
+		{"POST /v1/admin/keys/{key_id}/refresh", state.OpKeyRefresh, s.hKeyReshare},
+		{"GET /v1/admin/members", state.OpMemberList, s.hMembers},
+		{"POST /v1/admin/members", state.OpMemberAdd, s.hMembers},
+		{"DELETE /v1/admin/members/{id}", state.OpMemberRemove, s.hMembers},
+		{"POST /v1/admin/members/{id}/replace", state.OpMemberReplace, s.hMembers},
 		{"GET /v1/requests/{request_id}", state.OpRequestGet, s.hRequestGet},
 		{"GET /v1/audit", state.OpAuditList, s.hAudit},
 		{"POST /v1/admin/audit/prune", state.OpAuditPrune, s.hAuditPrune},

@@ -3,11 +3,14 @@ package p2p
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 )
 
 // countingEcho registers an "echo" RPC on h and counts the calls it serves.
@@ -192,5 +195,53 @@ func TestSetMembersKeepsOldSetOnError(t *testing.T) {
 	}
 	if !a.IsMember(b.ID()) || len(a.Members()) != 2 {
 		t.Fatal("failed SetMembers changed the set")
+	}
+}
+
+// TestSetMembersKeepsConnectionsOfMembersThatStay: replacing the member set (as the
+// node does whenever the replicated member list changes) keeps the very connections to
+// members that stay, even with new dial addresses, admits the new member, and closes and
+// refuses the removed one.
+func TestSetMembersKeepsConnectionsOfMembersThatStay(t *testing.T) {
+	a, b, c, d := newTestHost(t), newTestHost(t), newTestHost(t), newTestHost(t)
+	ms := mesh(t, a, b, c)
+	connsTo := func(p peer.ID) []network.Conn { return a.h.Network().ConnsToPeer(p) }
+	before := connsTo(b.ID())
+	if len(before) == 0 {
+		t.Fatal("a has no connection to b")
+	}
+	echo := countingEcho(a)
+
+	// b stays (listed with one more address), c leaves, d joins.
+	mb := ms[1]
+	mb.Addrs = append(mb.Addrs, ma.StringCast("/ip4/127.0.0.1/tcp/9"))
+	dm := memberOf("d", d)
+	if err := a.SetMembers([]Member{ms[0], mb, dm}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetMembers([]Member{ms[0], dm}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the removed member disconnected", func() bool { return !a.Connected(c.ID()) })
+	after := connsTo(b.ID())
+	if len(after) == 0 || !slices.Contains(after, before[0]) || before[0].IsClosed() {
+		t.Fatalf("the connection to b was replaced: before %v, after %v", before, after)
+	}
+	if _, err := b.Call(ctxTimeout(t, 2*time.Second), a.ID(), "echo", []byte("b")); err != nil {
+		t.Fatalf("call from a member that stayed: %v", err)
+	}
+	waitFor(t, 5*time.Second, "the new member admitted", func() bool {
+		resp, err := d.Call(ctxTimeout(t, time.Second), a.ID(), "echo", []byte("d"))
+		return err == nil && string(resp) == "d"
+	})
+	n := echo.Load()
+	if _, err := c.Call(ctxTimeout(t, 2*time.Second), a.ID(), "echo", nil); err == nil {
+		t.Fatal("call from the removed member succeeded")
+	}
+	if echo.Load() != n {
+		t.Fatal("handler ran for the removed member")
+	}
+	if a.IsMember(c.ID()) || !a.IsMember(d.ID()) || !a.IsMember(b.ID()) {
+		t.Fatalf("member set %v", a.Members())
 	}
 }

@@ -1,7 +1,10 @@
 // Package raftnode is a node's raft member: it opens raft over the libp2p stream layer
 // with a raft-wal log and file snapshots, stamps and proposes entries on the leader,
 // forwards a follower's proposals to the leader (the propose RPC and its gate), signs
-// the node's own reports, and keeps the leader's clock honest (clock.go).
+// the node's own reports, keeps the leader's clock honest (clock.go), and changes raft's
+// membership on the leader's behalf (membership.go: add a nonvoter, tell it caught up,
+// promote it, remove a server; a node with cluster.join waits to be added instead of
+// bootstrapping).
 //
 // It owns raft's lifetime and nothing else: it never decides what an entry means (the FSM
 // in internal/state does, from the signatures the entry carries), never chooses a
@@ -30,12 +33,13 @@ import (
 )
 
 // Host is the part of the libp2p host raft needs: its stream layer, and the RPCs that
-// forward proposals and measure clocks.
+// forward proposals, measure clocks and ask a member's applied index.
 type Host interface {
 	RaftStreamLayer() (*p2p.StreamLayer, error)
 	HandleRPC(method string, fn p2p.RPCHandler)
 	Call(ctx context.Context, to peer.ID, method string, req []byte) ([]byte, error)
 	NodeIDOf(p peer.ID) (string, bool)
+	PeerIDOf(nodeID string) (peer.ID, bool)
 }
 
 // FSM is the replicated state as raft and the proposer see it.
@@ -146,6 +150,7 @@ func (n *Node) Start(ctx context.Context) error {
 		return err
 	}
 	n.host.HandleRPC(rpcClock, n.handleClock)
+	n.host.HandleRPC(rpcApplied, n.handleApplied)
 	n.host.HandleRPC(rpcPropose, func(ctx context.Context, from peer.ID, req []byte) ([]byte, error) {
 		id, ok := n.host.NodeIDOf(from)
 		if !ok {
@@ -204,15 +209,56 @@ func (n *Node) State() raft.RaftState {
 	return n.raft.State()
 }
 
-// NotReady lists why this member cannot serve: no leader known, or a clock found off.
+// ReasonWaitingToJoin is NotReady's reason on a joining node (cluster.join) that no
+// leader has contacted yet: it has no raft configuration until the leader adds it.
+const ReasonWaitingToJoin = "waiting to be added to the cluster: ask the admin to POST /v1/admin/members"
+
+// ReasonNotInConfiguration is NotReady's reason on a node that knows no leader and is not
+// in the raft configuration it holds (it was removed from the cluster).
+const ReasonNotInConfiguration = "this node is not in the cluster's raft configuration (removed from the cluster?)"
+
+// NotReady lists why this member cannot serve: waiting to be added (cluster.join), no
+// leader known, not in the configuration, catching up, or a clock found off.
 func (n *Node) NotReady() []string {
 	var reasons []string
-	if n.Leader() == "" {
+	switch {
+	case n.waitingToJoin():
+		reasons = append(reasons, ReasonWaitingToJoin)
+	case n.Leader() == "":
 		reasons = append(reasons, "no raft leader")
-	} else if r := n.catchingUp(); r != "" {
-		reasons = append(reasons, r)
+		if n.removed() {
+			reasons = append(reasons, ReasonNotInConfiguration)
+		}
+	default:
+		if r := n.catchingUp(); r != "" {
+			reasons = append(reasons, r)
+		}
 	}
 	return append(reasons, n.clockNotReady()...)
+}
+
+// waitingToJoin reports whether this is a joining node (cluster.join) that no leader has
+// contacted yet: no leader known and nothing in its raft log (no bootstrap, no entry, no
+// snapshot from a leader).
+func (n *Node) waitingToJoin() bool {
+	return n.cfg.Cluster.Join && n.raft != nil && n.Leader() == "" && n.raft.LastIndex() == 0
+}
+
+// removed reports whether this node holds a raft configuration that does not list it.
+// Asked only when no leader is known (it waits for raft's main loop, briefly).
+func (n *Node) removed() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	cfg, _, err := n.configuration(ctx)
+	if err != nil || len(cfg.Servers) == 0 {
+		return false
+	}
+	for _, s := range cfg.Servers {
+		if s.ID == raft.ServerID(n.cfg.NodeID) {
+			return false
+		}
+	}
+	return true
 }
 
 // catchUpSlack is how far this node's applied index may trail the commit index it knows

@@ -74,6 +74,10 @@ func (n *Node) open() error {
 	rc.SnapshotThreshold = 4096
 	rc.TrailingLogs = 8192
 	rc.BatchApplyCh = true
+	// A leader never removes itself (RemoveServer refuses it); should a configuration
+	// without this node still commit while it leads, it steps down and keeps running
+	// (raft would otherwise shut itself down and leave the node half alive).
+	rc.ShutdownOnRemove = false
 	if it := n.cfg.InsecureTesting; it.RaftSnapshotThreshold != 0 || it.RaftTrailingLogs != 0 || it.RaftSnapshotInterval.Duration != 0 {
 		// Test-only (dev mode): snapshot and compact early.
 		rc.SnapshotThreshold = max(it.RaftSnapshotThreshold, 16)
@@ -104,7 +108,12 @@ func (n *Node) open() error {
 		return fmt.Errorf("raft: %w", err)
 	}
 	n.raft = r
-	if !has {
+	if !has && n.cfg.Cluster.Join {
+		// A joining node has no configuration until the leader adds it (AddNonvoter) and
+		// replicates the log or a snapshot to it; without one it never campaigns.
+		n.log.Info("joining an existing cluster: waiting for its leader to add this node (cluster.join)", "node_id", n.cfg.NodeID)
+	}
+	if !has && !n.cfg.Cluster.Join {
 		var servers []raft.Server
 		for _, m := range n.cfg.Cluster.Members {
 			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(m.ID), Address: raft.ServerAddress(m.PeerID)})

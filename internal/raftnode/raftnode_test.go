@@ -40,7 +40,11 @@ type member struct {
 }
 
 // startMembers starts n raft members on loopback, each with its own data dir.
-func startMembers(t *testing.T, n int) []*member {
+func startMembers(t *testing.T, n int) []*member { t.Helper(); return startMembersJoin(t, n, 0) }
+
+// startMembersJoin is startMembers whose last join members are configured with
+// cluster.join: the others bootstrap raft with one another, every host admits all n.
+func startMembersJoin(t *testing.T, n, join int) []*member {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
 	an, err := authn.New(authn.Config{Audience: "test", HMACKey: bytes.Repeat([]byte{3}, 32)})
@@ -75,7 +79,12 @@ func startMembers(t *testing.T, n int) []*member {
 		ms[i] = &member{id: id, host: h, fsm: statetest.Open(t, noSignatures{}, an, nil)}
 		defer func() {
 			cfg := &config.Config{NodeID: id, DataDir: t.TempDir()}
-			cfg.Cluster.Members = cms
+			// The bootstrapping members list one another; a joining member lists them
+			// and itself.
+			cfg.Cluster.Members = cms[:n-join]
+			if cfg.Cluster.Join = i >= n-join; cfg.Cluster.Join {
+				cfg.Cluster.Members = cms
+			}
 			node, err := New(Config{Config: cfg, Logger: log, Identity: key, Host: h, FSM: ms[i].fsm, Scheduler: noScheduler{}, Registerer: prometheus.NewRegistry()})
 			if err != nil {
 				t.Fatal(err)

@@ -23,7 +23,9 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
+	"github.com/custos/custos/internal/api"
 	"github.com/custos/custos/internal/btc"
 	"github.com/custos/custos/internal/config"
 	"github.com/custos/custos/internal/state"
@@ -37,6 +39,10 @@ type State interface {
 	Key(id string) *state.Key
 	Approval(id string) *state.Approval
 	PendingBroadcasts(limit int) []*state.Request
+	ActiveMembers() []string
+	MemberChange() string
+	Request(id string) *state.Request
+	AllKeys() []*state.Key
 }
 
 // Proposer commits the leader's own entries and signed reports (raftnode.Node).
@@ -67,6 +73,9 @@ type Config struct {
 	// SealWebhookSecret makes a new webhook's secret and seals it under the cluster's
 	// webhook key, bound to the webhook's id; nil when this node has no webhook key.
 	SealWebhookSecret func(webhookID string) ([]byte, error)
+	// Raft changes raft's membership (members.go); nil: membership changes are not
+	// driven by this node.
+	Raft Raft
 }
 
 // Scheduler is the leader's scheduling: Schedule at stamping time, and the loop.
@@ -85,6 +94,11 @@ type Scheduler struct {
 	// shuffle orders the candidates of a committee (random; fixed in tests).
 	shuffle func([]string)
 	kick    chan struct{}
+	// raft is the membership handle (nil: none); membersBusy keeps one driver step at a
+	// time; memberDrive is that step's bookkeeping (only it touches it).
+	raft        Raft
+	membersBusy atomic.Bool
+	memberDrive memberDriver
 
 	// mu guards stopping; work counts the loop's reports in flight, which Stop waits
 	// for. go refuses new ones once Stop began, so that work.Add never races work.Wait.
@@ -101,7 +115,8 @@ func New(cfg Config) (*Scheduler, error) {
 		return nil, errors.New("scheduler: Config, State, IsLeader and Live are required")
 	}
 	s := &Scheduler{cfg: cfg.Config, log: cfg.Logger, fsm: cfg.State, isLeader: cfg.IsLeader, live: cfg.Live, nowFn: cfg.Now,
-		adminPub: cfg.AdminPublicKey, broadcastTx: cfg.Broadcast, sealSecret: cfg.SealWebhookSecret, shuffle: shuffle, kick: make(chan struct{}, 1)}
+		adminPub: cfg.AdminPublicKey, broadcastTx: cfg.Broadcast, sealSecret: cfg.SealWebhookSecret, shuffle: shuffle, kick: make(chan struct{}, 1),
+		raft: cfg.Raft}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -185,13 +200,14 @@ func (n *Scheduler) Schedule(s *state.Submit, origin string) {
 			return
 		}
 		s.Schedule = &state.Schedule{WebhookID: id, WebhookSecret: ct}
+	case state.OpMemberAdd, state.OpMemberRemove, state.OpMemberReplace:
+		s.Schedule = &state.Schedule{RequestID: newID("req_")}
 	case state.OpKeyCreate:
-		_, _, members := n.fsm.Cluster()
 		var ids, down []string
-		for _, m := range members {
-			ids = append(ids, m.ID)
-			if !n.isLive(m.ID) {
-				down = append(down, m.ID)
+		for _, m := range n.fsm.ActiveMembers() {
+			ids = append(ids, m)
+			if !n.isLive(m) {
+				down = append(down, m)
 			}
 		}
 		if len(down) > 0 {
@@ -202,6 +218,32 @@ func (n *Scheduler) Schedule(s *state.Submit, origin string) {
 		if c.Curve == state.CurveSecp256k1 {
 			s.Schedule.ChainCode = randomBytes(32)
 		}
+	case state.OpKeyReshare, state.OpKeyRefresh:
+		k := n.fsm.Key(c.KeyID)
+		if k == nil {
+			return // the FSM answers key.not_found
+		}
+		members := k.Members
+		if c.Reshare != nil && len(c.Reshare.Members) > 0 {
+			members = c.Reshare.Members
+		}
+		var down []string
+		for _, m := range members {
+			if !n.isLive(m) {
+				down = append(down, m)
+			}
+		}
+		if len(down) > 0 {
+			// NEAR's lesson: a reshare must not wait for an offline newcomer.
+			s.Unschedulable = fmt.Sprintf("a reshare needs every node of the new committee; unreachable: %v", down)
+			return
+		}
+		committee, ok := n.pickCommittee(k, origin, nil)
+		if !ok {
+			s.Unschedulable = fmt.Sprintf("a reshare needs %d reachable nodes of the key's current committee %v", k.Threshold, k.Members)
+			return
+		}
+		s.Schedule = &state.Schedule{RequestID: newID("req_"), Committee: committee, Nonce: randomBytes(32)}
 	case state.OpKeySign, state.OpKeyPSBT:
 		k := n.fsm.Key(c.KeyID)
 		if k == nil {
@@ -275,6 +317,7 @@ func (n *Scheduler) run(ctx context.Context, p Proposer) {
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	inflight := map[string]bool{}
+	var lastMembers int64
 	for {
 		select {
 		case <-ctx.Done():
@@ -300,6 +343,20 @@ func (n *Scheduler) run(ctx context.Context, p Proposer) {
 			if inflight[key] {
 				continue
 			}
+			if r.Kind == state.KindDelete && r.Attempt > 0 {
+				// A scheduled deletion completes at the first entry stamped at or after its
+				// delete_at (the FSM deletes it before applying that entry): the leader
+				// writes one when it is due — a report the FSM then refuses, the
+				// deletion being done. At most one every 5 s per request.
+				gkey := key + "/" + strconv.FormatInt(now/5000, 10)
+				if now >= r.NotBefore && !inflight[gkey] {
+					inflight[gkey] = true
+					n.spawn(func() {
+						n.reportQuiet(ctx, p, state.TypeFail, &state.Fail{RequestID: r.ID, Code: api.CodeKeyNotActive, Detail: "deletion due"})
+					})
+				}
+				continue
+			}
 			if r.ApprovalID != "" && r.Attempt == 0 {
 				// Governed requests (state/governance.go): one waiting for approval needs
 				// an entry once its approval expired (the FSM closes expired approvals at
@@ -313,11 +370,11 @@ func (n *Scheduler) run(ctx context.Context, p Proposer) {
 			}
 			age := time.Duration(now-r.ScheduledAt) * time.Millisecond
 			switch r.Kind {
-			case state.KindKeygen:
+			case state.KindKeygen, state.KindReshare:
 				if age > n.cfg.Ceremony.KeygenTimeout.Duration+5*time.Second {
 					inflight[key] = true
 					n.spawn(func() {
-						n.reportQuiet(ctx, p, state.TypeFail, &state.Fail{RequestID: r.ID, Code: "ceremony.failed", Detail: "keygen timed out"})
+						n.reportQuiet(ctx, p, state.TypeFail, &state.Fail{RequestID: r.ID, Code: "ceremony.failed", Detail: r.Kind + " timed out"})
 					})
 				}
 			case state.KindSign:
@@ -328,6 +385,13 @@ func (n *Scheduler) run(ctx context.Context, p Proposer) {
 				inflight[key] = true
 				n.spawn(func() { n.retry(ctx, p, r, timedOut) })
 			}
+		}
+		if n.raft != nil && now/2000 != lastMembers && n.membersBusy.CompareAndSwap(false, true) {
+			lastMembers = now / 2000
+			n.spawn(func() {
+				defer n.membersBusy.Store(false)
+				n.members(ctx, p)
+			})
 		}
 		for _, r := range n.fsm.PendingBroadcasts(16) {
 			bkey := "broadcast/" + r.ID + "/" + strconv.FormatInt(now/10000, 10)
@@ -437,12 +501,11 @@ func (n *Scheduler) governed(ctx context.Context, p Proposer, r *state.Request, 
 			}
 			rs.Committee, rs.Nonce = committee, randomBytes(32)
 		case state.KindKeygen:
-			_, _, members := n.fsm.Cluster()
-			for _, m := range members {
-				if !n.isLive(m.ID) {
+			for _, m := range n.fsm.ActiveMembers() {
+				if !n.isLive(m) {
 					return false
 				}
-				rs.Committee = append(rs.Committee, m.ID)
+				rs.Committee = append(rs.Committee, m)
 			}
 			rs.Nonce = randomBytes(32)
 		}

@@ -55,6 +55,7 @@ type fakeState struct {
 	members  []state.Member
 	keys     map[string]*state.Key
 	requests []*state.Request
+	change   string // the membership change running
 }
 
 func (f *fakeState) Cluster() (string, int, []state.Member) {
@@ -71,6 +72,35 @@ func (f *fakeState) OpenRequests() []*state.Request {
 func (f *fakeState) Key(id string) *state.Key               { f.mu.Lock(); defer f.mu.Unlock(); return f.keys[id] }
 func (f *fakeState) Approval(string) *state.Approval        { return nil }
 func (f *fakeState) PendingBroadcasts(int) []*state.Request { return nil }
+func (f *fakeState) ActiveMembers() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, m := range f.members {
+		out = append(out, m.ID)
+	}
+	return out
+}
+func (f *fakeState) MemberChange() string { f.mu.Lock(); defer f.mu.Unlock(); return f.change }
+func (f *fakeState) Request(id string) *state.Request {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, r := range f.requests {
+		if r.ID == id {
+			return r
+		}
+	}
+	return nil
+}
+func (f *fakeState) AllKeys() []*state.Key {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*state.Key
+	for _, k := range f.keys {
+		out = append(out, k)
+	}
+	return out
+}
 
 // recorder is a Proposer that records what the leader proposed.
 type recorder struct {

@@ -154,6 +154,16 @@ func (a *applier) callInner(c *Call) Result {
 			return refuse("perm.denied", "this route is for the admin and users")
 		}
 		return Result{}
+	case OpKeyReshare, OpKeyRefresh:
+		if !admin {
+			return refuse("perm.denied", "resharing a key is the admin's")
+		}
+		return a.keyReshare(c)
+	case OpMemberList, OpMemberAdd, OpMemberRemove, OpMemberReplace:
+		if !admin {
+			return refuse("perm.denied", "cluster membership is the admin's")
+		}
+		return a.memberOp(c)
 	case OpWebhookCreate, OpWebhookList, OpWebhookDelete, OpWebhookDeliveries:
 		if !admin {
 			return refuse("perm.denied", "webhooks are the admin's")
@@ -193,7 +203,7 @@ func (a *applier) callInner(c *Call) Result {
 			return refuse("perm.denied", "the activity stream is for the admin and users")
 		}
 		return Result{}
-	case OpKeyCreate, OpKeyList, OpKeyGet, OpKeySign, OpKeyPSBT:
+	case OpKeyCreate, OpKeyList, OpKeyGet, OpKeySign, OpKeyPSBT, OpKeyDerive, OpKeyDelete, OpKeyRestore:
 		if admin || p.user == nil {
 			return refuse("perm.denied", "this route is for users and access keys")
 		}
@@ -397,6 +407,12 @@ func (a *applier) userOp(c *Call, p principal) Result {
 			return refuse("perm.denied", "missing permission keys:sign")
 		}
 		return a.keyPSBT(c, p)
+	case OpKeyDerive:
+		return a.keyDerive(c, p)
+	case OpKeyDelete:
+		return a.keyDelete(c, p)
+	case OpKeyRestore:
+		return a.keyRestore(c, p)
 	}
 	return refuse("request.malformed", "unknown operation")
 }
@@ -451,7 +467,7 @@ func (a *applier) useSessionNonce(nonce []byte) Result {
 }
 
 func (a *applier) keyCreate(c *Call, u *User) Result {
-	n := len(a.m.Members)
+	n := len(a.memberIDs())
 	switch {
 	case c.Curve != CurveSecp256k1 && c.Curve != CurveEd25519:
 		return refuse("request.malformed", `curve must be "secp256k1" or "ed25519"`)
@@ -655,10 +671,14 @@ func (a *applier) validCommittee(k *Key, committee []string) Result {
 	return Result{}
 }
 
+// memberIDs are the active members' ids (sorted): those that take part in keygens and
+// may hold keys' shares (a joining or leaving node does not: members.go).
 func (a *applier) memberIDs() []string {
-	ids := make([]string, len(a.m.Members))
-	for i, m := range a.m.Members {
-		ids[i] = m.ID
+	ids := make([]string, 0, len(a.m.Members))
+	for _, m := range a.m.Members {
+		if m.active() {
+			ids = append(ids, m.ID)
+		}
 	}
 	return ids
 }
@@ -743,7 +763,7 @@ func (a *applier) ceremonyFailed(c *CeremonyFailed) Result {
 	if r == nil || Final(r.Status) || !equalBytes(r.Nonce, c.Nonce) {
 		return Result{RequestID: c.RequestID, Existing: true}
 	}
-	if !slices.Contains(r.Committee, c.Node) {
+	if !slices.Contains(r.Participants(), c.Node) {
 		return refuse("request.conflict", "report from a node outside the committee")
 	}
 	culprits := c.Culprits
@@ -755,8 +775,8 @@ func (a *applier) ceremonyFailed(c *CeremonyFailed) Result {
 		r.Failures = r.Failures[len(r.Failures)-64:]
 	}
 	r.UpdatedAt = a.stamp
-	if r.Kind == KindKeygen {
-		a.failRequest(r, "ceremony.failed", "keygen failed on "+c.Node+": "+truncate(c.Detail, 200), "node:"+c.Node)
+	if r.Kind == KindKeygen || r.Kind == KindReshare {
+		a.failRequest(r, "ceremony.failed", r.Kind+" failed on "+c.Node+": "+truncate(c.Detail, 200), "node:"+c.Node)
 		return Result{RequestID: r.ID}
 	}
 	if !r.Retry {
@@ -806,6 +826,17 @@ func (a *applier) fail(c *Fail, actor string) Result {
 		// Only its approval's expiry (or a denial) ends it, judged by stamps.
 		return refuse("request.conflict", "the request waits for approval until it expires")
 	}
+	if r.Kind == KindDelete && r.Attempt > 0 {
+		// A scheduled deletion ends at its delete_at or when its owner restores the key:
+		// a leader's report must not keep a key alive that its owner deleted.
+		return refuse("request.conflict", "a scheduled deletion ends at its delete_at, or when the key is restored")
+	}
+	if r.Kind == KindMemberChange && r.Attempt > 0 {
+		// The leader gives up a membership change: what is done stays done.
+		a.failRequest(r, truncate(c.Code, 64), truncate(c.Detail, 256), actor)
+		a.undoChange(r)
+		return Result{RequestID: r.ID}
+	}
 	a.failRequest(r, truncate(c.Code, 64), truncate(c.Detail, 256), actor)
 	return Result{RequestID: r.ID}
 }
@@ -819,6 +850,9 @@ func (a *applier) failRequest(r *Request, code, detail, actor string) {
 		a.uncount(r)
 	}
 	a.settle(r, StatusFailed)
+	if r.Kind == KindReshare {
+		a.abandonReshare(r)
+	}
 	if r.Kind == KindKeygen {
 		if k := a.key(r.KeyID); k != nil {
 			k.Status = KeyFailed

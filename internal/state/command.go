@@ -145,7 +145,7 @@ func ReportMessage(kind string, body []byte) []byte {
 // MemberReportKinds are the reports any member may forward to the leader; the others
 // (Reschedule, Fail) are the leader's own decisions and never come over the propose RPC.
 func MemberReportKinds() []string {
-	return []string{TypeShareStored, TypeCeremonyResult, TypeCeremonyFailed, TypeCheckpoint, TypeCheckpointRequest}
+	return []string{TypeShareStored, TypeReshareStored, TypeCeremonyResult, TypeCeremonyFailed, TypeCheckpoint, TypeCheckpointRequest}
 }
 
 // decodeStrict decodes an entry payload, refusing unknown fields and trailing data: a
@@ -177,6 +177,15 @@ const (
 	OpKeyList           = "keys.list"
 	OpKeyGet            = "keys.get"
 	OpKeySign           = "keys.sign"
+	OpKeyDerive         = "keys.derive"
+	OpKeyDelete         = "keys.delete"
+	OpKeyRestore        = "keys.restore"
+	OpKeyReshare        = "keys.reshare"
+	OpKeyRefresh        = "keys.refresh"
+	OpMemberList        = "members.list"
+	OpMemberAdd         = "members.add"
+	OpMemberRemove      = "members.remove"
+	OpMemberReplace     = "members.replace"
 	OpRequestGet        = "requests.get"
 	OpAuditList         = "audit.list"
 	OpAccessCreate      = "access.create"
@@ -254,6 +263,14 @@ type Call struct {
 	// (signed body only).
 	WebhookID string           `json:"-"`
 	Webhook   *api.WebhookBody `json:"-"`
+	// MemberID is the member a route names; Member the node POST /v1/admin/members (or
+	// …/replace) adds (signed body only).
+	MemberID string          `json:"-"`
+	Member   *api.MemberBody `json:"-"`
+	// Reshare is POST /v1/admin/keys/{key_id}/reshare's body (signed body only).
+	Reshare *api.ReshareBody `json:"-"`
+	// Derive is POST /v1/keys/{key_id}/derive's body (signed body only).
+	Derive *api.DeriveBody `json:"-"`
 	// PSBT is POST /v1/keys/{key_id}/psbt's body (signed body only).
 	PSBT *api.PSBTBody `json:"-"`
 

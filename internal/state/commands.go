@@ -50,6 +50,7 @@ var commands = map[string]command{
 // the report's signer (node id).
 var reportBodies = map[string]func([]byte) (func(a *applier, node string) Result, error){
 	TypeShareStored:       reportBody(func(c *ShareStored) string { return c.Node }, (*applier).shareStored),
+	TypeReshareStored:     reportBody(func(c *ReshareStored) string { return c.Node }, (*applier).reshareStored),
 	TypeCeremonyResult:    reportBody(func(c *CeremonyResult) string { return c.Node }, (*applier).ceremonyResult),
 	TypeCeremonyFailed:    reportBody(func(c *CeremonyFailed) string { return c.Node }, (*applier).ceremonyFailed),
 	TypeCheckpoint:        reportBody(func(c *StateCheckpoint) string { return c.Node }, (*applier).checkpointVote),
@@ -58,6 +59,8 @@ var reportBodies = map[string]func([]byte) (func(a *applier, node string) Result
 	TypeFail:              leaderReport((*applier).fail),
 	TypeBroadcast:         leaderReport((*applier).broadcast),
 	TypeWebhookDelivery:   leaderReport((*applier).webhookDelivery),
+	TypeMemberStep:        leaderReport((*applier).memberStep),
+	TypeMemberReshare:     leaderReport((*applier).memberReshare),
 }
 
 // strict is a decoder that refuses unknown fields and trailing data.

@@ -87,7 +87,17 @@ const (
 	EventScheduled = "scheduled"
 	EventSettled   = "settled"
 	EventKeyFailed = "key_failed"
-	EventRetry     = "retry"
+	// EventKeyDeleted: a key's deletion completed; the node erases its share.
+	EventKeyDeleted = "key_deleted"
+	// EventReshared: a reshare completed; the new parties put their new shares in place,
+	// the parties left out erase theirs. EventReshareFailed: it failed; the new parties
+	// drop the shares they stored aside.
+	EventReshared      = "reshared"
+	EventReshareFailed = "reshare_failed"
+	// EventMembers: the member list changed (the node updates its gater and dial
+	// addresses; the leader its raft configuration).
+	EventMembers = "members"
+	EventRetry   = "retry"
 	// EventApproval: a request now waits for approval; EventApproved: its approval passed
 	// and the leader schedules it once its delay is over.
 	EventApproval = "approval"
@@ -447,6 +457,7 @@ func (r *batchRun) applyEntry(env *Envelope, apply func(*applier) Result, index 
 		m.PruneBehind = a.prune()
 	}
 	a.expireApprovals()
+	a.completeDeletions()
 	res := a.applyEntry(env, apply)
 	for i := events; i < len(r.events); i++ {
 		if r.events[i].Index == 0 {

@@ -258,6 +258,10 @@ func activityOf(kind string) string {
 		return api.ActivitySign
 	case KindKeygen:
 		return api.ActivityKeygen
+	case KindDelete:
+		return api.ActivityKeyDelete
+	case KindMemberChange:
+		return api.ActivityMemberChange
 	}
 	return kind
 }
@@ -465,6 +469,9 @@ func (a *applier) cancel(c *Call, p principal) Result {
 	if !initiator && !approver {
 		return refuse(api.CodeRequestNotFound, "no such request")
 	}
+	if r.Kind == KindDelete && r.Attempt > 0 && !Final(r.Status) {
+		return refuse(api.CodeRequestConflict, "this deletion is scheduled; POST /v1/keys/"+r.KeyID+"/restore cancels it")
+	}
 	waiting := r.Status == StatusPendingApproval || (r.Status == StatusScheduled && r.Attempt == 0 && r.ApprovalID != "")
 	if !waiting {
 		return refuse(api.CodeRequestConflict, "only a request waiting for approval or in its delay can be cancelled; this one is "+r.Status)
@@ -495,6 +502,19 @@ func (a *applier) release(r *Request, c *Reschedule, actor string) Result {
 	switch r.Kind {
 	case KindPolicyModify, KindAccessGrant:
 		a.execute(r)
+		return Result{RequestID: r.ID}
+	case KindDelete:
+		return a.releaseDeletion(r, actor)
+	case KindMemberChange:
+		if r.Change == nil {
+			return refuse(api.CodeRequestConflict, "not a membership change")
+		}
+		if res := a.rejudge(r); !res.OK() {
+			a.failRequest(r, res.Code, "not run: "+res.Detail, actor)
+			return Result{RequestID: r.ID}
+		}
+		a.recount(r)
+		a.startChange(r)
 		return Result{RequestID: r.ID}
 	case KindKeygen:
 		u := a.user(r.Owner)
@@ -568,6 +588,14 @@ func (a *applier) rejudge(r *Request) Result {
 		}
 	case KindKeygen:
 		pr.Activity, pr.KeyLabel = api.ActivityKeygen, ParseRequest(r.Signed).Label
+	case KindDelete:
+		k := a.key(r.KeyID)
+		if k == nil {
+			return refuse(api.CodeKeyNotActive, "the key is gone")
+		}
+		pr.Activity, pr.KeyID, pr.KeyLabel = api.ActivityKeyDelete, k.ID, k.Label
+	case KindMemberChange:
+		pr.Activity, pr.Admin = api.ActivityMemberChange, true
 	default:
 		return Result{}
 	}

@@ -59,6 +59,12 @@ type meta struct {
 	// (PUT /v1/admin/retention); 0 means the default.
 	RequestRetentionMs   int64 `json:"request_retention_ms,omitempty"`
 	AccessKeyRetentionMs int64 `json:"access_key_retention_ms,omitempty"`
+	// KeyDeletionDelayMs is the admin's deletion delay (0: the default); Deletions counts
+	// the keys whose deletion is scheduled (lifecycle.go).
+	KeyDeletionDelayMs int64 `json:"key_deletion_delay_ms,omitempty"`
+	Deletions          int   `json:"deletions,omitempty"`
+	// MemberChange is the newest membership change request (members.go).
+	MemberChange string `json:"member_change,omitempty"`
 }
 
 // requestRetention is how long finished requests are kept (ms).

@@ -43,6 +43,8 @@ type Member struct {
 	PeerID   string   `json:"peer_id"`
 	P2PAddrs []string `json:"p2p_addrs"`
 	API      string   `json:"api"`
+	// Status is joining, active or leaving ("" = active: members.go).
+	Status string `json:"status,omitempty"`
 }
 
 // User is a caller the admin created (Sigpair's numeric user id).
@@ -92,6 +94,20 @@ type Key struct {
 	CreatedAt int64    `json:"created_at_ms"`
 	// Reports holds, per node, the public key it computed and stored a share for.
 	Reports map[string][]byte `json:"reports,omitempty"`
+	// DeleteAt is when a key whose deletion is scheduled is erased, DeleteRequest the
+	// request that scheduled it; DeletedAt when the deletion completed (lifecycle.go).
+	DeleteAt      int64  `json:"delete_at_ms,omitempty"`
+	DeleteRequest string `json:"delete_request,omitempty"`
+	DeletedAt     int64  `json:"deleted_at_ms,omitempty"`
+	// Generation counts the reshares the key's shares went through (its parties' keys
+	// are protocol.PartyKeyAt(node, Generation)); Resharing is the reshare running now
+	// (reshare.go).
+	Generation uint32     `json:"generation,omitempty"`
+	Resharing  *Resharing `json:"resharing,omitempty"`
+	// LastGeneration is the newest generation any reshare attempt of the key was given:
+	// an attempt that fails never hands its generation to another, so a node's share kept
+	// aside names one attempt only.
+	LastGeneration uint32 `json:"last_generation,omitempty"`
 }
 
 // Request kinds.
@@ -196,6 +212,14 @@ type Request struct {
 	Made      string `json:"made,omitempty"`
 	// Amount is what a policy read as the request's amount (sats), when it had one.
 	Amount *int64 `json:"amount,omitempty"`
+	// NewMembers and NewThreshold are a reshare's new committee and threshold (its
+	// Committee is the old signing committee).
+	NewMembers   []string `json:"new_members,omitempty"`
+	NewThreshold int      `json:"new_threshold,omitempty"`
+	// ForChange is the membership change a reshare is part of; Change is a membership
+	// change's own part (members.go).
+	ForChange string        `json:"for_change,omitempty"`
+	Change    *MemberChange `json:"change,omitempty"`
 	// PSBT is a PSBT signing's transaction (psbt.go); nil for a digest or message.
 	PSBT *PSBTSign `json:"psbt,omitempty"`
 }

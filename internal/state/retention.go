@@ -20,7 +20,7 @@ func (a *applier) setRetention(b *RetentionBody) Result {
 		return refuse("request.malformed", "no retention given")
 	}
 	if b.NoncesS != 0 || b.SessionNoncesS != 0 || b.ProposalResultsS != 0 || b.Audit != "" {
-		return refuse("request.malformed", "only finished_requests_s, dead_access_keys_s and events_s can be set")
+		return refuse("request.malformed", "only finished_requests_s, dead_access_keys_s, events_s and key_deletion_delay_s can be set")
 	}
 	check := func(name string, s, lo, hi int64) (int64, Result) {
 		if s == 0 {
@@ -43,8 +43,16 @@ func (a *applier) setRetention(b *RetentionBody) Result {
 	if !r.OK() {
 		return r
 	}
-	if req == 0 && ak == 0 && ev == 0 {
-		return refuse("request.malformed", "set finished_requests_s, dead_access_keys_s or events_s")
+	del, r := check("key_deletion_delay_s", b.KeyDeletionDelayS, MinKeyDeletionDelayMs, MaxKeyDeletionDelayMs)
+	if !r.OK() {
+		return r
+	}
+	if req == 0 && ak == 0 && ev == 0 && del == 0 {
+		return refuse("request.malformed", "set finished_requests_s, dead_access_keys_s, events_s or key_deletion_delay_s")
+	}
+	if del != 0 {
+		// Applies to deletions scheduled from now on; those scheduled keep their delete_at.
+		a.m.KeyDeletionDelayMs = del
 	}
 	if ev != 0 {
 		a.m.EventRetentionMs = ev
@@ -70,5 +78,6 @@ func (f *FSM) Retention() api.Retention {
 		ProposalResultsS:  ProposalRetentionMs / 1000,
 		Audit:             "forever (until the admin prunes an exported range)",
 		EventsS:           m.eventRetention() / 1000,
+		KeyDeletionDelayS: m.keyDeletionDelay() / 1000,
 	}
 }

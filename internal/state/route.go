@@ -83,6 +83,15 @@ var routes = []route{
 	{http.MethodGet, []string{"keys", "{}"}, OpKeyGet},
 	{http.MethodPost, []string{"keys", "{}", "sign"}, OpKeySign},
 	{http.MethodPost, []string{"keys", "{}", "psbt"}, OpKeyPSBT},
+	{http.MethodPost, []string{"keys", "{}", "derive"}, OpKeyDerive},
+	{http.MethodDelete, []string{"keys", "{}"}, OpKeyDelete},
+	{http.MethodPost, []string{"keys", "{}", "restore"}, OpKeyRestore},
+	{http.MethodPost, []string{"admin", "keys", "{}", "reshare"}, OpKeyReshare},
+	{http.MethodPost, []string{"admin", "keys", "{}", "refresh"}, OpKeyRefresh},
+	{http.MethodGet, []string{"admin", "members"}, OpMemberList},
+	{http.MethodPost, []string{"admin", "members"}, OpMemberAdd},
+	{http.MethodDelete, []string{"admin", "members", "{}"}, OpMemberRemove},
+	{http.MethodPost, []string{"admin", "members", "{}", "replace"}, OpMemberReplace},
 	{http.MethodGet, []string{"requests", "{}"}, OpRequestGet},
 	{http.MethodGet, []string{"audit"}, OpAuditList},
 	{http.MethodPost, []string{"admin", "audit", "prune"}, OpAuditPrune},
@@ -239,6 +248,29 @@ func ParseRequest(f *SignedForm) *Call {
 		c.PSBT = &b
 		c.IdempotencyKey = b.IdempotencyKey
 		c.BodyHash = bodyHash(f.Body)
+	case OpKeyDerive:
+		c.KeyID = param()
+		var b api.DeriveBody
+		c.Malformed = DecodeBody(f.Body, &b)
+		c.Derive = &b
+	case OpKeyDelete, OpKeyRestore, OpKeyRefresh:
+		c.KeyID = param()
+		emptyBody()
+	case OpMemberList:
+		emptyBody()
+	case OpMemberAdd, OpMemberReplace:
+		c.MemberID = param()
+		var b api.MemberBody
+		c.Malformed = DecodeBody(f.Body, &b)
+		c.Member = &b
+	case OpMemberRemove:
+		c.MemberID = param()
+		emptyBody()
+	case OpKeyReshare:
+		c.KeyID = param()
+		var b api.ReshareBody
+		c.Malformed = DecodeBody(f.Body, &b)
+		c.Reshare = &b
 	case OpRequestGet:
 		c.RequestID = param()
 	case OpAccessCreate:

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/custos/custos/internal/statedb"
 )
@@ -95,6 +96,19 @@ func exists(r readKV, k []byte) bool {
 	return true
 }
 
+// scanKV calls fn with each record in [lower, upper) until fn returns false.
+func scanKV(r readKV, lower, upper []byte, fn func(k, v []byte) bool) {
+	err := r.Scan(lower, upper, func(k, v []byte) error {
+		if !fn(k, v) {
+			return statedb.ErrStop
+		}
+		return nil
+	})
+	if err != nil {
+		fault("state: scan: %w", err)
+	}
+}
+
 // scanKeys calls fn with each key in [lower, upper) until fn returns false.
 func scanKeys(r readKV, lower, upper []byte, fn func(k []byte) bool) {
 	err := r.Scan(lower, upper, func(k, _ []byte) error {
@@ -164,6 +178,64 @@ func get[T any](t *tx, k []byte) *T {
 	}
 	t.objs[string(k)] = &object{v: v, orig: raw}
 	return v
+}
+
+// eachObject calls fn with every object of type T whose key is in [lower, upper), as
+// this batch sees it — changed, added and deleted objects of the batch included (the
+// database holds them only after flush, so a plain scan would see the batch's start:
+// what an apply decides must not depend on where raft's batches begin) — in key order,
+// until fn returns false. Objects it only reads are not cached.
+func eachObject[T any](t *tx, lower, upper []byte, fn func(*T) bool) {
+	var cached []string
+	for k, o := range t.objs {
+		if k >= string(lower) && k < string(upper) && o.v != nil {
+			cached = append(cached, k)
+		}
+	}
+	slices.Sort(cached)
+	next := 0
+	// emitCachedBefore hands fn the batch's objects ordered before key k (all when k is
+	// nil); it reports false when fn stopped.
+	emitCachedBefore := func(k []byte) bool {
+		for ; next < len(cached) && (k == nil || cached[next] < string(k)); next++ {
+			if !fn(t.objs[cached[next]].v.(*T)) {
+				return false
+			}
+		}
+		return true
+	}
+	stopped := false
+	scanKV(t.b, lower, upper, func(k, raw []byte) bool {
+		if !emitCachedBefore(k) {
+			stopped = true
+			return false
+		}
+		if o, ok := t.objs[string(k)]; ok {
+			if next < len(cached) && cached[next] == string(k) {
+				next++
+			}
+			if o.v == nil {
+				return true // deleted in this batch
+			}
+			if !fn(o.v.(*T)) {
+				stopped = true
+				return false
+			}
+			return true
+		}
+		v := new(T)
+		if err := json.Unmarshal(raw, v); err != nil {
+			fault("state: decode %q: %w", k, err)
+		}
+		if !fn(v) {
+			stopped = true
+			return false
+		}
+		return true
+	})
+	if !stopped {
+		emitCachedBefore(nil)
+	}
 }
 
 // put stores v under k (a new object, or a replacement).

@@ -17,6 +17,7 @@ import (
 
 	"github.com/bnb-chain/tss-lib/v2/common"
 	ecdsakeygen "github.com/bnb-chain/tss-lib/v2/ecdsa/keygen"
+	"github.com/bnb-chain/tss-lib/v2/ecdsa/resharing"
 	ecdsasigning "github.com/bnb-chain/tss-lib/v2/ecdsa/signing"
 	eddsakeygen "github.com/bnb-chain/tss-lib/v2/eddsa/keygen"
 	eddsasigning "github.com/bnb-chain/tss-lib/v2/eddsa/signing"
@@ -383,4 +384,169 @@ func (b *Baseline) KeygenEdDSA(ctx context.Context) (time.Duration, error) {
 		}
 	}
 	return took, nil
+}
+
+// ReshareECDSA refreshes the ECDSA key in-process: the n parties of the key (party keys
+// of generation 0) reshare it to the same n nodes at generation 1 (party keys
+// protocol.PartyKeyAt(id, 1), so a node's old and new parties differ, as custos runs
+// them) with the same threshold; every node runs its old and its new party. New parties
+// take the fixture pre-parameters again (fine for a benchmark, never for a node). It
+// returns the ceremony's time, from building the parties to the last result; the new
+// shares are checked (not timed) for the original public key and dropped.
+func (b *Baseline) ReshareECDSA(ctx context.Context) (time.Duration, error) {
+	oldPids := partyIDs(b.ids)
+	u := make(tss.UnSortedPartyIDs, 0, b.n)
+	for _, id := range b.ids {
+		u = append(u, tss.NewPartyID(id, id, protocol.PartyKeyAt(id, 1)))
+	}
+	newPids := tss.SortPartyIDs(u)
+	oldPC, newPC := tss.NewPeerContext(oldPids), tss.NewPeerContext(newPids)
+	all := append(slices.Clone(oldPids), newPids...)
+	start := time.Now()
+	res, err := runReshare(ctx, all, func(i int, out chan<- tss.Message, end chan<- *ecdsakeygen.LocalPartySaveData) tss.Party {
+		if i < b.n {
+			params := tss.NewReSharingParameters(tss.S256(), oldPC, newPC, oldPids[i], b.n, b.k-1, b.n, b.k-1)
+			key := cloneSave(b.ecKeys[b.index(oldPids[i])])
+			return resharing.NewLocalParty(params, key, out, end)
+		}
+		p := newPids[i-b.n]
+		params := tss.NewReSharingParameters(tss.S256(), oldPC, newPC, p, b.n, b.k-1, b.n, b.k-1)
+		key := ecdsakeygen.NewLocalPartySaveData(b.n)
+		key.LocalPreParams = b.pre[b.index(p)]
+		return resharing.NewLocalParty(params, key, out, end)
+	})
+	took := time.Since(start)
+	if err != nil {
+		return 0, err
+	}
+	for _, s := range res[b.n:] {
+		if s == nil || s.ECDSAPub == nil || !s.ECDSAPub.Equals(b.ecKeys[0].ECDSAPub) || s.Xi == nil {
+			return 0, errors.New("baseline ECDSA resharing: a new share does not hold the original key")
+		}
+	}
+	return took, nil
+}
+
+// cloneSave deep-copies what resharing mutates (the old party zeroes its secret share
+// in place) through a JSON round trip, so that the baseline's key stays usable.
+func cloneSave(s *ecdsakeygen.LocalPartySaveData) ecdsakeygen.LocalPartySaveData {
+	b, err := json.Marshal(s)
+	if err != nil {
+		panic(err)
+	}
+	var out ecdsakeygen.LocalPartySaveData
+	if err := json.Unmarshal(b, &out); err != nil {
+		panic(err)
+	}
+	return out
+}
+
+// runReshare is runParties for a resharing: the parties are those of the old committee
+// then those of the new one, and messages are routed by the recipients' party keys
+// (a party index is an index within its own committee).
+func runReshare[T any](ctx context.Context, all []*tss.PartyID, mk func(i int, out chan<- tss.Message, end chan<- T) tss.Party) ([]T, error) {
+	n := len(all)
+	slot := make(map[string]int, n)
+	for i, p := range all {
+		slot[string(p.Key)] = i
+	}
+	done := make(chan struct{})
+	errc := make(chan error, 4*n)
+	inbox := make([]chan delivery, n)
+	outs := make([]chan tss.Message, n)
+	ends := make([]chan T, n)
+	parties := make([]tss.Party, n)
+	for i := range n {
+		inbox[i] = make(chan delivery, inboxCap)
+		outs[i] = make(chan tss.Message, inboxCap)
+		ends[i] = make(chan T, 1)
+	}
+	if err := safe(func() {
+		for i := range n {
+			parties[i] = mk(i, outs[i], ends[i])
+		}
+	}); err != nil {
+		return nil, err
+	}
+	report := func(err error) {
+		select {
+		case errc <- err:
+		default:
+		}
+	}
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			var terr *tss.Error
+			if err := safe(func() { terr = parties[i].Start() }); err != nil {
+				report(err)
+				return
+			}
+			if terr != nil {
+				report(terr)
+				return
+			}
+			for {
+				select {
+				case <-done:
+					return
+				case d := <-inbox[i]:
+					var uerr *tss.Error
+					if err := safe(func() { _, uerr = parties[i].UpdateFromBytes(d.wire, d.from, d.bcast) }); err != nil {
+						report(err)
+						return
+					}
+					if uerr != nil {
+						report(uerr)
+						return
+					}
+				}
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				case m := <-outs[i]:
+					wire, r, err := m.WireBytes()
+					if err != nil {
+						report(err)
+						return
+					}
+					d := delivery{wire: wire, from: r.From, bcast: r.IsBroadcast}
+					for _, p := range r.To {
+						j, ok := slot[string(p.Key)]
+						if !ok || j == i {
+							continue
+						}
+						select {
+						case inbox[j] <- d:
+						case <-done:
+							return
+						}
+					}
+				}
+			}
+		}()
+	}
+	res := make([]T, n)
+	var err error
+	for i := 0; i < n && err == nil; i++ {
+		select {
+		case res[i] = <-ends[i]:
+		case err = <-errc:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	close(done)
+	wg.Wait()
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
 }

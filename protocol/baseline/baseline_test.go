@@ -28,3 +28,19 @@ func TestNewRefuses(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkReshareECDSA is the tss-lib reference for protocol's BenchmarkReshareECDSA:
+// a 2-of-3 refresh, every node running its old and its new party, in one process.
+func BenchmarkReshareECDSA(b *testing.B) {
+	ctx := context.Background()
+	base, err := New(ctx, filepath.Join("..", "..", "test", "fixtures", "preparams"), 3, 2)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := base.ReshareECDSA(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -10,8 +10,8 @@
 // and then UpdateFromBytes for every message in order, each party's out channel is
 // drained by its own goroutine that serialises every message with WireBytes and routes
 // it, and the end channels are buffered. The only custos code it calls is
-// protocol.PartyKey, which names the parties so that shares sit at the x-coordinates a
-// cluster uses.
+// protocol.PartyKey (and PartyKeyAt for resharing), which names the parties so that
+// shares sit at the x-coordinates a cluster uses.
 //
 // Only test/bench uses it; nothing under node/ or cmd/custosd may import it.
 package baseline

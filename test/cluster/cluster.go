@@ -126,6 +126,15 @@ type Cluster struct {
 	log       *slog.Logger
 	closeOnce sync.Once
 	closeErr  error
+	// extra and fixtures are what every node's configuration was made with (AddNode
+	// makes the next one alike).
+	extra    map[string]any
+	fixtures string
+
+	// nodesMu guards the node list that AddNode grows: dc.Nodes, apiPorts, p2pPorts,
+	// adms. addMu serialises AddNode.
+	nodesMu sync.RWMutex
+	addMu   sync.Mutex
 
 	mu    sync.Mutex
 	procs []*process
@@ -230,6 +239,7 @@ func New(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		adm["public_key"] = pub
 		extra["admin"] = adm
 	}
+	c.extra, c.fixtures = extra, fixtures
 	c.dc, err = devcluster.Create(devcluster.Spec{Dir: c.dir, Threshold: opts.Threshold, APIPorts: c.apiPorts, P2PPorts: c.p2pPorts, FixturesDir: fixtures, Extra: extra, Custosd: c.bin})
 	if err != nil {
 		return nil, fmt.Errorf("cluster: create: %w", err)
@@ -467,6 +477,24 @@ func rewriteMemberAddrs(path string, addrs []string) error {
 	})
 }
 
+// editConfigRead decodes a configuration file for read, keeping numbers as written.
+func editConfigRead(path string, read func(cfg map[string]any) error) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var cfg map[string]any
+	if err := dec.Decode(&cfg); err != nil {
+		return fmt.Errorf("cluster: %s: %w", path, err)
+	}
+	if err := read(cfg); err != nil {
+		return fmt.Errorf("cluster: %s: %w", path, err)
+	}
+	return nil
+}
+
 // editConfig rewrites a configuration file through edit, keeping numbers as written.
 func editConfig(path string, edit func(cfg map[string]any) error) error {
 	b, err := os.ReadFile(path)
@@ -536,7 +564,11 @@ func (c *Cluster) All() []int {
 }
 
 // N is the number of nodes.
-func (c *Cluster) N() int { return len(c.dc.Nodes) }
+func (c *Cluster) N() int {
+	c.nodesMu.RLock()
+	defer c.nodesMu.RUnlock()
+	return len(c.dc.Nodes)
+}
 
 // Threshold is the cluster's default k.
 func (c *Cluster) Threshold() int { return c.opts.Threshold }
@@ -560,10 +592,16 @@ func (c *Cluster) SetBinary(bin string) {
 }
 
 // NodeID is node i's id ("node1" …).
-func (c *Cluster) NodeID(i int) string { return c.dc.Nodes[i].ID }
+func (c *Cluster) NodeID(i int) string {
+	c.nodesMu.RLock()
+	defer c.nodesMu.RUnlock()
+	return c.dc.Nodes[i].ID
+}
 
 // Index returns the index of the node with the given id, or -1.
 func (c *Cluster) Index(nodeID string) int {
+	c.nodesMu.RLock()
+	defer c.nodesMu.RUnlock()
 	for i, n := range c.dc.Nodes {
 		if n.ID == nodeID {
 			return i
@@ -573,7 +611,11 @@ func (c *Cluster) Index(nodeID string) int {
 }
 
 // API is node i's API base URL.
-func (c *Cluster) API(i int) string { return c.dc.Nodes[i].API }
+func (c *Cluster) API(i int) string {
+	c.nodesMu.RLock()
+	defer c.nodesMu.RUnlock()
+	return c.dc.Nodes[i].API
+}
 
 // APIs returns every node's API base URL.
 func (c *Cluster) APIs() []string {
@@ -585,10 +627,18 @@ func (c *Cluster) APIs() []string {
 }
 
 // P2PPort is the port node i listens on for peers.
-func (c *Cluster) P2PPort(i int) int { return c.p2pPorts[i] }
+func (c *Cluster) P2PPort(i int) int {
+	c.nodesMu.RLock()
+	defer c.nodesMu.RUnlock()
+	return c.p2pPorts[i]
+}
 
 // APIPort is the port of node i's API.
-func (c *Cluster) APIPort(i int) int { return c.apiPorts[i] }
+func (c *Cluster) APIPort(i int) int {
+	c.nodesMu.RLock()
+	defer c.nodesMu.RUnlock()
+	return c.apiPorts[i]
+}
 
 // Proxies returns the latency proxies, one per node (index = node), or nil.
 func (c *Cluster) Proxies() []*LatencyProxy { return c.proxies }
@@ -644,6 +694,8 @@ func (c *Cluster) DebugState(ctx context.Context, i int) (*node.DebugState, erro
 // AdminFor returns the harness's admin SDK client that talks to node i (made by New,
 // like Admin; the error is for an index out of range).
 func (c *Cluster) AdminFor(i int) (*admin.Admin, error) {
+	c.nodesMu.RLock()
+	defer c.nodesMu.RUnlock()
 	if i < 0 || i >= len(c.adms) {
 		return nil, fmt.Errorf("cluster: no node index %d", i)
 	}
@@ -854,9 +906,12 @@ func (c *Cluster) LogTail(i, n int) string {
 // StopAll stops every running node at once (SIGTERM, then SIGKILL after the stop
 // timeout) and waits for all of them. Start brings a node back.
 func (c *Cluster) StopAll() error {
-	errs := make([]error, len(c.procs)) // not N(): Close may run before the files exist
+	c.mu.Lock()
+	n := len(c.procs) // not N(): Close may run before the files exist; AddNode's included
+	c.mu.Unlock()
+	errs := make([]error, n)
 	var wg sync.WaitGroup
-	for i := range c.procs {
+	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

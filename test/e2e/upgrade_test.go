@@ -65,8 +65,10 @@ func TestUpgradeFromInMemoryState(t *testing.T) {
 	c := startCluster(t, testcluster.Options{Binary: old, Extra: map[string]any{
 		"insecure_testing": map[string]any{"raft_snapshot_threshold": 16, "raft_trailing_logs": 8, "raft_snapshot_interval": "300ms"},
 		"rate":             map[string]any{"per_caller_rps": 0},
-		// The old binary knows no webhooks section (its configuration decoding is strict).
-		"webhooks": nil,
+		// The old binary knows no webhooks section nor fixture slots (its configuration
+		// decoding is strict).
+		"webhooks":  nil,
+		"preparams": map[string]any{"insecure_fixture_slot": nil, "insecure_fixture_stride": nil},
 	}})
 	u := c.newUser(ctx, "before-upgrade")
 	key, _, err := u.Clients[0].CreateKey(ctx, "ed25519", 2, "old", "")
