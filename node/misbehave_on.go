@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/custos/custos/internal/authn"
+	"github.com/custos/custos/internal/ceremony"
 	"github.com/custos/custos/internal/state"
 	"github.com/custos/custos/internal/statedb"
 )
@@ -28,6 +29,10 @@ import (
 //   - forge: once a request it received committed, proposes next to it what a compromised
 //     member would: the request replayed with a fresh proposal id, admin calls without a
 //     token, share reports, results and failures in other members' names.
+//
+// and a compromised member's ceremony reports (runnerReporter):
+//   - reshare-wrong-key: as a new party of a reshare, it reports (signed, as its own) a
+//     public key other than the key's, to make the cluster adopt another key.
 //
 // Honest nodes' FSMs must refuse every one of these (DESIGN.md: the FSM believes
 // signatures, never proposers).
@@ -264,4 +269,27 @@ func (n *Node) recreateGrant(b state.SubmitBody, id string) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// runnerReporter is how the ceremony runner reports; with
+// CUSTOS_TEST_MISBEHAVE=reshare-wrong-key, its reshare reports lie about the public key.
+func (n *Node) runnerReporter() ceremony.Reporter {
+	if os.Getenv("CUSTOS_TEST_MISBEHAVE") == "reshare-wrong-key" {
+		return lyingReporter{n}
+	}
+	return n.raft
+}
+
+// lyingReporter reports a reshare's new share with another public key.
+type lyingReporter struct{ n *Node }
+
+func (l lyingReporter) Report(ctx context.Context, kind string, payload any) (state.Result, error) {
+	if rs, ok := payload.(*state.ReshareStored); ok && kind == state.TypeReshareStored {
+		lie := *rs
+		lie.PublicKey = bytes.Clone(rs.PublicKey)
+		lie.PublicKey[len(lie.PublicKey)-1] ^= 0x01
+		l.n.log.Warn("TEST HOOK: compromised member reports its new share with another public key")
+		payload = &lie
+	}
+	return l.n.raft.Report(ctx, kind, payload)
 }

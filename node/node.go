@@ -362,7 +362,7 @@ func (n *Node) Start(ctx context.Context) error {
 		return err
 	}
 	if n.runner, err = ceremony.New(ceremony.Config{
-		Config: n.cfg, Logger: n.log, State: n.fsm, Reporter: n.raft, Engine: n.engine, PreParams: n.pool, Store: n.ks,
+		Config: n.cfg, Logger: n.log, State: n.fsm, Reporter: n.runnerReporter(), Engine: n.engine, PreParams: n.pool, Store: n.ks,
 		Blocked: n.ceremonyBlocked, Now: n.now, IsLeader: n.isLeader, Registerer: n.met.reg, Phases: n.met.phases,
 	}); err != nil {
 		return err

@@ -73,7 +73,7 @@ func newAuthHarness(t testing.TB, keyPair bool) *authHarness {
 	cfg.API.MaxBody = 1 << 20
 	cfg.API.WaitTimeout.Duration = 30 * time.Second
 	cfg.Cluster.Name = "test"
-	init := &state.ClusterInit{Name: "test", Threshold: 2, Strict: true}
+	init := &state.ClusterInit{Name: "test", Threshold: 2, Strict: true, Events: true}
 	for _, id := range harnessMembers {
 		key, err := p2p.GenerateIdentity()
 		if err != nil {

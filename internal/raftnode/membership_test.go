@@ -79,7 +79,7 @@ func TestMembershipAddCatchUpPromoteRemove(t *testing.T) {
 	defer cancel()
 	joiner := ms[3]
 	leader := waitLeader(ctx, t, ms[:3])
-	init := &state.ClusterInit{Name: "test", Threshold: 2, Strict: true}
+	init := &state.ClusterInit{Name: "test", Threshold: 2, Strict: true, Events: true}
 	for _, m := range ms[:3] {
 		init.Members = append(init.Members, state.Member{ID: m.id, PeerID: m.host.ID().String()})
 	}

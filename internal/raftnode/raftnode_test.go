@@ -142,7 +142,7 @@ func TestProposeAndForward(t *testing.T) {
 			break
 		}
 	}
-	init := &state.ClusterInit{Name: "test", Threshold: 2, Strict: true}
+	init := &state.ClusterInit{Name: "test", Threshold: 2, Strict: true, Events: true}
 	for _, m := range ms {
 		init.Members = append(init.Members, state.Member{ID: m.id, PeerID: m.host.ID().String()})
 	}

@@ -35,6 +35,7 @@ import (
 type State interface {
 	Cluster() (name string, threshold int, members []state.Member)
 	Strict() bool
+	EventsOn() bool
 	OpenRequests() []*state.Request
 	Key(id string) *state.Key
 	Approval(id string) *state.Approval
@@ -332,9 +333,10 @@ func (n *Scheduler) run(ctx context.Context, p Proposer) {
 			n.initCluster(ctx, p)
 			continue
 		}
-		if !n.fsm.Strict() {
-			// A log that predates signed entries: from here on only signed ones.
-			n.proposeQuiet(ctx, p, state.TypeUpgrade, &state.Upgrade{AdminPublicKey: n.adminPub})
+		if !n.fsm.Strict() || !n.fsm.EventsOn() {
+			// A log that predates signed entries, or the event log: from here on only
+			// signed entries, and every change recorded as an event.
+			n.proposeQuiet(ctx, p, state.TypeUpgrade, &state.Upgrade{AdminPublicKey: n.adminPub, Events: true})
 			continue
 		}
 		now := n.nowFn().UnixMilli()
@@ -462,7 +464,7 @@ func (n *Scheduler) proposeQuiet(ctx context.Context, p Proposer, typ string, pa
 }
 
 func (n *Scheduler) initCluster(ctx context.Context, p Proposer) {
-	ci := &state.ClusterInit{Name: n.cfg.Cluster.Name, Threshold: n.cfg.Cluster.Threshold, Strict: true, AdminPublicKey: n.adminPub}
+	ci := &state.ClusterInit{Name: n.cfg.Cluster.Name, Threshold: n.cfg.Cluster.Threshold, Strict: true, AdminPublicKey: n.adminPub, Events: true}
 	for _, m := range n.cfg.Cluster.Members {
 		ci.Members = append(ci.Members, state.Member{ID: m.ID, PeerID: m.PeerID, P2PAddrs: m.P2PAddrs, API: m.API})
 	}

@@ -44,6 +44,7 @@ func (a *applier) clusterInit(c *ClusterInit) Result {
 		return refuse("request.malformed", "admin public key must be 32 bytes")
 	}
 	a.m.Strict = c.Strict
+	a.m.EventsOn = c.Events
 	if len(c.AdminPublicKey) > 0 {
 		a.m.AdminPublicKey = slices.Clone(c.AdminPublicKey)
 		a.m.AdminKeyGenesis = slices.Clone(c.AdminPublicKey)

@@ -71,11 +71,16 @@ type ClusterInit struct {
 	// AdminPublicKey is the admin's Ed25519 public key in key-pair mode (v2); the FSM
 	// verifies admin requests and user tokens against it.
 	AdminPublicKey []byte `json:"admin_public_key,omitempty"`
+	// Events turns the event log on from this entry (v3; events.go).
+	Events bool `json:"events,omitempty"`
 }
 
-// schemaVersion implements versioned: v1 unless the v2 fields are used.
+// schemaVersion implements versioned: v1 unless the v2 fields are used, v3 with events.
 func (c *ClusterInit) schemaVersion() int {
-	if c.Strict || len(c.AdminPublicKey) > 0 {
+	switch {
+	case c.Events:
+		return 3
+	case c.Strict || len(c.AdminPublicKey) > 0:
 		return 2
 	}
 	return 1
@@ -87,6 +92,17 @@ func (c *ClusterInit) schemaVersion() int {
 // node then compares with its own configuration (a mismatch keeps that node not ready).
 type Upgrade struct {
 	AdminPublicKey []byte `json:"admin_public_key,omitempty"`
+	// Events turns the event log on from this entry (v2), in a cluster whose log began
+	// before there was one (events.go).
+	Events bool `json:"events,omitempty"`
+}
+
+// schemaVersion implements versioned: v2 only when it turns events on.
+func (u *Upgrade) schemaVersion() int {
+	if u.Events {
+		return 2
+	}
+	return 1
 }
 
 // Caller is who sent a request, as internal/authn established it from the signed form.

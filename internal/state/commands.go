@@ -27,8 +27,8 @@ type command struct {
 
 // commands is the table.
 var commands = map[string]command{
-	TypeClusterInit: {version: 2, decode: strict((*applier).clusterInit)},
-	TypeUpgrade:     {version: 1, decode: strict((*applier).upgrade)},
+	TypeClusterInit: {version: 3, decode: strict((*applier).clusterInit)}, // v3: events
+	TypeUpgrade:     {version: 2, decode: strict((*applier).upgrade)},     // v2: events
 	TypeSubmit:      {version: 1, decode: decodeSubmit},
 	TypeReport:      {version: 1, decode: decodeReport},
 

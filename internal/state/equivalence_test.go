@@ -38,7 +38,7 @@ func (oracleOK) VerifySignature(curve string, pub, cc []byte, path []uint32, msg
 // pruned, checkpoints, and stamps far enough apart that nonces, proposal results and
 // dead access keys expire.
 func equivalenceLog(t *testing.T) *signedHarness {
-	h := newSignedHarness(t, 3, 2)
+	h := newSignedHarnessEvents(t, 3, 2, false)
 	rng := rand.New(rand.NewPCG(1, 2))
 	ed := h.activeKey()
 	failing := h.keygen(CurveSecp256k1, 2)

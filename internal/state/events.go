@@ -56,6 +56,9 @@ func (e *EventRecord) VisibleTo(user uint64) bool {
 
 // record appends an event of the entry being applied.
 func (a *applier) record(typ string, owner uint64, deciders []uint64, d api.EventData) {
+	if !a.m.EventsOn {
+		return
+	}
 	a.m.EventSeq++
 	e := EventRecord{Seq: a.m.EventSeq, Type: typ, Time: a.stamp, Data: d, Owner: owner, Deciders: deciders}
 	if len(e.Data.Detail) > 256 {

@@ -1,12 +1,15 @@
 package state
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/custos/custos/internal/api"
+	"github.com/custos/custos/internal/state/oracle"
 )
 
 func eventTypes(evs []EventRecord) []string {
@@ -99,5 +102,61 @@ func TestEventsKeptForTheirRetention(t *testing.T) {
 	h.submit("n1", h.userReq("GET", "/v1/keys", "", 0), nil)
 	if old := h.f.OldestEvent(); old != 0 && old <= newest {
 		t.Fatalf("events older than an hour kept: oldest %d, newest before %d", old, newest)
+	}
+}
+
+// TestUpgradedNodesAgreeWhateverTheirSnapshots: nodes of a cluster older than the event
+// log upgrade from their own old snapshots, taken at different entries, and replay the
+// log after them. Had this binary recorded events for the old entries it replays, each
+// node's event log would begin where its snapshot ended and the nodes' states would differ
+// (their signed checkpoints too, so they would stop signing); events start at the entry
+// that turns them on, the same on every node.
+func TestUpgradedNodesAgreeWhateverTheirSnapshots(t *testing.T) {
+	h := newSignedHarnessEvents(t, 3, 2, false)
+	k := h.activeKey()
+	for i := range 6 {
+		if res := h.sign(k, fmt.Sprintf("%064x", i+1)); !res.OK() {
+			t.Fatal(res)
+		}
+	}
+	log := h.log
+	// The leader of the upgraded cluster turns the event log on, then a signing follows.
+	h.apply(TypeUpgrade, &Upgrade{Events: true})
+	h.sign(k, strings.Repeat("cd", 32))
+	tail := h.log[len(log):]
+	var hashes []string
+	for _, at := range []int{len(log) / 3, len(log) - 2} {
+		o := oracle.NewFSM(oracleOK{}, h.f.authn, nil)
+		for _, l := range log[:at] {
+			o.Apply(l)
+		}
+		snap, err := o.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s sink
+		if err := snap.Persist(&s); err != nil {
+			t.Fatal(err)
+		}
+		g := openTestFSM(t, okVerifier{}, h.f.authn, nil)
+		// As a node upgrading converts its own newest snapshot (the old format).
+		if err := g.RestoreLocal(io.NopCloser(bytes.NewReader(s.Bytes()))); err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range append(slices.Clone(log[at:]), tail...) {
+			g.Apply(l)
+		}
+		if g.Halted() != "" {
+			t.Fatal(g.Halted())
+		}
+		_, hash := g.Hash()
+		hashes = append(hashes, hash)
+		evs, _ := g.Events(0, true, 0, 100, 1000)
+		if len(evs) == 0 || evs[0].Type != api.EventRequestSubmitted {
+			t.Fatalf("events after the upgrade entry: %+v", evs)
+		}
+	}
+	if hashes[0] != hashes[1] {
+		t.Fatalf("nodes upgraded from snapshots at different entries disagree: %s vs %s", hashes[0], hashes[1])
 	}
 }

@@ -36,7 +36,7 @@ type harness struct {
 func newHarness(t *testing.T) *harness {
 	h := &harness{t: t, stamp: 1_700_000_000_000}
 	h.f = openTestFSM(t, okVerifier{}, nil, func(e Event) { h.events = append(h.events, e) })
-	h.apply(TypeClusterInit, &ClusterInit{Name: "test", Threshold: 2, Members: []Member{{ID: "n1"}, {ID: "n2"}, {ID: "n3"}}})
+	h.apply(TypeClusterInit, &ClusterInit{Name: "test", Threshold: 2, Members: []Member{{ID: "n1"}, {ID: "n2"}, {ID: "n3"}}, Events: true})
 	return h
 }
 

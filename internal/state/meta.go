@@ -63,6 +63,11 @@ type meta struct {
 	// the keys whose deletion is scheduled (lifecycle.go).
 	KeyDeletionDelayMs int64 `json:"key_deletion_delay_ms,omitempty"`
 	Deletions          int   `json:"deletions,omitempty"`
+	// EventsOn says the event log records changes (from the cluster's first entry, or
+	// from the Upgrade entry that turned it on in a cluster older than the event log:
+	// replaying older entries must not record events, or nodes that resumed from
+	// different points of the log would hold different event logs).
+	EventsOn bool `json:"events_on,omitempty"`
 	// MemberChange is the newest membership change request (members.go).
 	MemberChange string `json:"member_change,omitempty"`
 }

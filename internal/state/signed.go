@@ -99,8 +99,13 @@ func (a *applier) report(rp *Report, apply func(*applier, string) Result) Result
 
 // upgrade makes a legacy cluster strict.
 func (a *applier) upgrade(u *Upgrade) Result {
+	events := u.Events && !a.m.EventsOn
+	if events {
+		a.m.EventsOn = true
+		a.audit("cluster", "cluster.upgrade", "events", "allowed", "")
+	}
 	if a.m.Strict {
-		return Result{Existing: true}
+		return Result{Existing: !events}
 	}
 	if len(u.AdminPublicKey) != 0 && len(u.AdminPublicKey) != ed25519.PublicKeySize {
 		return refuse("request.malformed", "admin public key must be 32 bytes")
@@ -210,6 +215,9 @@ func (v fsmDir) AdminPublicKey() ed25519.PublicKey {
 
 // Strict reports whether the cluster accepts only signed entries.
 func (f *FSM) Strict() bool { return f.meta().Strict }
+
+// EventsOn reports whether the event log records changes (meta.EventsOn).
+func (f *FSM) EventsOn() bool { return f.meta().EventsOn }
 
 // AdminKeys returns the admin public key the cluster started with (what every node's
 // configuration must name) and the current one; both nil in shared-key mode.

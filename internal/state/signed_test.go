@@ -40,6 +40,13 @@ type signedHarness struct {
 
 func newSignedHarness(t testing.TB, nodes, threshold int) *signedHarness {
 	t.Helper()
+	return newSignedHarnessEvents(t, nodes, threshold, true)
+}
+
+// newSignedHarnessEvents is newSignedHarness with the event log on or off from the first
+// entry (off: a log the frozen oracle, which predates events, can apply).
+func newSignedHarnessEvents(t testing.TB, nodes, threshold int, events bool) *signedHarness {
+	t.Helper()
 	key := bytes.Repeat([]byte{9}, 32)
 	an, err := authn.New(authn.Config{HMACKey: key, Audience: "test"})
 	if err != nil {
@@ -47,7 +54,7 @@ func newSignedHarness(t testing.TB, nodes, threshold int) *signedHarness {
 	}
 	iss, _ := auth.NewHS256Issuer(key)
 	h := &signedHarness{t: t, f: openTestFSM(t, okVerifier{}, an, nil), stamp: time.Now().UnixMilli(), ids: map[string]crypto.PrivKey{}, iss: iss}
-	ci := &ClusterInit{Name: "test", Threshold: threshold, Strict: true}
+	ci := &ClusterInit{Name: "test", Threshold: threshold, Strict: true, Events: events}
 	for i := 1; i <= nodes; i++ {
 		id := fmt.Sprintf("n%d", i)
 		sk, _, err := crypto.GenerateEd25519Key(rand.Reader)

@@ -100,14 +100,15 @@ func runLoopback(ctx context.Context, o *options, bin string, base *baseline.Bas
 		rssConc = targetConc
 	}
 	for _, cc := range o.conc {
-		d := cellDef{name: fmt.Sprintf("ecdsa_sign_throughput_c%d", cc), title: fmt.Sprintf("ECDSA sign throughput c=%d", cc), kind: kindThroughput,
+		d := cellDef{name: throughputCellName(cc), title: fmt.Sprintf("ECDSA sign throughput c=%d", cc), kind: kindThroughput,
 			conc: cc, samples: max(o.samples, 4*cc), base: ecdsaB, clu: ecdsaC, rss: cc == rssConc}
 		if cc == targetConc {
 			d.target = &target{Metric: "ratio_throughput", Op: ">=", Value: targetThroughput}
 		}
 		cells = append(cells, d)
 	}
-	var warmPSBT []op
+	// warm are the cells whose two sides run once, unmeasured, after the sign warm-up.
+	var warm []cellDef
 	if o.psbt && o.selected(psbtCellName) {
 		ps, err := newPSBTSide(ctx, cs)
 		if err != nil {
@@ -115,7 +116,16 @@ func runLoopback(ctx context.Context, o *options, bin string, base *baseline.Bas
 		}
 		d := psbtCell(o, base, ps)
 		cells = append(cells, d)
-		warmPSBT = []op{d.base, d.clu}
+		warm = append(warm, d)
+	}
+	if o.reshare && o.selected(reshareCellName) {
+		rs, err := newReshareSide(ctx, cs)
+		if err != nil {
+			return fmt.Errorf("%s cell: %w", reshareCellName, err)
+		}
+		d := reshareCell(o, base, rs)
+		cells = append(cells, d)
+		warm = append(warm, d)
 	}
 	cells = slices.DeleteFunc(cells, func(d cellDef) bool { return !o.selected(d.name) })
 	runEvents := o.events && o.selected(eventsCellName(o))
@@ -131,9 +141,12 @@ func runLoopback(ctx context.Context, o *options, bin string, base *baseline.Bas
 			}
 		}
 	}
-	for _, f := range warmPSBT {
-		if _, err := f(ctx); err != nil {
-			return fmt.Errorf("PSBT warm-up: %w", err)
+	for _, d := range warm {
+		log.Info("warm-up (not measured)", "cell", d.name)
+		for _, f := range []op{d.base, d.clu} {
+			if _, err := f(ctx); err != nil {
+				return fmt.Errorf("%s warm-up: %w", d.name, err)
+			}
 		}
 	}
 
@@ -219,6 +232,9 @@ func runLoopback(ctx context.Context, o *options, bin string, base *baseline.Bas
 	}
 	return nil
 }
+
+// throughputCellName is the name of the ECDSA sign throughput cell of concurrency c.
+func throughputCellName(c int) string { return fmt.Sprintf("ecdsa_sign_throughput_c%d", c) }
 
 // latencyRuns measures a latency cell: samples one at a time, baseline and cluster
 // alternating sample by sample (which goes first alternates too), so that load from

@@ -9,7 +9,9 @@
 // signature on every request). Cells: ECDSA sign (k-of-n), Ed25519 sign, ECDSA keygen
 // with a warm pre-parameter pool, ECDSA sign throughput at several concurrencies, and a
 // 10-input PSBT signing against 10 concurrent in-process ECDSA signings (psbt.go),
-// and Ed25519 sign throughput with and without 50 event streams open (events.go);
+// and Ed25519 sign throughput with and without 50 event streams open (events.go),
+// an ECDSA key refresh (reshare k-of-n → k-of-n) against tss-lib's in-process resharing,
+// and, once and on a cluster of its own, 100 keys reshared to a new member (reshare.go);
 // plus the nodes' peak RSS (VmHWM) under the highest concurrency. Baseline and cluster
 // samples alternate, each cell runs -reps times and the median of the repetitions'
 // p50, p95 and throughput is reported with the ratio cluster/baseline and the issue's
@@ -21,7 +23,9 @@
 //	    [-keygen-samples 5] [-reps 3] [-conc 1,4,16] [-wan 50ms] [-wan-only]
 //	    [-phases] [-cpuprofile DIR [-cpuprofile-seconds 10s]]
 //	    [-psbt-samples 5] [-psbt=false] [-events=false] [-events-clients 50]
-//	    [-events-duration 20s] [-only psbt,ecdsa_sign,events,...]
+//	    [-events-duration 20s] [-reshare=false] [-reshare-samples 3]
+//	    [-member=false] [-member-keys 100] [-member-curve ed25519]
+//	    [-only psbt,ecdsa_sign,events,reshare,reshare_,...]
 //
 // -phases breaks each cell's cluster latency down into the sign path's phases, from the
 // nodes' custos_phase_seconds histograms, scraped from their GET /metrics at the start
@@ -45,6 +49,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -88,6 +93,11 @@ type options struct {
 	events         bool
 	eventsClients  int
 	eventsDuration time.Duration
+	reshare        bool
+	reshareSamples int
+	member         bool
+	memberKeys     int
+	memberCurve    string
 	only           []string // cell name prefixes to run (nil = every cell)
 }
 
@@ -107,6 +117,14 @@ PSBT: -psbt-samples N (default 5), -psbt=false skips the cell; -only psbt runs o
 Events: -events-clients N (default 50) streams of GET /v1/events open while Ed25519 signs
 run for -events-duration D (default 20s), against the same without streams;
 -events=false skips the cell; -only events runs only it.
+Reshare: -reshare-samples N (default 3) refreshes of one ECDSA key (k-of-n → k-of-n, admin
+RefreshKey until active) against tss-lib's in-process resharing; -reshare=false skips the
+cell; -only reshare runs only it (and not the member cell, whose name it prefixes).
+Member: once, on a cluster of its own, -member-keys N (default 100) keys of -member-curve
+(ed25519 or secp256k1) are reshared to a new member (AddNode, admin AddMember), the
+change polled every second and its progress printed to stderr; no baseline, -reps does
+not apply; -member=false skips it; -only reshare_ (or its full name,
+reshare_100_to_new_member with the default -member-keys) runs only it.
 
 flags:
 `)
@@ -135,7 +153,12 @@ flags:
 	fs.BoolVar(&o.events, "events", true, "run the event-stream cell: Ed25519 sign throughput with -events-clients GET /v1/events streams open (half admin, half the signing user) against the same without, and each stream's lag behind the signs")
 	fs.IntVar(&o.eventsClients, "events-clients", 50, "event streams the event-stream cell opens, spread over the nodes")
 	fs.DurationVar(&o.eventsDuration, "events-duration", 20*time.Second, "how long each run (with and without streams) of the event-stream cell signs, per repetition")
-	only := fs.String("only", "", "comma-separated cell name prefixes: run only the loopback cells whose name starts with one (e.g. psbt, ecdsa_sign, ed25519, ecdsa_keygen, events)")
+	fs.BoolVar(&o.reshare, "reshare", true, "run the reshare cell: admin RefreshKey of one ECDSA key (k-of-n → k-of-n) against protocol/baseline's in-process tss-lib resharing")
+	fs.IntVar(&o.reshareSamples, "reshare-samples", 3, "reshare cell samples per side per repetition (a reshare takes seconds)")
+	fs.BoolVar(&o.member, "member", true, "run the member cell once: on a cluster of its own, -member-keys keys reshared to a new member (AddNode + admin AddMember), progress on stderr")
+	fs.IntVar(&o.memberKeys, "member-keys", 100, "keys the member cell creates before adding the member")
+	fs.StringVar(&o.memberCurve, "member-curve", curveEd25519, "curve of the member cell's keys: ed25519 or secp256k1")
+	only := fs.String("only", "", "comma-separated cell name prefixes: run only the cells whose name starts with one (e.g. psbt, ecdsa_sign, ed25519, ecdsa_keygen, events, reshare, reshare_); an entry that is a cell's whole name among "+strings.Join(exactOnlyNames(), ", ")+" selects that cell alone")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -165,6 +188,12 @@ flags:
 		return nil, fmt.Errorf("-keygen-samples must be 0..%d", maxSamples)
 	case o.psbtSamples < 1 || o.psbtSamples > maxSamples:
 		return nil, fmt.Errorf("-psbt-samples must be 1..%d", maxSamples)
+	case o.reshareSamples < 1 || o.reshareSamples > maxSamples:
+		return nil, fmt.Errorf("-reshare-samples must be 1..%d", maxSamples)
+	case o.memberKeys < 1 || o.memberKeys > maxMemberKeys:
+		return nil, fmt.Errorf("-member-keys must be 1..%d", maxMemberKeys)
+	case o.memberCurve != curveEd25519 && o.memberCurve != curveSecp256k1:
+		return nil, fmt.Errorf("-member-curve must be %s or %s, not %q", curveEd25519, curveSecp256k1, o.memberCurve)
 	case o.eventsClients < 1 || o.eventsClients > maxEventsClients:
 		return nil, fmt.Errorf("-events-clients must be 1..%d", maxEventsClients)
 	case o.eventsDuration < time.Second || o.eventsDuration > 10*time.Minute:
@@ -230,15 +259,30 @@ func run(ctx context.Context, o *options, stdout io.Writer) error {
 		}
 	}
 	rep := newReport(o)
-	log.Info("in-process baseline: ECDSA and EdDSA keygen", "parties", o.nodes, "k", o.k)
-	base, err := baseline.New(ctx, fixtures, o.nodes, o.k)
-	if err != nil {
-		return err
-	}
 	var errs []error
-	if !o.wanOnly {
+	loop, member := o.runsLoopback(), o.runsMember()
+	if !o.wanOnly && !loop && !member {
+		err := fmt.Errorf("loopback run: -only %s selects no cell", strings.Join(o.only, ","))
+		if o.wan == 0 {
+			return err
+		}
+		errs = append(errs, err)
+	}
+	var base *baseline.Baseline
+	if loop || o.wan > 0 {
+		log.Info("in-process baseline: ECDSA and EdDSA keygen", "parties", o.nodes, "k", o.k)
+		if base, err = baseline.New(ctx, fixtures, o.nodes, o.k); err != nil {
+			return err
+		}
+	}
+	if loop {
 		if err := runLoopback(ctx, o, bin, base, rep, log); err != nil {
 			errs = append(errs, fmt.Errorf("loopback run: %w", err))
+		}
+	}
+	if member && ctx.Err() == nil {
+		if err := runMemberCell(ctx, o, bin, rep, os.Stderr, log); err != nil {
+			errs = append(errs, fmt.Errorf("%s cell: %w", memberCellName(o), err))
 		}
 	}
 	if o.wan > 0 && ctx.Err() == nil {
@@ -247,7 +291,7 @@ func run(ctx context.Context, o *options, stdout io.Writer) error {
 		}
 	}
 	rep.finish(began)
-	if len(rep.Cells) > 0 || rep.WAN != nil {
+	if len(rep.Cells) > 0 || rep.WAN != nil || rep.Member != nil {
 		rep.printTable(stdout)
 		if err := results.WriteJSON(o.out, rep); err != nil {
 			errs = append(errs, err)
@@ -258,17 +302,64 @@ func run(ctx context.Context, o *options, stdout io.Writer) error {
 	return errors.Join(errs...)
 }
 
-// selected reports whether -only lets the loopback cell name run.
+// exactOnly are the cell names that, given whole to -only, select that cell alone and
+// not the longer names they prefix: -only reshare runs the refresh cell, not the member
+// cell reshare_N_to_new_member (-only reshare_ or that name runs the member cell). Other
+// entries are plain prefixes (-only ecdsa_sign also runs ecdsa_sign_throughput_c*).
+var exactOnly = map[string]bool{reshareCellName: true}
+
+func exactOnlyNames() []string {
+	var out []string
+	for n := range exactOnly {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// selected reports whether -only lets the cell name run.
 func (o *options) selected(name string) bool {
 	if len(o.only) == 0 {
 		return true
 	}
 	for _, p := range o.only {
-		if strings.HasPrefix(name, p) {
+		if name == p || strings.HasPrefix(name, p) && !exactOnly[p] {
 			return true
 		}
 	}
 	return false
+}
+
+// loopbackCellNames are the names of the cells of the loopback run (on the shared
+// cluster) that the flags other than -only enable.
+func loopbackCellNames(o *options) []string {
+	names := []string{"ecdsa_sign", "ed25519_sign"}
+	if o.keygenSamples > 0 {
+		names = append(names, "ecdsa_keygen")
+	}
+	for _, c := range o.conc {
+		names = append(names, throughputCellName(c))
+	}
+	if o.psbt {
+		names = append(names, psbtCellName)
+	}
+	if o.events {
+		names = append(names, eventsCellName(o))
+	}
+	if o.reshare {
+		names = append(names, reshareCellName)
+	}
+	return names
+}
+
+// runsLoopback reports whether the loopback run (the shared cluster) has a cell to run.
+func (o *options) runsLoopback() bool {
+	return !o.wanOnly && slices.ContainsFunc(loopbackCellNames(o), o.selected)
+}
+
+// runsMember reports whether the member cell (its own cluster) runs.
+func (o *options) runsMember() bool {
+	return !o.wanOnly && o.member && o.selected(memberCellName(o))
 }
 
 // clusterExtra is the configuration every benchmark node gets on top of devcluster's:

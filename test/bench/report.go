@@ -32,7 +32,7 @@ type report struct {
 	Threshold     int           `json:"threshold"`
 	Samples       int           `json:"samples"`
 	KeygenSamples int           `json:"keygen_samples"`
-	PSBTSamples   int           `json:"psbt_samples,omitempty"` // 0: the PSBT cell did not run (-psbt=false)
+	PSBTSamples   int           `json:"psbt_samples,omitempty"` // 0: the PSBT cell did not run (-psbt=false or -only)
 	Only          []string      `json:"only,omitempty"`         // -only: the cell name prefixes that ran
 	Reps          int           `json:"reps"`
 	Concurrency   []int         `json:"concurrency"`
@@ -51,6 +51,14 @@ type report struct {
 	// -events-duration; 0 when it did not run (-events=false or -only).
 	EventsClients int     `json:"events_clients,omitempty"`
 	EventsDurS    float64 `json:"events_duration_s,omitempty"`
+
+	// ReshareSamples is -reshare-samples; 0 when the reshare cell did not run
+	// (-reshare=false or -only). MemberKeys and MemberCurve are the member cell's
+	// -member-keys and -member-curve (0 and "" when it did not run), Member its result.
+	ReshareSamples int           `json:"reshare_samples,omitempty"`
+	MemberKeys     int           `json:"member_keys,omitempty"`
+	MemberCurve    string        `json:"member_curve,omitempty"`
+	Member         *memberReport `json:"member,omitempty"`
 }
 
 type clusterInfo struct {
@@ -124,12 +132,21 @@ func newReport(o *options) *report {
 		Nodes: o.nodes, Threshold: o.k, Samples: o.samples, KeygenSamples: o.keygenSamples, Reps: o.reps, Concurrency: o.conc,
 		Ed25519MsgLen: o.msgSize, Only: o.only,
 	}
-	if o.psbt {
+	psbtCell := o.psbt && o.selected(psbtCellName) && !o.wanOnly
+	if psbtCell {
 		r.PSBTSamples = o.psbtSamples
 	}
 	evCell := o.events && o.selected(eventsCellName(o))
 	if evCell {
 		r.EventsClients, r.EventsDurS = o.eventsClients, o.eventsDuration.Seconds()
+	}
+	reshareCell := o.reshare && o.selected(reshareCellName) && !o.wanOnly
+	if reshareCell {
+		r.ReshareSamples = o.reshareSamples
+	}
+	memberCell := o.runsMember()
+	if memberCell {
+		r.MemberKeys, r.MemberCurve = o.memberKeys, o.memberCurve
 	}
 	r.Method = []string{
 		"baseline: tss-lib v2.0.2 parties in this one process; one inbox goroutine per party (Start, then UpdateFromBytes in order), out channels drained by their own goroutines, every message serialised with WireBytes and parsed again; signers = k random parties with BuildLocalSaveDataSubset; keygen with ready fixture pre-parameters",
@@ -139,6 +156,8 @@ func newReport(o *options) *report {
 		"every figure is the median over the repetitions of that repetition's p50 / p95 (nearest rank) / throughput; ratio = cluster / baseline",
 		fmt.Sprintf("psbt cell: cluster = SignPSBT of a fresh %d-input regtest PSBT (every input P2WPKH, paying the key's child m/0/i, with synthetic previous transactions spending random outpoints, so no two samples share a txid or sighash), from the call until the request is signed, the finalized PSBT checked with btcd's script engine outside the timed part; baseline = %d in-process ECDSA signs (the ECDSA cells' engine) of different random digests started at once, wall time until the last is done; a latency cell (alternated sample by sample), ratio = cluster / baseline of the p50", psbtInputs, psbtInputs),
 		fmt.Sprintf("events cell: Ed25519 signs (the bench's Ed25519 key, a random node each, throughput cells' concurrency: %d) for events_duration_s without any event stream (baseline) and with events_clients GET /v1/events Server-Sent-Event streams open (SDK Events; stream i on node (i/2) mod n, even i as the admin, odd i as the signing user; opened after the log's head and checked live with a marker sign before the clock starts), the two runs alternating in order from one repetition to the next; rate = signs completed / wall time; lag = a request.signed event's arrival on a stream - the return of its signing call in the bench (negative when the stream was first), over every stream and sign; missing = signs whose request.signed a stream had not delivered %v after the run", eventsConc(o), eventsDrainTimeout),
+		fmt.Sprintf("reshare cell: cluster = the admin's RefreshKey (POST /v1/admin/keys/{key_id}/refresh, through a random node) of a secp256k1 key made for the cell, the same members and threshold, from the call until the reshare request is active (a 202 polled with WaitRequest every %v), the answer's key checked (same public key and members, a later generation) outside the timed part; baseline = protocol/baseline ReshareECDSA: the n old and n new tss-lib parties of the same n and k in this process (party keys of generation 0 → 1, new parties on fixture pre-parameters), until the last new share; a latency cell (alternated sample by sample, one unmeasured warm-up of each side), ratio = cluster / baseline of the p50", pollInterval),
+		fmt.Sprintf("member cell (once, no baseline): a cluster of its own (the shared one's size and threshold, torn down at the end) gets member_keys keys of member_curve (%d keygens at once), then one more node started with cluster.join (test/cluster AddNode) added with the admin's AddMember; the change request is polled every %v (progress on stderr); total = AddMember call → the poll that saw it active, joining = → the first poll in another phase (both up to one poll late), keys/s = keys reshared / the resharing phase; at the end a user's GetKey of every key must list the new node (same public key, no reshare running) and GET /v1/admin/members must list it active", memberCreateConc, memberPoll),
 		"rss: VmHWM of every node, reset (clear_refs 5) just before the cluster run of the highest-concurrency cell and read right after it; max over repetitions",
 	}
 	if o.keygenSamples > 0 && o.keygenSamples < 30 && o.selected("ecdsa_keygen") {
@@ -150,14 +169,20 @@ func newReport(o *options) *report {
 	if o.phases {
 		r.Notes = append(r.Notes, "-phases: each cell's phases are what the nodes' custos_phase_seconds histograms gained between scrapes of GET /metrics at the start and at the end of each repetition, over every node; p50 and p90 are interpolated inside buckets whose bounds are a factor of about 1.4 apart (Prometheus's histogram_quantile), the mean is exact")
 	}
-	if o.psbt {
+	if psbtCell {
 		r.Notes = append(r.Notes, fmt.Sprintf("PSBT cell: %d samples per side per repetition (-psbt-samples); its in-process side signs with the baseline's root key (protocol/baseline has no child derivation), the cluster's with the children m/0/0..m/0/%d (tss-lib's key-derivation delta: a scalar and a few point additions per ceremony)", o.psbtSamples, psbtInputs-1))
 	}
 	if evCell {
 		r.Notes = append(r.Notes, fmt.Sprintf("events cell (%s): its baseline is the cluster itself without event streams (there is no Ed25519 throughput cell to reuse: those sign ECDSA, a fixed number of operations), run for the same %v at the same concurrency; its ratio = signs/s with %d streams / without; baseline_window_spread is how much the baseline's rate moves across %d windows of its own run, the yardstick for 'within noise'; the streams' consumers run in the bench process, on the same CPUs as the nodes", eventsCellName(o), o.eventsDuration, o.eventsClients, eventsWindows))
 	}
+	if reshareCell && o.reshareSamples < 30 {
+		r.Notes = append(r.Notes, fmt.Sprintf("reshare cell: a reshare takes seconds per sample: %d samples per side per repetition (-reshare-samples), not 30", o.reshareSamples))
+	}
+	if memberCell {
+		r.Notes = append(r.Notes, fmt.Sprintf("%s runs once (not -reps times) and has no baseline: tss-lib has no membership change to compare with", memberCellName(o)))
+	}
 	if len(o.only) > 0 {
-		r.Notes = append(r.Notes, "-only "+strings.Join(o.only, ",")+": only the loopback cells whose names start with these ran")
+		r.Notes = append(r.Notes, "-only "+strings.Join(o.only, ",")+": only the cells whose names start with these ran (an entry that is the whole name of "+strings.Join(exactOnlyNames(), ", ")+" selects that cell alone)")
 	}
 	if o.reps < 3 {
 		r.Notes = append(r.Notes, fmt.Sprintf("only %d repetition(s) (-reps): the method asks for the median of 3", o.reps))
@@ -312,6 +337,9 @@ func (r *report) printTable(w io.Writer) {
 	}
 	for _, c := range r.Cells {
 		printPhases(w, c.Title, c.Phases)
+	}
+	if r.Member != nil {
+		r.Member.print(w)
 	}
 	printProfiles(w, r.Profiles)
 	if r.WAN != nil {

@@ -111,7 +111,7 @@ func (c *cluster) next() int64 {
 
 // clusterInit is the first entry: ClusterInit v2 (strict), 2 of 3, real peer ids.
 func (c *cluster) clusterInit() ([]byte, error) {
-	ci := &state.ClusterInit{Name: clusterName, Threshold: 2, Strict: true}
+	ci := &state.ClusterInit{Name: clusterName, Threshold: 2, Strict: true, Events: true}
 	for _, id := range c.nodes {
 		pid, err := peer.IDFromPrivateKey(c.ids[id])
 		if err != nil {

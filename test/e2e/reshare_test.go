@@ -6,7 +6,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
-	"encoding/hex"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -177,6 +177,52 @@ func TestReshareAndRefreshKeepTheKey(t *testing.T) {
 	for i := range 3 {
 		signVerify(ctx, t, alice, i, secp, fmt.Sprintf("final through node %d", i+1))
 	}
-	_ = strings.Join
-	_ = hex.EncodeToString
+}
+
+// TestReshareAgainstALyingMember: a compromised member (test build) reports its new share
+// of a reshare with another public key. The reshare fails and names it; the key keeps its
+// public key, committee and generation, the honest nodes keep their shares and sign; then
+// the key is reshared away from the liar (it is an old party only: its report is not
+// needed), and its share is erased.
+func TestReshareAgainstALyingMember(t *testing.T) {
+	c := startCluster(t, testcluster.Options{Binary: bins.CustosdHooks, NodeEnv: map[int][]string{2: {"CUSTOS_TEST_MISBEHAVE=reshare-wrong-key"}},
+		Extra: map[string]any{"rate": noRateLimit()}})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	alice := c.newUser(ctx, "alice")
+	adm := c.Admin()
+	ed, _, err := alice.Clients[0].CreateKey(ctx, client.CurveEd25519, 2, "target", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := c.DebugState(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = adm.RefreshKey(ctx, ed.KeyID)
+	var ae *client.APIError
+	if !errors.As(err, &ae) || ae.Code != api.CodeCeremonyFailed || !strings.Contains(ae.Detail, c.NodeID(2)) {
+		t.Fatalf("refresh with a lying member: %v", err)
+	}
+	k, err := alice.Clients[0].GetKey(ctx, ed.KeyID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.PublicKey != ed.PublicKey || k.Generation != 0 || len(k.Members) != 3 || k.Resharing != "" {
+		t.Fatalf("key after the refused reshare: %+v", k)
+	}
+	for _, i := range []int{0, 1} {
+		ds, err := c.DebugState(ctx, i)
+		if err != nil || ds.Shares != before.Shares || ds.SharesHash != before.SharesHash {
+			t.Fatalf("node %d's shares changed: %+v %v", i+1, ds, err)
+		}
+		signVerify(ctx, t, alice, i, ed, fmt.Sprintf("after the lie, through node %d", i+1))
+	}
+	// Away from the liar: 2 of nodes 1 and 2.
+	r, err := adm.ReshareKey(ctx, ed.KeyID, []string{c.NodeID(0), c.NodeID(1)}, 2)
+	if err != nil || r.Status != client.StatusActive || r.Key.Generation == 0 {
+		t.Fatalf("reshare away from the liar: %+v %v", r, err)
+	}
+	waitLog(t, c, 2, 30*time.Second, `"msg":"erased the share of a key reshared away from this node"`, `"key":"`+ed.KeyID+`"`)
+	signVerify(ctx, t, alice, 0, ed, "without the liar")
 }
