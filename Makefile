@@ -86,7 +86,7 @@ fuzz:
 # (tss-lib parties in one process) and through a real 3-node custosd cluster on loopback
 # via the Go SDK with full authentication, alternated, 3 repetitions; prints a table and
 # writes bench-results/bench.json (about 9 min on 2 cores plus about 1.5 for the PSBT cell,
-# 2 more with -wan). Flags: BENCHFLAGS=
+# 2 for the reshare cell and 2.5 for the member cell, 2 more with -wan). Flags: BENCHFLAGS=
 #   -nodes 5 -k 3        the 3-of-5 variant (about 25 min: 5-party keygens, 1 s signs)
 #   -wan 50ms            add a simulated wide-area run (TCP latency proxies on every link)
 #   -wan-only            only the wide-area run (with -wan)
@@ -102,7 +102,16 @@ fuzz:
 #                        open during the event-stream cell's Ed25519 signs (default 50)
 #   -events-duration D   each run of that cell, with and without streams (default 20s)
 #   -events=false        skip the event-stream cell (events_50_streams)
-#   -only PREFIXES       only the cells whose names start with these (e.g. -only psbt,events)
+#   -reshare-samples N   reshare cell samples per side per repetition (default 3): admin
+#                        RefreshKey of an ECDSA key k-of-n → k-of-n vs tss-lib's in-process
+#                        resharing (protocol/baseline ReshareECDSA), target ratio <= 1.2
+#   -reshare=false       skip the reshare cell (reshare)
+#   -member-keys N       keys the member cell reshares to a new member (default 100); it
+#                        runs once, no baseline, on a cluster of its own, progress on stderr
+#   -member-curve C      their curve: ed25519 (default) or secp256k1
+#   -member=false        skip the member cell (reshare_100_to_new_member)
+#   -only PREFIXES       only the cells whose names start with these (e.g. -only psbt,events);
+#                        -only reshare runs the reshare cell alone, -only reshare_ the member cell
 #   -keep, -custosd PATH, -node-log-level LEVEL, -v, -out FILE
 # e.g. make bench BENCHFLAGS="-reps 1 -samples 10" for a quick look.
 BENCHFLAGS ?=

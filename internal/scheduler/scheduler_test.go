@@ -63,7 +63,7 @@ func (f *fakeState) Cluster() (string, int, []state.Member) {
 	defer f.mu.Unlock()
 	return f.name, 2, f.members
 }
-func (f *fakeState) Strict() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.strict }
+func (f *fakeState) Strict() bool   { f.mu.Lock(); defer f.mu.Unlock(); return f.strict }
 func (f *fakeState) EventsOn() bool { return true }
 func (f *fakeState) OpenRequests() []*state.Request {
 	f.mu.Lock()
