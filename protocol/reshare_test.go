@@ -261,15 +261,19 @@ func testReshare(t *testing.T, curve string, keygenShares map[string]*Share, pub
 		signEvery(t, curve, res, bcd, 2, pub)
 	})
 
-	t.Run("generations may skip: 0 to 5", func(t *testing.T) {
-		s := spec(abc, 2, 0, abc, 2)
-		s.NewGeneration = 5 // the node's state gives every attempt its own generation
-		res, errs := reshareRun(t, s, keygenShares, fixtures, nil, nil)
-		requireReshared(t, s, res, errs)
-		if err := signOnce(t, curve, res, []string{"node-b", "node-c"}, 2, pub, 60*time.Second); err != nil {
-			t.Fatal(err)
-		}
-	})
+	// Party keys per generation do not depend on the curve: one curve's run covers skipped
+	// generations (an ECDSA reshare costs seconds, far more under the race detector).
+	if curve == CurveEd25519 {
+		t.Run("generations may skip: 0 to 5", func(t *testing.T) {
+			s := spec(abc, 2, 0, abc, 2)
+			s.NewGeneration = 5 // the node's state gives every attempt its own generation
+			res, errs := reshareRun(t, s, keygenShares, fixtures, nil, nil)
+			requireReshared(t, s, res, errs)
+			if err := signOnce(t, curve, res, []string{"node-b", "node-c"}, 2, pub, 60*time.Second); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
 
 	t.Run("replace a dead node: {a,b} of 2-of-{a,b,c} to 2-of-{a,b,d}", func(t *testing.T) {
 		abd := []string{"node-a", "node-b", "node-d"}

@@ -203,15 +203,7 @@ func (s *Server) hMembers(x *exchange) *apiError {
 		x.json(http.StatusOK, out)
 		return nil
 	}
-	r := s.st.Request(res.RequestID)
-	switch {
-	case r == nil:
-		return errf(api.CodeInternal, "request vanished")
-	case r.Status == state.StatusFailed || r.Status == state.StatusBlocked || r.Status == state.StatusDenied:
-		return s.requestProblem(r)
-	}
-	x.json(http.StatusAccepted, s.requestView(r))
-	return nil
+	return s.accepted(x, res.RequestID)
 }
 
 func (s *Server) hUserCreate(x *exchange) *apiError {
@@ -418,7 +410,13 @@ func (s *Server) hKeyDelete(x *exchange) *apiError {
 	if err != nil {
 		return err
 	}
-	r := s.st.Request(res.RequestID)
+	return s.accepted(x, res.RequestID)
+}
+
+// accepted answers with a request the cluster carries out by itself: 202 with it, or the
+// refusal of one that ended at once (failed, blocked, denied).
+func (s *Server) accepted(x *exchange, id string) *apiError {
+	r := s.st.Request(id)
 	switch {
 	case r == nil:
 		return errf(api.CodeInternal, "request vanished")

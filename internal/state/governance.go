@@ -301,21 +301,27 @@ func (a *applier) deny(r *Request, code, detail, actor string) {
 	a.emit(EventSettled, r.ID, r.KeyID)
 }
 
-// expireApprovals closes the pending approvals whose time ran out by this entry's stamp
-// (bounded per entry; the rest at the next ones).
-func (a *applier) expireApprovals() {
-	if a.m.PendingApprovals <= 0 {
-		return
-	}
+// due lists the ids a (time, id) index table holds for times up to this entry's stamp,
+// oldest first, at most pruneBatch of them (the rest at the next entries).
+func (a *applier) due(table string) []string {
 	var ids []string
-	scanKeys(a.t, key(tApprovalExp), keyAtBound(tApprovalExp, a.stamp+1), func(k []byte) bool {
+	scanKeys(a.t, key(table), keyAtBound(table, a.stamp+1), func(k []byte) bool {
 		d := statedb.NewKeyDecoder(k)
 		d.Table()
 		d.Int64()
 		ids = append(ids, d.Text())
 		return len(ids) < pruneBatch
 	})
-	for _, id := range ids {
+	return ids
+}
+
+// expireApprovals closes the pending approvals whose time ran out by this entry's stamp
+// (bounded per entry; the rest at the next ones).
+func (a *applier) expireApprovals() {
+	if a.m.PendingApprovals <= 0 {
+		return
+	}
+	for _, id := range a.due(tApprovalExp) {
 		if ap := a.approval(id); ap != nil && ap.Status == api.ApprovalPending {
 			a.closeApproval(ap, api.ApprovalExpired, api.CodeApprovalExpired,
 				"the approval was not complete by "+secs(ap.ExpiresAt).Format(time.RFC3339), "cluster")

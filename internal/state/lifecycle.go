@@ -7,7 +7,6 @@ import (
 	"github.com/custos/custos/internal/api"
 	"github.com/custos/custos/internal/btc"
 	"github.com/custos/custos/internal/policy"
-	"github.com/custos/custos/internal/statedb"
 )
 
 // Key lifecycle (API.md "Key lifecycle"): derivation (a read), deletion with a delay and
@@ -103,15 +102,9 @@ func NetworkOf(b *api.DeriveBody) string {
 // an active key; then the key.delete policies (block, or an approval first), then the
 // deletion is scheduled.
 func (a *applier) keyDelete(c *Call, p principal) Result {
-	if p.ak != nil {
-		return refuse(api.CodePermDenied, "access keys cannot delete keys; DELETE /v1/keys/{key_id} is for the key's owner")
-	}
-	if !p.has(PermKeysDelete) {
-		return refuse(api.CodePermDenied, "missing permission keys:delete")
-	}
-	k := a.key(c.KeyID)
-	if !p.sees(k) {
-		return refuse(api.CodeKeyNotFound, "no such key")
+	k, res := a.ownersKey(c, p, "delete keys; DELETE /v1/keys/{key_id} is for the key's owner")
+	if !res.OK() {
+		return res
 	}
 	if c.Caller.Created == 0 || c.Caller.Created < a.stamp/1000-DeleteSignatureWindowS {
 		return refuse(api.CodeAuthSignatureExpired, fmt.Sprintf("deleting a key needs a request signature created in the last %d s: sign the DELETE again and send it at once", DeleteSignatureWindowS))
@@ -161,6 +154,22 @@ func (a *applier) keyDelete(c *Call, p principal) Result {
 	return Result{RequestID: r.ID, KeyID: k.ID}
 }
 
+// ownersKey is the key a deletion or restore names, for its owner only (not an access
+// key: what is refused says what access keys cannot do), with keys:delete.
+func (a *applier) ownersKey(c *Call, p principal, what string) (*Key, Result) {
+	if p.ak != nil {
+		return nil, refuse(api.CodePermDenied, "access keys cannot "+what)
+	}
+	if !p.has(PermKeysDelete) {
+		return nil, refuse(api.CodePermDenied, "missing permission keys:delete")
+	}
+	k := a.key(c.KeyID)
+	if !p.sees(k) {
+		return nil, refuse(api.CodeKeyNotFound, "no such key")
+	}
+	return k, Result{}
+}
+
 // scheduleDeletion starts a key's deletion delay (the request r waits for it, open).
 func (a *applier) scheduleDeletion(r *Request, k *Key) {
 	k.Status = KeyDeletionScheduled
@@ -191,15 +200,9 @@ func (a *applier) keyEvent(typ string, k *Key, r *Request, actor string) {
 // keyRestore applies POST /v1/keys/{key_id}/restore: before delete_at, the key is active
 // again and its deletion request is denied (request.cancelled).
 func (a *applier) keyRestore(c *Call, p principal) Result {
-	if p.ak != nil {
-		return refuse(api.CodePermDenied, "access keys cannot restore keys; the route is for the key's owner")
-	}
-	if !p.has(PermKeysDelete) {
-		return refuse(api.CodePermDenied, "missing permission keys:delete")
-	}
-	k := a.key(c.KeyID)
-	if !p.sees(k) {
-		return refuse(api.CodeKeyNotFound, "no such key")
+	k, res := a.ownersKey(c, p, "restore keys; the route is for the key's owner")
+	if !res.OK() {
+		return res
 	}
 	if k.Status != KeyDeletionScheduled {
 		if k.Status == KeyDeleted {
@@ -234,15 +237,7 @@ func (a *applier) completeDeletions() {
 	if a.m.Deletions <= 0 {
 		return
 	}
-	var ids []string
-	scanKeys(a.t, key(tKeyDelete), keyAtBound(tKeyDelete, a.stamp+1), func(k []byte) bool {
-		d := statedb.NewKeyDecoder(k)
-		d.Table()
-		d.Int64()
-		ids = append(ids, d.Text())
-		return len(ids) < pruneBatch
-	})
-	for _, id := range ids {
+	for _, id := range a.due(tKeyDelete) {
 		k := a.key(id)
 		if k == nil || k.Status != KeyDeletionScheduled {
 			continue

@@ -74,6 +74,8 @@ func signCount(t *testing.T, api, curve string) float64 {
 // runs, the node restarted with the new key, and it signs through a committee that
 // includes it.
 func TestBackupRestoreNode(t *testing.T) {
+	// Light on CPU (mostly waiting): runs beside the other light lifecycle tests.
+	t.Parallel()
 	began := time.Now()
 	c := startCluster(t, testcluster.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)

@@ -185,6 +185,8 @@ func TestReshareAndRefreshKeepTheKey(t *testing.T) {
 // the key is reshared away from the liar (it is an old party only: its report is not
 // needed), and its share is erased.
 func TestReshareAgainstALyingMember(t *testing.T) {
+	// Light on CPU (mostly waiting): runs beside the other light lifecycle tests.
+	t.Parallel()
 	c := startCluster(t, testcluster.Options{Binary: bins.CustosdHooks, NodeEnv: map[int][]string{2: {"CUSTOS_TEST_MISBEHAVE=reshare-wrong-key"}},
 		Extra: map[string]any{"rate": noRateLimit()}})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
