@@ -320,9 +320,15 @@ func runParties[T any](ctx context.Context, pids tss.SortedPartyIDs, mk func(i i
 			}
 		}()
 	}
-	res := make([]T, n)
+	return collect(ctx, ends, errc, done, &wg)
+}
+
+// collect waits for every party's result (or the first error, or ctx), then stops the
+// routers (done) and waits for every goroutine (wg).
+func collect[T any](ctx context.Context, ends []chan T, errc <-chan error, done chan struct{}, wg *sync.WaitGroup) ([]T, error) {
+	res := make([]T, len(ends))
 	var err error
-	for i := 0; i < n && err == nil; i++ {
+	for i := 0; i < len(ends) && err == nil; i++ {
 		select {
 		case res[i] = <-ends[i]:
 		case err = <-errc:
@@ -533,20 +539,5 @@ func runReshare[T any](ctx context.Context, all []*tss.PartyID, mk func(i int, o
 			}
 		}()
 	}
-	res := make([]T, n)
-	var err error
-	for i := 0; i < n && err == nil; i++ {
-		select {
-		case res[i] = <-ends[i]:
-		case err = <-errc:
-		case <-ctx.Done():
-			err = ctx.Err()
-		}
-	}
-	close(done)
-	wg.Wait()
-	if err != nil {
-		return nil, err
-	}
-	return res, nil
+	return collect(ctx, ends, errc, done, &wg)
 }

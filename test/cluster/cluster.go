@@ -497,20 +497,14 @@ func editConfigRead(path string, read func(cfg map[string]any) error) error {
 
 // editConfig rewrites a configuration file through edit, keeping numbers as written.
 func editConfig(path string, edit func(cfg map[string]any) error) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("cluster: %w", err)
+	var edited map[string]any
+	if err := editConfigRead(path, func(cfg map[string]any) error {
+		edited = cfg
+		return edit(cfg)
+	}); err != nil {
+		return err
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	var cfg map[string]any
-	if err := dec.Decode(&cfg); err != nil {
-		return fmt.Errorf("cluster: %s: %w", path, err)
-	}
-	if err := edit(cfg); err != nil {
-		return fmt.Errorf("cluster: %s: %w", path, err)
-	}
-	out, err := json.MarshalIndent(cfg, "", "  ")
+	out, err := json.MarshalIndent(edited, "", "  ")
 	if err != nil {
 		return fmt.Errorf("cluster: %s: %w", path, err)
 	}
