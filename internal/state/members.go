@@ -6,6 +6,9 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
 	"github.com/custos/custos/internal/api"
 	"github.com/custos/custos/internal/policy"
 	"github.com/custos/custos/internal/statedb"
@@ -116,49 +119,49 @@ func (a *applier) changeRunning() *Request {
 	return nil
 }
 
-// validNewMember checks a node to add: a fresh id and peer id, addresses and API URL
-// of bounded size.
+// validNewMember checks a node to add: a fresh id and peer id, addresses and API URL of
+// bounded size. The peer id and the addresses are parsed as every node's gater parses
+// them (libp2p's own parsers: pure functions, the same verdict on every node), so that a
+// member list no node can dial or admit is refused here, with the field named, rather
+// than stored.
 func (a *applier) validNewMember(b *api.MemberBody) (*Member, Result) {
 	if b == nil {
 		return nil, refuse(api.CodeRequestMalformed, "no body")
+	}
+	if len(a.m.Members) >= MaxMembers {
+		return nil, refuse(api.CodeRequestConflict, fmt.Sprintf("a cluster has at most %d members", MaxMembers))
 	}
 	switch {
 	case !nodeIDForm.MatchString(b.ID):
 		return nil, refuse(api.CodeRequestMalformed, "id must be 1–64 characters of A–Z, a–z, 0–9, '.', '_' or '-', starting with a letter or digit")
 	case a.memberByID(b.ID) != nil:
 		return nil, refuse(api.CodeRequestConflict, fmt.Sprintf("%q is already a member", b.ID))
-	case b.PeerID == "" || len(b.PeerID) > 128 || !validPeerID(b.PeerID):
-		return nil, refuse(api.CodeRequestMalformed, "peer_id must be the node's libp2p peer id (custosd init prints it)")
+	case len(b.PeerID) > 128:
+		return nil, refuse(api.CodeRequestMalformed, "peer_id is too long")
 	case len(b.P2PAddrs) == 0 || len(b.P2PAddrs) > 8:
 		return nil, refuse(api.CodeRequestMalformed, "p2p_addrs must list 1 to 8 multiaddrs the members dial the node at")
 	case len(b.API) > 256 || !(strings.HasPrefix(b.API, "http://") || strings.HasPrefix(b.API, "https://")):
 		return nil, refuse(api.CodeRequestMalformed, "api must be the node's API URL (http:// or https://)")
+	}
+	pid, err := peer.Decode(b.PeerID)
+	if err != nil {
+		return nil, refuse(api.CodeRequestMalformed, "peer_id must be the node's libp2p peer id (custosd init prints it)")
 	}
 	for _, m := range a.m.Members {
 		if m.PeerID == b.PeerID {
 			return nil, refuse(api.CodeRequestConflict, fmt.Sprintf("peer id already belongs to member %q", m.ID))
 		}
 	}
-	for _, ad := range b.P2PAddrs {
-		if len(ad) == 0 || len(ad) > 256 || !strings.HasPrefix(ad, "/") {
-			return nil, refuse(api.CodeRequestMalformed, "p2p_addrs must be multiaddrs such as /ip4/10.0.0.4/tcp/7801")
+	for i, s := range b.P2PAddrs {
+		addr, err := ma.NewMultiaddr(s)
+		if len(s) > 256 || err != nil {
+			return nil, refuse(api.CodeRequestMalformed, fmt.Sprintf("p2p_addrs[%d] must be a multiaddr such as /ip4/10.0.0.4/tcp/7801", i))
+		}
+		if v, err := addr.ValueForProtocol(ma.P_P2P); err == nil && v != pid.String() {
+			return nil, refuse(api.CodeRequestMalformed, fmt.Sprintf("p2p_addrs[%d] names another peer than peer_id", i))
 		}
 	}
 	return &Member{ID: b.ID, PeerID: b.PeerID, P2PAddrs: slices.Clone(b.P2PAddrs), API: b.API, Status: MemberJoining}, Result{}
-}
-
-// validPeerID is a cheap syntactic check of a libp2p peer id's text form (base58btc):
-// the gater and the reports' signature checks parse it for real.
-func validPeerID(s string) bool {
-	if len(s) < 40 {
-		return false
-	}
-	for _, c := range s {
-		if !strings.ContainsRune("123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz", c) {
-			return false
-		}
-	}
-	return true
 }
 
 // memberOp serves the admin's membership routes.

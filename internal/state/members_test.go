@@ -214,6 +214,10 @@ func TestMemberAddRefusesBadNodes(t *testing.T) {
 		{"existing id", strings.Replace(good, `"n4"`, `"n1"`, 1), api.CodeRequestConflict},
 		{"bad id", strings.Replace(good, `"n4"`, `"n 4"`, 1), api.CodeRequestMalformed},
 		{"bad peer id", `{"id":"n4","peer_id":"nope","p2p_addrs":["/ip4/1.2.3.4/tcp/1"],"api":"http://x"}`, api.CodeRequestMalformed},
+		// base58 that is no peer id: the gaters could not parse it, no node could admit it
+		{"peer id that does not decode", `{"id":"n4","peer_id":"` + strings.Repeat("z", 52) + `","p2p_addrs":["/ip4/1.2.3.4/tcp/1"],"api":"http://x"}`, api.CodeRequestMalformed},
+		{"address that is no multiaddr", strings.Replace(good, `/ip4/127.0.0.1/tcp/7999`, `/ip4/999.1.1.1/tcp/1`, 1), api.CodeRequestMalformed},
+		{"address of another peer", strings.Replace(good, `/ip4/127.0.0.1/tcp/7999`, `/ip4/127.0.0.1/tcp/7999/p2p/12D3KooWHfKp3sVe7zh54bxKfHKU6uofu5XvrDY8Rpku2pKP5JZP`, 1), api.CodeRequestMalformed},
 		{"no addresses", strings.Replace(good, `["/ip4/127.0.0.1/tcp/7999"]`, `[]`, 1), api.CodeRequestMalformed},
 		{"bad api", strings.Replace(good, `http://127.0.0.1:8999`, `ftp://x`, 1), api.CodeRequestMalformed},
 		{"unknown field", strings.Replace(good, `{`, `{"voter":true,`, 1), api.CodeRequestMalformed},
