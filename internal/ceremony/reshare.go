@@ -200,29 +200,35 @@ func (n *Runner) ReshareFailed(keyID string) {
 	n.dropStaleShares(mine)
 }
 
-// settleShares makes this node's shares of k what k's state says: the share of the key's
-// generation in place when this node is a member, no share when it is not, and no share
-// aside but the running reshare's. It reports whether nothing is left to do.
+// settleShares makes this node's shares of k what k's state says: a committed reshare's
+// new share (kept aside) in place when this node is a member, no share when it is not.
+// It reports whether nothing is left to do. It only asks the keystore whether records
+// exist (no decryption): the reconciler calls it for every key at every start.
 func (n *Runner) settleShares(k *state.Key) bool {
 	if k.Status == state.KeyGenerating || k.Status == state.KeyFailed || k.Status == state.KeyDeleted {
 		return true // keygen's own; the failed and deleted ones are erased elsewhere
 	}
-	done := true
-	member := slices.Contains(k.Members, n.self)
-	if member {
-		if raw, err := n.ks.GetShare(k.ID); err == nil {
-			if s, err := protocol.ParseShare(k.Curve, raw); err == nil && s.Generation() != k.Generation && !n.promote(k) {
-				done = false
-			}
-		} else if !n.promote(k) {
-			done = false
+	if slices.Contains(k.Members, n.self) {
+		if k.Generation == 0 {
+			return true // never reshared: nothing can be aside
 		}
-	} else if ok, err := n.ks.HasShare(k.ID); err != nil || (ok && !n.eraseShare(k.ID)) {
-		done = false
-	} else if ok {
-		n.log.Info("erased the share of a key reshared away from this node", "key", k.ID, "generation", k.Generation)
+		aside, err := n.ks.HasShare(pendingShareID(k.ID, k.Generation))
+		if err != nil {
+			return false
+		}
+		return !aside || n.promote(k)
 	}
-	return done
+	ok, err := n.ks.HasShare(k.ID)
+	switch {
+	case err != nil:
+		return false
+	case !ok:
+		return true
+	case !n.eraseShare(k.ID):
+		return false
+	}
+	n.log.Info("erased the share of a key reshared away from this node", "key", k.ID, "generation", k.Generation)
+	return true
 }
 
 // dropStaleShares erases shares kept aside that no reshare will commit: of a

@@ -58,12 +58,13 @@ type Resharing struct {
 }
 
 // Participants are the nodes that take part in a request's current ceremony: its
-// committee and, for a reshare, the new committee too (sorted, distinct).
+// committee and, for a reshare, the new committee too (sorted, distinct). For every
+// other kind it is the committee itself (not a copy: it is on the signing path).
 func (r *Request) Participants() []string {
-	out := slices.Clone(r.Committee)
-	if r.Kind == KindReshare {
-		out = append(out, r.NewMembers...)
+	if r.Kind != KindReshare {
+		return r.Committee
 	}
+	out := append(slices.Clone(r.Committee), r.NewMembers...)
 	slices.Sort(out)
 	return slices.Compact(out)
 }
