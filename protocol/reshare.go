@@ -265,20 +265,10 @@ func (e *Engine) reshareECDSA(ctx context.Context, c *ceremony, spec ReshareSpec
 		return nil, nil
 	}
 	s := res[len(res)-1]
-	if s == nil || s.ShareID == nil || s.ShareID.Cmp(PartyKeyAt(c.self, spec.NewGeneration)) != 0 || !sameKeys(s.Ks, c.newSorted.Keys()) {
+	if s == nil {
 		return nil, &CeremonyError{Err: errIncompleteSave}
 	}
-	share, err := newECDSAShareAt(s, spec.NewGeneration)
-	if err != nil {
-		return nil, &CeremonyError{Err: fmt.Errorf("%w: %w", errIncompleteSave, err)}
-	}
-	if !bytes.Equal(share.pub, spec.PublicKey) {
-		return nil, &CeremonyError{Err: ErrWrongPublicKey}
-	}
-	if !ownPublicShareOK(tss.S256(), s.Xi, s.ShareID, s.Ks, s.BigXj) {
-		return nil, &CeremonyError{Err: fmt.Errorf("%w: own public share does not match the secret share", errIncompleteSave)}
-	}
-	return share, nil
+	return acceptNewShare(c, spec, tss.S256(), s.ShareID, s.Xi, s.Ks, s.BigXj, func() (*Share, error) { return newECDSAShareAt(s, spec.NewGeneration) })
 }
 
 func (e *Engine) reshareEdDSA(ctx context.Context, c *ceremony, spec ReshareSpec, old *Share, inOld, inNew bool) (*Share, error) {
@@ -311,17 +301,31 @@ func (e *Engine) reshareEdDSA(ctx context.Context, c *ceremony, spec ReshareSpec
 		return nil, nil
 	}
 	s := res[len(res)-1]
-	if s == nil || s.ShareID == nil || s.ShareID.Cmp(PartyKeyAt(c.self, spec.NewGeneration)) != 0 || !sameKeys(s.Ks, c.newSorted.Keys()) {
+	if s == nil {
 		return nil, &CeremonyError{Err: errIncompleteSave}
 	}
-	share, err := newEdDSAShareAt(s, spec.NewGeneration)
+	return acceptNewShare(c, spec, tss.Edwards(), s.ShareID, s.Xi, s.Ks, s.BigXj, func() (*Share, error) { return newEdDSAShareAt(s, spec.NewGeneration) })
+}
+
+// acceptNewShare checks a new party's resharing result before it becomes a Share: its
+// party key is this node's at the new generation and its committee keys the new
+// committee's, the share builds (build: the curve's structural checks), it yields the
+// key being reshared, and its own public share matches its secret.
+func acceptNewShare(c *ceremony, spec ReshareSpec, curve interface {
+	Params() *elliptic.CurveParams
+	ScalarBaseMult(k []byte) (x, y *big.Int)
+}, shareID, xi *big.Int, ks []*big.Int, bigXj []*crypto.ECPoint, build func() (*Share, error)) (*Share, error) {
+	if shareID == nil || shareID.Cmp(PartyKeyAt(c.self, spec.NewGeneration)) != 0 || !sameKeys(ks, c.newSorted.Keys()) {
+		return nil, &CeremonyError{Err: errIncompleteSave}
+	}
+	share, err := build()
 	if err != nil {
 		return nil, &CeremonyError{Err: fmt.Errorf("%w: %w", errIncompleteSave, err)}
 	}
 	if !bytes.Equal(share.pub, spec.PublicKey) {
 		return nil, &CeremonyError{Err: ErrWrongPublicKey}
 	}
-	if !ownPublicShareOK(tss.Edwards(), s.Xi, s.ShareID, s.Ks, s.BigXj) {
+	if !ownPublicShareOK(curve, xi, shareID, ks, bigXj) {
 		return nil, &CeremonyError{Err: fmt.Errorf("%w: own public share does not match the secret share", errIncompleteSave)}
 	}
 	return share, nil

@@ -291,17 +291,7 @@ func (s *Server) hKeySign(x *exchange) *apiError {
 		// commit and its local apply, and the wait for the outcome.
 		s.observePhases("sign_request", phase{"auth", handled.Sub(x.start)}, phase{"commit", committed.Sub(handled)}, phase{"wait", time.Since(committed)})
 	}
-	switch {
-	case r == nil:
-		return errf(api.CodeInternal, "request vanished")
-	case r.Status == state.StatusSigned:
-		x.json(http.StatusOK, s.requestView(r))
-	case r.Status == state.StatusFailed || r.Status == state.StatusBlocked || r.Status == state.StatusDenied:
-		return s.requestProblem(r)
-	default:
-		x.json(http.StatusAccepted, s.requestView(r))
-	}
-	return nil
+	return s.answerRequest(x, r, state.StatusSigned)
 }
 
 // requestProblem is the answer about a failed, blocked or denied request: its error's
@@ -416,14 +406,23 @@ func (s *Server) hKeyDelete(x *exchange) *apiError {
 // accepted answers with a request the cluster carries out by itself: 202 with it, or the
 // refusal of one that ended at once (failed, blocked, denied).
 func (s *Server) accepted(x *exchange, id string) *apiError {
-	r := s.st.Request(id)
+	return s.answerRequest(x, s.st.Request(id), "")
+}
+
+// answerRequest answers with a request: 200 when it reached done (signed, active; ""
+// for none), the problem of one that failed, was blocked or denied (with the request
+// object), 202 with it otherwise (to poll).
+func (s *Server) answerRequest(x *exchange, r *state.Request, done string) *apiError {
 	switch {
 	case r == nil:
 		return errf(api.CodeInternal, "request vanished")
+	case done != "" && r.Status == done:
+		x.json(http.StatusOK, s.requestView(r))
 	case r.Status == state.StatusFailed || r.Status == state.StatusBlocked || r.Status == state.StatusDenied:
 		return s.requestProblem(r)
+	default:
+		x.json(http.StatusAccepted, s.requestView(r))
 	}
-	x.json(http.StatusAccepted, s.requestView(r))
 	return nil
 }
 
@@ -435,18 +434,7 @@ func (s *Server) hKeyReshare(x *exchange) *apiError {
 	if err != nil {
 		return err
 	}
-	r := s.awaitRequest(x, res.RequestID)
-	switch {
-	case r == nil:
-		return errf(api.CodeInternal, "request vanished")
-	case r.Status == state.StatusActive:
-		x.json(http.StatusOK, s.requestView(r))
-	case r.Status == state.StatusFailed:
-		return s.requestProblem(r)
-	default:
-		x.json(http.StatusAccepted, s.requestView(r))
-	}
-	return nil
+	return s.answerRequest(x, s.awaitRequest(x, res.RequestID), state.StatusActive)
 }
 
 // hKeyRestore answers POST /v1/keys/{key_id}/restore: the key, active again.
