@@ -103,9 +103,14 @@ func (n *Runner) runReshare(r *state.Request, k *state.Key, sid protocol.Session
 	if err != nil {
 		return fmt.Errorf("encode share: %w", err)
 	}
-	if err := n.ks.PutShare(pendingShareID(k.ID, spec.NewGeneration), b); err != nil {
+	pending := pendingShareID(k.ID, spec.NewGeneration)
+	if err := n.ks.PutShare(pending, b); err != nil {
 		return fmt.Errorf("store the new share: %w", err)
 	}
+	// The reshare may have failed (another party's report refused) before the share was
+	// put aside, and ReshareFailed then found nothing to drop: once the report is done,
+	// whatever its outcome, the share stays aside only while this reshare still runs.
+	defer n.dropStaleShares([]string{pending})
 	rctx, rcancel := context.WithTimeout(n.ctx, 30*time.Second)
 	defer rcancel()
 	res, err := n.rep.Report(rctx, state.TypeReshareStored, &state.ReshareStored{
