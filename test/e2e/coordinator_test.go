@@ -128,6 +128,7 @@ func TestCompromisedCoordinator(t *testing.T) {
 // honest public keys, signatures verify, users do not change, the audit chain verifies.
 // With 3 nodes one member forges; with 5 nodes (k = 3) two collude.
 func TestCompromisedMembersForge(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name     string
 		nodes, k int

@@ -98,6 +98,7 @@ func sha(s string) []byte {
 
 // TestThresholdCluster walks issue 2's flows 1–5 on three real custosd processes.
 func TestThresholdCluster(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, testcluster.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()

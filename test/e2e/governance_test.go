@@ -189,6 +189,7 @@ func signedAndMined(t *testing.T, btc *btcnode.Node, r *client.Request) {
 // (change to a foreign script, a segwit input without non_witness_utxo or with one that
 // does not match its outpoint, garbage) are refused with their codes.
 func TestGovernedPSBTSigningOnARealBitcoinNode(t *testing.T) {
+	t.Parallel()
 	btc := btcnode.Start(t)
 	pwFile := filepath.Join(t.TempDir(), "btc.pw")
 	if err := os.WriteFile(pwFile, []byte(btc.Password+"\n"), 0o600); err != nil {

@@ -22,7 +22,6 @@ import (
 // the node came still signs, as does one made after. The joining node stops and starts
 // like the others. (Adding it through the admin API is the membership e2e's.)
 func TestJoinPlumbing(t *testing.T) {
-	// Light on CPU (mostly waiting): runs beside the other light lifecycle tests.
 	t.Parallel()
 	c := startCluster(t, testcluster.Options{Extra: map[string]any{"rate": noRateLimit()}})
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)

@@ -32,7 +32,6 @@ import (
 // erased: every node's keystore loses the key's data key and share — the node that was
 // down too, once it is back — while the other key's stay.
 func TestKeyLifecycleDeriveDeleteRestoreErase(t *testing.T) {
-	// Light on CPU (mostly waiting): runs beside the other light lifecycle tests.
 	t.Parallel()
 	c := startCluster(t, testcluster.Options{Extra: map[string]any{"rate": noRateLimit()}})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

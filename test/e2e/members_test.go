@@ -21,6 +21,7 @@ import (
 // remain). After each step the same public keys sign through the new committees, the
 // nodes left out hold no share, and the cluster kept signing during the changes.
 func TestMembershipAddRemoveReplace(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, testcluster.Options{Extra: map[string]any{
 		"rate":     noRateLimit(),
 		"ceremony": map[string]any{"sign_timeout": "15s", "keygen_timeout": "40s"},

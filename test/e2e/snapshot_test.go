@@ -44,6 +44,7 @@ func readyz(api string) (int, []string) {
 // node finds its state differs from what k others signed, joins no ceremony and says so
 // on /readyz, while the others keep signing.
 func TestSnapshotVouching(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		forged bool

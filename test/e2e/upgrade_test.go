@@ -59,6 +59,7 @@ func buildAt(t *testing.T, ctx context.Context, commit, dir string) string {
 // old cluster held (users, keys, finished requests, the audit chain, which goes on from
 // the old head) and signs again; the nodes agree on their state hash.
 func TestUpgradeFromInMemoryState(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	old := buildAt(t, ctx, inMemoryStateCommit, t.TempDir())
