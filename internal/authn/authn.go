@@ -134,6 +134,15 @@ type Config struct {
 type Verifier struct {
 	cfg  Config
 	hmac *auth.TokenVerifier // shared-key mode
+	memo *Memo               // nil: every Ed25519 request signature is verified afresh
+}
+
+// WithMemo returns a verifier that answers Ed25519 request signatures through m (see
+// Memo): the same verdicts, without verifying again what verified ahead of time.
+func (v *Verifier) WithMemo(m *Memo) *Verifier {
+	c := *v
+	c.memo = m
+	return &c
 }
 
 // New checks cfg and returns a verifier.
@@ -253,7 +262,7 @@ func (v *Verifier) Verify(f *Form, at time.Time, dir Directory) (*Principal, err
 	if err != nil {
 		return nil, err
 	}
-	sig, err := verifySignature(f, auth.UserKeyID(claims.UserID), claims.PublicKey, at)
+	sig, err := v.verifySignature(f, auth.UserKeyID(claims.UserID), claims.PublicKey, at)
 	if err != nil {
 		return nil, err
 	}
@@ -281,7 +290,7 @@ func (f *Form) Parts() auth.RequestParts {
 
 // verifySignature runs steps 5–7 for keyID's public key: components and parameters,
 // window, the signature.
-func verifySignature(f *Form, keyID string, pub []byte, at time.Time) (*auth.Signature, error) {
+func (v *Verifier) verifySignature(f *Form, keyID string, pub []byte, at time.Time) (*auth.Signature, error) {
 	parts := f.Parts()
 	sig, err := auth.ParseSignature(f.SignatureInput, f.Signature)
 	if err != nil {
@@ -299,7 +308,7 @@ func verifySignature(f *Form, keyID string, pub []byte, at time.Time) (*auth.Sig
 	if len(pub) == 0 {
 		return nil, fail(auth.CodeSignatureInvalid, "no public key to verify this signature with")
 	}
-	if err := auth.VerifyEd25519(pub, sig, parts); err != nil {
+	if err := auth.VerifyEd25519With(v.memo.Verify, pub, sig, parts); err != nil {
 		return nil, err
 	}
 	return sig, nil
@@ -330,7 +339,7 @@ func (v *Verifier) verifyAccessKey(f *Form, at time.Time, dir Directory) (*Princ
 	if err := auth.CheckWindow(sig, at); err != nil {
 		return nil, err
 	}
-	if err := auth.VerifyEd25519(ak.PublicKey, sig, parts); err != nil {
+	if err := auth.VerifyEd25519With(v.memo.Verify, ak.PublicKey, sig, parts); err != nil {
 		return nil, err
 	}
 	p := &Principal{Kind: KindAccessKey, AccessKeyID: ak.ID, Created: sig.Created, NonceKey: "sig|" + ak.ID + "|" + sig.Nonce}
@@ -389,7 +398,7 @@ func (v *Verifier) verifyAdmin(f *Form, token string, signed bool, at time.Time,
 		p.NonceKey = "admintoken|" + p.TokenHash
 	}
 	if signed {
-		sig, err := verifySignature(f, "admin", dir.AdminPublicKey(), at)
+		sig, err := v.verifySignature(f, "admin", dir.AdminPublicKey(), at)
 		if err != nil {
 			return nil, err
 		}

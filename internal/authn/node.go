@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
-	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // What nodes sign in their own name. Each kind of statement has its own domain, so that
@@ -42,20 +41,10 @@ func SignNode(key crypto.PrivKey, domain string, body []byte) ([]byte, error) {
 // statement of kind domain. The peer id embeds the member's Ed25519 public key, so the
 // replicated member list is all it needs.
 func VerifyNode(peerID, domain string, body, sig []byte) error {
-	if len(sig) == 0 || len(sig) > MaxNodeSignature {
-		return errors.New("authn: node signature missing or oversized")
-	}
-	pid, err := peer.Decode(peerID)
-	if err != nil {
-		return fmt.Errorf("authn: member peer id: %w", err)
-	}
-	pub, err := pid.ExtractPublicKey()
-	if err != nil {
-		return fmt.Errorf("authn: member public key: %w", err)
-	}
-	ok, err := pub.Verify(nodeMessage(domain, body), sig)
-	if err != nil || !ok {
-		return errors.New("authn: node signature does not verify")
-	}
-	return nil
+	return (*Memo)(nil).VerifyNode(peerID, domain, body, sig)
 }
+
+var (
+	errNodeSigSize    = errors.New("authn: node signature missing or oversized")
+	errNodeSigInvalid = errors.New("authn: node signature does not verify")
+)

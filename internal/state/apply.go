@@ -21,7 +21,8 @@ type applier struct {
 	stamp    int64
 	index    uint64
 	verifier Verifier
-	authn    *authn.Verifier
+	authn    *authn.Verifier // through memo
+	memo     *authn.Memo     // the batch's signatures verified ahead (ahead.go)
 	events   *[]Event
 	// checkpointHere is set by a checkpoint request: the FSM checkpoints at this entry.
 	checkpointHere bool

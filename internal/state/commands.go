@@ -3,6 +3,8 @@ package state
 import (
 	"encoding/json"
 	"fmt"
+
+	"github.com/custos/custos/internal/authn"
 )
 
 // The FSM's table of typed commands (in the manner of Consul's FSM): every kind of raft
@@ -22,7 +24,15 @@ type command struct {
 	// replay from old logs (decoded as leniently as their binary did) and are refused
 	// once the cluster is strict.
 	legacy bool
-	decode func(payload []byte) (func(*applier) Result, error)
+	decode func(payload []byte) (entry, error)
+}
+
+// entry is a decoded command: apply applies it; check, when set, makes ahead of time the
+// signature checks apply will make (checker: on another core, before the entry's turn,
+// so that apply finds them done).
+type entry struct {
+	apply func(*applier) Result
+	check func(*checker)
 }
 
 // commands is the table.
@@ -64,53 +74,62 @@ var reportBodies = map[string]func([]byte) (func(a *applier, node string) Result
 }
 
 // strict is a decoder that refuses unknown fields and trailing data.
-func strict[T any](apply func(*applier, *T) Result) func([]byte) (func(*applier) Result, error) {
-	return func(b []byte) (func(*applier) Result, error) {
+func strict[T any](apply func(*applier, *T) Result) func([]byte) (entry, error) {
+	return func(b []byte) (entry, error) {
 		var c T
 		if err := decodeStrict(b, &c); err != nil {
-			return nil, err
+			return entry{}, err
 		}
-		return func(a *applier) Result { return apply(a, &c) }, nil
+		return entry{apply: func(a *applier) Result { return apply(a, &c) }}, nil
 	}
 }
 
 // lenient decodes a legacy kind exactly as the binary that wrote it did.
-func lenient[T any](apply func(*applier, *T) Result) func([]byte) (func(*applier) Result, error) {
-	return func(b []byte) (func(*applier) Result, error) {
+func lenient[T any](apply func(*applier, *T) Result) func([]byte) (entry, error) {
+	return func(b []byte) (entry, error) {
 		var c T
 		if err := json.Unmarshal(b, &c); err != nil {
-			return nil, err
+			return entry{}, err
 		}
-		return func(a *applier) Result { return apply(a, &c) }, nil
+		return entry{apply: func(a *applier) Result { return apply(a, &c) }}, nil
 	}
 }
 
-func decodeSubmit(b []byte) (func(*applier) Result, error) {
+func decodeSubmit(b []byte) (entry, error) {
 	var s Submit
 	if err := decodeStrict(b, &s); err != nil {
-		return nil, err
+		return entry{}, err
 	}
 	var body SubmitBody
 	if err := decodeStrict(s.Body, &body); err != nil {
-		return nil, fmt.Errorf("submit body: %w", err)
+		return entry{}, fmt.Errorf("submit body: %w", err)
 	}
-	return func(a *applier) Result { return a.submit(&s, &body) }, nil
+	return entry{
+		apply: func(a *applier) Result { return a.submit(&s, &body) },
+		check: func(c *checker) {
+			c.node(s.Origin, authn.DomainRequest, s.Body, s.OriginSig)
+			c.request(body.Signed)
+		},
+	}, nil
 }
 
-func decodeReport(b []byte) (func(*applier) Result, error) {
+func decodeReport(b []byte) (entry, error) {
 	var rp Report
 	if err := decodeStrict(b, &rp); err != nil {
-		return nil, err
+		return entry{}, err
 	}
 	dec, ok := reportBodies[rp.Kind]
 	if !ok {
-		return nil, fmt.Errorf("unknown report kind %q", rp.Kind)
+		return entry{}, fmt.Errorf("unknown report kind %q", rp.Kind)
 	}
 	apply, err := dec(rp.Body)
 	if err != nil {
-		return nil, fmt.Errorf("report %s: %w", rp.Kind, err)
+		return entry{}, fmt.Errorf("report %s: %w", rp.Kind, err)
 	}
-	return func(a *applier) Result { return a.report(&rp, apply) }, nil
+	return entry{
+		apply: func(a *applier) Result { return a.report(&rp, apply) },
+		check: func(c *checker) { c.node(rp.Node, authn.DomainReport, ReportMessage(rp.Kind, rp.Body), rp.Sig) },
+	}, nil
 }
 
 // reportBody decodes a member's report about itself: the apply is refused unless the

@@ -246,6 +246,9 @@ func (f *FSM) Close() error {
 // Sync makes every committed batch durable.
 func (f *FSM) Sync() error { return f.db.Sync() }
 
+// DBMemory reports what the state database holds in memory outside the Go heap.
+func (f *FSM) DBMemory() (statedb.Memory, error) { return f.db.Memory() }
+
 // OnSnapshot sets the function told about every snapshot this FSM produces. Set it
 // before the FSM is given to raft.
 func (f *FSM) OnSnapshot(fn func(index uint64, sum [32]byte)) { f.onSnapshot = fn }
@@ -321,6 +324,13 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	f.applyMu.Lock()
 	defer f.applyMu.Unlock()
 	out := make([]any, len(logs))
+	memo := authn.NewMemo()
+	var an *authn.Verifier
+	if f.authn != nil {
+		an = f.authn.WithMemo(memo)
+	}
+	ready, wait := f.prepare(logs, f.applied.Load(), memo)
+	defer wait()
 	var cur *batchRun
 	defer func() {
 		if cur != nil {
@@ -339,7 +349,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 		}
 		if cur == nil {
 			var err error
-			if cur, err = f.beginRun(); err != nil {
+			if cur, err = f.beginRun(memo, an); err != nil {
 				f.halt(fmt.Sprintf("entry %d: state database: %v", l.Index, err))
 				out[i] = haltedResult
 				continue
@@ -349,7 +359,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 			cur.last = l.Index
 			continue
 		}
-		env, apply, reason := decodeEntry(l)
+		env, e, reason := ready[i].wait(l)
 		if reason != "" {
 			// Nothing of this entry was written: what came before it commits.
 			if cur.last != 0 {
@@ -362,7 +372,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 			out[i] = haltedResult
 			continue
 		}
-		res, checkpoint, err := cur.apply(env, apply, l.Index)
+		res, checkpoint, err := cur.apply(env, e.apply, l.Index)
 		if err != nil {
 			// The database failed mid-entry: nothing of this batch is committed; what
 			// came before this entry in it applies again after a restart.
@@ -399,35 +409,39 @@ type batchRun struct {
 	pols   *policy.Set
 	last   uint64 // the last index applied into it (0: none)
 	events []Event
+	// memo holds the batch's signatures verified ahead (ahead.go); authn is the FSM's
+	// verifier through it.
+	memo  *authn.Memo
+	authn *authn.Verifier
 }
 
-func (f *FSM) beginRun() (*batchRun, error) {
+func (f *FSM) beginRun(memo *authn.Memo, an *authn.Verifier) (*batchRun, error) {
 	b, err := f.db.NewBatch()
 	if err != nil {
 		return nil, err
 	}
-	return &batchRun{f: f, b: b, t: newTx(b), m: f.meta().clone(), pols: f.policies.Load()}, nil
+	return &batchRun{f: f, b: b, t: newTx(b), m: f.meta().clone(), pols: f.policies.Load(), memo: memo, authn: an}, nil
 }
 
 func (r *batchRun) discard() { _ = r.b.Close() }
 
 // decodeEntry decodes a command entry, or says why this binary cannot apply it.
-func decodeEntry(l *raft.Log) (*Envelope, func(*applier) Result, string) {
+func decodeEntry(l *raft.Log) (*Envelope, entry, string) {
 	var env Envelope
 	if err := json.Unmarshal(l.Data, &env); err != nil {
-		return nil, nil, fmt.Sprintf("entry %d: undecodable: %v", l.Index, err)
+		return nil, entry{}, fmt.Sprintf("entry %d: undecodable: %v", l.Index, err)
 	}
 	cmd, known := commands[env.Type]
 	if !known || env.Version < 1 || env.Version > cmd.version {
-		return nil, nil, fmt.Sprintf("entry %d: unknown command %s v%d", l.Index, env.Type, env.Version)
+		return nil, entry{}, fmt.Sprintf("entry %d: unknown command %s v%d", l.Index, env.Type, env.Version)
 	}
-	apply, err := cmd.decode(env.Payload)
+	e, err := cmd.decode(env.Payload)
 	if err != nil {
 		// A field or kind this binary does not know (a newer member proposed it), or
 		// bytes no binary wrote: never skip it, never half-read it.
-		return nil, nil, fmt.Sprintf("entry %d: %s v%d cannot be decoded by this binary: %v", l.Index, env.Type, env.Version, err)
+		return nil, entry{}, fmt.Sprintf("entry %d: %s v%d cannot be decoded by this binary: %v", l.Index, env.Type, env.Version, err)
 	}
-	return &env, apply, ""
+	return &env, e, ""
 }
 
 // apply applies one decoded entry into the run.
@@ -451,7 +465,7 @@ func (r *batchRun) applyEntry(env *Envelope, apply func(*applier) Result, index 
 	}
 	m.LastStamp = env.Stamp
 	events := len(r.events)
-	a := &applier{t: r.t, m: m, pols: &r.pols, stamp: env.Stamp, index: index, verifier: r.f.verifier, authn: r.f.authn, events: &r.events}
+	a := &applier{t: r.t, m: m, pols: &r.pols, stamp: env.Stamp, index: index, verifier: r.f.verifier, authn: r.authn, memo: r.memo, events: &r.events}
 	if env.Stamp-m.LastPrune >= pruneEveryMs || m.PruneBehind {
 		m.LastPrune = env.Stamp
 		m.PruneBehind = a.prune()

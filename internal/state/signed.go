@@ -30,7 +30,7 @@ func (a *applier) verifyNode(node, domain, what string, body, sig []byte) Result
 		a.audit("cluster", what+".refused", truncate("node:"+node, 80), "refused", "auth.signature_invalid")
 		return refuse("auth.signature_invalid", "entry from a node that is not a member")
 	}
-	if err := authn.VerifyNode(m.PeerID, domain, body, sig); err != nil {
+	if err := a.memo.VerifyNode(m.PeerID, domain, body, sig); err != nil {
 		a.audit("cluster", what+".refused", "node:"+node, "refused", "auth.signature_invalid")
 		return refuse("auth.signature_invalid", "the entry's node signature does not verify")
 	}
