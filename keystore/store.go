@@ -789,6 +789,17 @@ func (s *Store) do(op string, fn func(db *pebble.DB) error) (err error) {
 	return fn(s.db)
 }
 
+// Memory reports what the store's Pebble holds in memory outside the Go heap, in bytes:
+// its block cache and its memtables (zombie ones included).
+func (s *Store) Memory() (blockCache, memTables int64, err error) {
+	err = s.do("memory", func(db *pebble.DB) error {
+		m := db.Metrics()
+		blockCache, memTables = m.BlockCache.Size, int64(m.MemTable.Size+m.MemTable.ZombieSize)
+		return nil
+	})
+	return blockCache, memTables, err
+}
+
 // Failed reports whether the store hit a fatal storage error and refuses every call
 // until it is reopened (the node restarted).
 func (s *Store) Failed() bool { return s.failed.Load() }

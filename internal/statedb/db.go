@@ -328,6 +328,23 @@ func (d *DB) acquire() (*generation, error) {
 	return d.cur, nil
 }
 
+// Memory is what a Pebble database holds in memory outside the Go heap, in bytes.
+type Memory struct {
+	BlockCache, MemTables int64
+}
+
+// Memory reports the current generation's block cache and memtables (zombie ones
+// included: an iterator may still hold them).
+func (d *DB) Memory() (Memory, error) {
+	g, err := d.acquire()
+	if err != nil {
+		return Memory{}, err
+	}
+	defer func() { _ = g.release() }()
+	m := g.db.Metrics()
+	return Memory{BlockCache: m.BlockCache.Size, MemTables: int64(m.MemTable.Size + m.MemTable.ZombieSize)}, nil
+}
+
 // Dir returns the directory the DB owns.
 func (d *DB) Dir() string { return d.dir }
 

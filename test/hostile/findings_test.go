@@ -53,7 +53,7 @@ func transportCounters(ctx context.Context, t *testing.T, e *env) {
 	stranger, pids := newStranger(t, e)
 	for _, i := range e.honest {
 		id := c.NodeID(i)
-		before, err := scrapeAll(ctx, c, i)
+		before, err := c.Metrics(ctx, i)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -87,7 +87,7 @@ func transportCounters(ctx context.Context, t *testing.T, e *env) {
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err = cluster.Until(wctx, func() bool {
 			var err error
-			if after, err = scrapeAll(ctx, c, i); err != nil {
+			if after, err = c.Metrics(ctx, i); err != nil {
 				t.Fatal(err)
 			}
 			missing = nil

@@ -16,7 +16,6 @@ import (
 	"math/big"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -44,7 +43,7 @@ const droppedMetric = "custos_p2p_dropped_messages_total"
 
 // scrape reads node i's custos_p2p_dropped_messages_total counters by reason.
 func scrape(ctx context.Context, c *cluster.Cluster, i int) (map[string]float64, error) {
-	all, err := scrapeAll(ctx, c, i)
+	all, err := c.Metrics(ctx, i)
 	if err != nil {
 		return nil, err
 	}
@@ -54,38 +53,6 @@ func scrape(ctx context.Context, c *cluster.Cluster, i int) (map[string]float64,
 		if rest, ok := strings.CutPrefix(series, prefix); ok {
 			out[strings.TrimSuffix(rest, `"}`)] = v
 		}
-	}
-	return out, nil
-}
-
-// scrapeAll reads node i's GET /metrics and returns every sample by its series (name and
-// labels as written, e.g. `custos_p2p_dropped_messages_total{reason="malformed"}`).
-func scrapeAll(ctx context.Context, c *cluster.Cluster, i int) (map[string]float64, error) {
-	body, err := c.Get(ctx, i, "/metrics")
-	if err != nil {
-		return nil, err
-	}
-	return parseMetrics(body)
-}
-
-// parseMetrics parses Prometheus text exposition: one "series value" sample a line,
-// comments skipped. Label values holding spaces are not supported (custos has none).
-func parseMetrics(body []byte) (map[string]float64, error) {
-	out := map[string]float64{}
-	for line := range strings.SplitSeq(string(body), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i <= 0 {
-			return nil, fmt.Errorf("unexpected metric line %q", line)
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			return nil, fmt.Errorf("metric line %q: %w", line, err)
-		}
-		out[line[:i]] = v
 	}
 	return out, nil
 }

@@ -245,6 +245,48 @@ type NodeRSS struct {
 	// BeforeKill is the restarted follower's RSS just before it was killed.
 	BeforeKill uint64 `json:"before_kill_bytes,omitempty"`
 	Note       string `json:"note,omitempty"`
+	// StartMemory and EndMemory say where the memory is, from the node's /metrics, at
+	// the run's start and end (nil: not read).
+	StartMemory *Memory `json:"start_memory,omitempty"`
+	EndMemory   *Memory `json:"end_memory,omitempty"`
+}
+
+// Memory is a node's memory by holder, in bytes: the Go heap in use and its two Pebble
+// databases' block caches and memtables (outside the Go heap, bounded by their options).
+type Memory struct {
+	GoHeapInUse      uint64 `json:"go_heap_inuse_bytes"`
+	StateCache       uint64 `json:"state_block_cache_bytes"`
+	StateMemTables   uint64 `json:"state_memtables_bytes"`
+	KeystoreCache    uint64 `json:"keystore_block_cache_bytes"`
+	KeystoreMemTable uint64 `json:"keystore_memtables_bytes"`
+}
+
+// String is the memory in MiB, one holder after the other.
+func (m *Memory) String() string {
+	if m == nil {
+		return "-"
+	}
+	return fmt.Sprintf("heap %.1f, state db cache %.1f + memtables %.1f, keystore cache %.1f + memtables %.1f MiB",
+		mib(m.GoHeapInUse), mib(m.StateCache), mib(m.StateMemTables), mib(m.KeystoreCache), mib(m.KeystoreMemTable))
+}
+
+// nodeMemory reads node i's memory figures from its /metrics (nil when it cannot).
+func nodeMemory(ctx context.Context, c *cluster.Cluster, i int) *Memory {
+	if c.PID(i) == 0 {
+		return nil
+	}
+	m, err := c.Metrics(ctx, i)
+	if err != nil {
+		return nil
+	}
+	db := func(name, kind string) uint64 {
+		return uint64(m[`custos_db_memory_bytes{db="`+name+`",kind="`+kind+`"}`])
+	}
+	return &Memory{
+		GoHeapInUse: uint64(m["go_memstats_heap_inuse_bytes"]),
+		StateCache:  db("state", "block_cache"), StateMemTables: db("state", "memtables"),
+		KeystoreCache: db("keystore", "block_cache"), KeystoreMemTable: db("keystore", "memtables"),
+	}
 }
 
 // KillReport is the follower's kill, restart and catch-up.
@@ -432,9 +474,12 @@ func (s *soak) soak(ctx context.Context, rep *Report) error {
 		if err != nil {
 			return fmt.Errorf("start RSS: %w", err)
 		}
-		rep.RSS[i] = NodeRSS{Node: c.NodeID(i), Start: rss}
+		rep.RSS[i] = NodeRSS{Node: c.NodeID(i), Start: rss, StartMemory: nodeMemory(ctx, c, i)}
 	}
 	fmt.Fprintf(s.out, "\nstart RSS: %s (after %d warm-up signatures)\n", fmtRSSList(rep.RSS, true), s.m.warmupCount())
+	for _, r := range rep.RSS {
+		fmt.Fprintf(s.out, "  %s: %s\n", r.Node, r.StartMemory)
+	}
 	fmt.Fprintf(s.out, "%6s %9s %6s %8s  %-40s %s\n", "t", "sig/s", "errors", "phase", "RSS MiB", "applied index")
 
 	tick := time.NewTicker(window)
@@ -490,8 +535,10 @@ loop:
 	// The end: RSS as the load stops, then the last window, then the workers' in-flight
 	// requests, the catch-up watch, idle nodes and equal states.
 	endRSS := make([]uint64, nodes)
+	endMem := make([]*Memory, nodes)
 	for i := range nodes {
 		endRSS[i], _ = nodeRSS(c, i) // 0 for a node that is not running
+		endMem[i] = nodeMemory(ctx, c, i)
 	}
 	if nWin < int((o.Duration+window-1)/window) {
 		s.progress(ctx, nWin, rep) // the last window, when the end came before its tick
@@ -501,8 +548,10 @@ loop:
 	if catchUpDone != nil {
 		<-catchUpDone // bounded by catchUpMax after the restart
 	}
+	fmt.Fprintln(s.out, "memory at the end:")
 	for i := range rep.RSS {
-		rep.RSS[i].End = endRSS[i]
+		rep.RSS[i].End, rep.RSS[i].EndMemory = endRSS[i], endMem[i]
+		fmt.Fprintf(s.out, "  %s: %s\n", rep.RSS[i].Node, endMem[i])
 	}
 	s.fill(rep, follower)
 	fmt.Fprintln(s.out, "waiting for idle nodes and comparing their states…")
