@@ -64,6 +64,8 @@ func BuildProgram(ctx context.Context, root, outDir, pkg, name string, tags ...s
 	}
 	cmd := exec.CommandContext(ctx, "go", append(args, pkg)...)
 	cmd.Dir = root
+	// As the Makefile builds it: pure Go, Pebble's memory on the Go heap.
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("cluster: go %s: %w\n%s", strings.Join(append(args, pkg), " "), err, out)
 	}

@@ -143,3 +143,42 @@ func TestJudge(t *testing.T) {
 		t.Errorf("never caught up / unreadable: %v", got)
 	}
 }
+
+// RSS is judged peak to peak over a minute at each end: a sawtooth of collections is
+// flat, a trend is not, and a restarted follower is held to the minute before its kill.
+func TestJudgeRSSPeaks(t *testing.T) {
+	const mb = 1 << 20
+	run := func(first, last []uint64, restarted bool) string {
+		rep := &Report{RSS: []NodeRSS{{Node: "node1", Start: first[0] * mb, End: last[len(last)-1] * mb}}}
+		if restarted {
+			rep.RSS[0] = NodeRSS{Node: "node1", Restarted: true, BeforeKill: first[len(first)-1] * mb, End: last[len(last)-1] * mb}
+			rep.Kill = &KillReport{Follower: "node1", KilledAt: 60}
+		}
+		add := func(from float64, rss []uint64) {
+			for i, v := range rss {
+				s := from + float64(i)*10
+				rep.Windows = append(rep.Windows, Window{Start: s, End: s + 10, Full: true, Phase: "up", RSS: []uint64{v * mb}})
+			}
+		}
+		add(0, first)
+		add(60, []uint64{90, 90, 90, 90, 90, 90})
+		add(120, last)
+		return verdicts(judge(rep))["RSS flat node1"]
+	}
+	for _, tc := range []struct {
+		name        string
+		first, last []uint64
+		restarted   bool
+		want        string
+	}{
+		{"a sawtooth, low at both instants", []uint64{70, 95, 92, 80, 96, 75}, []uint64{90, 97, 78, 94, 88, 71}, false, "met"},
+		{"a trend", []uint64{70, 75, 72, 74, 76, 75}, []uint64{90, 97, 92, 94, 98, 99}, false, "NOT MET"},
+		{"shrinking by a fifth", []uint64{100, 100, 100, 100, 100, 100}, []uint64{80, 80, 80, 80, 80, 80}, false, "NOT MET"},
+		{"restarted, below its peak before the kill", []uint64{90, 100, 95, 99, 97, 92}, []uint64{80, 95, 101, 90, 99, 85}, true, "met"},
+		{"restarted, above it", []uint64{90, 100, 95, 99, 97, 92}, []uint64{80, 95, 121, 90, 99, 85}, true, "NOT MET"},
+	} {
+		if got := run(tc.first, tc.last, tc.restarted); got != tc.want {
+			t.Errorf("%s: %s, want %s", tc.name, got, tc.want)
+		}
+	}
+}
