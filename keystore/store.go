@@ -789,7 +789,7 @@ func (s *Store) do(op string, fn func(db *pebble.DB) error) (err error) {
 	return fn(s.db)
 }
 
-// Memory reports what the store's Pebble holds in memory outside the Go heap, in bytes:
+// Memory reports what the store's Pebble holds in the memory it manages itself, in bytes:
 // its block cache and its memtables (zombie ones included).
 func (s *Store) Memory() (blockCache, memTables int64, err error) {
 	err = s.do("memory", func(db *pebble.DB) error {

@@ -69,10 +69,10 @@ func (n *Node) metricsLoop(ctx context.Context) {
 	})
 }
 
-// registerDBMemory exports what the node's two Pebble databases hold in memory outside
-// the Go heap — block caches and memtables, both bounded by their options — as
-// custos_db_memory_bytes{db,kind}: with go_memstats they account for most of the
-// process's resident memory, and they show it levels off as history grows.
+// registerDBMemory exports what the node's two Pebble databases hold in their block
+// caches and memtables, both bounded by their options, as custos_db_memory_bytes{db,kind}:
+// with go_memstats (which counts them too in custosd's pure-Go build) they show where the
+// process's resident memory is, and that it levels off as history grows.
 func registerDBMemory(reg prometheus.Registerer, st *state.FSM, ks *keystore.Store) {
 	read := func(db, kind string) float64 {
 		var cache, mem int64
@@ -94,7 +94,7 @@ func registerDBMemory(reg prometheus.Registerer, st *state.FSM, ks *keystore.Sto
 		for _, kind := range []string{"block_cache", "memtables"} {
 			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name:        "custos_db_memory_bytes",
-				Help:        "Memory a Pebble database holds outside the Go heap, by database (state, keystore) and kind (block_cache, memtables).",
+				Help:        "Memory a Pebble database holds in its block cache and memtables (on the Go heap in the pure-Go build), by database (state, keystore) and kind (block_cache, memtables).",
 				ConstLabels: prometheus.Labels{"db": db, "kind": kind},
 			}, func() float64 { return read(db, kind) }))
 		}

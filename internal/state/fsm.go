@@ -181,7 +181,7 @@ type Config struct {
 
 // DefaultCacheSize is the state database's block cache: the records Apply reads on every
 // entry (users, keys, open requests, live nonces, indexes and filters) stay in it,
-// whatever the history's size. It is memory outside the Go heap that fills as the
+// whatever the history's size. It is memory Pebble manages itself that fills as the
 // database grows and then stays: 64 MiB cost a node 120 MiB more resident memory at 150 k
 // sign lifecycles for 14 % more apply throughput (make bench-state), and took a real node
 // longer to fill than a soak runs.
@@ -250,7 +250,7 @@ func (f *FSM) Close() error {
 // Sync makes every committed batch durable.
 func (f *FSM) Sync() error { return f.db.Sync() }
 
-// DBMemory reports what the state database holds in memory outside the Go heap.
+// DBMemory reports the state database's block cache and memtables.
 func (f *FSM) DBMemory() (statedb.Memory, error) { return f.db.Memory() }
 
 // OnSnapshot sets the function told about every snapshot this FSM produces. Set it

@@ -267,7 +267,7 @@ func (d *DB) openGeneration(seq uint64) (*generation, error) {
 	// snapshot streams and flushes or compactions lag (Pebble's defaults, 2 memtables and
 	// 12 L0 sublevels, stopped apply for seconds under a sustained load on two cores), and
 	// a second compaction when debt builds up. Memtables stay at Pebble's 4 MiB: they are
-	// memory outside the Go heap that a node holds twice (one filling, one flushing), and
+	// memory Pebble manages itself, held twice (one filling, one flushing), and
 	// 16 MiB ones made a signing node's resident memory swing by tens of MiB (make soak)
 	// for no apply throughput make bench-state could measure (4.7k vs 4.8k entries/s at
 	// 150 k lifecycles).
@@ -332,7 +332,8 @@ func (d *DB) acquire() (*generation, error) {
 	return d.cur, nil
 }
 
-// Memory is what a Pebble database holds in memory outside the Go heap, in bytes.
+// Memory is what a Pebble database holds in the memory it manages itself (C malloc with
+// cgo; the Go heap in custosd's pure-Go build), in bytes.
 type Memory struct {
 	BlockCache, MemTables int64
 }

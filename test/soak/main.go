@@ -7,7 +7,7 @@
 // memory stay flat under sustained signing:
 //
 //   - each node's resident set size (VmRSS) at the start (after a -warmup of signing,
-//     5 minutes by default: long enough for the bounded memory holders outside the Go
+//     5 minutes by default: long enough for the bounded memory holders beside the Go
 //     heap — Pebble's memtables, which grow to their size rotation by rotation, and its
 //     block caches — to fill) and at the end: flat within 10 %, each taken as the peak of
 //     the samples over a minute (the first and the last of the run: the Go heap is a
@@ -262,7 +262,8 @@ type NodeRSS struct {
 }
 
 // Memory is a node's memory by holder, in bytes: the Go heap in use and its two Pebble
-// databases' block caches and memtables (outside the Go heap, bounded by their options).
+// databases' block caches and memtables (bounded by their options; on the Go heap in the
+// pure-Go build, so also counted in GoHeapInUse).
 type Memory struct {
 	GoHeapInUse      uint64 `json:"go_heap_inuse_bytes"`
 	StateCache       uint64 `json:"state_block_cache_bytes"`
