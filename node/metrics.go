@@ -69,35 +69,38 @@ func (n *Node) metricsLoop(ctx context.Context) {
 	})
 }
 
-// registerDBMemory exports what the node's two Pebble databases hold in their block
+// dbMemoryCollector exports what the node's two Pebble databases hold in their block
 // caches and memtables, both bounded by their options, as custos_db_memory_bytes{db,kind}:
 // with go_memstats (which counts them too in custosd's pure-Go build) they show where the
-// process's resident memory is, and that it levels off as history grows.
-func registerDBMemory(reg prometheus.Registerer, st *state.FSM, ks *keystore.Store) {
-	read := func(db, kind string) float64 {
-		var cache, mem int64
-		if db == "state" {
-			m, err := st.DBMemory()
-			if err != nil {
-				return 0
-			}
-			cache, mem = m.BlockCache, m.MemTables
-		} else if c, m, err := ks.Memory(); err == nil {
-			cache, mem = c, m
-		}
-		if kind == "block_cache" {
-			return float64(cache)
-		}
-		return float64(mem)
+// process's resident memory is, and that it levels off as history grows. Each database's
+// figures are read once per scrape.
+type dbMemoryCollector struct {
+	st   *state.FSM
+	ks   *keystore.Store
+	desc *prometheus.Desc
+}
+
+func newDBMemoryCollector(st *state.FSM, ks *keystore.Store) *dbMemoryCollector {
+	return &dbMemoryCollector{st: st, ks: ks, desc: prometheus.NewDesc("custos_db_memory_bytes",
+		"Memory a Pebble database holds in its block cache and memtables (on the Go heap in the pure-Go build), by database (state, keystore) and kind (block_cache, memtables).",
+		[]string{"db", "kind"}, nil)}
+}
+
+// Describe implements prometheus.Collector.
+func (c *dbMemoryCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+// Collect implements prometheus.Collector; a database that cannot answer (closed,
+// failed) is left out of the scrape.
+func (c *dbMemoryCollector) Collect(ch chan<- prometheus.Metric) {
+	emit := func(db string, cache, mem int64) {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(cache), db, "block_cache")
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(mem), db, "memtables")
 	}
-	for _, db := range []string{"state", "keystore"} {
-		for _, kind := range []string{"block_cache", "memtables"} {
-			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name:        "custos_db_memory_bytes",
-				Help:        "Memory a Pebble database holds in its block cache and memtables (on the Go heap in the pure-Go build), by database (state, keystore) and kind (block_cache, memtables).",
-				ConstLabels: prometheus.Labels{"db": db, "kind": kind},
-			}, func() float64 { return read(db, kind) }))
-		}
+	if m, err := c.st.DBMemory(); err == nil {
+		emit("state", m.BlockCache, m.MemTables)
+	}
+	if cache, mem, err := c.ks.Memory(); err == nil {
+		emit("keystore", cache, mem)
 	}
 }
 

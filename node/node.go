@@ -331,7 +331,7 @@ func (n *Node) Start(ctx context.Context) error {
 	if n.fsm, err = state.Open(state.Config{Dir: stateDir(n.cfg), Verifier: ceremony.SignatureVerifier{}, Authn: n.authn, OnEvent: n.onEvent, Logger: n.log}); err != nil {
 		return err
 	}
-	registerDBMemory(n.met.reg, n.fsm, n.ks)
+	n.met.reg.MustRegister(newDBMemoryCollector(n.fsm, n.ks))
 	n.vouch = vouch.New(vouch.Config{NodeID: n.cfg.NodeID, Logger: n.log, State: n.fsm, Store: n.ks, Registerer: n.met.reg})
 	n.fsm.OnSnapshot(n.vouch.OnSnapshot)
 	n.fsm.OnRestore(n.vouch.OnRestore)
