@@ -69,28 +69,28 @@ func (c *checker) request(f *SignedForm) {
 	}
 }
 
-// prepare starts decoding and checking logs ahead of Apply: entries at or below skip
-// (already applied) and non-commands are left alone. Entry i is ready once
-// out[i].done is closed (nil for entries left alone); wait returns once the workers
-// stopped. A one-entry batch is prepared in the caller's goroutine: there is nothing to
-// overlap.
-func (f *FSM) prepare(logs []*raft.Log, skip uint64, memo *authn.Memo) (out []prepared, wait func()) {
+// prepare starts decoding and checking logs ahead of Apply, through an (the FSM's
+// verifier with the batch's memo): entries at or below skip (already applied) and
+// non-commands are left alone. Entry i is ready once out[i].done is closed (nil for
+// entries left alone, which Apply decodes itself); wait returns once the workers stopped.
+// A batch with a single command is left to Apply alone: there is nothing to overlap, and
+// checking it ahead would only repeat the non-Ed25519 part of its checks.
+func (f *FSM) prepare(logs []*raft.Log, skip uint64, memo *authn.Memo, an *authn.Verifier) (out []prepared, wait func()) {
 	out = make([]prepared, len(logs))
 	wait = func() {}
 	var todo []int
 	for i, l := range logs {
 		if l.Index > skip && l.Type == raft.LogCommand {
-			out[i].done = make(chan struct{})
 			todo = append(todo, i)
 		}
 	}
-	if len(todo) == 0 {
+	if len(todo) < 2 {
 		return out, wait
 	}
-	ck := checker{m: f.meta(), dir: f.Directory(), memo: memo}
-	if f.authn != nil {
-		ck.an = f.authn.WithMemo(memo)
+	for _, i := range todo {
+		out[i].done = make(chan struct{})
 	}
+	ck := checker{m: f.meta(), dir: f.Directory(), memo: memo, an: an}
 	one := func(i int) {
 		defer close(out[i].done)
 		p := &out[i]
@@ -105,10 +105,6 @@ func (f *FSM) prepare(logs []*raft.Log, skip uint64, memo *authn.Memo) (out []pr
 		// leaves the verification to Apply, which runs the same checks itself.
 		defer func() { _ = recover() }()
 		p.e.check(&c)
-	}
-	if len(todo) == 1 {
-		one(todo[0])
-		return out, wait
 	}
 	workers := min(runtime.GOMAXPROCS(0), len(todo))
 	var next atomic.Int64

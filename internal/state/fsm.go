@@ -333,7 +333,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	if f.authn != nil {
 		an = f.authn.WithMemo(memo)
 	}
-	ready, wait := f.prepare(logs, f.applied.Load(), memo)
+	ready, wait := f.prepare(logs, f.applied.Load(), memo, an)
 	defer wait()
 	var cur *batchRun
 	defer func() {
