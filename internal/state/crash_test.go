@@ -91,10 +91,11 @@ func TestCrashRecovery(t *testing.T) {
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	// crashes counts the kills, interrupted those that came before the child had applied
 	// the whole log, progressed the restarts that found the database further on (a kill
-	// may also lose the commits Pebble had not yet written to its log: the database then
-	// holds a shorter prefix, which raft's replay makes good).
+	// loses the commits not yet flushed — the database keeps no write-ahead log — so it
+	// then holds a shorter prefix, which raft's replay makes good).
 	crashes, interrupted, progressed := 0, 0, 0
-	var last uint64
+	// persisted is the highest snapshot index a child persisted before its kill.
+	var last, persisted uint64
 	end := h.log[len(h.log)-1].Index
 	for i := 0; i < 12 && last < end; i++ {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
@@ -127,6 +128,9 @@ func TestCrashRecovery(t *testing.T) {
 		if from < last {
 			t.Fatalf("the database went back from index %d to %d", last, from)
 		}
+		if from < persisted {
+			t.Fatalf("the database reopened at index %d, behind the snapshot persisted at %d before the kill", from, persisted)
+		}
 		if from > last {
 			progressed++
 		}
@@ -145,6 +149,10 @@ func TestCrashRecovery(t *testing.T) {
 		finished := false
 		for l := range lines { // until the reader ends
 			finished = finished || l == "done"
+			var at uint64
+			if _, err := fmt.Sscanf(l, "persisted %d", &at); err == nil {
+				persisted = max(persisted, at)
+			}
 		}
 		if !finished {
 			interrupted++
@@ -162,6 +170,9 @@ func TestCrashRecovery(t *testing.T) {
 	}
 	compareRecords(t, "after crashes", fsmRecords(t, f), want)
 	t.Logf("%d crashes, %d of them mid-way, %d restarts found progress, last restart at index %d of %d", crashes, interrupted, progressed, at, h.log[len(h.log)-1].Index)
+	if progressed == 0 {
+		t.Fatalf("no restart found the database further on: nothing the children synced survived their kill")
+	}
 	if interrupted < 2 {
 		t.Fatalf("%d crashes, %d of them before the child had applied the log: the crashes did not interrupt applying", crashes, interrupted)
 	}
@@ -201,6 +212,20 @@ func TestCrashChild(t *testing.T) {
 		n := min(1+rng.IntN(4), len(log)-i)
 		f.ApplyBatch(log[i : i+n])
 		fmt.Printf("applied %d\n", f.AppliedIndex())
+		if rng.IntN(6) == 0 {
+			// The database keeps no write-ahead log: what reaches the disk is what a
+			// snapshot's Persist synced (or a memtable flush wrote). Raft drops its log
+			// behind a persisted snapshot, so the database must be durable to its index.
+			snap, err := f.Snapshot()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := snap.Persist(&sink{}); err != nil {
+				t.Fatal(err)
+			}
+			snap.Release()
+			fmt.Printf("persisted %d\n", snap.(*fsmSnapshot).index)
+		}
 		i += n
 		time.Sleep(time.Duration(rng.IntN(4000)) * time.Microsecond)
 	}

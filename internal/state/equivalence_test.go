@@ -257,7 +257,7 @@ func compareRecords(t *testing.T, name string, got, want []statedb.Record) {
 				if err := json.Unmarshal(v, &m); err != nil {
 					t.Fatal(err)
 				}
-				m.LastPrune, m.PruneBehind = 0, false
+				m.LastPrune, m.PruneBehind, m.PrunedTo = 0, false, nil
 				v, _ = json.Marshal(&m)
 			}
 			out[fmt.Sprintf("%q", r.Key)] = string(v)

@@ -106,7 +106,7 @@ func (m *meta) eventRetention() int64 {
 func (a *applier) pruneEvents() (behind bool) {
 	cutoff := a.stamp - a.m.eventRetention()
 	var old [][]byte
-	err := a.t.Scan(key(tEvent), statedb.PrefixEnd(key(tEvent)), func(k, v []byte) error {
+	err := a.t.Scan(keyU64(tEvent, uint64(a.m.PrunedTo[tEvent])), statedb.PrefixEnd(key(tEvent)), func(k, v []byte) error {
 		var e EventRecord
 		if err := json.Unmarshal(v, &e); err != nil {
 			return err
@@ -125,6 +125,13 @@ func (a *applier) pruneEvents() (behind bool) {
 	}
 	for _, k := range old {
 		a.t.delRaw(k)
+	}
+	if len(old) > 0 {
+		// Events are numbered in order: the next scan starts after the last one dropped
+		// (meta.PrunedTo), not over their tombstones.
+		d := statedb.NewKeyDecoder(old[len(old)-1])
+		d.Table()
+		a.m.markPruned(tEvent, int64(d.Uint64()+1))
 	}
 	a.t.objects -= int64(len(old))
 	return len(old) == pruneBatch
@@ -168,8 +175,8 @@ func (f *FSM) EventSeq() uint64 { return f.meta().EventSeq }
 // OldestEvent is the seq of the oldest event kept (0: none).
 func (f *FSM) OldestEvent() uint64 {
 	var seq uint64
-	f.read(func(r readKV, _ *meta) {
-		_ = r.Scan(key(tEvent), statedb.PrefixEnd(key(tEvent)), func(k, _ []byte) error {
+	f.read(func(r readKV, m *meta) {
+		_ = r.Scan(keyU64(tEvent, uint64(m.PrunedTo[tEvent])), statedb.PrefixEnd(key(tEvent)), func(k, _ []byte) error {
 			d := statedb.NewKeyDecoder(k)
 			d.Table()
 			seq = d.Uint64()

@@ -605,6 +605,16 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 		_ = sink.Cancel()
 		return fmt.Errorf("state: persist snapshot: %w", err)
 	}
+	// The database keeps no write-ahead log (statedb's doc): once this snapshot is in
+	// raft's store, raft may drop the log before it and, at the next start, replays
+	// only what follows it (NoSnapshotRestoreOnStart). Make the state durable at least
+	// to the snapshot's index first, so a crash never leaves it behind the snapshot
+	// with the entries between gone (raftnode's restoreIfBehind would then have to
+	// restore the whole snapshot).
+	if err := s.f.db.Sync(); err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("state: persist snapshot: %w", err)
+	}
 	if err := sink.Close(); err != nil {
 		return fmt.Errorf("state: persist snapshot: %w", err)
 	}

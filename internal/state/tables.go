@@ -222,16 +222,16 @@ const pruneBatch = 256
 func (a *applier) prune() (behind bool) {
 	s := a.stamp
 	step := func(more bool) { behind = behind || more }
-	step(a.pruneIndex(tNonceExp, s+1, func(id string) {
+	step(a.pruneIndex(tNonceExp, s+1, true, func(id string) {
 		a.t.delRaw(keyStr(tNonce, id))
 		a.m.Nonces--
 	}))
-	step(a.pruneIndex(tPropExp, s+1, func(id string) {
+	step(a.pruneIndex(tPropExp, s+1, true, func(id string) {
 		a.t.del(keyStr(tProposal, id))
 		a.m.Proposals--
 	}))
-	step(a.pruneIndex(tSessionExp, s-a.m.sessionRetention(), func(id string) { a.t.delRaw(keyStr(tSession, id)) }))
-	step(a.pruneIndex(tDone, s-a.m.requestRetention(), func(id string) {
+	step(a.pruneIndex(tSessionExp, s-a.m.sessionRetention(), true, func(id string) { a.t.delRaw(keyStr(tSession, id)) }))
+	step(a.pruneIndex(tDone, s-a.m.requestRetention(), true, func(id string) {
 		r := a.request(id)
 		if r == nil {
 			return
@@ -250,7 +250,7 @@ func (a *applier) prune() (behind bool) {
 		a.t.del(keyStr(tRequest, id))
 	}))
 	step(a.pruneEvents())
-	step(a.pruneIndex(tAccessDead, s-a.m.accessKeyRetention(), func(id string) {
+	step(a.pruneIndex(tAccessDead, s-a.m.accessKeyRetention(), false, func(id string) {
 		if ak := a.accessKey(id); ak != nil {
 			a.dropAccessKey(ak)
 		}
@@ -260,16 +260,34 @@ func (a *applier) prune() (behind bool) {
 
 // pruneIndex removes up to pruneBatch entries of a time index before `before`, calling
 // drop with each one's id; it reports whether it stopped at the bound.
-func (a *applier) pruneIndex(table string, before int64, drop func(id string)) bool {
+//
+// With resume, the scan starts where the last one left off (meta.PrunedTo): only for an
+// index whose new entries are never timed below a bound a prune has reached — the
+// expiry of a nonce or proposal result (stamp + a retention), a session's or a settled
+// request's stamp (bound: stamp - a retention) — so that nothing lands behind the mark.
+// An access key's dead time may be any expiry its grant named; that index is scanned
+// from its start (few keys, pruned rarely).
+func (a *applier) pruneIndex(table string, before int64, resume bool, drop func(id string)) bool {
+	lower := key(table)
+	if resume {
+		from, ok := a.m.PrunedTo[table]
+		if ok && from >= before {
+			return false // everything before `from` is gone already
+		}
+		if ok {
+			lower = keyAtBound(table, from)
+		}
+	}
 	var keys [][]byte
-	scanKeys(a.t, key(table), keyAtBound(table, before), func(k []byte) bool {
+	scanKeys(a.t, lower, keyAtBound(table, before), func(k []byte) bool {
 		keys = append(keys, append([]byte(nil), k...))
 		return len(keys) < pruneBatch
 	})
+	var last int64
 	for _, k := range keys {
 		d := statedb.NewKeyDecoder(k)
 		d.Table()
-		d.Int64()
+		last = d.Int64()
 		id := d.Text()
 		if err := d.Done(); err != nil {
 			fault("state: index %s: %w", table, err)
@@ -277,5 +295,13 @@ func (a *applier) pruneIndex(table string, before int64, drop func(id string)) b
 		a.t.delRaw(k)
 		drop(id)
 	}
-	return len(keys) == pruneBatch
+	behind := len(keys) == pruneBatch
+	if resume {
+		mark := before // all gone below the bound
+		if behind {
+			mark = last // stopped at pruneBatch: entries at this time may remain
+		}
+		a.m.markPruned(table, mark)
+	}
+	return behind
 }

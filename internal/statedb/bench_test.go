@@ -59,7 +59,7 @@ func bigState(b *testing.B, d *DB) {
 			b.Fatal(err)
 		}
 	}
-	if err := d.Flush(); err != nil {
+	if err := d.Sync(); err != nil {
 		b.Fatal(err)
 	}
 }

@@ -26,11 +26,14 @@
 // package-level state. Shares and private keys live in the keystore and must
 // never be written here (invariant 1).
 //
-// Durability: commits are not fsynced one by one. The raft log is the durable
-// record; because each batch carries its applied index, a crash leaves a
-// consistent prefix of the log in the database, and raft replays the entries
-// after AppliedIndex on restart. DB.Sync makes everything committed so far
-// durable (call it at shutdown; Close does).
+// Durability: the database keeps no write-ahead log, and commits never touch
+// the disk. The raft log is the durable record; because each batch carries its
+// applied index, whatever a crash leaves is a consistent prefix of the log (the
+// memtables flushed so far), and raft replays the entries after AppliedIndex
+// on restart. DB.Sync flushes the memtables, making everything committed so far
+// durable: the FSM calls it before raft may drop log entries behind a snapshot,
+// so the prefix a crash leaves always meets the log raft kept; Close calls it
+// too. Restore syncs the new state before switching to it.
 //
 // Keys starting with byte 0x00 are reserved for the package's own records (the
 // applied index); Batch refuses to write them. Keys built with AppendTable never
