@@ -13,17 +13,22 @@ func TestStallTracker(t *testing.T) {
 		what string
 		d    time.Duration
 	}
+	ms := time.Millisecond
+	many := make([]obs, 200) // 198 of 1 ms, then 60 ms and 70 ms: p99 is the 60 ms one
+	for i := range many {
+		many[i] = obs{"Apply", ms}
+	}
+	many[198], many[199] = obs{"Apply", 60 * ms}, obs{"Apply", 70 * ms}
 	for _, tc := range []struct {
 		name           string
 		before, during []obs
-		want           time.Duration
-		wantWhat       string
-		wantN          int
+		want           stallStats
 	}{
-		{"empty window", nil, nil, 0, "", 0},
-		{"outside the window ignored", []obs{{"Apply", time.Second}}, []obs{{"Apply", time.Millisecond}}, time.Millisecond, "Apply", 1},
-		{"snapshot call longest", nil, []obs{{"Snapshot()", 80 * time.Millisecond}, {"Apply", 2 * time.Millisecond}}, 80 * time.Millisecond, "Snapshot()", 2},
-		{"apply longest", nil, []obs{{"Snapshot()", time.Millisecond}, {"Apply", 60 * time.Millisecond}, {"Apply", 3 * time.Millisecond}}, 60 * time.Millisecond, "Apply", 3},
+		{"empty window", nil, nil, stallStats{}},
+		{"outside the window ignored", []obs{{"Apply", time.Second}}, []obs{{"Apply", ms}}, stallStats{Max: ms, Cause: "Apply", N: 1, P99: ms}},
+		{"snapshot call longest", nil, []obs{{"Snapshot()", 80 * ms}, {"Apply", 2 * ms}}, stallStats{Max: 80 * ms, Cause: "Snapshot()", N: 2, P99: 80 * ms, Over: 1}},
+		{"apply longest", nil, []obs{{"Snapshot()", ms}, {"Apply", 60 * ms}, {"Apply", 3 * ms}}, stallStats{Max: 60 * ms, Cause: "Apply", N: 3, P99: 60 * ms, Over: 1}},
+		{"p99 of many", nil, many, stallStats{Max: 70 * ms, Cause: "Apply", N: 200, P99: 60 * ms, Over: 2}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var s stallTracker
@@ -34,10 +39,10 @@ func TestStallTracker(t *testing.T) {
 			for _, o := range tc.during {
 				s.observe(o.what, o.d)
 			}
-			got, what, n := s.stop()
+			got := s.stop()
 			s.observe("Apply", time.Hour) // after the window: ignored
-			if got != tc.want || what != tc.wantWhat || n != tc.wantN {
-				t.Fatalf("got %v %q %d; want %v %q %d", got, what, n, tc.want, tc.wantWhat, tc.wantN)
+			if got != tc.want {
+				t.Fatalf("got %+v; want %+v", got, tc.want)
 			}
 		})
 	}

@@ -69,6 +69,8 @@ type Step struct {
 	MaxStall      time.Duration `json:"max_stall_ns"`
 	MaxStallCause string        `json:"max_stall_cause"`
 	StallApplies  int           `json:"applies_during_snapshot"`
+	P99Stall      time.Duration `json:"p99_stall_ns"`      // of the applies during the snapshot
+	StallsOver    int           `json:"applies_over_50ms"` // applies during the snapshot over the target
 	RestoreTime   time.Duration `json:"restore_ns"`
 }
 
@@ -261,7 +263,8 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*Report, error) {
 	finish := func(p persisted) error {
 		pending = nil
 		s := &rep.Steps[snapStep]
-		s.MaxStall, s.MaxStallCause, s.StallApplies = stall.stop()
+		st := stall.stop()
+		s.MaxStall, s.MaxStallCause, s.StallApplies, s.P99Stall, s.StallsOver = st.Max, st.Cause, st.N, st.P99, st.Over
 		if p.err != nil {
 			return fmt.Errorf("persist at %d lifecycles: %w", s.Lifecycles, p.err)
 		}
@@ -289,9 +292,9 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*Report, error) {
 		if g.AppliedIndex() != s.Entries {
 			return fmt.Errorf("restored index %d, snapshot taken at %d", g.AppliedIndex(), s.Entries)
 		}
-		fmt.Fprintf(progress, "  %d lifecycles: snapshot %.1f MiB, persisted in %v, restored in %v, longest stall %v (%s)\n",
+		fmt.Fprintf(progress, "  %d lifecycles: snapshot %.1f MiB, persisted in %v, restored in %v, longest stall %v (%s), p99 %v, %d of %d over %v\n",
 			s.Lifecycles, float64(s.SnapshotBytes)/(1<<20), s.PersistTime.Round(time.Millisecond), s.RestoreTime.Round(time.Millisecond),
-			s.MaxStall.Round(time.Microsecond), s.MaxStallCause)
+			s.MaxStall.Round(time.Microsecond), s.MaxStallCause, s.P99Stall.Round(time.Microsecond), s.StallsOver, s.StallApplies, targetMaxStall)
 		return nil
 	}
 	poll := func() error {
@@ -431,11 +434,12 @@ func metaOf(store *raft.FileSnapshotStore, id string) *raft.SnapshotMeta {
 func printReport(w io.Writer, rep *Report) {
 	fmt.Fprintf(w, "\nstate benchmark: %s, %s, %d CPUs, %d setup entries, wall %s\n", rep.FSM, rep.GoVersion, rep.CPUs, rep.SetupEntries, rep.Wall)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "lifecycles\tentries\theap MiB\tRSS MiB\tapply entries/s\tsnapshot MiB\tSnapshot()\tpersist\tmax stall\trestore\t")
+	fmt.Fprintln(tw, "lifecycles\tentries\theap MiB\tRSS MiB\tapply entries/s\tsnapshot MiB\tSnapshot()\tpersist\tmax stall\tp99 stall\trestore\t")
 	for _, s := range rep.Steps {
-		fmt.Fprintf(tw, "%d\t%d\t%.1f\t%.1f\t%.0f\t%.1f\t%v\t%v\t%v\t%v\t\n", s.Lifecycles, s.Entries,
+		fmt.Fprintf(tw, "%d\t%d\t%.1f\t%.1f\t%.0f\t%.1f\t%v\t%v\t%v\t%v\t%v\t\n", s.Lifecycles, s.Entries,
 			float64(s.HeapInUse)/(1<<20), float64(s.RSS)/(1<<20), s.ApplyPerSec, float64(s.SnapshotBytes)/(1<<20),
-			s.SnapshotCall.Round(time.Millisecond), s.PersistTime.Round(time.Millisecond), s.MaxStall.Round(time.Millisecond), s.RestoreTime.Round(time.Millisecond))
+			s.SnapshotCall.Round(time.Millisecond), s.PersistTime.Round(time.Millisecond), s.MaxStall.Round(time.Millisecond),
+			s.P99Stall.Round(time.Millisecond), s.RestoreTime.Round(time.Millisecond))
 	}
 	tw.Flush()
 	if rep.StoppedEarly != "" {

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -16,9 +17,9 @@ func processRSS() (uint64, error) {
 	return uint64(v), err
 }
 
-// stallTracker keeps the longest single blocking of the FSM goroutine while a snapshot
-// is in progress, the way raft sees it: raft's FSM goroutine runs FSM.Snapshot itself
-// (so the whole call blocks every Apply behind it) and then Persist runs on another
+// stallTracker keeps the blockings of the FSM goroutine while a snapshot is in
+// progress, the way raft sees them: raft's FSM goroutine runs FSM.Snapshot itself (so
+// the whole call blocks every Apply behind it) and then Persist runs on another
 // goroutine while Apply continues (so each Apply during Persist counts on its own).
 // It is safe for concurrent use.
 type stallTracker struct {
@@ -26,13 +27,22 @@ type stallTracker struct {
 	active bool
 	max    time.Duration
 	what   string
-	n      int
+	all    []time.Duration
+}
+
+// stallStats is one window's blockings.
+type stallStats struct {
+	Max   time.Duration // the longest
+	Cause string        // what the longest was
+	N     int           // how many
+	P99   time.Duration // 99th percentile
+	Over  int           // how many exceeded targetMaxStall
 }
 
 // start opens a window; observations outside a window are ignored.
 func (s *stallTracker) start() {
 	s.mu.Lock()
-	s.active, s.max, s.what, s.n = true, 0, "", 0
+	s.active, s.max, s.what, s.all = true, 0, "", s.all[:0]
 	s.mu.Unlock()
 }
 
@@ -43,19 +53,33 @@ func (s *stallTracker) observe(what string, d time.Duration) {
 	if !s.active {
 		return
 	}
-	s.n++
+	s.all = append(s.all, d)
 	if d > s.max {
 		s.max, s.what = d, what
 	}
 }
 
-// stop closes the window and returns the longest stall, what caused it and how many
-// observations the window had.
-func (s *stallTracker) stop() (max time.Duration, what string, n int) {
+// stop closes the window and returns its blockings.
+func (s *stallTracker) stop() stallStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.active = false
-	return s.max, s.what, s.n
+	st := stallStats{Max: s.max, Cause: s.what, N: len(s.all)}
+	if st.N == 0 {
+		return st
+	}
+	sorted := slices.Clone(s.all)
+	slices.Sort(sorted)
+	st.P99 = sorted[(len(sorted)*99)/100]
+	if st.N < 100 {
+		st.P99 = sorted[len(sorted)-1]
+	}
+	for _, d := range sorted {
+		if d > targetMaxStall {
+			st.Over++
+		}
+	}
+	return st
 }
 
 // Target is one of issue 11's targets judged against the figures.
@@ -121,7 +145,11 @@ func judge(steps []Step) []Target {
 				worst = s
 			}
 		}
-		stall.Got = fmt.Sprintf("%v (%s, at %d)", worst.MaxStall.Round(time.Microsecond), worst.MaxStallCause, worst.Lifecycles)
+		over, applies := 0, 0
+		for _, s := range steps {
+			over, applies = over+s.StallsOver, applies+s.StallApplies
+		}
+		stall.Got = fmt.Sprintf("%v (%s, at %d); %d of %d applies during snapshots over %v", worst.MaxStall.Round(time.Microsecond), worst.MaxStallCause, worst.Lifecycles, over, applies, targetMaxStall)
 		stall.Judged, stall.Met = true, worst.MaxStall <= targetMaxStall
 	}
 	out = append(out, stall)
