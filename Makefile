@@ -139,7 +139,7 @@ bench:
 # as custosd is (Pebble's memory on the Go heap: RSS then stays flat). The FSM is
 # the on-disk one (its database in a temporary directory, 2.5 GB at 1 M lifecycles), fed
 # in raft-sized batches made before each is timed (never alongside: on a node entries
-# arrive made); the full 1 M run takes about 25 min on 2 cores, mostly the
+# arrive made); the full 1 M run takes about 12 min on 2 cores, mostly the
 # restores of each step's snapshot. Flags: BENCHSTATEFLAGS=
 #   -n N            total sign lifecycles (default 1000000)
 #   -step N         lifecycles between measurements (default 100000)

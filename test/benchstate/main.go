@@ -402,10 +402,10 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*Report, error) {
 	} else {
 		// Keep applying while the final snapshot persists, as a live node would.
 		for pending != nil {
-			if err := applyLifecycles(1); err != nil {
+			if err := applyLifecycles(cfg.Batch / 2); err != nil {
 				return nil, err
 			}
-			rep.Extra++
+			rep.Extra += cfg.Batch / 2
 			if err := poll(); err != nil {
 				return nil, err
 			}
