@@ -32,6 +32,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -42,10 +43,28 @@ import (
 	"github.com/custos/custos/test/report"
 )
 
-// newFSM opens the FSM under test over a state database in dir.
-func newFSM(dir string, v state.Verifier, an *authn.Verifier, onEvent func(state.Event)) (*state.FSM, error) {
-	return state.Open(state.Config{Dir: dir, Verifier: v, Authn: an, OnEvent: onEvent, Logger: slog.New(slog.DiscardHandler)})
+// newFSM opens the FSM under test over a state database in dir, logging to h.
+func newFSM(dir string, v state.Verifier, an *authn.Verifier, onEvent func(state.Event), h slog.Handler) (*state.FSM, error) {
+	return state.Open(state.Config{Dir: dir, Verifier: v, Authn: an, OnEvent: onEvent, Logger: slog.New(h)})
 }
+
+// writeStallCounter is the measured FSM's log: it counts the state database's write
+// stalls (Pebble holding a commit until flushes or compactions catch up) and drops
+// everything else.
+type writeStallCounter struct{ n atomic.Int64 }
+
+func (c *writeStallCounter) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+
+func (c *writeStallCounter) Handle(_ context.Context, r slog.Record) error {
+	if strings.HasPrefix(r.Message, "state database write stall") {
+		c.n.Add(1)
+	}
+	return nil
+}
+
+func (c *writeStallCounter) WithAttrs([]slog.Attr) slog.Handler { return c }
+
+func (c *writeStallCounter) WithGroup(string) slog.Handler { return c }
 
 // config is the run's parameters.
 type config struct {
@@ -71,6 +90,7 @@ type Step struct {
 	StallApplies  int           `json:"applies_during_snapshot"`
 	P99Stall      time.Duration `json:"p99_stall_ns"`      // of the applies during the snapshot
 	StallsOver    int           `json:"applies_over_50ms"` // applies during the snapshot over the target
+	WriteStalls   int           `json:"write_stalls"`      // the state database's write stalls in the step
 	RestoreTime   time.Duration `json:"restore_ns"`
 }
 
@@ -193,7 +213,8 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := newFSM(filepath.Join(dir, "state"), stubVerifier{}, c.an, nil)
+	var stalls writeStallCounter
+	f, err := newFSM(filepath.Join(dir, "state"), stubVerifier{}, c.an, nil, &stalls)
 	if err != nil {
 		return nil, fmt.Errorf("new fsm: %w", err)
 	}
@@ -274,7 +295,7 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*Report, error) {
 			return fmt.Errorf("open snapshot: %w", err)
 		}
 		restores++
-		g, err := newFSM(filepath.Join(dir, fmt.Sprintf("restore-%d", restores)), stubVerifier{}, c.an, nil)
+		g, err := newFSM(filepath.Join(dir, fmt.Sprintf("restore-%d", restores)), stubVerifier{}, c.an, nil, slog.DiscardHandler)
 		if err != nil {
 			rc.Close()
 			return fmt.Errorf("new fsm: %w", err)
@@ -310,12 +331,10 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*Report, error) {
 	}
 	// measure records a step and starts its snapshot as raft does: Snapshot() on the FSM
 	// goroutine (this one), Persist on another while applying goes on.
+	var stallsBefore int64
 	measure := func() error {
-		if pending != nil {
-			if err := finish(<-pending); err != nil {
-				return err
-			}
-		}
+		// Memory first: the previous step's snapshot may still persist (as on a node),
+		// and its restore into a second FSM below is the benchmark's, not the node's.
 		runtime.GC()
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
@@ -324,6 +343,13 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*Report, error) {
 			fmt.Fprintln(progress, "  (no RSS:", err, ")")
 		}
 		s := Step{Lifecycles: applied, Entries: index, HeapInUse: ms.HeapInuse, RSS: rss, ApplyTime: stepApply}
+		s.WriteStalls = int(stalls.n.Load() - stallsBefore)
+		stallsBefore = stalls.n.Load()
+		if pending != nil {
+			if err := finish(<-pending); err != nil {
+				return err
+			}
+		}
 		prev := 0
 		if len(rep.Steps) > 0 {
 			prev = rep.Steps[len(rep.Steps)-1].Lifecycles
@@ -332,8 +358,8 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*Report, error) {
 			s.ApplyPerSec = float64(2*(applied-prev)) / stepApply.Seconds()
 		}
 		stepApply = 0
-		fmt.Fprintf(progress, "%d lifecycles: heap %.1f MiB, RSS %.1f MiB, apply %.0f entries/s; snapshotting\n",
-			applied, float64(s.HeapInUse)/(1<<20), float64(rss)/(1<<20), s.ApplyPerSec)
+		fmt.Fprintf(progress, "%d lifecycles: heap %.1f MiB, RSS %.1f MiB, apply %.0f entries/s, %d write stalls; snapshotting\n",
+			applied, float64(s.HeapInUse)/(1<<20), float64(rss)/(1<<20), s.ApplyPerSec, s.WriteStalls)
 		rep.Steps = append(rep.Steps, s)
 		snapStep = len(rep.Steps) - 1
 
@@ -434,12 +460,12 @@ func metaOf(store *raft.FileSnapshotStore, id string) *raft.SnapshotMeta {
 func printReport(w io.Writer, rep *Report) {
 	fmt.Fprintf(w, "\nstate benchmark: %s, %s, %d CPUs, %d setup entries, wall %s\n", rep.FSM, rep.GoVersion, rep.CPUs, rep.SetupEntries, rep.Wall)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "lifecycles\tentries\theap MiB\tRSS MiB\tapply entries/s\tsnapshot MiB\tSnapshot()\tpersist\tmax stall\tp99 stall\trestore\t")
+	fmt.Fprintln(tw, "lifecycles\tentries\theap MiB\tRSS MiB\tapply entries/s\tsnapshot MiB\tSnapshot()\tpersist\tmax stall\tp99 stall\twrite stalls\trestore\t")
 	for _, s := range rep.Steps {
-		fmt.Fprintf(tw, "%d\t%d\t%.1f\t%.1f\t%.0f\t%.1f\t%v\t%v\t%v\t%v\t%v\t\n", s.Lifecycles, s.Entries,
+		fmt.Fprintf(tw, "%d\t%d\t%.1f\t%.1f\t%.0f\t%.1f\t%v\t%v\t%v\t%v\t%d\t%v\t\n", s.Lifecycles, s.Entries,
 			float64(s.HeapInUse)/(1<<20), float64(s.RSS)/(1<<20), s.ApplyPerSec, float64(s.SnapshotBytes)/(1<<20),
 			s.SnapshotCall.Round(time.Millisecond), s.PersistTime.Round(time.Millisecond), s.MaxStall.Round(time.Millisecond),
-			s.P99Stall.Round(time.Millisecond), s.RestoreTime.Round(time.Millisecond))
+			s.P99Stall.Round(time.Millisecond), s.WriteStalls, s.RestoreTime.Round(time.Millisecond))
 	}
 	tw.Flush()
 	if rep.StoppedEarly != "" {
