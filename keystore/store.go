@@ -103,6 +103,13 @@ func Open(dir string, masterKey []byte, opts Options) (_ *Store, err error) {
 		FormatMajorVersion: pebble.FormatNewest,
 		Cleaner:            noRecycleCleaner{},
 		Logger:             pebbleLogger{log: logger.With("engine", "pebble")},
+		// The keystore writes little (shares at keygen, a session marker per ceremony):
+		// Pebble's 4 MiB memtables, which start at 256 KiB and double at each switch,
+		// took more than the soak's 15 minutes of signing to reach their size, so a
+		// node's memory kept rising by their growth (twice over, with the Go heap's
+		// collection target) long after start. 1 MiB memtables are full size after
+		// three switches.
+		MemTableSize: 1 << 20,
 		EventListener: &pebble.EventListener{
 			// Pebble's default is fatal; a corrupt block already makes the
 			// read fail, which we report as ErrCorrupt.
