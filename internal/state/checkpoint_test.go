@@ -77,6 +77,14 @@ func TestCheckpoints(t *testing.T) {
 	}
 }
 
+// tamper returns b with one byte in its middle changed (the records are compressed: a
+// byte's position is all one knows of it).
+func tamper(b []byte) []byte {
+	b = bytes.Clone(b)
+	b[len(b)/2] ^= 0x01
+	return b
+}
+
 // TestSnapshotRestoreSums: the sum the FSM reports for the snapshot it produces equals
 // the sum it reports when that snapshot is restored; a tampered snapshot has another.
 func TestSnapshotRestoreSums(t *testing.T) {
@@ -98,7 +106,7 @@ func TestSnapshotRestoreSums(t *testing.T) {
 		same  bool
 	}{
 		{"own", buf.Bytes(), true},
-		{"tampered", bytes.Replace(buf.Bytes(), []byte(`"status":"active"`), []byte(`"status":"xxxxxx"`), 1), false},
+		{"tampered", tamper(buf.Bytes()), false},
 	} {
 		g := openTestFSM(t, okVerifier{}, nil, nil)
 		var restored [32]byte
