@@ -281,6 +281,14 @@ func (d *DB) openGeneration(seq uint64) (*generation, error) {
 	// halves what apply writes to disk.
 	po.DisableWAL = true
 	po.L0StopWritesThreshold = 24
+	// Files that compactions made obsolete are unlinked at a paced rate rather than
+	// all at once: a snapshot's iterator pins every file it may read until the stream
+	// ends, so at 1 M lifecycles several GB became deletable at the same moment, and on
+	// a file system that discards (TRIMs) freed blocks the burst made Apply's reads
+	// wait on the disk (make bench-state: stalls of 100-200 ms at 500 k+). Pebble
+	// deletes faster than this when obsolete files exceed a fifth of the live ones or
+	// free space runs low.
+	po.TargetByteDeletionRate = 128 << 20
 	po.CompactionConcurrencyRange = func() (int, int) { return 1, 2 }
 	wlog := d.log.With("engine", "pebble")
 	po.EventListener = &pebble.EventListener{
