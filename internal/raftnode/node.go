@@ -102,6 +102,11 @@ type Node struct {
 	raft  *raft.Raft
 	wal   *wal.WAL
 	trans *raft.NetworkTransport
+	snaps raft.SnapshotStore
+	// fixedSnapshots: the test settings fix the snapshot threshold; otherwise pacing
+	// sets it from the state's size (snapshots.go).
+	fixedSnapshots bool
+	pacing         snapshotPacing
 
 	// stampMu serialises stamping with entering raft, so that stamps never decrease;
 	// lastStamp is the last stamp issued here.
@@ -134,6 +139,7 @@ func New(cfg Config) (*Node, error) {
 		n.refused = func() {}
 	}
 	n.clock = newClockCheck(cfg.Registerer)
+	n.pacing = snapshotPacing{perEntry: snapshotBytesPerEntry, floor: minSnapshotThreshold}
 	return n, nil
 }
 
@@ -164,6 +170,13 @@ func (n *Node) Start(ctx context.Context) error {
 		defer n.wg.Done()
 		n.clockLoop(ctx)
 	}()
+	if !n.fixedSnapshots {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.snapshotLoop(ctx)
+		}()
+	}
 	return nil
 }
 

@@ -50,6 +50,7 @@ func (n *Node) open() error {
 	if err != nil {
 		return fmt.Errorf("raft snapshots: %w", err)
 	}
+	n.snaps = snaps
 	layer, err := n.host.RaftStreamLayer()
 	if err != nil {
 		return fmt.Errorf("raft transport: %w", err)
@@ -71,7 +72,7 @@ func (n *Node) open() error {
 	rc.ElectionTimeout = 2 * time.Second
 	rc.LeaderLeaseTimeout = time.Second
 	rc.CommitTimeout = 5 * time.Millisecond
-	rc.SnapshotThreshold = 4096
+	rc.SnapshotThreshold = minSnapshotThreshold // then as the state grows: snapshots.go
 	rc.TrailingLogs = 8192
 	rc.BatchApplyCh = true
 	// A leader never removes itself (RemoveServer refuses it); should a configuration
@@ -86,6 +87,7 @@ func (n *Node) open() error {
 			rc.SnapshotInterval = it.RaftSnapshotInterval.Duration
 		}
 		n.log.Warn("INSECURE: raft snapshots and log compaction set for tests", "threshold", rc.SnapshotThreshold, "trailing", rc.TrailingLogs)
+		n.fixedSnapshots = true
 	}
 
 	// The state is in its own database, which holds a prefix of the log: raft must not
