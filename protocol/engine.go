@@ -26,6 +26,7 @@ const (
 	DefaultPendingTTL           = 30 * time.Second
 	DefaultMaxPendingBytes      = 64 << 20
 	DefaultMaxClosedSessions    = 1 << 17
+	DefaultClosedSessionTTL     = 10 * time.Minute
 	// maxQueueBytes caps the bytes queued for one running session.
 	maxQueueBytes = 64 << 20
 )
@@ -68,9 +69,15 @@ type EngineConfig struct {
 	MaxPendingBytes int
 	// MaxClosedSessions is how many finished session ids are remembered to
 	// refuse their reuse and drop their late messages (default 131072, oldest
-	// forgotten first). The node persists session ids across restarts; this
-	// is the in-process second line.
+	// forgotten first), and ClosedSessionTTL for how long (default 10 minutes:
+	// late messages come within seconds, and after that a forgotten session's
+	// are held and dropped like any unknown session's). The node persists session
+	// ids across restarts and refuses their reuse itself; this is the in-process
+	// second line. The time bound keeps memory to what recent signing needs: a
+	// count bound alone filled for hours at a steady 20 signatures/s (11 MiB at
+	// 131072 ids), which a soak took for growth.
 	MaxClosedSessions int
+	ClosedSessionTTL  time.Duration
 	// OnDrop, if set, is called (synchronously, so it must be cheap) with a
 	// Drop* reason for every message the engine drops.
 	OnDrop func(reason string)
@@ -96,9 +103,14 @@ type Engine struct {
 	held      map[string]*senderHold
 	lastPurge time.Time
 	done      map[SessionID]struct{}
-	doneOrder []SessionID // ring of done ids, oldest at doneHead
-	doneHead  int
+	doneOrder []doneSession // the ids in done, oldest first
 	now       func() time.Time
+}
+
+// doneSession is a finished session id and when it finished.
+type doneSession struct {
+	sid SessionID
+	at  time.Time
 }
 
 type heldMessage struct {
@@ -146,6 +158,9 @@ func NewEngine(cfg EngineConfig) *Engine {
 	}
 	if cfg.MaxClosedSessions <= 0 {
 		cfg.MaxClosedSessions = DefaultMaxClosedSessions
+	}
+	if cfg.ClosedSessionTTL <= 0 {
+		cfg.ClosedSessionTTL = DefaultClosedSessionTTL
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Engine{
@@ -377,12 +392,12 @@ func (e *Engine) markDoneLocked(sid SessionID) {
 	if _, ok := e.done[sid]; ok {
 		return
 	}
-	if len(e.doneOrder) < e.cfg.MaxClosedSessions {
-		e.doneOrder = append(e.doneOrder, sid)
-	} else {
-		delete(e.done, e.doneOrder[e.doneHead])
-		e.doneOrder[e.doneHead] = sid
-		e.doneHead = (e.doneHead + 1) % len(e.doneOrder)
+	now := e.now()
+	for len(e.doneOrder) > 0 && (len(e.doneOrder) >= e.cfg.MaxClosedSessions || now.Sub(e.doneOrder[0].at) > e.cfg.ClosedSessionTTL) {
+		delete(e.done, e.doneOrder[0].sid)
+		e.doneOrder[0] = doneSession{}
+		e.doneOrder = e.doneOrder[1:] // append reallocates with the live ids only
 	}
+	e.doneOrder = append(e.doneOrder, doneSession{sid: sid, at: now})
 	e.done[sid] = struct{}{}
 }
