@@ -572,7 +572,7 @@ func (h *authHarness) stateDigest() string {
 			if err := json.Unmarshal(r.Value, &m); err != nil {
 				h.t.Fatal(err)
 			}
-			for _, k := range []string{"last_stamp", "last_prune", "prune_behind", "audit_seq", "audit_head", "proposals", "objects"} {
+			for _, k := range []string{"last_stamp", "last_prune", "prune_behind", "pruned_to", "audit_seq", "audit_head", "proposals", "objects"} {
 				delete(m, k)
 			}
 			r.Value, _ = json.Marshal(m)

@@ -46,17 +46,19 @@ func (s *stallTracker) start() {
 	s.mu.Unlock()
 }
 
-// observe records one blocking of the FSM goroutine of duration d, by what.
-func (s *stallTracker) observe(what string, d time.Duration) {
+// observe records one blocking of the FSM goroutine of duration d, by what, and
+// reports whether a window was open to record it.
+func (s *stallTracker) observe(what string, d time.Duration) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.active {
-		return
+		return false
 	}
 	s.all = append(s.all, d)
 	if d > s.max {
 		s.max, s.what = d, what
 	}
+	return true
 }
 
 // stop closes the window and returns its blockings.

@@ -34,6 +34,7 @@
 //	make soak [SOAKFLAGS="-duration 2m"]
 //	go run ./test/soak [-duration 10m] [-conc 16] [-kill-at 0.5] [-down 20s]
 //	    [-warmup 5m] [-out FILE] [-custosd PATH] [-node-log-level warn] [-keep]
+//	    [-heap-profiles DIR]
 //
 // -kill-at 0 runs without the kill. Every process the soak starts is stopped before it
 // exits, on SIGINT too (and dies with it otherwise).
@@ -52,6 +53,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -121,6 +123,7 @@ type options struct {
 	bin      string
 	keep     bool
 	verbose  bool
+	heapDir  string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -147,6 +150,7 @@ flags:
 	fs.StringVar(&o.out, "out", "", "write the JSON report to this file")
 	fs.StringVar(&o.bin, "custosd", "", "custosd binary to run (default: build ./cmd/custosd)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the cluster's directory (configs, data, logs) for inspection")
+	fs.StringVar(&o.heapDir, "heap-profiles", "", "save each node's heap profile (/debug/pprof/heap) at the start and at the end in this `DIR`, as NODE-start.pb.gz and NODE-end.pb.gz (compare with go tool pprof -base)")
 	fs.BoolVar(&o.verbose, "v", false, "log the harness's progress at debug level")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -297,6 +301,31 @@ func nodeMemory(ctx context.Context, c *cluster.Cluster, i int) *Memory {
 		GoHeapInUse: uint64(m["go_memstats_heap_inuse_bytes"]),
 		StateCache:  db("state", "block_cache"), StateMemTables: db("state", "memtables"),
 		KeystoreCache: db("keystore", "block_cache"), KeystoreMemTable: db("keystore", "memtables"),
+	}
+}
+
+// saveHeapProfiles saves each running node's heap profile as DIR/NODE-when.pb.gz
+// (-heap-profiles; nothing without it). A profile that cannot be had is reported, not
+// fatal: the profiles explain a finding, they are not one.
+func (s *soak) saveHeapProfiles(ctx context.Context, when string) {
+	if s.o.heapDir == "" {
+		return
+	}
+	if err := os.MkdirAll(s.o.heapDir, 0o755); err != nil {
+		fmt.Fprintf(s.out, "heap profiles: %v\n", err)
+		return
+	}
+	for i := range s.c.N() {
+		if s.c.PID(i) == 0 {
+			continue
+		}
+		b, err := s.c.Get(ctx, i, "/debug/pprof/heap")
+		if err == nil {
+			err = os.WriteFile(filepath.Join(s.o.heapDir, s.c.NodeID(i)+"-"+when+".pb.gz"), b, 0o644)
+		}
+		if err != nil {
+			fmt.Fprintf(s.out, "heap profile of %s (%s): %v\n", s.c.NodeID(i), when, err)
+		}
 	}
 }
 
@@ -487,6 +516,7 @@ func (s *soak) soak(ctx context.Context, rep *Report) error {
 		}
 		rep.RSS[i] = NodeRSS{Node: c.NodeID(i), Start: rss, StartMemory: nodeMemory(ctx, c, i)}
 	}
+	s.saveHeapProfiles(ctx, "start")
 	fmt.Fprintf(s.out, "\nstart RSS: %s (after %d warm-up signatures)\n", fmtRSSList(rep.RSS, true), s.m.warmupCount())
 	for _, r := range rep.RSS {
 		fmt.Fprintf(s.out, "  %s: %s\n", r.Node, r.StartMemory)
@@ -551,6 +581,7 @@ loop:
 		endRSS[i], _ = nodeRSS(c, i) // 0 for a node that is not running
 		endMem[i] = nodeMemory(ctx, c, i)
 	}
+	s.saveHeapProfiles(ctx, "end")
 	if nWin < int((o.Duration+window-1)/window) {
 		s.progress(ctx, nWin, rep) // the last window, when the end came before its tick
 	}
