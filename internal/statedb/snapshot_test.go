@@ -37,20 +37,7 @@ func fillDB(t testing.TB, d *DB, n, per int, startIndex uint64) uint64 {
 	return idx
 }
 
-func stream(t testing.TB, d *DB) []byte {
-	t.Helper()
-	s, err := d.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	var buf bytes.Buffer
-	n, err := s.WriteTo(&buf)
-	if err != nil || n != int64(buf.Len()) {
-		t.Fatalf("WriteTo = %d, %v (buffer %d)", n, err, buf.Len())
-	}
-	return buf.Bytes()
-}
+func stream(t testing.TB, d *DB) []byte { t.Helper(); return streamVersion(t, d, snapshotVersion) }
 
 func hashDB(t testing.TB, d *DB) [32]byte {
 	t.Helper()
@@ -220,7 +207,8 @@ func plainOnly(version uint32, want error) error {
 	return nil
 }
 
-// streamVersion is stream in a given format version (1: what earlier binaries wrote).
+// streamVersion is a snapshot of d in a given format version: this build's through
+// Snapshot.WriteTo, 1 (what earlier binaries wrote) through writeStreamVersion.
 func streamVersion(t testing.TB, d *DB, version uint32) []byte {
 	t.Helper()
 	s, err := d.Snapshot()
@@ -229,8 +217,14 @@ func streamVersion(t testing.TB, d *DB, version uint32) []byte {
 	}
 	defer s.Close()
 	var buf bytes.Buffer
-	if _, err := writeStreamVersion(&buf, version, func(fn func(k, v []byte) error) error { return scan(s.view.snap, nil, nil, fn) }); err != nil {
-		t.Fatal(err)
+	var n int64
+	if version == snapshotVersion {
+		n, err = s.WriteTo(&buf)
+	} else {
+		n, err = writeStreamVersion(&buf, version, func(fn func(k, v []byte) error) error { return scan(s.view.snap, nil, nil, fn) })
+	}
+	if err != nil || n != int64(buf.Len()) {
+		t.Fatalf("stream version %d = %d bytes, %v (buffer %d)", version, n, err, buf.Len())
 	}
 	return buf.Bytes()
 }
