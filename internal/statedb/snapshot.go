@@ -145,17 +145,13 @@ func writeStreamVersion(w io.Writer, version uint32, each func(fn func(k, v []by
 	var hdr [2 * binary.MaxVarintLen64]byte
 	hw.Write([]byte(snapshotMagic))
 	hw.Write(binary.BigEndian.AppendUint32(hdr[:0], version))
-	// The body goes through Snappy (version 2). The buffered writer below it is
-	// what keeps records from becoming tiny chunks: Snappy's own buffer sends a
-	// chunk per 64 KiB, each through out.
-	var body *bufio.Writer
+	// The body goes through Snappy (version 2), whose buffered writer gathers
+	// records into chunks of 64 KiB, each compressed into out. Its error is sticky,
+	// as bufio's is.
 	var sw *snappy.Writer
-	if version == snapshotVersionPlain {
-		body = out
-	} else {
+	if version != snapshotVersionPlain {
 		sw = snappy.NewBufferedWriter(out)
-		body = bufio.NewWriterSize(sw, ioBufSize)
-		hw.w = body
+		hw.w = sw
 	}
 	var count uint64
 	err := each(func(k, v []byte) error {
@@ -172,8 +168,7 @@ func writeStreamVersion(w io.Writer, version uint32, each func(fn func(k, v []by
 	hw.Write(binary.AppendUvarint(hdr[:0], 0))
 	hw.Write(binary.BigEndian.AppendUint64(hdr[:0], count))
 	sum := hw.h.Sum(nil)
-	_, _ = body.Write(sum)
-	if err := body.Flush(); err != nil {
+	if _, err := hw.w.Write(sum); err != nil {
 		return cw.n, fmt.Errorf("statedb: stream snapshot: %w", err)
 	}
 	if sw != nil {
