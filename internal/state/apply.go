@@ -79,6 +79,13 @@ func (a *applier) call(c *Call) Result {
 			return p.Result
 		}
 	}
+	return a.callFresh(c)
+}
+
+// callFresh is call for a proposal known not to have applied before (submit looked
+// its id up before checking the caller's signature, as a retry may come after its
+// window; the lookup is not repeated).
+func (a *applier) callFresh(c *Call) Result {
 	res := a.callInner(c)
 	if c.ProposalID != "" && a.m.Proposals < MaxProposals {
 		a.addProposal(c.ProposalID, ProposalResult{Result: res, Expires: a.stamp + ProposalRetentionMs})

@@ -78,7 +78,7 @@ func (a *applier) submit(s *Submit, body *SubmitBody) Result {
 	if c.Op == OpSigpairCreate {
 		c.UserName = p.AdminName
 	}
-	res := a.call(c)
+	res := a.callFresh(c)
 	if res.Code == "auth.nonce_reused" {
 		// A signed request proposed again under a new proposal id: the caller's entry
 		// says so, and this one names the member that proposed the copy.

@@ -70,10 +70,8 @@ func (a *applier) proposal(id string) *ProposalResult {
 	return get[ProposalResult](a.t, keyStr(tProposal, id))
 }
 
+// addProposal remembers a proposal's result; the caller looked id up and found none.
 func (a *applier) addProposal(id string, p ProposalResult) {
-	if a.proposal(id) != nil {
-		return
-	}
 	a.t.put(keyStr(tProposal, id), &p)
 	a.t.setRaw(keyAt(tPropExp, p.Expires, id), nil)
 	a.m.Proposals++

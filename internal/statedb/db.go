@@ -17,6 +17,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/sstable"
 )
 
 // Errors. Each is wrapped with context; test with errors.Is.
@@ -261,7 +262,7 @@ func (d *DB) openGeneration(seq uint64) (*generation, error) {
 	}
 	// Apply looks up many keys that are not there (a fresh nonce, session or request
 	// id): Bloom filters answer those without reading data blocks. Every level inherits
-	// L0's policy.
+	// L0's policy (the bottom level's filters are read by Batch.Get only: pointReads).
 	po.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
 	// Raft's apply is the only writer and it must not wait: room for write bursts while a
 	// snapshot streams and flushes or compactions lag (Pebble's defaults, 2 memtables and
@@ -290,6 +291,13 @@ func (d *DB) openGeneration(seq uint64) (*generation, error) {
 	// free space runs low.
 	po.TargetByteDeletionRate = 128 << 20
 	po.CompactionConcurrencyRange = func() (int, int) { return 1, 2 }
+	// Levels above the last two hold a few percent of the data and are rewritten by
+	// every compaction passing through: compressing them cost more CPU (a quarter of
+	// all of it went to compactions in make bench-state) than the disk it saved.
+	// L5 and L6 keep Pebble's Snappy.
+	for i := range len(po.Levels) - 2 {
+		po.Levels[i].Compression = func() *sstable.CompressionProfile { return sstable.NoCompression }
+	}
 	wlog := d.log.With("engine", "pebble")
 	po.EventListener = &pebble.EventListener{
 		WriteStallBegin: func(info pebble.WriteStallBeginInfo) {

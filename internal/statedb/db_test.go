@@ -2,6 +2,7 @@ package statedb
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -108,6 +109,69 @@ func TestBatchReadYourWritesAndAtomicity(t *testing.T) {
 	}
 	if err := b.Set([]byte("t/x"), nil); !errors.Is(err, ErrClosed) {
 		t.Errorf("Set after Commit = %v, want ErrClosed", err)
+	}
+}
+
+// TestBatchGetSeesEachWrite reads between the writes of one batch: Get keeps one
+// iterator per batch and refreshes it before each read, and must see every write made
+// since (a range deletion too, which Pebble handles apart), over committed keys that sit
+// in the bottom level (whose Bloom filters Get reads) as well as in the memtable.
+func TestBatchGetSeesEachWrite(t *testing.T) {
+	for _, bottom := range []bool{false, true} {
+		t.Run(fmt.Sprintf("committed_in_L6=%v", bottom), func(t *testing.T) {
+			d := openTest(t, "")
+			commitAll(t, d, 1, map[string]string{"t/a": "1", "t/ab": "2", "t/c": "3", "t/e": "5"})
+			if bottom {
+				g := d.cur
+				if err := g.db.Flush(); err != nil {
+					t.Fatal(err)
+				}
+				if err := g.db.Compact(context.Background(), []byte("t/"), []byte("t0"), false); err != nil {
+					t.Fatal(err)
+				}
+				if m := g.db.Metrics(); m.Levels[6].TablesCount == 0 {
+					t.Fatalf("no table in L6 after a manual compaction: %v", m)
+				}
+			}
+			b, err := d.NewBatch()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			steps := []struct {
+				name string
+				op   func() error
+				want map[string]string // after op
+			}{
+				{"nothing written", nil, map[string]string{"t/a": "1", "t/ab": "2", "t/b": "<absent>", "t/aa": "<absent>", "t/": "<absent>"}},
+				{"set new", func() error { return b.Set([]byte("t/b"), []byte("4")) }, map[string]string{"t/b": "4", "t/a": "1"}},
+				{"overwrite", func() error { return b.Set([]byte("t/a"), []byte("10")) }, map[string]string{"t/a": "10", "t/ab": "2"}},
+				{"delete", func() error { return b.Delete([]byte("t/ab")) }, map[string]string{"t/ab": "<absent>", "t/a": "10"}},
+				{"delete range", func() error { return b.DeleteRange([]byte("t/b"), []byte("t/d")) }, map[string]string{"t/b": "<absent>", "t/c": "<absent>", "t/e": "5"}},
+				{"set inside the deleted range", func() error { return b.Set([]byte("t/c"), []byte("6")) }, map[string]string{"t/c": "6", "t/b": "<absent>"}},
+				{"second delete range", func() error { return b.DeleteRange([]byte("t/e"), []byte("t/f")) }, map[string]string{"t/e": "<absent>", "t/c": "6"}},
+			}
+			for _, s := range steps {
+				if s.op != nil {
+					if err := s.op(); err != nil {
+						t.Fatalf("%s: %v", s.name, err)
+					}
+				}
+				for key, want := range s.want {
+					if got := mustGet(t, b.Get, []byte(key)); got != want {
+						t.Errorf("after %s: Get(%s) = %s, want %s", s.name, key, got, want)
+					}
+				}
+			}
+			if err := b.Commit(2, 20); err != nil {
+				t.Fatal(err)
+			}
+			for key, want := range map[string]string{"t/a": "10", "t/ab": "<absent>", "t/b": "<absent>", "t/c": "6", "t/e": "<absent>"} {
+				if got := mustGet(t, d.Get, []byte(key)); got != want {
+					t.Errorf("after commit: Get(%s) = %s, want %s", key, got, want)
+				}
+			}
+		})
 	}
 }
 
