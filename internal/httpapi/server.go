@@ -18,6 +18,7 @@ import (
 	"github.com/custos/custos/internal/api"
 	"github.com/custos/custos/internal/authn"
 	"github.com/custos/custos/internal/config"
+	"github.com/custos/custos/internal/ids"
 	"github.com/custos/custos/internal/policy"
 	"github.com/custos/custos/internal/state"
 )
@@ -368,9 +369,7 @@ func (s *Server) logDecision(x *exchange) {
 func (s *Server) commit(x *exchange) (state.Result, *apiError) {
 	// One id for every retry of this proposal: a retry whose first copy committed gets
 	// that copy's result (see state.Call.ProposalID).
-	pid := make([]byte, 16)
-	_, _ = rand.Read(pid)
-	body := &state.SubmitBody{Signed: x.signed, ProposalID: hex.EncodeToString(pid)}
+	body := &state.SubmitBody{Signed: x.signed, ProposalID: ids.New()}
 	ctx, cancel := context.WithTimeout(x.r.Context(), 10*time.Second)
 	defer cancel()
 	res, err := s.prop.Submit(ctx, body)

@@ -11,7 +11,6 @@ package scheduler
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math/big"
@@ -28,6 +27,7 @@ import (
 	"github.com/custos/custos/internal/api"
 	"github.com/custos/custos/internal/btc"
 	"github.com/custos/custos/internal/config"
+	"github.com/custos/custos/internal/ids"
 	"github.com/custos/custos/internal/state"
 )
 
@@ -163,12 +163,8 @@ func (s *Scheduler) spawn(f func()) {
 	}()
 }
 
-// newID returns prefix + 16 random bytes in hex: URL-safe and unguessable.
-func newID(prefix string) string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	return prefix + hex.EncodeToString(b)
-}
+// newID returns prefix + a fresh id (package ids: time-ordered, 80 random bits).
+func newID(prefix string) string { return prefix + ids.New() }
 
 func randomBytes(n int) []byte {
 	b := make([]byte, n)

@@ -17,6 +17,7 @@ import (
 	"github.com/custos/custos/internal/api"
 	"github.com/custos/custos/internal/auth"
 	"github.com/custos/custos/internal/authn"
+	"github.com/custos/custos/internal/ids"
 	"github.com/custos/custos/internal/state"
 )
 
@@ -143,7 +144,7 @@ func (c *cluster) request(method, target string, body []byte, bearer string, sig
 
 // submit wraps a signed form in a Submit entry vouched for by origin.
 func (c *cluster) submit(origin string, stamp int64, f *state.SignedForm, s *state.Schedule) ([]byte, error) {
-	body, err := json.Marshal(&state.SubmitBody{Signed: f, ProposalID: randHex(16)})
+	body, err := json.Marshal(&state.SubmitBody{Signed: f, ProposalID: ids.At(time.UnixMilli(stamp))})
 	if err != nil {
 		return nil, fmt.Errorf("submit body: %w", err)
 	}
@@ -203,7 +204,7 @@ func (c *cluster) keygen() (entry []byte, sched *state.Schedule, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	sched = &state.Schedule{RequestID: "req_" + randHex(16), KeyID: "key_" + randHex(16), Committee: c.nodes,
+	sched = &state.Schedule{RequestID: "req_" + ids.At(time.UnixMilli(stamp)), KeyID: "key_" + ids.At(time.UnixMilli(stamp)), Committee: c.nodes,
 		Nonce: randBytes(32), ChainCode: randBytes(32)}
 	entry, err = c.submit("n1", stamp, f, sched)
 	return entry, sched, err
@@ -237,7 +238,7 @@ func (c *cluster) lifecycle(i int) (submit, result []byte, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	sched := &state.Schedule{RequestID: "req_" + randHex(16), Committee: []string{origin, other}, Nonce: randBytes(32)}
+	sched := &state.Schedule{RequestID: "req_" + ids.At(time.UnixMilli(stamp)), Committee: []string{origin, other}, Nonce: randBytes(32)}
 	if submit, err = c.submit(origin, stamp, f, sched); err != nil {
 		return nil, nil, err
 	}
