@@ -152,7 +152,7 @@ bench-state:
 	CGO_ENABLED=0 $(GO) run ./test/benchstate -out bench-results/bench-state.json $(BENCHSTATEFLAGS)
 
 # The cluster soak of issue 11 (test/soak): a real 3-node custosd cluster signs Ed25519
-# as fast as 16 callers can make it for 10 minutes (after a 5-minute warm-up in which the
+# as fast as 16 callers can make it for 10 minutes (after a 10-minute warm-up in which the
 # nodes' bounded memory holders — Pebble memtables and block caches — fill); at half-way a
 # follower is killed, the other two keep signing, and it is restarted 20 s later. Prints
 # each 10 s window's signatures/s and each node's RSS, each node's memory by holder at the
