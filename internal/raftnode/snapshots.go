@@ -8,8 +8,8 @@ import (
 // Raft takes a snapshot once SnapshotThreshold entries were applied since the last one,
 // to drop the log behind it. A snapshot streams the whole state (statedb), so what it
 // costs grows with the state, while what it saves (log entries) does not: with a fixed
-// threshold of 4096, a node holding 1 M sign lifecycles (a 1.2 GB stream, make
-// bench-state) would write about 300 KB of snapshot for every entry it applies, and
+// threshold of 4096, a node holding 1 M sign lifecycles (a stream of about 1 GB, make
+// bench-state) would write about 250 KB of snapshot for every entry it applies, and
 // stream nearly without pause. So the threshold follows the size of the last snapshot:
 // at most snapshotBytesPerEntry of snapshot per entry applied, between
 // minSnapshotThreshold (small states: raft's log stays short) and maxSnapshotThreshold

@@ -17,11 +17,10 @@ import (
 // keeps that view; Scan takes the latest): the same state, as long as batches
 // are opened and committed one at a time — Apply is this database's only writer.
 type Batch struct {
-	d    *DB
-	g    *generation // nil once committed or closed
-	b    *pebble.Batch
-	it   *pebble.Iterator // Get's point iterator, made on first use
-	done bool
+	d  *DB
+	g  *generation // nil once committed or closed
+	b  *pebble.Batch
+	it *pebble.Iterator // Get's point iterator, made on first use
 }
 
 // pointReads are Get's iterator options. Apply looks up many keys that are not there
