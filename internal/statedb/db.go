@@ -18,6 +18,8 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/sstable"
+
+	"github.com/custos/custos/internal/durable"
 )
 
 // Errors. Each is wrapped with context; test with errors.Is.
@@ -156,7 +158,7 @@ func Open(dir string, opts Options) (*DB, error) {
 		// here leaves either nothing or a complete pair.
 		err := d.writeActive(seq)
 		if err == nil {
-			err = syncDir(dir)
+			err = durable.SyncDir(dir)
 		}
 		if err != nil {
 			_ = g.release()
@@ -189,20 +191,10 @@ func (d *DB) readActive() (uint64, error) {
 
 // writeActive points ACTIVE at generation seq atomically: write a temporary
 // file, fsync it, rename it over ACTIVE. The caller syncs the directory
-// (syncDir) to make the rename durable.
+// (durable.SyncDir) to make the rename durable.
 func (d *DB) writeActive(seq uint64) error {
 	tmp := filepath.Join(d.dir, activeFile+tmpSuffix)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, filePerm)
-	if err != nil {
-		return fmt.Errorf("statedb: write %s: %w", activeFile, err)
-	}
-	_, err = f.WriteString(genName(seq) + "\n")
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
+	err := durable.WriteFile(tmp, []byte(genName(seq)+"\n"), filePerm)
 	if err == nil {
 		err = os.Rename(tmp, filepath.Join(d.dir, activeFile))
 	}
@@ -211,18 +203,6 @@ func (d *DB) writeActive(seq uint64) error {
 		return fmt.Errorf("statedb: switch %s to %s: %w", activeFile, genName(seq), err)
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // removeLeftovers deletes generation directories other than the live one

@@ -11,10 +11,13 @@
 //   - consistent reads while batches commit: DB.Get, and View (a Pebble
 //     snapshot) with range scans, bounded pagination and a content hash for the
 //     nodes' signed state checkpoints;
-//   - streaming raft snapshots: DB.Snapshot takes an O(1) consistent view and
-//     Snapshot.WriteTo streams it in a framed, versioned, checksummed format;
-//     DB.Restore streams one back into a fresh sibling directory and swaps it in
-//     atomically, so a failed restore leaves the old state intact;
+//   - raft snapshots: DB.Checkpoint keeps a copy of the state as a Pebble
+//     checkpoint (hard links: milliseconds whatever the state's size), and
+//     DB.StreamCheckpoint streams one — or DB.Snapshot takes an O(1) consistent
+//     view and Snapshot.WriteTo streams that — in a framed, versioned,
+//     checksummed format; DB.Restore streams one back into a fresh sibling
+//     directory and swaps it in atomically, so a failed restore leaves the old
+//     state intact;
 //   - order-preserving key encoding (AppendTable, AppendUint64, AppendInt64,
 //     AppendString, KeyDecoder) so that callers lay out tables whose keys sort
 //     as their tuples do and never fall in another table's range.
@@ -31,9 +34,9 @@
 // applied index, whatever a crash leaves is a consistent prefix of the log (the
 // memtables flushed so far), and raft replays the entries after AppliedIndex
 // on restart. DB.Sync flushes the memtables, making everything committed so far
-// durable: the FSM calls it before raft may drop log entries behind a snapshot,
-// so the prefix a crash leaves always meets the log raft kept; Close calls it
-// too. Restore syncs the new state before switching to it.
+// durable: the FSM calls it (or Checkpoint, which flushes too) before raft may
+// drop log entries behind a snapshot, so the prefix a crash leaves always meets
+// the log raft kept; Close calls it too. Restore syncs the new state before switching to it.
 //
 // Keys starting with byte 0x00 are reserved for the package's own records (the
 // applied index); Batch refuses to write them. Keys built with AppendTable never

@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 
 	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/custos/custos/internal/durable"
 	"github.com/golang/snappy"
 )
 
@@ -321,7 +323,7 @@ func (d *DB) RestoreChecked(r io.Reader, check func(*View) error) (err error) {
 	// The switch is visible. Until the rename is durable a crash could bring
 	// back the previous generation, so its files are only removed once the
 	// directory is synced (otherwise at the next Open).
-	if serr := syncDir(d.dir); serr != nil {
+	if serr := durable.SyncDir(d.dir); serr != nil {
 		d.log.Warn("could not sync the data directory after a restore; the previous state is kept until next open", "err", serr)
 	} else {
 		prev.retired.Store(true)
