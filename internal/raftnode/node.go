@@ -1,5 +1,6 @@
 // Package raftnode is a node's raft member: it opens raft over the libp2p stream layer
-// with a raft-wal log and file snapshots, stamps and proposes entries on the leader,
+// with a raft-wal log and a snapshot store that keeps the node's snapshots as checkpoints
+// of the state database (snapstore.go), stamps and proposes entries on the leader,
 // forwards a follower's proposals to the leader (the propose RPC and its gate), signs
 // the node's own reports, keeps the leader's clock honest (clock.go), and changes raft's
 // membership on the leader's behalf (membership.go: add a nonvoter, tell it caught up,
@@ -17,6 +18,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"time"
@@ -51,6 +53,9 @@ type FSM interface {
 	LastStamp() int64
 	// AppliedIndex is the last index the state holds (durably, in its own database).
 	AppliedIndex() uint64
+	// StreamCheckpoint writes the snapshot stream of a checkpoint the FSM kept as a
+	// snapshot (state.CheckpointSink), returning its length and the index it holds.
+	StreamCheckpoint(dir string, w io.Writer) (int64, uint64, error)
 }
 
 // Scheduler fills in, on the leader and at stamping time, what only the leader chooses

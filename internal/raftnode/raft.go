@@ -25,9 +25,9 @@ import (
 
 const rpcPropose = "propose"
 
-// openRaft starts raft with a raft-wal log and stable store (raft-boltdb/v2 does not build
-// with raft v1.8; raft-wal is hashicorp's own, append-only and fsyncs each batch) and a
-// file snapshot store, over the libp2p stream layer.
+// open starts raft with a raft-wal log and stable store (raft-boltdb/v2 does not build
+// with raft v1.8; raft-wal is hashicorp's own, append-only and fsyncs each batch) and
+// the snapshot store of snapstore.go, over the libp2p stream layer.
 func (n *Node) open() error {
 	dir := filepath.Join(n.cfg.DataDir, "raft")
 	if err := os.MkdirAll(filepath.Join(dir, "wal"), 0o700); err != nil {
@@ -46,7 +46,7 @@ func (n *Node) open() error {
 		return fmt.Errorf("raft log: %w", err)
 	}
 	n.wal = w
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, hl)
+	snaps, err := newSnapshotStore(dir, 2, n.fsm, hl, n.log)
 	if err != nil {
 		return fmt.Errorf("raft snapshots: %w", err)
 	}
@@ -144,10 +144,26 @@ func checkStateNotAhead(logs raft.LogStore, snaps raft.SnapshotStore, applied ui
 	if len(list) > 0 {
 		last = max(last, list[0].Index)
 	}
+	if applied > last && len(list) > 0 {
+		// A snapshot's state may hold entries past the index raft took it at (a
+		// checkpoint, taken while apply went on): a node that restored one and stopped
+		// before the leader sent it those entries again holds them only there.
+		if ci, ok := snaps.(contentIndexer); ok {
+			if content, err := ci.ContentIndex(list[0].ID); err == nil && applied <= content {
+				return nil
+			}
+		}
+	}
 	if applied > last {
 		return fmt.Errorf("the state database holds entries up to index %d but the raft log and snapshots end at %d: the raft directory was replaced without the state directory; to resynchronise this node from the cluster, move both %s and %s aside", applied, last, "raft/", "state/")
 	}
 	return nil
+}
+
+// contentIndexer is a snapshot store that knows the applied index a snapshot's state
+// holds (snapshotStore).
+type contentIndexer interface {
+	ContentIndex(id string) (uint64, error)
 }
 
 // localRestorer is an FSM that reads more formats from its own snapshot store than from a

@@ -6,16 +6,17 @@ import (
 )
 
 // Raft takes a snapshot once SnapshotThreshold entries were applied since the last one,
-// to drop the log behind it. A snapshot streams the whole state (statedb), so what it
-// costs grows with the state, while what it saves (log entries) does not: with a fixed
-// threshold of 4096, a node holding 1 M sign lifecycles (a stream of about 1 GB, make
-// bench-state) would write about 250 KB of snapshot for every entry it applies, and
-// stream nearly without pause. So the threshold follows the size of the last snapshot:
-// at most snapshotBytesPerEntry of snapshot per entry applied, between
-// minSnapshotThreshold (small states: raft's log stays short) and maxSnapshotThreshold
-// (the log between two snapshots stays bounded, about 400 MB of 1.5 KB entries). Restarts
-// do not depend on it: the state database holds everything applied, and only the log
-// after it is replayed.
+// and then drops the log behind it but TrailingLogs entries. Taking one costs little
+// (a checkpoint of the state database: snapstore.go), but a follower that falls behind
+// the log kept then needs the whole state streamed to it — made from the checkpoint on
+// the leader, sent, restored — and that grows with the state (about 1 GB at 1 M sign
+// lifecycles: minutes of a core), while the log entries a snapshot lets raft drop cost
+// only disk. So the threshold follows the size of the newest snapshot, keeping a log
+// that grows with the state: at most snapshotBytesPerEntry of snapshot per entry,
+// between minSnapshotThreshold (small states: raft's log stays short) and
+// maxSnapshotThreshold (the log between two snapshots stays bounded, about 400 MB of
+// 1.5 KB entries). Restarts do not depend on it: the state database holds everything
+// applied, and only the log after it is replayed.
 const (
 	snapshotBytesPerEntry = 16 << 10
 	minSnapshotThreshold  = 4096

@@ -31,13 +31,14 @@ func TestSnapshotThresholdFollowsSize(t *testing.T) {
 	}
 }
 
-// TestSnapshotThresholdIsApplied: a real raft member's snapshot threshold is set from
-// its newest snapshot's size (here at one byte per entry, so that a test-sized state
-// moves it), and left alone before the first snapshot.
-func TestSnapshotThresholdIsApplied(t *testing.T) {
-	ms := startMembers(t, 1)
-	m := ms[0]
-	m.node.pacing = snapshotPacing{perEntry: 1, floor: 16}
+// startLeader starts one raft member, set up by before (if not nil) before it starts,
+// and waits until it leads.
+func startLeader(t *testing.T, before func(*Node)) *member {
+	t.Helper()
+	m := startMembers(t, 1)[0]
+	if before != nil {
+		before(m.node)
+	}
 	if err := m.node.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -51,6 +52,16 @@ func TestSnapshotThresholdIsApplied(t *testing.T) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+	return m
+}
+
+// TestSnapshotThresholdIsApplied: a real raft member's snapshot threshold is set from
+// its newest snapshot's size (here at one byte per entry, so that a test-sized state
+// moves it), and left alone before the first snapshot.
+func TestSnapshotThresholdIsApplied(t *testing.T) {
+	m := startLeader(t, func(n *Node) { n.pacing = snapshotPacing{perEntry: 1, floor: 16} })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	m.node.paceSnapshots()
 	if got := m.node.raft.ReloadableConfig().SnapshotThreshold; got != minSnapshotThreshold {
 		t.Fatalf("threshold before any snapshot %d, want %d", got, minSnapshotThreshold)

@@ -201,6 +201,10 @@ func TestCrashChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	fmt.Printf("opened at %d\n", f.AppliedIndex())
+	cps, err := os.MkdirTemp(filepath.Dir(dir), "checkpoints-")
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Start from a random point at or before the first entry not held, as raft does
 	// (from its last snapshot): the held entries are skipped.
 	next := 0
@@ -215,12 +219,17 @@ func TestCrashChild(t *testing.T) {
 		if rng.IntN(6) == 0 {
 			// The database keeps no write-ahead log: what reaches the disk is what a
 			// snapshot's Persist synced (or a memtable flush wrote). Raft drops its log
-			// behind a persisted snapshot, so the database must be durable to its index.
+			// behind a persisted snapshot, so the database must be durable to its index,
+			// whether the snapshot is streamed or kept as a checkpoint (as a node does).
 			snap, err := f.Snapshot()
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := snap.Persist(&sink{}); err != nil {
+			var s raft.SnapshotSink = &sink{}
+			if rng.IntN(2) == 0 {
+				s = &checkpointSink{base: cps}
+			}
+			if err := snap.Persist(s); err != nil {
 				t.Fatal(err)
 			}
 			snap.Release()

@@ -7,8 +7,8 @@
 // The model lives on disk, in the FSM's own database (internal/statedb), as tables of
 // records (store.go, tables.go): every raft batch commits its writes and its last index
 // together, reads come from consistent views, and memory holds only the cluster record
-// (meta) and the batch's cache, whatever the history's length. Snapshots stream the
-// database; the state hash nodes sign in their checkpoints is a hash of its content.
+// (meta) and the batch's cache, whatever the history's length. A snapshot is a checkpoint
+// of the database, streamed when a follower needs it; the state hash nodes sign in their checkpoints is a hash of its content.
 //
 // Apply is a pure function of the log and the database it starts from. It never reads the
 // clock, the network or randomness, and reads and writes the disk only through its own

@@ -599,8 +599,23 @@ type fsmSnapshot struct {
 	index uint64
 }
 
-// Persist streams the snapshot to raft's sink and tells onSnapshot its SHA-256.
+// CheckpointSink is a raft snapshot sink that keeps the snapshot as a checkpoint of the
+// state database (raftnode's snapshot store) rather than as a stream written into it.
+type CheckpointSink interface {
+	raft.SnapshotSink
+	// Checkpoint calls take with a directory that does not exist yet, for take to write
+	// the checkpoint into, and keeps what take wrote as the snapshot; take returns the
+	// applied index the checkpoint holds, at or after the snapshot's own.
+	Checkpoint(take func(dir string) (uint64, error)) error
+}
+
+// Persist keeps the snapshot: as a checkpoint of the database when the sink can hold
+// one (milliseconds, whatever the state's size: statedb.Checkpoint), otherwise
+// streamed into the sink, telling onSnapshot its SHA-256.
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if cs, ok := sink.(CheckpointSink); ok {
+		return s.persistCheckpoint(cs)
+	}
 	h := sha256.New()
 	if _, err := s.s.WriteTo(newPacedWriter(io.MultiWriter(sink, h))); err != nil {
 		_ = sink.Cancel()
@@ -627,7 +642,42 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	return nil
 }
 
+// persistCheckpoint keeps the snapshot as a checkpoint. The checkpoint holds the state
+// at its own applied index, which may be past the snapshot's (Apply goes on while it is
+// taken): raft hands the entries between to a node that restores it again, and the FSM
+// skips them as applied. It tells onSnapshot nothing: no stream was written, so there is
+// no SHA-256 a later restore could match (a node that restores its own checkpoint, its
+// state database lost, has it vouched for like any other snapshot).
+func (s *fsmSnapshot) persistCheckpoint(sink CheckpointSink) error {
+	err := sink.Checkpoint(func(dir string) (uint64, error) {
+		idx, err := s.f.db.Checkpoint(dir)
+		if err == nil && idx < s.index {
+			err = fmt.Errorf("the checkpoint holds index %d, before the snapshot's %d", idx, s.index)
+		}
+		return idx, err
+	})
+	if err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("state: persist snapshot: %w", err)
+	}
+	if err := sink.Close(); err != nil {
+		return fmt.Errorf("state: persist snapshot: %w", err)
+	}
+	return nil
+}
+
 func (s *fsmSnapshot) Release() { _ = s.s.Close() }
+
+// StreamCheckpoint writes the snapshot stream of a checkpoint that Persist kept (for a
+// follower that needs the snapshot, or a restore), paced like Persist's stream, and
+// returns its length and the applied index it carries.
+func (f *FSM) StreamCheckpoint(dir string, w io.Writer) (int64, uint64, error) {
+	n, idx, err := f.db.StreamCheckpoint(dir, newPacedWriter(w))
+	if err != nil {
+		return n, idx, fmt.Errorf("state: stream checkpoint: %w", err)
+	}
+	return n, idx, nil
+}
 
 // pacedWriter gives way to Apply while a snapshot streams: after each pacedChunk
 // bytes it sleeps as long as producing them took, so the stream (reading and

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -306,6 +307,22 @@ func (s *sink) ID() string    { return "s" }
 func (s *sink) Cancel() error { return nil }
 func (s *sink) Close() error  { return nil }
 
+// checkpointSink keeps a snapshot as a checkpoint in a directory under base (as
+// raftnode's store does), recording the index the checkpoint holds.
+type checkpointSink struct {
+	sink
+	base    string
+	n       int
+	content uint64
+}
+
+func (s *checkpointSink) Checkpoint(take func(dir string) (uint64, error)) error {
+	s.n++
+	idx, err := take(filepath.Join(s.base, fmt.Sprintf("cp-%d", s.n)))
+	s.content = idx
+	return err
+}
+
 func TestSnapshotRestoreAndAuditChain(t *testing.T) {
 	h := newHarness(t)
 	alice := h.createUser("alice")
@@ -328,6 +345,60 @@ func TestSnapshotRestoreAndAuditChain(t *testing.T) {
 	if i := VerifyChain(GenesisHash, entries); i != 1 {
 		t.Fatalf("tampering found at %d, want 1", i)
 	}
+}
+
+// TestSnapshotAsCheckpoint: a snapshot kept as a checkpoint holds the state at its index
+// or later, streams to exactly the snapshot a stream would have been, restores to the
+// same state, and is not reported as a stream this node wrote (OnSnapshot).
+func TestSnapshotAsCheckpoint(t *testing.T) {
+	h := newHarness(t)
+	alice := h.createUser("alice")
+	h.activeKey(alice, CurveSecp256k1)
+	var told int
+	h.f.OnSnapshot(func(uint64, [32]byte) { told++ })
+	want := snapshotOf(t, h.f)
+	told = 0
+	snap, err := h.f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := &checkpointSink{base: t.TempDir()}
+	if err := snap.Persist(cs); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+	if cs.content != h.f.AppliedIndex() || told != 0 {
+		t.Fatalf("checkpoint at %d (applied %d), OnSnapshot told %d times", cs.content, h.f.AppliedIndex(), told)
+	}
+	if cs.Len() != 0 {
+		t.Fatal("a checkpoint snapshot was also streamed into the sink")
+	}
+	h.createUser("bob") // the state moves on; the checkpoint does not
+	var buf bytes.Buffer
+	n, idx, err := h.f.StreamCheckpoint(filepath.Join(cs.base, "cp-1"), &buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != int64(buf.Len()) || idx != cs.content || !bytes.Equal(buf.Bytes(), want) {
+		t.Fatalf("checkpoint streamed %d bytes at index %d; the stream at %d was %d bytes (equal: %v)", n, idx, cs.content, len(want), bytes.Equal(buf.Bytes(), want))
+	}
+	g := restoredFSM(t, buf.Bytes())
+	if gi, _ := g.Hash(); gi != cs.content {
+		t.Fatalf("restored at %d, want %d", gi, cs.content)
+	}
+	if err := snapshotOfErr(h.f, &checkpointSink{base: cs.base}); err == nil {
+		t.Fatal("a checkpoint over an existing directory was kept")
+	}
+}
+
+// snapshotOfErr persists a snapshot of f into s.
+func snapshotOfErr(f *FSM, s raft.SnapshotSink) error {
+	snap, err := f.Snapshot()
+	if err != nil {
+		return err
+	}
+	defer snap.Release()
+	return snap.Persist(s)
 }
 
 func TestCanonicalJSON(t *testing.T) {

@@ -3,8 +3,14 @@
 // carrying the caller's signed HTTP request vouched for by the entry node, then a member's
 // signed ceremony.result — and, every -step lifecycles, reports the Go heap in use, the
 // process's RSS, apply throughput, the raft snapshot's size and time, the longest Apply
-// stall while that snapshot is taken and persisted, and the time to restore it into a
-// fresh FSM, next to the issue's targets.
+// stall while that snapshot is taken and persisted, the time to make the stream a
+// follower would be sent and to restore it into a fresh FSM, next to the issue's targets.
+//
+// Snapshots go into the snapshot store a node uses (raftnode.SnapshotStore): a node's
+// own snapshot is a checkpoint of its state database, and the stream is made from it
+// when a follower needs one. The bench makes it at every step with applying paused
+// (timed, as the restore is), and at the final step while applying goes on, to measure
+// what making it does to Apply (the "stream" stall columns).
 //
 // It measures the on-disk FSM (its own Pebble database in a temporary directory), fed as
 // raft feeds it: ApplyBatch with up to -batch entries (raft's MaxAppendEntries, 64, by
@@ -40,6 +46,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/custos/custos/internal/authn"
+	"github.com/custos/custos/internal/raftnode"
 	"github.com/custos/custos/internal/state"
 	"github.com/custos/custos/test/report"
 )
@@ -83,9 +90,14 @@ type Step struct {
 	RSS           uint64        `json:"rss_bytes"`
 	ApplyTime     time.Duration `json:"apply_time_ns"` // sum of the step's Apply calls
 	ApplyPerSec   float64       `json:"apply_entries_per_s"`
-	SnapshotBytes int64         `json:"snapshot_bytes"`
-	SnapshotCall  time.Duration `json:"snapshot_call_ns"` // FSM.Snapshot(), on the FSM goroutine
-	PersistTime   time.Duration `json:"persist_ns"`       // Persist into raft's file store
+	SnapshotBytes int64         `json:"snapshot_bytes"`         // the stream a follower is sent
+	CheckpointB   int64         `json:"checkpoint_bytes"`       // the checkpoint's files (hard links)
+	SnapshotCall  time.Duration `json:"snapshot_call_ns"`       // FSM.Snapshot(), on the FSM goroutine
+	PersistTime   time.Duration `json:"persist_ns"`             // Persist into the store: the checkpoint
+	StreamTime    time.Duration `json:"stream_ns"`              // making the stream from the checkpoint
+	StreamApplies int           `json:"applies_during_stream"`  // final step: applies while it was made
+	StreamMax     time.Duration `json:"max_stall_in_stream_ns"` // and the longest of them
+	StreamOver    int           `json:"applies_in_stream_over_50ms"`
 	MaxStall      time.Duration `json:"max_stall_ns"`
 	MaxStallCause string        `json:"max_stall_cause"`
 	StallApplies  int           `json:"applies_during_snapshot"`
@@ -203,6 +215,13 @@ type persisted struct {
 	err  error
 }
 
+// opened is a finished Open of a snapshot.
+type opened struct {
+	meta *raft.SnapshotMeta
+	rc   io.ReadCloser
+	err  error
+}
+
 // run is the benchmark. Progress lines go to progress.
 func run(ctx context.Context, cfg config, progress io.Writer) (*Report, error) {
 	rep := &Report{Config: cfg, FSM: "state.Open (on disk, ApplyBatch)", GoVersion: runtime.Version(), CPUs: runtime.NumCPU(), Started: time.Now()}
@@ -211,11 +230,6 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*Report, error) {
 		return nil, fmt.Errorf("temp dir: %w", err)
 	}
 	defer os.RemoveAll(dir)
-	store, err := raft.NewFileSnapshotStore(dir, 1, io.Discard)
-	if err != nil {
-		return nil, fmt.Errorf("snapshot store: %w", err)
-	}
-
 	c, err := newCluster(time.Now())
 	if err != nil {
 		return nil, err
@@ -226,6 +240,10 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*Report, error) {
 		return nil, fmt.Errorf("new fsm: %w", err)
 	}
 	defer f.Close()
+	store, err := raftnode.NewSnapshotStore(filepath.Join(dir, "raft"), 2, f, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return nil, fmt.Errorf("snapshot store: %w", err)
+	}
 	var index uint64
 	applyEntry := func(data []byte) (state.Result, error) {
 		index++
@@ -253,6 +271,7 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*Report, error) {
 
 	var (
 		stall     stallTracker // applies while a snapshot is taken and persisted
+		streaming stallTracker // final step: applies while its stream is made
 		calm      stallTracker // the others
 		applied   int
 		stepApply time.Duration
@@ -281,7 +300,7 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*Report, error) {
 			d := time.Since(t)
 			index += uint64(len(b))
 			stepApply += d
-			if !stall.observe("ApplyBatch", d) {
+			if !stall.observe("ApplyBatch", d) && !streaming.observe("ApplyBatch", d) {
 				calm.observe("ApplyBatch", d)
 			}
 			if err != nil {
@@ -290,8 +309,38 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*Report, error) {
 		}
 		return nil
 	}
-	// finish closes the pending snapshot's stall window and restores it into a fresh FSM.
-	finish := func(p persisted) error {
+	// open makes the stream of snapshot id (a follower's, on a node); with apply, it
+	// applies meanwhile, tracking those applies in streaming.
+	open := func(id string, apply bool) (opened, error) {
+		if !apply {
+			m, rc, err := store.Open(id)
+			return opened{m, rc, err}, nil
+		}
+		ch := make(chan opened, 1)
+		go func() {
+			m, rc, err := store.Open(id)
+			ch <- opened{m, rc, err}
+		}()
+		streaming.start()
+		for {
+			select {
+			case o := <-ch:
+				return o, nil
+			default:
+			}
+			if err := applyLifecycles(cfg.Batch / 2); err != nil {
+				o := <-ch
+				if o.rc != nil {
+					o.rc.Close()
+				}
+				return opened{}, err
+			}
+			rep.Extra += cfg.Batch / 2
+		}
+	}
+	// finish closes the pending snapshot's stall window, makes its stream (final: while
+	// applying) and restores it into a fresh FSM.
+	finish := func(p persisted, final bool) error {
 		pending = nil
 		s := &rep.Steps[snapStep]
 		st := stall.stop()
@@ -299,10 +348,20 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*Report, error) {
 		if p.err != nil {
 			return fmt.Errorf("persist at %d lifecycles: %w", s.Lifecycles, p.err)
 		}
-		s.PersistTime, s.SnapshotBytes = p.d, p.meta.Size
-		_, rc, err := store.Open(p.meta.ID)
+		s.PersistTime, s.CheckpointB = p.d, p.meta.Size
+		t := time.Now()
+		var rc io.ReadCloser
+		o, err := open(p.meta.ID, final)
 		if err != nil {
-			return fmt.Errorf("open snapshot: %w", err)
+			return err
+		}
+		if o.err != nil {
+			return fmt.Errorf("open snapshot: %w", o.err)
+		}
+		s.StreamTime, s.SnapshotBytes, rc = time.Since(t), o.meta.Size, o.rc
+		if final {
+			ss := streaming.stop()
+			s.StreamApplies, s.StreamMax, s.StreamOver = ss.N, ss.Max, ss.Over
 		}
 		restores++
 		g, err := newFSM(filepath.Join(dir, fmt.Sprintf("restore-%d", restores)), stubVerifier{}, c.an, nil, slog.DiscardHandler)
@@ -319,18 +378,23 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*Report, error) {
 			// opens (it stalled that window's applies, up to 90 in 1 720 over 50 ms).
 			syscall.Sync()
 		}()
-		t := time.Now()
+		t = time.Now()
 		err = g.Restore(rc) // closes rc
 		s.RestoreTime = time.Since(t)
 		if err != nil {
 			return fmt.Errorf("restore at %d lifecycles: %w", s.Lifecycles, err)
 		}
-		if g.AppliedIndex() != s.Entries {
+		// The checkpoint may hold entries applied while it was taken.
+		if g.AppliedIndex() < s.Entries {
 			return fmt.Errorf("restored index %d, snapshot taken at %d", g.AppliedIndex(), s.Entries)
 		}
-		fmt.Fprintf(progress, "  %d lifecycles: snapshot %.1f MiB, persisted in %v, restored in %v, longest stall %v (%s), p99 %v, %d of %d over %v\n",
-			s.Lifecycles, float64(s.SnapshotBytes)/(1<<20), s.PersistTime.Round(time.Millisecond), s.RestoreTime.Round(time.Millisecond),
-			s.MaxStall.Round(time.Microsecond), s.MaxStallCause, s.P99Stall.Round(time.Microsecond), s.StallsOver, s.StallApplies, targetMaxStall)
+		fmt.Fprintf(progress, "  %d lifecycles: checkpoint %.1f MiB in %v, longest stall %v (%s), p99 %v, %d of %d over %v; stream %.1f MiB made in %v, restored in %v\n",
+			s.Lifecycles, float64(s.CheckpointB)/(1<<20), s.PersistTime.Round(time.Millisecond),
+			s.MaxStall.Round(time.Microsecond), s.MaxStallCause, s.P99Stall.Round(time.Microsecond), s.StallsOver, s.StallApplies, targetMaxStall,
+			float64(s.SnapshotBytes)/(1<<20), s.StreamTime.Round(time.Millisecond), s.RestoreTime.Round(time.Millisecond))
+		if final {
+			fmt.Fprintf(progress, "  while the stream was made: %d applies, longest %v, %d over %v\n", s.StreamApplies, s.StreamMax.Round(time.Microsecond), s.StreamOver, targetMaxStall)
+		}
 		return nil
 	}
 	poll := func() error {
@@ -339,7 +403,7 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*Report, error) {
 		}
 		select {
 		case p := <-pending:
-			return finish(p)
+			return finish(p, false)
 		default:
 			return nil
 		}
@@ -364,7 +428,7 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*Report, error) {
 		s.CalmApplies, s.CalmMax, s.CalmOver = cs.N, cs.Max, cs.Over
 		calm.start()
 		if pending != nil {
-			if err := finish(<-pending); err != nil {
+			if err := finish(<-pending, false); err != nil {
 				return err
 			}
 		}
@@ -440,19 +504,24 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*Report, error) {
 	}
 	if rep.StoppedEarly != "" {
 		if pending != nil {
-			if err := finish(<-pending); err != nil {
+			if err := finish(<-pending, false); err != nil {
 				return nil, err
 			}
 		}
 	} else {
-		// Keep applying while the final snapshot persists, as a live node would.
+		// Keep applying while the final snapshot persists and its stream is made, as a
+		// live node would.
 		for pending != nil {
 			if err := applyLifecycles(cfg.Batch / 2); err != nil {
 				return nil, err
 			}
 			rep.Extra += cfg.Batch / 2
-			if err := poll(); err != nil {
-				return nil, err
+			select {
+			case p := <-pending:
+				if err := finish(p, true); err != nil {
+					return nil, err
+				}
+			default:
 			}
 		}
 	}
@@ -462,7 +531,7 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*Report, error) {
 }
 
 // metaOf finds the snapshot id in store.
-func metaOf(store *raft.FileSnapshotStore, id string) *raft.SnapshotMeta {
+func metaOf(store raft.SnapshotStore, id string) *raft.SnapshotMeta {
 	list, err := store.List()
 	if err != nil {
 		return nil
@@ -479,13 +548,17 @@ func metaOf(store *raft.FileSnapshotStore, id string) *raft.SnapshotMeta {
 func printReport(w io.Writer, rep *Report) {
 	fmt.Fprintf(w, "\nstate benchmark: %s, %s, %d CPUs, %d setup entries, wall %s\n", rep.FSM, rep.GoVersion, rep.CPUs, rep.SetupEntries, rep.Wall)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "lifecycles\tentries\theap MiB\tRSS MiB\tapply entries/s\tsnapshot MiB\tSnapshot()\tpersist\tmax stall\tp99 stall\tover 50ms\tno snapshot: max\tover 50ms\twrite stalls\trestore\t")
+	fmt.Fprintln(tw, "lifecycles\tentries\theap MiB\tRSS MiB\tapply entries/s\tcheckpoint MiB\tSnapshot()\tpersist\tmax stall\tp99 stall\tover 50ms\tno snapshot: max\tover 50ms\twrite stalls\tstream MiB\tstream made\tstream: max stall\tover 50ms\trestore\t")
 	for _, s := range rep.Steps {
-		fmt.Fprintf(tw, "%d\t%d\t%.1f\t%.1f\t%.0f\t%.1f\t%v\t%v\t%v\t%v\t%d/%d\t%v\t%d/%d\t%d\t%v\t\n", s.Lifecycles, s.Entries,
-			float64(s.HeapInUse)/(1<<20), float64(s.RSS)/(1<<20), s.ApplyPerSec, float64(s.SnapshotBytes)/(1<<20),
+		streamStall := "-\t-"
+		if s.StreamApplies > 0 {
+			streamStall = fmt.Sprintf("%v\t%d/%d", s.StreamMax.Round(time.Millisecond), s.StreamOver, s.StreamApplies)
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%.1f\t%.1f\t%.0f\t%.1f\t%v\t%v\t%v\t%v\t%d/%d\t%v\t%d/%d\t%d\t%.1f\t%v\t%s\t%v\t\n", s.Lifecycles, s.Entries,
+			float64(s.HeapInUse)/(1<<20), float64(s.RSS)/(1<<20), s.ApplyPerSec, float64(s.CheckpointB)/(1<<20),
 			s.SnapshotCall.Round(time.Millisecond), s.PersistTime.Round(time.Millisecond), s.MaxStall.Round(time.Millisecond),
 			s.P99Stall.Round(time.Millisecond), s.StallsOver, s.StallApplies, s.CalmMax.Round(time.Millisecond), s.CalmOver, s.CalmApplies,
-			s.WriteStalls, s.RestoreTime.Round(time.Millisecond))
+			s.WriteStalls, float64(s.SnapshotBytes)/(1<<20), s.StreamTime.Round(time.Millisecond), streamStall, s.RestoreTime.Round(time.Millisecond))
 	}
 	tw.Flush()
 	if rep.StoppedEarly != "" {

@@ -180,7 +180,9 @@ func (c *cluster) waitCompacted(ctx context.Context, index uint64) {
 		if err != nil {
 			return false
 		}
-		last = lastSnapshotIndex(c.t, filepath.Join(c.Dir(), c.NodeID(l), "raft", "snapshots"))
+		raftDir := filepath.Join(c.Dir(), c.NodeID(l), "raft")
+		// The snapshots a node takes are checkpoints; a forging leader's are streams.
+		last = max(lastSnapshotIndex(c.t, filepath.Join(raftDir, "snapshots")), lastSnapshotIndex(c.t, filepath.Join(raftDir, "checkpoints")))
 		return last >= index+snapshotTrailingLogs
 	})
 	if err != nil {
@@ -188,8 +190,9 @@ func (c *cluster) waitCompacted(ctx context.Context, index uint64) {
 	}
 }
 
-// lastSnapshotIndex is the last index of the newest snapshot raft's file snapshot store
-// keeps in dir ("<term>-<index>-<time>/meta.json"; ".tmp" while being written), 0 if none.
+// lastSnapshotIndex is the last index of the newest snapshot kept in dir (raft's file
+// store or raftnode's checkpoints: "<term>-<index>-<time>/meta.json"; ".tmp" while being
+// written), 0 if none.
 func lastSnapshotIndex(t *testing.T, dir string) uint64 {
 	t.Helper()
 	ents, err := os.ReadDir(dir)
