@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -33,7 +34,8 @@ type State interface {
 	Cluster() (name string, threshold int, members []state.Member)
 }
 
-// Store keeps the record of this node's own snapshots (the keystore's meta records).
+// Store keeps the record of this node's own snapshots and of a restored one awaiting
+// vouching (the keystore's meta records).
 type Store interface {
 	GetMeta(name string) ([]byte, error)
 	PutMeta(name string, value []byte) error
@@ -79,7 +81,31 @@ func New(cfg Config) *Vouch {
 		v.log = slog.Default()
 	}
 	cfg.Registerer.MustRegister(v.stateUnverified, v.stateDiverged)
+	// A restored snapshot still waiting to be vouched for when the node stopped waits
+	// after the restart too: the restart does not make the leader's word for it better.
+	if b, err := v.store.GetMeta(unverifiedKey); err == nil {
+		if idx, err := strconv.ParseUint(string(b), 10, 64); err == nil && idx != 0 {
+			v.v.unverified = idx
+			v.stateUnverified.Set(1)
+			v.log.Warn("the snapshot this node restored before it stopped is not yet vouched for: joining no ceremony until k other members vouch for the state", "index", idx)
+		}
+	} else if !errors.Is(err, keystore.ErrNotFound) {
+		v.log.Warn("could not read whether this node's restored state waits to be vouched for", "err", err)
+	}
 	return v
+}
+
+// unverifiedKey is the keystore record of the index of a restored snapshot not yet
+// vouched for ("0" once vouched for), so that a restart keeps the node waiting.
+const unverifiedKey = "unverified-restore"
+
+// setUnverified records (0: clears) the restored snapshot awaiting vouching. The caller
+// holds n.v.mu.
+func (n *Vouch) setUnverifiedLocked(index uint64) {
+	n.v.unverified = index
+	if err := n.store.PutMeta(unverifiedKey, []byte(strconv.FormatUint(index, 10))); err != nil {
+		n.log.Warn("could not record whether this node's restored state waits to be vouched for", "err", err)
+	}
 }
 
 // Start runs the checkpoint loop, reporting through r, until Stop.
@@ -213,7 +239,7 @@ func (n *Vouch) OnRestore(index uint64, sum [32]byte) {
 		return // this node's own snapshot
 	}
 	n.v.mu.Lock()
-	n.v.unverified = index
+	n.setUnverifiedLocked(index)
 	n.v.requested = time.Time{}
 	n.v.mu.Unlock()
 	n.stateUnverified.Set(1)
@@ -271,7 +297,7 @@ func (n *Vouch) judgeCheckpoint(index uint64) {
 		n.log.Error("STATE DIVERGED from a quorum of members: refusing to sign", "index", index)
 	case vouched && n.v.unverified != 0 && index > n.v.unverified:
 		n.log.Info("restored state vouched for by the members' signed checkpoints", "snapshot_index", n.v.unverified, "checkpoint_index", index)
-		n.v.unverified = 0
+		n.setUnverifiedLocked(0)
 		n.stateUnverified.Set(0)
 	}
 }

@@ -91,6 +91,30 @@ func (r reports) Report(_ context.Context, kind string, _ any) (state.Result, er
 	return state.Result{}, nil
 }
 
+// TestUnverifiedSurvivesRestart: a node that restored a snapshot it did not take and
+// stopped before k members vouched for it still waits after it starts again (the attack:
+// a compromised leader's forged snapshot, then a restart of the node — which a crash or
+// an operator brings — must not make the node act on it).
+func TestUnverifiedSurvivesRestart(t *testing.T) {
+	st := &views{at: map[uint64]state.CheckpointView{}}
+	store := &memStore{m: map[string][]byte{}}
+	v := New(Config{NodeID: "n3", State: st, Store: store, Registerer: prometheus.NewRegistry()})
+	v.OnRestore(200, [32]byte{2})
+	if v.Blocked() == "" {
+		t.Fatal("foreign snapshot not blocked")
+	}
+	// The restart.
+	v = New(Config{NodeID: "n3", State: st, Store: store, Registerer: prometheus.NewRegistry()})
+	if why := v.Blocked(); !strings.Contains(why, "index 200") {
+		t.Fatalf("after a restart: blocked %q, want waiting for the snapshot at 200", why)
+	}
+	st.at[300] = state.CheckpointView{Own: "A", Votes: map[string]string{"n1": "A", "n2": "A"}}
+	v.judgeCheckpoint(300)
+	if why := v.Blocked(); why != "" {
+		t.Fatalf("still blocked after k members vouched: %s", why)
+	}
+}
+
 // TestRestoreNeedsVouching: a snapshot this node took itself is adopted at once; one from
 // elsewhere blocks the node, which asks for a checkpoint, until k other members signed its
 // state hash at a later index; k others signing another hash stops it for good.
@@ -132,6 +156,9 @@ func TestRestoreNeedsVouching(t *testing.T) {
 	v.judgeCheckpoint(300)
 	if why := v.Blocked(); why != "" {
 		t.Fatalf("still blocked after k members vouched: %s", why)
+	}
+	if why := New(Config{NodeID: "n3", State: st, Store: store, Registerer: prometheus.NewRegistry()}).Blocked(); why != "" {
+		t.Fatalf("blocked after a restart, once vouched for: %s", why)
 	}
 
 	// A checkpoint event is signed and reported.
