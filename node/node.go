@@ -335,6 +335,7 @@ func (n *Node) Start(ctx context.Context) error {
 	n.vouch = vouch.New(vouch.Config{NodeID: n.cfg.NodeID, Logger: n.log, State: n.fsm, Store: n.ks, Registerer: n.met.reg})
 	n.fsm.OnSnapshot(n.vouch.OnSnapshot)
 	n.fsm.OnRestore(n.vouch.OnRestore)
+	n.fsm.OnRestoreStart(n.vouch.OnRestoreStart)
 	// The gater and the dial addresses follow the replicated member list from here on.
 	n.syncMembers()
 

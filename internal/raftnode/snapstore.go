@@ -95,6 +95,9 @@ func newSnapshotStore(base string, retain int, stream CheckpointStreamer, hl hcl
 	for _, e := range ents {
 		leftover := filepath.Join(s.cps, e.Name())
 		if !strings.HasSuffix(e.Name(), tmpSuffix) {
+			if !e.IsDir() {
+				continue // not ours
+			}
 			leftover = filepath.Join(s.cps, e.Name(), checkpointFile+tmpSuffix)
 		}
 		if err := os.RemoveAll(leftover); err != nil {
@@ -147,12 +150,15 @@ func (s *snapshotStore) all() ([]stored, error) {
 		return nil, fmt.Errorf("raft checkpoints: %w", err)
 	}
 	for _, e := range ents {
-		if !e.IsDir() || strings.HasSuffix(e.Name(), tmpSuffix) {
-			continue
+		if !e.IsDir() || !validID(e.Name()) {
+			continue // being written (.tmp), or not ours
 		}
 		m, err := readCPMeta(filepath.Join(s.cps, e.Name()))
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // reaped meanwhile
+		}
+		if err == nil && m.ID != e.Name() {
+			err = fmt.Errorf("its metadata names snapshot %q", m.ID)
 		}
 		if err != nil {
 			s.log.Warn("raft checkpoints: skipping one whose metadata cannot be read", "id", e.Name(), "err", err)
@@ -192,10 +198,10 @@ func (s *snapshotStore) List() ([]*raft.SnapshotMeta, error) {
 // is opened (paced like a stream the FSM writes; a minute or two at 1 M lifecycles) and
 // kept beside it for the next follower.
 func (s *snapshotStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
-	dir := filepath.Join(s.cps, id)
-	if filepath.Base(id) != id || strings.HasSuffix(id, tmpSuffix) {
+	if !validID(id) {
 		return nil, nil, fmt.Errorf("raft snapshots: bad id %q", id)
 	}
+	dir := filepath.Join(s.cps, id)
 	m, err := readCPMeta(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return s.files.Open(id)
@@ -223,9 +229,12 @@ func (s *snapshotStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, erro
 
 // makeStream writes the stream of checkpoint id unless it is there already.
 func (s *snapshotStore) makeStream(id, dir string, m *cpMeta) error {
+	path := filepath.Join(dir, checkpointFile)
+	if _, err := os.Stat(path); err == nil {
+		return nil // made already: no need to wait behind another one being made
+	}
 	s.produce.Lock()
 	defer s.produce.Unlock()
-	path := filepath.Join(dir, checkpointFile)
 	if _, err := os.Stat(path); err == nil {
 		return nil
 	}
@@ -282,6 +291,9 @@ func (s *snapshotStore) writeStream(dir, path string) (int64, uint64, error) {
 // the index raft took it at (a checkpoint's state: persistCheckpoint in
 // internal/state). For a stream, read from its first record.
 func (s *snapshotStore) ContentIndex(id string) (uint64, error) {
+	if !validID(id) {
+		return 0, fmt.Errorf("raft snapshots: bad id %q", id)
+	}
 	if m, err := readCPMeta(filepath.Join(s.cps, id)); err == nil {
 		return m.Content, nil
 	} else if !errors.Is(err, fs.ErrNotExist) {
@@ -316,6 +328,22 @@ func (s *snapshotStore) reap() {
 		}
 		s.mu.Unlock()
 	}
+}
+
+// validID reports whether id has the form of the ids raft's file store gives snapshots
+// ("term-index-milliseconds"), the only ones this store makes or opens: no path
+// separators, dots or anything else a path could be made of.
+func validID(id string) bool {
+	parts := strings.Split(id, "-")
+	if len(parts) != 3 {
+		return false
+	}
+	for _, p := range parts {
+		if p == "" || len(p) > 20 || strings.Trim(p, "0123456789") != "" {
+			return false
+		}
+	}
+	return true
 }
 
 func readCPMeta(dir string) (*cpMeta, error) {

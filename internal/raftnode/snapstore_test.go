@@ -187,20 +187,27 @@ func TestSnapshotStoreKinds(t *testing.T) {
 	}
 	_ = sink.Cancel()
 
-	// Leftovers of an interrupted checkpoint and stream go at the next open.
+	// Leftovers of an interrupted checkpoint and stream go at the next open; a file that
+	// is not ours is left alone and does not stop the store opening.
+	_ = os.WriteFile(filepath.Join(dir, checkpointsDir, "README"), []byte("x"), 0o600)
 	_ = os.Mkdir(filepath.Join(dir, checkpointsDir, "9-99-1.tmp"), 0o700)
 	id30 := fmt.Sprint(ents[0].Name())
 	_ = os.WriteFile(filepath.Join(dir, checkpointsDir, id30, checkpointFile+tmpSuffix), []byte("half"), 0o600)
 	s = openStore(t, dir, fs)
 	ents, _ = os.ReadDir(filepath.Join(dir, checkpointsDir))
-	if len(ents) != 1 {
+	if len(ents) != 2 {
 		t.Fatalf("after reopening, checkpoints dir holds %v", ents)
 	}
 	if _, err := os.Stat(filepath.Join(dir, checkpointsDir, id30, checkpointFile+tmpSuffix)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatal("a half-made stream survived reopening")
 	}
 	wantListed(t, s, "[30 20]")
-	for _, bad := range []string{"../x", id30 + tmpSuffix} {
+	// A checkpoint whose metadata names another snapshot is not listed.
+	other := filepath.Join(dir, checkpointsDir, "1-5-1")
+	_ = os.Mkdir(other, 0o700)
+	_ = os.WriteFile(filepath.Join(other, checkpointMeta), []byte(`{"ID":"","Index":5,"Term":9}`), 0o600)
+	wantListed(t, s, "[30 20]")
+	for _, bad := range []string{"../x", id30 + tmpSuffix, ".", "..", "", "1-2", "1-2-3-4", "a-b-c"} {
 		if _, _, err := s.Open(bad); err == nil {
 			t.Errorf("opened %q", bad)
 		}

@@ -162,6 +162,9 @@ type FSM struct {
 	onSnapshot func(index uint64, sum [32]byte)
 	// onRestore, when set, learns the index and SHA-256 of every snapshot restored.
 	onRestore func(index uint64, sum [32]byte)
+	// onRestoreStart, when set, runs before a restore replaces the state; an error
+	// refuses the restore.
+	onRestoreStart func() error
 }
 
 // Config is what Open needs.
@@ -261,6 +264,12 @@ func (f *FSM) OnSnapshot(fn func(index uint64, sum [32]byte)) { f.onSnapshot = f
 // OnRestore sets the function told, synchronously, about every snapshot restored, before
 // any entry after it applies. Set it before the FSM is given to raft.
 func (f *FSM) OnRestore(fn func(index uint64, sum [32]byte)) { f.onRestore = fn }
+
+// OnRestoreStart sets the function called before a restore replaces the state (so that
+// what must hold while a restored state is not yet trusted holds from before the switch,
+// should the node stop between the switch and OnRestore's call); if it fails, the restore
+// is refused and the state left as it was. Set it before the FSM is used.
+func (f *FSM) OnRestoreStart(fn func() error) { f.onRestoreStart = fn }
 
 func (f *FSM) meta() *meta { return f.committed.Load() }
 
@@ -581,6 +590,12 @@ func (emptyKV) Scan([]byte, []byte, func(key, value []byte) error) error { retur
 // Snapshot implements raft.FSM: an O(1) consistent view of the database, streamed by
 // Persist while Apply goes on.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	// A halted FSM's state stops at the entry it could not apply while raft goes on
+	// counting entries applied: a snapshot now would be labelled past what it holds, and a
+	// node restoring it (or this one, restarted) would skip the entries between.
+	if why := f.Halted(); why != "" {
+		return nil, fmt.Errorf("state: no snapshot of a halted state machine (%s)", why)
+	}
 	s, err := f.db.Snapshot()
 	if err != nil {
 		return nil, fmt.Errorf("state: snapshot: %w", err)
@@ -729,6 +744,11 @@ func (f *FSM) restore(rc io.ReadCloser, legacy bool) error {
 	defer rc.Close()
 	f.applyMu.Lock()
 	defer f.applyMu.Unlock()
+	if f.onRestoreStart != nil {
+		if err := f.onRestoreStart(); err != nil {
+			return fmt.Errorf("state: restore refused: %w", err)
+		}
+	}
 	h := sha256.New()
 	br := bufio.NewReaderSize(io.TeeReader(rc, h), 64<<10)
 	first, err := br.Peek(1)

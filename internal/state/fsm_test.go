@@ -9,10 +9,13 @@ import (
 	"log/slog"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strconv"
 	"testing"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/custos/custos/internal/statedb"
 )
 
 // okVerifier accepts signatures whose Sig field says "good"; a unit-test fake of the
@@ -297,6 +300,11 @@ func TestUnknownCommandHalts(t *testing.T) {
 	if res := h.f.Apply(&raft.Log{Index: h.index, Type: raft.LogCommand, Data: b}).(Result); res.OK() {
 		t.Fatal("applied an entry after halting")
 	}
+	// Raft counts those entries applied: a snapshot labelled at its index would hold a
+	// state that stops before them.
+	if _, err := h.f.Snapshot(); err == nil {
+		t.Fatal("a halted state machine was snapshotted")
+	}
 }
 
 type sink struct {
@@ -388,6 +396,43 @@ func TestSnapshotAsCheckpoint(t *testing.T) {
 	}
 	if err := snapshotOfErr(h.f, &checkpointSink{base: cs.base}); err == nil {
 		t.Fatal("a checkpoint over an existing directory was kept")
+	}
+}
+
+// TestRestoreChecksBeforeSwitching: a stream that passes the layout and audit checks but
+// holds what the FSM cannot load once switched in (a policy record that does not decode)
+// is refused before the switch — the attack: the state switched in, the restore failed,
+// and nothing told the node it runs on a state restored from the leader's word — and a
+// restore the OnRestoreStart hook refuses leaves the state as it was.
+func TestRestoreChecksBeforeSwitching(t *testing.T) {
+	h := newHarness(t)
+	h.createUser("alice")
+	recs, err := statedb.ReadRecords(bytes.NewReader(snapshotOf(t, h.f)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs = append(recs, statedb.Record{Key: keyStr(tPolicy, "forged"), Value: []byte("{")})
+	sort.Slice(recs, func(i, j int) bool { return bytes.Compare(recs[i].Key, recs[j].Key) < 0 })
+	var forged bytes.Buffer
+	if _, err := statedb.WriteRecords(&forged, recs); err != nil {
+		t.Fatal(err)
+	}
+	g := openTestFSM(t, okVerifier{}, nil, nil)
+	var started, told int
+	g.OnRestoreStart(func() error { started++; return nil })
+	g.OnRestore(func(uint64, [32]byte) { told++ })
+	if err := g.Restore(io.NopCloser(&forged)); err == nil {
+		t.Fatal("a state whose policy record does not decode was restored")
+	}
+	if idx, _, _ := g.db.AppliedIndex(); idx != 0 || started != 1 || told != 0 {
+		t.Fatalf("after the refused restore: database at index %d, restore hook run %d times, told %d times", idx, started, told)
+	}
+	g.OnRestoreStart(func() error { return errors.New("keystore down") })
+	if err := g.Restore(io.NopCloser(bytes.NewReader(snapshotOf(t, h.f)))); err == nil {
+		t.Fatal("a restore its start hook refused went ahead")
+	}
+	if idx, _, _ := g.db.AppliedIndex(); idx != 0 || told != 0 {
+		t.Fatalf("a refused restore switched the state in (index %d)", idx)
 	}
 }
 

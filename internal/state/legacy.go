@@ -153,8 +153,10 @@ func (d *legacyState) records() (recs []statedb.Record, err error) {
 }
 
 // verifyRestored checks a restored state before it is switched in: its layout version,
-// and its audit log link by link up to the head its meta names (the state hash covers
-// the audit only through that head).
+// that what the FSM loads from it into memory once switched in (reload: the meta record,
+// the active policies) decodes — a restore that failed after the switch would leave the
+// node on a state it never told anyone it restored —, and its audit log link by link up
+// to the head its meta names (the state hash covers the audit only through that head).
 func verifyRestored(v *statedb.View) error {
 	return catchFault(func() {
 		m, ok := load[meta](v, key(tMeta))
@@ -164,6 +166,7 @@ func verifyRestored(v *statedb.View) error {
 		if m.Version != stateVersion {
 			fault("snapshot's state layout is version %d, this binary reads version %d", m.Version, stateVersion)
 		}
+		loadPolicies(v)
 		prev, seq := GenesisHash, uint64(0)
 		if m.AuditPrunedSeq != 0 {
 			prev, seq = m.AuditPrunedHash, m.AuditPrunedSeq

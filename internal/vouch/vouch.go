@@ -32,6 +32,7 @@ import (
 type State interface {
 	CheckpointAt(index uint64) state.CheckpointView
 	Cluster() (name string, threshold int, members []state.Member)
+	AppliedIndex() uint64
 }
 
 // Store keeps the record of this node's own snapshots and of a restored one awaiting
@@ -81,26 +82,53 @@ func New(cfg Config) *Vouch {
 		v.log = slog.Default()
 	}
 	cfg.Registerer.MustRegister(v.stateUnverified, v.stateDiverged)
-	// A restored snapshot still waiting to be vouched for when the node stopped waits
-	// after the restart too: the restart does not make the leader's word for it better.
-	if b, err := v.store.GetMeta(unverifiedKey); err == nil {
-		if idx, err := strconv.ParseUint(string(b), 10, 64); err == nil && idx != 0 {
-			v.v.unverified = idx
-			v.stateUnverified.Set(1)
-			v.log.Warn("the snapshot this node restored before it stopped is not yet vouched for: joining no ceremony until k other members vouch for the state", "index", idx)
-		}
-	} else if !errors.Is(err, keystore.ErrNotFound) {
-		v.log.Warn("could not read whether this node's restored state waits to be vouched for", "err", err)
-	}
+	v.loadUnverified()
 	return v
 }
 
 // unverifiedKey is the keystore record of the index of a restored snapshot not yet
-// vouched for ("0" once vouched for), so that a restart keeps the node waiting.
-const unverifiedKey = "unverified-restore"
+// vouched for ("0" once vouched for; restorePending from before a restore replaces the
+// state until it is done), so that a restart keeps the node waiting: a restart does not
+// make the leader's word for a state any better.
+const (
+	unverifiedKey  = "unverified-restore"
+	restorePending = "pending"
+)
 
-// setUnverified records (0: clears) the restored snapshot awaiting vouching. The caller
-// holds n.v.mu.
+// loadUnverified reads the record at start. A restore that was under way when the node
+// stopped (it may have switched the state in), or a record that cannot be read, leaves
+// the state as it now is waiting to be vouched for; an empty state database (a new
+// node, or one resynchronised with its state moved aside) holds nothing restored.
+func (n *Vouch) loadUnverified() {
+	applied := n.fsm.AppliedIndex()
+	b, err := n.store.GetMeta(unverifiedKey)
+	var idx uint64
+	switch {
+	case errors.Is(err, keystore.ErrNotFound):
+		return
+	case err != nil:
+		n.log.Error("could not read whether this node's restored state waits to be vouched for: it waits", "err", err)
+		idx = max(applied, 1)
+	case applied == 0:
+		if string(b) != "0" {
+			n.setUnverifiedLocked(0)
+		}
+		return
+	default:
+		if idx, err = strconv.ParseUint(string(b), 10, 64); err != nil {
+			idx = max(applied, 1) // restorePending, or a damaged record
+		}
+	}
+	if idx == 0 {
+		return
+	}
+	n.v.unverified = idx
+	n.stateUnverified.Set(1)
+	n.log.Warn("the snapshot this node restored before it stopped is not yet vouched for: joining no ceremony until k other members vouch for the state", "index", idx)
+}
+
+// setUnverifiedLocked records (0: clears) the restored snapshot awaiting vouching. The
+// caller holds n.v.mu (or, in New, nothing else can see the Vouch yet).
 func (n *Vouch) setUnverifiedLocked(index uint64) {
 	n.v.unverified = index
 	if err := n.store.PutMeta(unverifiedKey, []byte(strconv.FormatUint(index, 10))); err != nil {
@@ -227,6 +255,20 @@ func (n *Vouch) OnSnapshot(index uint64, sum [32]byte) {
 	}
 }
 
+// OnRestoreStart runs before the FSM's restore replaces its state: the node waits to be
+// vouched for from then on, durably, so that stopping between the switch and OnRestore
+// leaves it waiting too. An error (the record cannot be written) refuses the restore.
+func (n *Vouch) OnRestoreStart() error {
+	if err := n.store.PutMeta(unverifiedKey, []byte(restorePending)); err != nil {
+		return fmt.Errorf("record that a snapshot is being restored: %w", err)
+	}
+	n.v.mu.Lock()
+	n.v.unverified = max(n.v.unverified, n.fsm.AppliedIndex(), 1)
+	n.v.mu.Unlock()
+	n.stateUnverified.Set(1)
+	return nil
+}
+
 // OnRestore runs when the FSM restored a snapshot (at start, or installed by the leader).
 func (n *Vouch) OnRestore(index uint64, sum [32]byte) {
 	var list []ownSnapshot
@@ -236,7 +278,13 @@ func (n *Vouch) OnRestore(index uint64, sum [32]byte) {
 	}
 	_ = json.Unmarshal(b, &list)
 	if slices.Contains(list, ownSnapshot{Index: index, Sum: hex.EncodeToString(sum[:])}) {
-		return // this node's own snapshot
+		// This node's own snapshot, taken while its state was vouched for: the whole
+		// state is one it trusted.
+		n.v.mu.Lock()
+		n.setUnverifiedLocked(0)
+		n.v.mu.Unlock()
+		n.stateUnverified.Set(0)
+		return
 	}
 	n.v.mu.Lock()
 	n.setUnverifiedLocked(index)

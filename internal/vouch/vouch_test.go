@@ -70,10 +70,17 @@ func (s *memStore) PutMeta(name string, v []byte) error {
 	return nil
 }
 
-// views is a state whose checkpoint views the test sets.
+// views is a state whose checkpoint views and applied index the test sets.
 type views struct {
-	mu sync.Mutex
-	at map[uint64]state.CheckpointView
+	mu      sync.Mutex
+	at      map[uint64]state.CheckpointView
+	applied uint64
+}
+
+func (v *views) AppliedIndex() uint64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.applied
 }
 
 func (v *views) CheckpointAt(index uint64) state.CheckpointView {
@@ -96,15 +103,24 @@ func (r reports) Report(_ context.Context, kind string, _ any) (state.Result, er
 // a compromised leader's forged snapshot, then a restart of the node — which a crash or
 // an operator brings — must not make the node act on it).
 func TestUnverifiedSurvivesRestart(t *testing.T) {
-	st := &views{at: map[uint64]state.CheckpointView{}}
+	st := &views{at: map[uint64]state.CheckpointView{}, applied: 150}
 	store := &memStore{m: map[string][]byte{}}
-	v := New(Config{NodeID: "n3", State: st, Store: store, Registerer: prometheus.NewRegistry()})
+	restart := func() *Vouch {
+		return New(Config{NodeID: "n3", State: st, Store: store, Registerer: prometheus.NewRegistry()})
+	}
+	v := restart()
+	if err := v.OnRestoreStart(); err != nil {
+		t.Fatal(err)
+	}
+	if v.Blocked() == "" {
+		t.Fatal("not blocked while a snapshot is being restored")
+	}
 	v.OnRestore(200, [32]byte{2})
 	if v.Blocked() == "" {
 		t.Fatal("foreign snapshot not blocked")
 	}
-	// The restart.
-	v = New(Config{NodeID: "n3", State: st, Store: store, Registerer: prometheus.NewRegistry()})
+	st.applied = 200
+	v = restart()
 	if why := v.Blocked(); !strings.Contains(why, "index 200") {
 		t.Fatalf("after a restart: blocked %q, want waiting for the snapshot at 200", why)
 	}
@@ -113,7 +129,50 @@ func TestUnverifiedSurvivesRestart(t *testing.T) {
 	if why := v.Blocked(); why != "" {
 		t.Fatalf("still blocked after k members vouched: %s", why)
 	}
+
+	// Stopped between the restore's switch and OnRestore: the state as it is (at 320)
+	// waits.
+	if err := v.OnRestoreStart(); err != nil {
+		t.Fatal(err)
+	}
+	st.applied = 320
+	if why := restart().Blocked(); !strings.Contains(why, "index 320") {
+		t.Fatalf("after a stop mid-restore: blocked %q, want waiting at 320", why)
+	}
+	// A damaged record, or one that cannot be read, blocks too.
+	store.m[unverifiedKey] = []byte("garbage")
+	if why := restart().Blocked(); !strings.Contains(why, "index 320") {
+		t.Fatalf("a damaged record: blocked %q", why)
+	}
+	// An empty state database (the node resynchronised: state moved aside) holds nothing
+	// restored: the record is cleared.
+	st.applied = 0
+	if why := restart().Blocked(); why != "" {
+		t.Fatalf("a fresh state database is blocked: %s", why)
+	}
+	st.applied = 10
+	if why := restart().Blocked(); why != "" {
+		t.Fatalf("the cleared record came back: %s", why)
+	}
+	// The record cannot be written: the restore is refused.
+	if err := restart().OnRestoreStart(); err != nil {
+		t.Fatal(err)
+	}
+	failing := &failStore{}
+	v = New(Config{NodeID: "n3", State: st, Store: failing, Registerer: prometheus.NewRegistry()})
+	if err := v.OnRestoreStart(); err == nil {
+		t.Fatal("a restore went ahead without its record")
+	}
+	if why := v.Blocked(); !strings.Contains(why, "index 10") {
+		t.Fatalf("a keystore that cannot be read: blocked %q, want waiting at 10", why)
+	}
 }
+
+// failStore is a keystore whose meta records cannot be read or written.
+type failStore struct{}
+
+func (failStore) GetMeta(string) ([]byte, error) { return nil, errors.New("disk gone") }
+func (failStore) PutMeta(string, []byte) error   { return errors.New("disk gone") }
 
 // TestRestoreNeedsVouching: a snapshot this node took itself is adopted at once; one from
 // elsewhere blocks the node, which asks for a checkpoint, until k other members signed its
@@ -128,6 +187,9 @@ func TestRestoreNeedsVouching(t *testing.T) {
 
 	own := [32]byte{1}
 	v.OnSnapshot(100, own)
+	if err := v.OnRestoreStart(); err != nil {
+		t.Fatal(err)
+	}
 	v.OnRestore(100, own)
 	if why := v.Blocked(); why != "" {
 		t.Fatalf("own snapshot blocked: %s", why)
