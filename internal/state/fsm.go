@@ -683,6 +683,22 @@ func (s *fsmSnapshot) persistCheckpoint(sink CheckpointSink) error {
 
 func (s *fsmSnapshot) Release() { _ = s.s.Close() }
 
+// WriteState writes the state as it now is (a consistent view) in the snapshot stream
+// format, for reading it outside raft — a halted FSM's too, which Snapshot refuses: its
+// state is then the one before the entry it could not apply.
+func (f *FSM) WriteState(w io.Writer) (int64, error) {
+	s, err := f.db.Snapshot()
+	if err != nil {
+		return 0, fmt.Errorf("state: %w", err)
+	}
+	defer s.Close()
+	n, err := s.WriteTo(w)
+	if err != nil {
+		return n, fmt.Errorf("state: %w", err)
+	}
+	return n, nil
+}
+
 // StreamCheckpoint writes the snapshot stream of a checkpoint that Persist kept (for a
 // follower that needs the snapshot, or a restore), paced like Persist's stream, and
 // returns its length and the applied index it carries.

@@ -305,6 +305,14 @@ func TestUnknownCommandHalts(t *testing.T) {
 	if _, err := h.f.Snapshot(); err == nil {
 		t.Fatal("a halted state machine was snapshotted")
 	}
+	// Its state can still be read, as it was before the entry it could not apply.
+	var buf bytes.Buffer
+	if _, err := h.f.WriteState(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if idx, err := statedb.StreamAppliedIndex(&buf); err != nil || idx != h.index-2 {
+		t.Fatalf("the halted state reads as index %d (%v), want %d", idx, err, h.index-2)
+	}
 }
 
 type sink struct {
