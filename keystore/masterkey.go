@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	"golang.org/x/crypto/argon2"
+
+	"github.com/custos/custos/internal/durable"
 )
 
 // Limits of MasterKeyFromPassphrase.
@@ -201,14 +203,8 @@ func writeKeyFile(path string, key []byte) (err error) {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("keystore: close master key file: %w", err)
 	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return fmt.Errorf("keystore: open directory of master key file: %w", err)
-	}
-	serr := d.Sync()
-	_ = d.Close()
-	if serr != nil && !errors.Is(serr, syscall.EINVAL) { // some filesystems cannot sync directories
-		return fmt.Errorf("keystore: sync directory of master key file: %w", serr)
+	if err := durable.SyncDir(filepath.Dir(path)); err != nil && !errors.Is(err, syscall.EINVAL) { // some filesystems cannot sync directories
+		return fmt.Errorf("keystore: sync directory of master key file: %w", err)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/custos/custos/admin"
+	"github.com/custos/custos/internal/durable"
 )
 
 const auditUsage = `usage: custos audit verify [--archive FILE ...] [--page-size N]
@@ -190,10 +191,7 @@ func publish(tmp, path string) error {
 			return fmt.Errorf("remove %s: %w", tmp, err)
 		}
 	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
+	_ = durable.SyncDir(filepath.Dir(path)) // best effort: some filesystems cannot
 	return nil
 }
 

@@ -33,6 +33,7 @@ import (
 	golog "github.com/ipfs/go-log"
 
 	"github.com/custos/custos/internal/config"
+	"github.com/custos/custos/internal/durable"
 	"github.com/custos/custos/keystore"
 	"github.com/custos/custos/node"
 )
@@ -394,7 +395,7 @@ func cmdBackup(args []string, stdout io.Writer) (err error) {
 		return fmt.Errorf("backup: %w", err)
 	}
 	_ = os.Remove(partial)
-	syncDir(filepath.Dir(*out))
+	_ = durable.SyncDir(filepath.Dir(*out)) // best effort: some filesystems cannot
 	b, _ := json.Marshal(map[string]any{"out": *out, "bytes": cw.n, "sha256": hex.EncodeToString(h.Sum(nil)), "peer_id": peerID, "via": via})
 	fmt.Fprintln(stdout, string(b))
 	return nil
@@ -575,12 +576,4 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
-}
-
-// syncDir syncs a directory (best effort: some filesystems cannot).
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
 }
