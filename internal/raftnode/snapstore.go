@@ -26,8 +26,9 @@ import (
 // FSM writes into it, so every snapshot read, compressed, hashed and wrote the whole
 // state — at 1 M sign lifecycles a gigabyte and 45 s of a core, every few minutes, for
 // a stream that is read only when a follower falls behind the log. This store keeps the
-// snapshots this node takes as checkpoints of the state database instead (hard links:
-// milliseconds), and makes the stream from one only when it is opened — to send it to
+// snapshots this node takes as checkpoints of the state database instead (a memtable
+// flush and hard links, beside Apply: make bench-state measured 26 ms to 8 s at 100 k to
+// 1 M lifecycles, the longer ones a flush waiting behind compactions), and makes the stream from one only when it is opened — to send it to
 // a follower, or to restore it here. Snapshots sent by a leader, and those earlier
 // binaries wrote, stay streams in raft's file store, which this one wraps.
 //

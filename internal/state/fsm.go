@@ -625,7 +625,7 @@ type CheckpointSink interface {
 }
 
 // Persist keeps the snapshot: as a checkpoint of the database when the sink can hold
-// one (milliseconds, whatever the state's size: statedb.Checkpoint), otherwise
+// one (a flush and hard links, whatever the state's size: statedb.Checkpoint), otherwise
 // streamed into the sink, telling onSnapshot its SHA-256.
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	if cs, ok := sink.(CheckpointSink); ok {

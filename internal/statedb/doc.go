@@ -12,7 +12,7 @@
 //     snapshot) with range scans, bounded pagination and a content hash for the
 //     nodes' signed state checkpoints;
 //   - raft snapshots: DB.Checkpoint keeps a copy of the state as a Pebble
-//     checkpoint (hard links: milliseconds whatever the state's size), and
+//     checkpoint (a memtable flush and hard links, whatever the state's size), and
 //     DB.StreamCheckpoint streams one — or DB.Snapshot takes an O(1) consistent
 //     view and Snapshot.WriteTo streams that — in a framed, versioned,
 //     checksummed format; DB.Restore streams one back into a fresh sibling
