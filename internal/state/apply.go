@@ -426,10 +426,21 @@ func (a *applier) userOp(c *Call, p principal) Result {
 	return refuse("request.malformed", "unknown operation")
 }
 
-// idempotent returns an earlier request for the same (caller, route, key) scope.
+// MaxIdempotencyKey bounds an idempotency key (bytes). The key is part of a database
+// key (its scope), and the snapshot stream carries keys of at most 64 KiB: one caller's
+// longer key would keep every node from installing a snapshot for as long as the
+// request is kept.
+const MaxIdempotencyKey = 256
+
+// idempotent returns an earlier request for the same (caller, route, key) scope, or the
+// refusal of a key that is too long (a field value: judged after permission and the
+// object's existence, where each route calls it).
 func (a *applier) idempotent(c *Call, route string) (string, Result, bool) {
 	if c.IdempotencyKey == "" {
 		return "", Result{}, false
+	}
+	if len(c.IdempotencyKey) > MaxIdempotencyKey {
+		return "", refuse("request.malformed", fmt.Sprintf("idempotency_key must be at most %d bytes", MaxIdempotencyKey)), true
 	}
 	scope := idemScopeOf(c.Caller.Actor(), route, c.IdempotencyKey)
 	rec := a.idem(scope)
@@ -698,14 +709,26 @@ func sortedCopy(s []string) []string {
 	return c
 }
 
+// maxPublicKey bounds a public key a keygen report carries (an uncompressed secp256k1
+// point; compressed points are 33 bytes, Ed25519 keys 32): the key keeps every report.
+const maxPublicKey = 65
+
 func (a *applier) shareStored(c *ShareStored) Result {
 	r := a.request(c.RequestID)
 	if r == nil || r.Kind != KindKeygen || r.Status != StatusScheduled || !equalBytes(r.Nonce, c.Nonce) {
 		return refuse("request.conflict", "no keygen in progress for that session")
 	}
 	k := a.key(r.KeyID)
+	if k == nil || k.RequestID != r.ID {
+		// An approved keygen the leader has not released yet: scheduled, but with no
+		// session nonce (an empty one matches) and no key of its own.
+		return refuse("request.conflict", "no keygen in progress for that session")
+	}
 	if !slices.Contains(k.Members, c.Node) || len(c.PublicKey) == 0 {
 		return refuse("request.conflict", "report from a node outside the keygen")
+	}
+	if len(c.PublicKey) > maxPublicKey {
+		return refuse("request.malformed", fmt.Sprintf("a public key is at most %d bytes", maxPublicKey))
 	}
 	if k.Reports == nil {
 		k.Reports = map[string][]byte{} // stored without it while empty
@@ -778,6 +801,10 @@ func (a *applier) ceremonyFailed(c *CeremonyFailed) Result {
 	culprits := c.Culprits
 	if len(culprits) > 16 {
 		culprits = culprits[:16]
+	}
+	culprits = slices.Clone(culprits)
+	for i := range culprits {
+		culprits[i] = truncate(culprits[i], 64) // node ids are at most 64 characters
 	}
 	r.Failures = append(r.Failures, Failure{Node: c.Node, Attempt: r.Attempt, Code: truncate(c.Code, 64), Detail: truncate(c.Detail, 256), Culprits: culprits})
 	if len(r.Failures) > 64 {

@@ -100,10 +100,16 @@ func (a *applier) checkpointVote(c *StateCheckpoint) Result {
 const MinCheckpointGap = 64
 
 // checkpointRequest makes the entry's own index a checkpoint index, unless one was taken
-// within MinCheckpointGap entries (then that one serves).
+// within MinCheckpointGap entries, or one still waits for k members' votes: then that
+// one serves. One at a time, because each costs every node a hash of its whole state
+// and the state keeps MaxCheckpointIndices only: a member asking at every entry it could
+// get into the log would otherwise push the index the cluster is hashing out of the
+// state before its votes arrive, and a restored node would never be vouched for. The
+// restored node asks again (every 10 s, internal/vouch) until an index after its
+// snapshot has its votes.
 func (a *applier) checkpointRequest() Result {
-	for idx := range a.m.Checkpoints {
-		if idx+MinCheckpointGap > a.index {
+	for idx, votes := range a.m.Checkpoints {
+		if idx+MinCheckpointGap > a.index || len(votes) < a.m.Threshold {
 			return Result{Existing: true}
 		}
 	}

@@ -64,10 +64,19 @@ func TestCheckpoints(t *testing.T) {
 	if len(votes) != 2 || votes["n1"] != own || votes["n2"] != own {
 		t.Fatalf("votes %v", votes)
 	}
-	// Only the newest MaxCheckpointIndices indices are kept.
+	// Only the newest MaxCheckpointIndices indices are kept (each requested once the one
+	// before has k votes: while one waits for them, it serves every request).
 	for i := 0; i < MaxCheckpointIndices+2; i++ {
 		h.index += MinCheckpointGap
-		h.reportAs("n1", "n1", TypeCheckpointRequest, &CheckpointRequest{Node: "n1"})
+		if r := h.reportAs("n1", "n1", TypeCheckpointRequest, &CheckpointRequest{Node: "n1"}); !r.OK() || r.Existing {
+			t.Fatalf("request %d: %+v, want a new checkpoint", i, r)
+		}
+		at := h.index
+		for _, n := range []string{"n1", "n2"} {
+			if r := vote(n, n, at, own); !r.OK() {
+				t.Fatalf("vote of %s at %d: %+v", n, at, r)
+			}
+		}
 	}
 	if got := len(h.f.meta().Checkpoints); got != MaxCheckpointIndices {
 		t.Fatalf("%d checkpoint indices kept", got)

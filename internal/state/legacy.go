@@ -175,11 +175,14 @@ func verifyRestored(v *statedb.View) error {
 		// canonical form and a SHA-256 per entry) by a worker per CPU, a chunk at a time.
 		hashes := newAuditHashCheck()
 		chunk := make([]AuditEntry, 0, auditCheckChunk)
-		scanRecords(v, key(tAudit), statedb.PrefixEnd(key(tAudit)), func(raw []byte) bool {
+		scanKV(v, key(tAudit), statedb.PrefixEnd(key(tAudit)), func(k, raw []byte) bool {
 			var e AuditEntry
 			decodeRecord(raw, &e)
 			seq++
-			if e.Seq != seq || e.PrevHash != prev {
+			// Each entry under its own seq's key: the state hash leaves the audit out, so
+			// an entry stored elsewhere would pass the votes and later be overwritten,
+			// or make a prune that names it fail on this node alone.
+			if e.Seq != seq || e.PrevHash != prev || !bytes.Equal(k, keyU64(tAudit, seq)) {
 				hashes.stop()
 				fault("snapshot's audit entry %d does not verify", seq)
 			}
