@@ -103,6 +103,8 @@ type Node struct {
 	phases   *prometheus.HistogramVec
 	refused  func()
 	clock    *clockCheck
+	// stampRefusals counts log entries this node would not store (stampgate.go).
+	stampRefusals prometheus.Counter
 
 	raft  *raft.Raft
 	wal   *wal.WAL
@@ -144,6 +146,7 @@ func New(cfg Config) (*Node, error) {
 		n.refused = func() {}
 	}
 	n.clock = newClockCheck(cfg.Registerer)
+	n.stampRefusals = newStampRefusals(cfg.Registerer)
 	n.pacing = snapshotPacing{perEntry: snapshotBytesPerEntry, floor: minSnapshotThreshold}
 	return n, nil
 }

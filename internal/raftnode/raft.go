@@ -105,7 +105,9 @@ func (n *Node) open() error {
 	if err != nil {
 		return fmt.Errorf("raft state: %w", err)
 	}
-	r, err := raft.NewRaft(rc, n.raftFSM, w, w, snaps, trans)
+	// The log raft appends to goes through the followers' check on stamps (stampgate.go).
+	logs := &stampGate{LogStore: w, now: n.now, log: n.log, refused: n.stampRefusals}
+	r, err := raft.NewRaft(rc, n.raftFSM, logs, w, snaps, trans)
 	if err != nil {
 		return fmt.Errorf("raft: %w", err)
 	}

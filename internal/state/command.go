@@ -43,6 +43,17 @@ type versioned interface {
 	schemaVersion() int
 }
 
+// EntryStamp reads the leader's stamp (unix milliseconds) from a log entry as Apply
+// reads it (decodeEntry), without decoding its command; ok is false for bytes that do
+// not decode as an envelope (Apply halts on those).
+func EntryStamp(data []byte) (stamp int64, ok bool) {
+	var env Envelope
+	if json.Unmarshal(data, &env) != nil {
+		return 0, false
+	}
+	return env.Stamp, true
+}
+
 // Encode builds a log entry for a command. The stamp is filled in by the leader.
 func Encode(typ string, stamp int64, payload any) ([]byte, error) {
 	c, ok := commands[typ]
