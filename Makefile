@@ -133,11 +133,13 @@ bench:
 
 # The state benchmark of issue 11 (test/benchstate): realistic signed sign lifecycles
 # (a submit entry + a signed ceremony.result each) applied through the raft FSM's Apply;
-# every -step lifecycles it reports Go heap in use, RSS, apply entries/s, snapshot size
+# every -step lifecycles it reports Go heap in use, RSS, apply entries/s (and the CPU
+# per entry and cores busy over the applies), snapshot size
 # and time, the longest Apply stall while a snapshot is taken and persisted, and restore
 # time, next to the issue's targets; writes bench-results/bench-state.json. Built pure Go
 # as custosd is (Pebble's memory on the Go heap: RSS then stays flat). The FSM is
-# the on-disk one (its database in a temporary directory, 2.5 GB at 1 M lifecycles), fed
+# the on-disk one (its database in a temporary directory, 3 GB at 1 M lifecycles and
+# 1 GB more for the stream), fed
 # in raft-sized batches made before each is timed (never alongside: on a node entries
 # arrive made); the full 1 M run takes about 12 min on 2 cores, mostly the
 # restores of each step's snapshot. Flags: BENCHSTATEFLAGS=

@@ -67,7 +67,7 @@ func TestJudge(t *testing.T) {
 		{"slow final restore", []Step{good(100000, 1), {Lifecycles: 200000, HeapInUse: 1, ApplyPerSec: 20000, RestoreTime: time.Minute}}, []string{"met", "met", "met", "NOT MET"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := judge(tc.steps)
+			got := judge(tc.steps, 2)
 			if len(got) != len(tc.want) {
 				t.Fatalf("%d targets", len(got))
 			}
@@ -131,5 +131,19 @@ func TestRunStopsAtMaxHeap(t *testing.T) {
 	}
 	if !strings.Contains(rep.StoppedEarly, "exceeds -max-heap") {
 		t.Fatalf("stopped early: %q", rep.StoppedEarly)
+	}
+}
+
+// The throughput target says what a step cost the machine and what its cores could do at
+// that cost, from the CPU measured over the step's applies.
+func TestThroughputCeiling(t *testing.T) {
+	slow := Step{Lifecycles: 100000, HeapInUse: 1, StepEntries: 10000, ApplyTime: time.Second, ApplyCPU: 1500 * time.Millisecond, ApplyPerSec: 10000, RestoreTime: time.Second}
+	rate := judge([]Step{slow}, 2)[1]
+	want := "at that step 150µs of CPU per entry, 1.50 of 2 cores busy: at that cost 2 cores apply at most 13333 entries/s"
+	if rate.Name != "apply throughput" || rate.Note != want {
+		t.Fatalf("%s: note %q, want %q", rate.Name, rate.Note, want)
+	}
+	if unmeasured := judge([]Step{{Lifecycles: 100000, ApplyPerSec: 30000}}, 2)[1]; unmeasured.Note != "" {
+		t.Fatalf("a step without CPU figures has note %q", unmeasured.Note)
 	}
 }
