@@ -33,6 +33,8 @@ type fakeState struct {
 	mu       sync.Mutex
 	keys     map[string]*state.Key
 	requests map[string]*state.Request
+	version  uint64 // moves with every key put, as state.FSM.KeysVersion
+	scans    int    // AllKeys calls
 }
 
 func (f *fakeState) put(k *state.Key, r *state.Request) {
@@ -44,6 +46,7 @@ func (f *fakeState) put(k *state.Key, r *state.Request) {
 	if k != nil {
 		c := *k
 		f.keys[k.ID] = &c
+		f.version++
 	}
 	if r != nil {
 		c := *r
@@ -75,9 +78,16 @@ func (f *fakeState) OpenRequests() []*state.Request {
 	return out
 }
 
+func (f *fakeState) KeysVersion() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.version
+}
+
 func (f *fakeState) AllKeys() []*state.Key {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.scans++
 	var out []*state.Key
 	for _, k := range f.keys {
 		out = append(out, k)

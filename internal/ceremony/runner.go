@@ -35,6 +35,8 @@ type State interface {
 	Key(id string) *state.Key
 	OpenRequests() []*state.Request
 	AllKeys() []*state.Key
+	// KeysVersion changes whenever a key record may have changed.
+	KeysVersion() uint64
 }
 
 // Reporter signs and proposes this node's reports (raftnode.Node).
@@ -526,29 +528,19 @@ func (n *Runner) reconcileLoop(ctx context.Context) {
 	settled := map[string]uint32{}
 	staleChecked := false
 	var pruned time.Time
+	// The keys are gone over again only when one changed (state.FSM.KeysVersion) or
+	// something was left to do at the last pass (an erase or a settling that failed, a
+	// reshare running): while the cluster only signs, this costs nothing however many
+	// keys it holds.
+	var seen uint64
+	var keysDone bool
 	for {
 		if time.Since(pruned) > sessionMarkerPrune {
 			pruned = time.Now()
 			n.pruneSessionMarkers()
 		}
-		for _, k := range n.fsm.AllKeys() {
-			if (k.Status == state.KeyFailed || k.Status == state.KeyDeleted) && !erased[k.ID] {
-				ok, err := n.ks.HasShare(k.ID)
-				if err == nil && (!ok || n.eraseShare(k.ID)) {
-					erased[k.ID] = true
-					if ok && k.Status == state.KeyDeleted {
-						n.log.Info("erased the share of a deleted key (crypto-erase)", "key", k.ID)
-					}
-				}
-			}
-		}
-		for _, k := range n.fsm.AllKeys() {
-			if g, ok := settled[k.ID]; ok && g == k.Generation && k.Resharing == nil {
-				continue
-			}
-			if n.settleShares(k) && k.Resharing == nil {
-				settled[k.ID] = k.Generation
-			}
+		if v := n.fsm.KeysVersion(); !keysDone || v != seen {
+			keysDone, seen = n.reconcileKeys(erased, settled), v
 		}
 		if !staleChecked {
 			if names, err := n.ks.ListShares(); err == nil {
@@ -565,6 +557,35 @@ func (n *Runner) reconcileLoop(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// reconcileKeys erases the shares of failed and deleted keys not yet erased and settles
+// every key's shares (reshare.go), recording what it did in erased and settled; done says
+// nothing was left for a later pass.
+func (n *Runner) reconcileKeys(erased map[string]bool, settled map[string]uint32) (done bool) {
+	done = true
+	for _, k := range n.fsm.AllKeys() {
+		if (k.Status == state.KeyFailed || k.Status == state.KeyDeleted) && !erased[k.ID] {
+			ok, err := n.ks.HasShare(k.ID)
+			if err == nil && (!ok || n.eraseShare(k.ID)) {
+				erased[k.ID] = true
+				if ok && k.Status == state.KeyDeleted {
+					n.log.Info("erased the share of a deleted key (crypto-erase)", "key", k.ID)
+				}
+			} else {
+				done = false
+			}
+		}
+		if g, ok := settled[k.ID]; ok && g == k.Generation && k.Resharing == nil {
+			continue
+		}
+		if n.settleShares(k) && k.Resharing == nil {
+			settled[k.ID] = k.Generation
+		} else {
+			done = false
+		}
+	}
+	return done
 }
 
 // InputSessionParams are the session of a PSBT signing's i-th input: the request's

@@ -65,3 +65,50 @@ func TestSessionMarkersPruned(t *testing.T) {
 		}
 	}
 }
+
+// TestReconcileOnlyWhenKeysChange: the reconcile loop goes over the keys at its first
+// pass (erasing a failed key's share), not again while no key changes (the cluster only
+// signs), and again once one does (another key fails).
+func TestReconcileOnlyWhenKeysChange(t *testing.T) {
+	st := &fakeState{}
+	ks := openStore(t)
+	st.put(&state.Key{ID: "key_live", Status: state.KeyActive, Members: []string{"n1", "n2", "n3"}}, nil)
+	st.put(&state.Key{ID: "key_failed", Status: state.KeyFailed, Members: []string{"n1", "n2", "n3"}}, nil)
+	for _, id := range []string{"key_live", "key_failed", "key_failed_later"} {
+		if err := ks.PutShare(id, []byte("share of "+id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := newTestRunner(t, st, ks)
+	r.Start()
+	scans := func() int {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.scans
+	}
+	erasedShare := func(id string) bool {
+		ok, err := ks.HasShare(id)
+		return err == nil && !ok
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 10 s (%d scans)", what, scans())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFor("the failed key's share erased", func() bool { return erasedShare("key_failed") })
+	first := scans()
+	time.Sleep(5 * time.Second) // two passes of the loop
+	if got := scans(); got != first {
+		t.Fatalf("the keys were gone over %d more times while none changed", got-first)
+	}
+	if erasedShare("key_live") {
+		t.Fatal("the live key's share was erased")
+	}
+	st.put(&state.Key{ID: "key_failed_later", Status: state.KeyFailed, Members: []string{"n1", "n2", "n3"}}, nil)
+	waitFor("the share of the key that failed later erased", func() bool { return erasedShare("key_failed_later") })
+}

@@ -220,3 +220,46 @@ func TestCheckpointSpacing(t *testing.T) {
 		}
 	}
 }
+
+// TestKeysVersion: KeysVersion moves when a key record changes (a keygen, a key's
+// deletion) and on a restore, not while the cluster signs with its keys.
+func TestKeysVersion(t *testing.T) {
+	h := newSignedHarness(t, 3, 2)
+	before := h.f.KeysVersion()
+	k := h.activeKey()
+	if h.f.KeysVersion() == before {
+		t.Fatal("a keygen left KeysVersion")
+	}
+	v := h.f.KeysVersion()
+	for i := range 3 {
+		res := h.submit("n1", h.userReq("POST", "/v1/keys/"+k.ID+"/sign", `{"message":"02"}`, 0), &Schedule{RequestID: "req_" + randHex(), Committee: []string{"n1", "n2"}, Nonce: freshNonce()})
+		r := h.f.Request(res.RequestID)
+		if r == nil {
+			t.Fatalf("sign %d: %+v", i, res)
+		}
+		if res := h.reportAs("n1", "n1", TypeCeremonyResult, &CeremonyResult{RequestID: r.ID, Nonce: r.Nonce, Node: "n1", Signature: Signature{Sig: []byte("good")}}); !res.OK() {
+			t.Fatalf("result %d: %+v", i, res)
+		}
+		if r = h.f.Request(r.ID); r.Status != StatusSigned {
+			t.Fatalf("request %d: %s", i, r.Status)
+		}
+	}
+	if got := h.f.KeysVersion(); got != v {
+		t.Fatalf("signing moved KeysVersion from %d to %d", v, got)
+	}
+	if res := h.submit("n1", h.userReq("DELETE", "/v1/keys/"+k.ID, "", 0), nil); !res.OK() {
+		t.Fatalf("delete: %+v", res)
+	}
+	if got := h.f.KeysVersion(); got == v {
+		t.Fatal("scheduling the key's deletion left KeysVersion")
+	}
+	v = h.f.KeysVersion()
+	g := openTestFSM(t, okVerifier{}, nil, nil)
+	w := g.KeysVersion()
+	if err := g.Restore(io.NopCloser(bytes.NewReader(snapshotOf(t, h.f)))); err != nil {
+		t.Fatal(err)
+	}
+	if g.KeysVersion() == w {
+		t.Fatal("a restore left KeysVersion")
+	}
+}

@@ -138,6 +138,9 @@ type FSM struct {
 	// a batch that changes them publishes a new set at commit).
 	policies atomic.Pointer[policy.Set]
 	applied  atomic.Uint64
+	// keysVersion moves whenever a key record changed (a committed batch, a reload): see
+	// KeysVersion.
+	keysVersion atomic.Uint64
 	// halted records an entry this binary cannot apply; the node stops serving.
 	halted atomic.Pointer[string]
 
@@ -239,8 +242,15 @@ func (f *FSM) reload() error {
 	f.policies.Store(pols)
 	f.committed.Store(m)
 	f.setApplied(idx)
+	f.keysVersion.Add(1)
 	return nil
 }
+
+// KeysVersion changes whenever a key record may have changed: a committed batch that
+// wrote one, a restore, the start. A node's background work that goes over every key
+// (the runner's share reconciliation) need do so only when it moved: signing leaves keys
+// alone, so that work no longer grows with the number of keys while the cluster signs.
+func (f *FSM) KeysVersion() uint64 { return f.keysVersion.Load() }
 
 // Close stops the checkpoint hasher and closes the database (durably).
 func (f *FSM) Close() error {
@@ -516,6 +526,9 @@ func (f *FSM) commitRun(r *batchRun) bool {
 	f.policies.Store(r.pols)
 	f.committed.Store(r.m)
 	f.setApplied(r.last)
+	if r.t.keysChanged {
+		f.keysVersion.Add(1)
+	}
 	f.emit(r.events...)
 	return true
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/custos/custos/internal/statedb"
 )
@@ -131,6 +132,8 @@ type tx struct {
 	objs map[string]*object
 	// objects is how many object records this tx added, less those it deleted.
 	objects int64
+	// keysChanged says flush wrote or deleted a key record (FSM.KeysVersion).
+	keysChanged bool
 }
 
 // batchKV is what a tx writes into: a statedb.Batch (or, to convert an old snapshot, a
@@ -300,12 +303,14 @@ func (t *tx) delRange(lower, upper []byte) {
 
 // flush writes every changed object into the batch.
 func (t *tx) flush() {
+	keys := key(tKey)
 	for k, o := range t.objs {
 		if o.v == nil {
 			if o.orig != nil {
 				if err := t.b.Delete([]byte(k)); err != nil {
 					fault("state: delete %q: %w", k, err)
 				}
+				t.keysChanged = t.keysChanged || strings.HasPrefix(k, string(keys))
 			}
 			continue
 		}
@@ -317,6 +322,7 @@ func (t *tx) flush() {
 			if err := t.b.Set([]byte(k), enc); err != nil {
 				fault("state: write %q: %w", k, err)
 			}
+			t.keysChanged = t.keysChanged || strings.HasPrefix(k, string(keys))
 		}
 	}
 	clear(t.objs)
