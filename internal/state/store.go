@@ -153,10 +153,81 @@ type object struct {
 
 func newTx(b batchKV) *tx { return &tx{b: b, objs: map[string]*object{}} }
 
-func (t *tx) Get(k []byte) ([]byte, error) { return t.b.Get(k) }
+// Get reads a record as this batch sees it: an object the batch loaded, added, changed
+// or deleted is read from the cache (encoded), not from the database, which holds it
+// only after flush — what an entry decides must not depend on which entries share its
+// raft batch (every node batches the log its own way).
+func (t *tx) Get(k []byte) ([]byte, error) {
+	if o, ok := t.objs[string(k)]; ok {
+		if o.v == nil {
+			return nil, statedb.ErrNotFound
+		}
+		return encodeObject(k, o.v), nil
+	}
+	return t.b.Get(k)
+}
 
+// Scan is the batch's Scan with its cached objects in place of what the database holds
+// (see Get), in key order.
 func (t *tx) Scan(lower, upper []byte, fn func(key, value []byte) error) error {
-	return t.b.Scan(lower, upper, fn)
+	var cached []string
+	for k := range t.objs {
+		if k >= string(lower) && k < string(upper) {
+			cached = append(cached, k)
+		}
+	}
+	if len(cached) == 0 {
+		return t.b.Scan(lower, upper, fn)
+	}
+	slices.Sort(cached)
+	next := 0
+	// emitBefore hands fn the batch's objects ordered before key k (all when k is nil).
+	emitBefore := func(k []byte) error {
+		for ; next < len(cached) && (k == nil || cached[next] < string(k)); next++ {
+			if o := t.objs[cached[next]]; o.v != nil {
+				if err := fn([]byte(cached[next]), encodeObject([]byte(cached[next]), o.v)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	stopped := false
+	err := t.b.Scan(lower, upper, func(k, v []byte) error {
+		if err := emitBefore(k); err != nil {
+			stopped = true
+			return err
+		}
+		if next < len(cached) && cached[next] == string(k) {
+			next++
+			o := t.objs[string(k)]
+			if o.v == nil {
+				return nil // deleted in this batch
+			}
+			v = encodeObject(k, o.v)
+		}
+		if err := fn(k, v); err != nil {
+			stopped = true
+			return err
+		}
+		return nil
+	})
+	if err != nil || stopped {
+		return err
+	}
+	if err := emitBefore(nil); err != nil && !errors.Is(err, statedb.ErrStop) {
+		return err
+	}
+	return nil
+}
+
+// encodeObject is a cached object's encoding, as flush writes it.
+func encodeObject(k []byte, v any) []byte {
+	enc, err := json.Marshal(v)
+	if err != nil {
+		fault("state: encode %q: %w", k, err)
+	}
+	return enc
 }
 
 // get returns the object under k, cached for the rest of the batch, or nil.
