@@ -273,11 +273,13 @@ func CheckWindow(s *Signature, now time.Time) error {
 		return newErr(CodeSignatureExpired, "signature created too long ago; check the client's clock")
 	}
 	if s.Expires != nil {
-		if *s.Expires < s.Created {
-			return sigInvalid("signature expires before it was created")
-		}
+		// Expired first: API.md answers an expires in the past with
+		// auth.signature_expired, also when it is before created.
 		if t > *s.Expires {
 			return newErr(CodeSignatureExpired, "signature expired")
+		}
+		if *s.Expires < s.Created {
+			return sigInvalid("signature expires before it was created")
 		}
 	}
 	return nil

@@ -365,7 +365,9 @@ func TestCheckWindow(t *testing.T) {
 		{"expires ahead", now, i64(now + 10), ""},
 		{"expires now", now - 5, i64(now), ""},
 		{"expired", now - 10, i64(now - 1), CodeSignatureExpired},
-		{"expires before created", now, i64(now - 1), CodeSignatureInvalid},
+		// In the past: expired (API.md), though also before created.
+		{"expires in the past, before created", now, i64(now - 1), CodeSignatureExpired},
+		{"expires before created, not yet past", now + 20, i64(now + 10), CodeSignatureInvalid},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

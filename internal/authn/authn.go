@@ -315,7 +315,7 @@ func (v *Verifier) verifySignature(f *Form, keyID string, pub []byte, at time.Ti
 }
 
 // verifyAccessKey authenticates an Ed25519 access key's RFC 9421 request (no token): the
-// profile, the key is known (unknown → auth.token_invalid, step 4's place), the window
+// key is known (unknown → auth.token_invalid, step 4's place), the profile, the window
 // and the signature by the key's public key.
 func (v *Verifier) verifyAccessKey(f *Form, at time.Time, dir Directory) (*Principal, error) {
 	parts := f.Parts()
@@ -323,15 +323,17 @@ func (v *Verifier) verifyAccessKey(f *Form, at time.Time, dir Directory) (*Princ
 	if err != nil {
 		return nil, err
 	}
-	if err := auth.CheckProfile(sig, parts); err != nil {
-		return nil, err
-	}
+	// The access key stands in the token's place (step 4): known before its signature's
+	// components and parameters are judged (step 5).
 	if !strings.HasPrefix(sig.KeyID, "ak_") {
 		return nil, fail(auth.CodeTokenInvalid, "unknown access key: keyid must be an access key id (ak_…), user:<id> with a token, or admin")
 	}
 	ak, ok := dir.AccessKey(sig.KeyID)
 	if !ok {
 		return nil, fail(auth.CodeTokenInvalid, "unknown access key")
+	}
+	if err := auth.CheckProfile(sig, parts); err != nil {
+		return nil, err
 	}
 	if ak.Scheme != SchemeEd25519 {
 		return nil, fail(auth.CodeSignatureInvalid, "this access key is a secp256k1 key: sign with X-Auth-Token")

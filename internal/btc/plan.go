@@ -144,7 +144,9 @@ func (d *deriver) scripts(path string) (*keyScripts, error) {
 }
 
 // spentOutput checks input i's non_witness_utxo (and witness_utxo and sighash type)
-// and returns the output it spends. Kind checks that need the key come later;
+// and returns the output it spends. An input that does not prove what it spends (no
+// non_witness_utxo, one that is not the outpoint's transaction, a witness_utxo that is
+// not that output) is psbt.input_not_ours, as API.md says. Kind checks that need the key come later;
 // witness_utxo is checked against the spent output whatever the kind.
 func spentOutput(p *psbt.Packet, i int) (*wire.TxOut, error) {
 	in := &p.Inputs[i]
@@ -152,23 +154,23 @@ func spentOutput(p *psbt.Packet, i int) (*wire.TxOut, error) {
 		return nil, refuse(CodeInvalid, "input %d is already finalized", i)
 	}
 	if in.NonWitnessUtxo == nil {
-		return nil, refuse(CodeInvalid, "input %d has no non_witness_utxo (required for every input)", i)
+		return nil, refuse(CodeInputNotOurs, "input %d has no non_witness_utxo (required for every input)", i)
 	}
 	// CVE-2020-14199: the amount a segwit input spends is only trustworthy when the
 	// whole previous transaction, hashing to the outpoint's txid, vouches for it.
 	op := p.UnsignedTx.TxIn[i].PreviousOutPoint
 	if h := in.NonWitnessUtxo.TxHash(); h != op.Hash {
-		return nil, refuse(CodeInvalid, "input %d: non_witness_utxo is transaction %s, not %s which the input spends", i, h, op.Hash)
+		return nil, refuse(CodeInputNotOurs, "input %d: non_witness_utxo is transaction %s, not %s which the input spends", i, h, op.Hash)
 	}
 	if int64(op.Index) >= int64(len(in.NonWitnessUtxo.TxOut)) {
-		return nil, refuse(CodeInvalid, "input %d: non_witness_utxo has no output %d", i, op.Index)
+		return nil, refuse(CodeInputNotOurs, "input %d: non_witness_utxo has no output %d", i, op.Index)
 	}
 	spent := in.NonWitnessUtxo.TxOut[op.Index]
 	if spent.Value < 0 || spent.Value > btcutil.MaxSatoshi {
 		return nil, refuse(CodeInvalid, "input %d: spent output's amount %d is out of range", i, spent.Value)
 	}
 	if in.WitnessUtxo != nil && (in.WitnessUtxo.Value != spent.Value || !bytes.Equal(in.WitnessUtxo.PkScript, spent.PkScript)) {
-		return nil, refuse(CodeInvalid, "input %d: witness_utxo does not match the output non_witness_utxo says it spends", i)
+		return nil, refuse(CodeInputNotOurs, "input %d: witness_utxo does not match the output non_witness_utxo says it spends", i)
 	}
 	// btcd's parser reads an absent sighash type as 0; parsePacket refuses an explicit 0.
 	if in.SighashType != 0 && in.SighashType != txscript.SigHashAll {

@@ -361,25 +361,25 @@ func TestPlanRefusals(t *testing.T) {
 		{"negative index", mod{specs: func(s []InputSpec) []InputSpec { return append(s, InputSpec{Index: -1}) }}, CodeInvalid, "input -1 is out of range"},
 		{"bad input path", mod{specs: func(s []InputSpec) []InputSpec { s[0].DerivationPath = "m/1'"; return s }}, CodeInvalid, "input 0: derivation path"},
 
-		{"missing non_witness_utxo", mod{edit: func(b *built) { b.pkt.Inputs[0].NonWitnessUtxo = nil }}, CodeInvalid, "input 0 has no non_witness_utxo"},
-		{"missing non_witness_utxo, p2pkh", mod{edit: func(b *built) { b.pkt.Inputs[2].NonWitnessUtxo = nil }}, CodeInvalid, "input 2 has no non_witness_utxo"},
-		{"non_witness_utxo txid mismatch", mod{edit: func(b *built) { b.pkt.Inputs[1].NonWitnessUtxo = otherTx() }}, CodeInvalid, "input 1: non_witness_utxo is transaction"},
+		{"missing non_witness_utxo", mod{edit: func(b *built) { b.pkt.Inputs[0].NonWitnessUtxo = nil }}, CodeInputNotOurs, "input 0 has no non_witness_utxo"},
+		{"missing non_witness_utxo, p2pkh", mod{edit: func(b *built) { b.pkt.Inputs[2].NonWitnessUtxo = nil }}, CodeInputNotOurs, "input 2 has no non_witness_utxo"},
+		{"non_witness_utxo txid mismatch", mod{edit: func(b *built) { b.pkt.Inputs[1].NonWitnessUtxo = otherTx() }}, CodeInputNotOurs, "input 1: non_witness_utxo is transaction"},
 		{"non_witness_utxo unparsable", mod{edit: func(b *built) {
 			b.pkt.Inputs[1].NonWitnessUtxo = nil
 			addUnknown(&b.pkt.Inputs[1].Unknowns, []byte{0x00}, []byte{1, 2, 3})
 		}}, CodeInvalid, "malformed psbt"},
 		{"non_witness_utxo lacks the output", mod{edit: func(b *built) {
 			b.pkt.UnsignedTx.TxIn[0].PreviousOutPoint.Index = 5
-		}}, CodeInvalid, "non_witness_utxo has no output 5"},
+		}}, CodeInputNotOurs, "non_witness_utxo has no output 5"},
 		{"witness_utxo value mismatch", mod{edit: func(b *built) {
 			b.pkt.Inputs[0].WitnessUtxo = wire.NewTxOut(40_001, w.script(t, "m/0/1", KindP2WPKH))
-		}}, CodeInvalid, "input 0: witness_utxo does not match"},
+		}}, CodeInputNotOurs, "input 0: witness_utxo does not match"},
 		{"witness_utxo script mismatch", mod{edit: func(b *built) {
 			b.pkt.Inputs[1].WitnessUtxo = wire.NewTxOut(40_000, w.script(t, "m/0/1", KindP2WPKH))
-		}}, CodeInvalid, "input 1: witness_utxo does not match"},
+		}}, CodeInputNotOurs, "input 1: witness_utxo does not match"},
 		{"witness_utxo on p2pkh mismatch", mod{edit: func(b *built) {
 			b.pkt.Inputs[2].WitnessUtxo = wire.NewTxOut(40_000, w.script(t, "", KindP2WPKH))
-		}}, CodeInvalid, "input 2: witness_utxo does not match"},
+		}}, CodeInputNotOurs, "input 2: witness_utxo does not match"},
 		{"witness_utxo malformed", mod{edit: func(b *built) {
 			b.pkt.Inputs[0].WitnessUtxo = nil
 			addUnknown(&b.pkt.Inputs[0].Unknowns, []byte{0x01}, []byte{1})

@@ -62,6 +62,23 @@ func TestAccessKeyAuthenticationPipeline(t *testing.T) {
 		{"unknown access key", func(t *testing.T) *http.Request {
 			return sign(t, request("GET", "/v1/keys", nil), nil, "ak_"+strings.Repeat("0", 32), edKey)
 		}, "auth.token_invalid", nil},
+		// The access key stands in the token's place: an unknown one is refused before
+		// the signature's components are judged.
+		{"unknown access key, components short of the profile", func(t *testing.T) *http.Request {
+			r := sign(t, request("GET", "/v1/keys", nil), nil, "ak_"+strings.Repeat("0", 32), edKey)
+			si := r.Header.Get("Signature-Input")
+			short := strings.Replace(si, ` "@path" "@query"`, "", 1)
+			if short == si {
+				t.Fatalf("signature input %q", si)
+			}
+			r.Header.Set("Signature-Input", short)
+			return r
+		}, "auth.token_invalid", nil},
+		{"known access key, components short of the profile", func(t *testing.T) *http.Request {
+			r := sign(t, request("GET", "/v1/keys", nil), nil, edAK.ID, edKey)
+			r.Header.Set("Signature-Input", strings.Replace(r.Header.Get("Signature-Input"), ` "@path" "@query"`, "", 1))
+			return r
+		}, "auth.signature_invalid", nil},
 		{"keyid that is no access key", func(t *testing.T) *http.Request {
 			return sign(t, request("GET", "/v1/keys", nil), nil, "robot", edKey)
 		}, "auth.token_invalid", nil},

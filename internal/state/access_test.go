@@ -234,7 +234,7 @@ func TestAccessKeyEffectivePermissionsAndScope(t *testing.T) {
 			return Call{Caller: h.ak(scoped, h.nonce()), Op: OpKeySign, KeyID: k1, MessageHex: digest, Schedule: sched()}
 		}, ""},
 		{"request out of scope", nil, func() Call { return Call{Caller: h.ak(scoped, h.nonce()), Op: OpRequestGet, RequestID: own.RequestID} }, "request.not_found"},
-		{"unscoped key sees the grantor's request", nil, func() Call { return Call{Caller: h.ak(reader, h.nonce()), Op: OpRequestGet, RequestID: own.RequestID} }, ""},
+		{"an access key does not see its grantor's own requests", nil, func() Call { return Call{Caller: h.ak(reader, h.nonce()), Op: OpRequestGet, RequestID: own.RequestID} }, "request.not_found"},
 		{"access keys cannot create keys", nil, func() Call {
 			return Call{Caller: h.ak(scoped, h.nonce()), Op: OpKeyCreate, Curve: CurveEd25519, Threshold: 2}
 		}, "perm.denied"},
@@ -267,6 +267,13 @@ func TestAccessKeyEffectivePermissionsAndScope(t *testing.T) {
 	r := h.f.Request(signed)
 	if r == nil || r.Owner != alice || r.AccessKeyID != scoped || r.Actor != scoped {
 		t.Fatalf("request made by an access key: %+v", r)
+	}
+	// The access key that made a request reads it; another of the grantor's does not.
+	for ak, want := range map[string]string{scoped: "", reader: "request.not_found"} {
+		c := Call{Caller: h.ak(ak, h.nonce()), Op: OpRequestGet, RequestID: signed}
+		if res := h.apply(TypeCall, &c); res.Code != want {
+			t.Fatalf("%s reads the request %s made: %q, want %q", ak, scoped, res.Code, want)
+		}
 	}
 	if keys := h.f.KeysIn(alice, h.f.AccessKey(scoped).KeyIDs, "", 100); len(keys) != 1 || keys[0].ID != k1 {
 		t.Fatalf("scoped key list: %v", keys)

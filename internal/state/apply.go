@@ -394,7 +394,9 @@ func (a *applier) userOp(c *Call, p principal) Result {
 		return Result{KeyID: c.KeyID}
 	case OpRequestGet:
 		r := a.request(c.RequestID)
-		if r == nil || r.Owner != p.user.ID || (p.ak != nil && !p.ak.Covers(r.KeyID)) {
+		// A user sees its requests; an access key only those it made itself (API.md:
+		// "their own"), not its grantor's others.
+		if r == nil || r.Owner != p.user.ID || (p.ak != nil && (r.AccessKeyID != p.ak.ID || !p.ak.Covers(r.KeyID))) {
 			return refuse("request.not_found", "no such request")
 		}
 		return Result{RequestID: c.RequestID}

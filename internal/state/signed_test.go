@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/hashicorp/raft"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -463,4 +464,36 @@ func TestTwoColludingMembers(t *testing.T) {
 
 func signNodeForTest(h *signedHarness, node, kind string, body []byte) ([]byte, error) {
 	return authn.SignNode(h.ids[node], authn.DomainReport, ReportMessage(kind, body))
+}
+
+// TestAdminTokensWithoutJTI: API.md's admin token is an HS256 JWT with iat and exp at most
+// 300 s apart and no user_id; role and jti are optional. One without a jti — {iat,exp},
+// {role,iat,exp} — is accepted once: its SHA-256 is its replay key, so a copy of it is
+// refused for as long as it is valid.
+func TestAdminTokensWithoutJTI(t *testing.T) {
+	h := newSignedHarness(t, 3, 2)
+	key := bytes.Repeat([]byte{9}, 32) // the harness's shared admin key
+	for i, claims := range []string{`{"iat":%d,"exp":%d}`, `{"role":"admin","iat":%d,"exp":%d}`} {
+		now := time.UnixMilli(h.stamp).Unix()
+		var mc jwt.MapClaims
+		if err := json.Unmarshal([]byte(fmt.Sprintf(claims, now, now+60)), &mc); err != nil {
+			t.Fatal(err)
+		}
+		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, mc).SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		call := func() Result {
+			r := httptest.NewRequest("GET", "/v1/admin/users", nil)
+			r.Header.Set("Authorization", "Bearer "+tok)
+			return h.submit("n1", form(r, nil), nil)
+		}
+		if res := call(); !res.OK() {
+			t.Fatalf("token %d %s: %+v", i, claims, res)
+		}
+		if res := call(); res.Code != "auth.nonce_reused" {
+			t.Fatalf("token %d %s used again: %+v, want auth.nonce_reused", i, claims, res)
+		}
+		h.stamp += 1000
+	}
 }

@@ -132,15 +132,18 @@ func TestAccessKeys(t *testing.T) {
 		}
 		_, err := ak.clients[0].Sign(ctx, ka2.KeyID, []byte("x"), "", "")
 		wantErr(t, "scoped key signs with another key", err, 404, "key.not_found")
-		_, err = ak.clients[1].Sign(ctx, ka1.KeyID, []byte("x"), "", "")
+		own, err := ak.clients[1].Sign(ctx, ka1.KeyID, []byte("x"), "", "")
 		wantOK(t, "scoped key signs with its key", err)
 		ks, err := ak.clients[2].ListKeys(ctx)
 		wantOK(t, "scoped list", err)
 		if len(ks) != 1 || ks[0].KeyID != ka1.KeyID {
 			t.Fatalf("scoped list shows %+v, want only %s", ks, ka1.KeyID)
 		}
+		_, err = ak.clients[0].GetRequest(ctx, own.RequestID)
+		wantOK(t, "scoped key reads the request it made", err)
+		// Its grantor's own requests are not its own (API.md: "access key (their own)").
 		_, err = ak.clients[0].GetRequest(ctx, ra1)
-		wantOK(t, "scoped key reads a request of its key", err)
+		wantErr(t, "scoped key reads its grantor's request on its key", err, 404, "request.not_found")
 		_, err = ak.clients[0].GetRequest(ctx, ra2)
 		if s, _ := apiErr(err); s != 404 {
 			t.Fatalf("scoped key reads a request of another key: %v", err)

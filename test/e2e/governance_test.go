@@ -363,8 +363,8 @@ func TestGovernedPSBTSigningOnARealBitcoinNode(t *testing.T) {
 			code string
 		}{
 			{"change to a foreign script", foreign.body(t, false), "psbt.change_mismatch"},
-			{"segwit input without non_witness_utxo", noUtxo.body(t, false), "psbt.invalid"},
-			{"non_witness_utxo of another transaction", wrongUtxo.body(t, false), "psbt.invalid"},
+			{"segwit input without non_witness_utxo", noUtxo.body(t, false), "psbt.input_not_ours"},
+			{"non_witness_utxo of another transaction", wrongUtxo.body(t, false), "psbt.input_not_ours"},
 			{"garbage", api.PSBTBody{PSBT: base64.StdEncoding.EncodeToString([]byte("psbt\xff garbage")), Network: "simnet", Inputs: []api.PSBTInput{{Index: 0}}}, "psbt.invalid"},
 			{"an input that is not the key's", pay([]coin{{utxo: btc.Fund(t, r2PK, 1e7), segwit: true}}, r1PK, 5e6).body(t, false), "psbt.input_not_ours"},
 		} {
