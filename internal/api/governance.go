@@ -344,6 +344,7 @@ type Webhook struct {
 // WebhookList is GET /v1/admin/webhooks.
 type WebhookList struct {
 	Webhooks []Webhook `json:"webhooks"`
+	Next     string    `json:"next,omitempty"`
 }
 
 // Delivery is one delivery attempt of an event to a webhook.
@@ -361,6 +362,7 @@ type Delivery struct {
 // first.
 type DeliveryList struct {
 	Deliveries []Delivery `json:"deliveries"`
+	Next       string     `json:"next,omitempty"`
 }
 
 // WebhookPayload is the body of a delivery (Standard Webhooks).

@@ -185,6 +185,7 @@ type Member struct {
 type MemberList struct {
 	Members []Member `json:"members"`
 	Change  string   `json:"change,omitempty"`
+	Next    string   `json:"next,omitempty"`
 }
 
 // Membership is a membership change request's progress: the change (add, remove,

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"net/http"
 	"strings"
 	"time"
 
@@ -33,6 +34,22 @@ func (s *Server) checkRate(x *exchange) *apiError {
 	return e
 }
 
+// maxDrain bounds the oversized body a node reads and drops before it answers 413.
+const maxDrain = 8 << 20
+
+// drainTooLarge reads and drops the rest of an oversized body (read bytes of it read
+// already) when it is at most maxDrain in all, so that a client still sending it reads
+// the 413 rather than a reset connection: net/http closes a connection with more than
+// 256 KiB of its body unread, and a client writing a body that does not fit in the
+// socket's buffers then fails before it reads the answer. Larger bodies are not read.
+// The server's read timeout bounds the time it takes.
+func drainTooLarge(r *http.Request, read int64) {
+	if r.ContentLength > maxDrain {
+		return
+	}
+	_, _ = io.CopyN(io.Discard, r.Body, maxDrain-read)
+}
+
 // checkAuth runs API.md's checks in their order up to the signature itself: the body
 // size here, the rest in internal/authn, the one verifier the FSM runs again at the
 // entry's stamp. It leaves the caller and the signed form on the exchange.
@@ -44,6 +61,7 @@ func (s *Server) checkAuth(x *exchange) *apiError {
 		max = min(max, maxGrantBody)
 	}
 	if r.ContentLength > max {
+		drainTooLarge(r, 0)
 		return errf(api.CodeRequestTooLarge, "request body is larger than %d bytes", max)
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, max+1))
@@ -51,6 +69,7 @@ func (s *Server) checkAuth(x *exchange) *apiError {
 		return errf(api.CodeRequestMalformed, "could not read the body")
 	}
 	if int64(len(body)) > max {
+		drainTooLarge(r, int64(len(body)))
 		return errf(api.CodeRequestTooLarge, "request body is larger than %d bytes", max)
 	}
 	x.body = body

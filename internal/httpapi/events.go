@@ -210,10 +210,18 @@ func (s *Server) hWebhookList(x *exchange) *apiError {
 	if _, err := s.commit(x); err != nil {
 		return err
 	}
-	out := api.WebhookList{Webhooks: []api.Webhook{}}
-	for _, w := range s.st.Webhooks() {
-		out.Webhooks = append(out.Webhooks, w.View())
+	after, limit, bad := pageParams(x)
+	if bad != "" {
+		return errf(api.CodeRequestMalformed, "%s", bad)
 	}
+	var ws []state.Webhook
+	for _, w := range s.st.Webhooks() { // in id order (at most state.MaxWebhooks)
+		if w.ID > after {
+			ws = append(ws, w)
+		}
+	}
+	var out api.WebhookList
+	out.Webhooks, out.Next = page(ws, limit, func(w state.Webhook) string { return w.ID }, func(w state.Webhook) api.Webhook { return w.View() })
 	x.json(http.StatusOK, out)
 	return nil
 }
@@ -232,10 +240,18 @@ func (s *Server) hWebhookDeliveries(x *exchange) *apiError {
 	if err != nil {
 		return err
 	}
-	out := api.DeliveryList{Deliveries: []api.Delivery{}}
-	for _, d := range s.st.WebhookLog(res.WebhookID) {
-		out.Deliveries = append(out.Deliveries, d.View())
+	after, limit, bad := numericPageParams(x, "a delivery number")
+	if bad != "" {
+		return errf(api.CodeRequestMalformed, "%s", bad)
 	}
+	var ds []state.WebhookAttempt
+	for _, d := range s.st.WebhookLog(res.WebhookID) { // in attempt order, a bounded log
+		if d.N > after {
+			ds = append(ds, d)
+		}
+	}
+	var out api.DeliveryList
+	out.Deliveries, out.Next = page(ds, limit, func(d state.WebhookAttempt) string { return strconv.FormatUint(d.N, 10) }, func(d state.WebhookAttempt) api.Delivery { return d.View() })
 	x.json(http.StatusOK, out)
 	return nil
 }

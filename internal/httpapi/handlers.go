@@ -4,7 +4,9 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/custos/custos/internal/api"
@@ -189,17 +191,22 @@ func (s *Server) hMembers(x *exchange) *apiError {
 		return err
 	}
 	if res.RequestID == "" {
+		after, limit, bad := pageParams(x)
+		if bad != "" {
+			return errf(api.CodeRequestMalformed, "%s", bad)
+		}
 		_, _, members := s.st.Cluster()
+		members = slices.DeleteFunc(slices.Clone(members), func(m state.Member) bool { return m.ID <= after })
+		slices.SortFunc(members, func(a, b state.Member) int { return strings.Compare(a.ID, b.ID) })
 		leaderID := s.leader()
-		out := api.MemberList{Members: []api.Member{}, Change: s.st.MemberChange()}
-		for _, m := range members {
+		out := api.MemberList{Change: s.st.MemberChange()}
+		out.Members, out.Next = page(members, limit, func(m state.Member) string { return m.ID }, func(m state.Member) api.Member {
 			st := m.Status
 			if st == "" {
 				st = state.MemberActive
 			}
-			out.Members = append(out.Members, api.Member{ID: m.ID, API: m.API, PeerID: m.PeerID, P2PAddrs: m.P2PAddrs,
-				Healthy: s.live(m.ID), Leader: leaderID == m.ID, Status: st})
-		}
+			return api.Member{ID: m.ID, API: m.API, PeerID: m.PeerID, P2PAddrs: m.P2PAddrs, Healthy: s.live(m.ID), Leader: leaderID == m.ID, Status: st}
+		})
 		x.json(http.StatusOK, out)
 		return nil
 	}

@@ -331,8 +331,8 @@ func (a *applier) expireApprovals() {
 
 // decide applies an approver's decision (POST /v1/approvals/{id}/decisions). Only users
 // decide (an access key cannot: a decision is a person's), with the key pinned at their
-// first decision. Checks in API.md's order: permission, the approval exists and the
-// caller may see it, membership, field values, then the approval's state.
+// first decision. Checks in API.md's order: permission, the approval exists,
+// membership, field values, then the approval's state.
 func (a *applier) decide(c *Call, p principal) Result {
 	if p.ak != nil {
 		return refuse(api.CodePermDenied, "approval decisions are made by users themselves, not by access keys")
@@ -342,9 +342,12 @@ func (a *applier) decide(c *Call, p principal) Result {
 	}
 	u := p.user
 	ap := a.approval(c.ApprovalID)
-	if ap == nil || (!ap.member(u.ID) && (ap.Initiator.Admin || ap.Initiator.UserID != u.ID)) {
+	if ap == nil {
 		return refuse(api.CodeApprovalNotFound, "no such approval")
 	}
+	// Membership is the decision's permission (API.md: "not a member → 403"), judged
+	// before visibility as permissions are: one who may decide and is in no group gets
+	// 403 whether or not it initiated the request (approval ids are not guessable).
 	if !ap.member(u.ID) {
 		return refuse(api.CodePermDenied, "you are not a member of any of this approval's groups")
 	}

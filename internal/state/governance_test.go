@@ -264,6 +264,15 @@ func TestApprovalDenialExpiryAndCancel(t *testing.T) {
 	if c := h.submit("n1", h.as(stranger, "POST", "/v1/requests/"+res.RequestID+"/cancel", ""), nil); c.Code != api.CodeRequestNotFound {
 		t.Fatalf("cancel by a stranger: %+v", c)
 	}
+	// One who may decide approvals but is in none of this one's groups: 403 (API.md:
+	// "not a member → 403 perm.denied"), not 404; an unknown approval is 404.
+	decider := h.newPerson("f", PermApprovalDecide)
+	if d := h.decide(decider, res.ApprovalID, "approve"); d.Code != api.CodePermDenied {
+		t.Fatalf("decision by a non-member: %+v", d)
+	}
+	if d := h.decide(decider, "apr_"+randHex(), "approve"); d.Code != api.CodeApprovalNotFound {
+		t.Fatalf("decision on an unknown approval: %+v", d)
+	}
 	if c := h.submit("n1", h.userReq("POST", "/v1/requests/"+res.RequestID+"/cancel", "", 0), nil); !c.OK() {
 		t.Fatalf("cancel by the initiator: %+v", c)
 	}

@@ -398,4 +398,16 @@ func TestWebhookReceiversThatMisbehave(t *testing.T) {
 	if hs, err := adm.ListWebhooks(ctx); err != nil || len(hs) != 3 {
 		t.Fatalf("webhooks after a delete: %v %d", err, len(hs))
 	}
+	// The list pages as every list does (limit, after, next).
+	var first, rest api.WebhookList
+	if err := adm.Do(ctx, http.MethodGet, "/v1/admin/webhooks?limit=1", nil, &first); err != nil || len(first.Webhooks) != 1 || first.Next != first.Webhooks[0].WebhookID {
+		t.Fatalf("first page: %v %+v", err, first)
+	}
+	if err := adm.Do(ctx, http.MethodGet, "/v1/admin/webhooks?limit=10&after="+first.Next, nil, &rest); err != nil || len(rest.Webhooks) != 2 || rest.Next != "" || rest.Webhooks[0].WebhookID <= first.Next {
+		t.Fatalf("second page: %v %+v", err, rest)
+	}
+	var members api.MemberList
+	if err := adm.Do(ctx, http.MethodGet, "/v1/admin/members?limit=2", nil, &members); err != nil || len(members.Members) != 2 || members.Next != members.Members[1].ID {
+		t.Fatalf("members, first page: %v %+v", err, members)
+	}
 }
