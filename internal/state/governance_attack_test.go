@@ -118,9 +118,10 @@ func TestAttackApprovedRequestRunsDespiteALaterBlock(t *testing.T) {
 	}
 }
 
-// A keygen approved before a block policy on keygen, released after it.
-func TestAttackApprovedKeygenRunsDespiteALaterBlock(t *testing.T) {
-	h := newSignedHarness(t, 3, 2)
+// approvedKeygen submits a keygen that a policy sends to approval (one approver, a
+// minute's delay) and approves it: scheduled, not yet released by the leader.
+func approvedKeygen(t *testing.T, h *signedHarness) Result {
+	t.Helper()
 	b := h.newPerson("b", PermApprovalDecide)
 	h.policy(fmt.Sprintf(`{"name":"keygen needs b","activity":"keygen","rule":{"kind":"always"},"action":"require_approval",
 		"approval_groups":[{"name":"g","members":[%d],"quorum":1}],"delay":"1m"}`, b.id))
@@ -130,6 +131,13 @@ func TestAttackApprovedKeygenRunsDespiteALaterBlock(t *testing.T) {
 		t.Fatalf("keygen: %+v", res)
 	}
 	h.decide(b, res.ApprovalID, "approve")
+	return res
+}
+
+// A keygen approved before a block policy on keygen, released after it.
+func TestAttackApprovedKeygenRunsDespiteALaterBlock(t *testing.T) {
+	h := newSignedHarness(t, 3, 2)
+	res := approvedKeygen(t, h)
 	h.policy(`{"name":"no more keys","activity":"keygen","rule":{"kind":"always"},"action":"block"}`)
 	h.stamp += 60_001
 	h.release(res.RequestID, h.nodes)

@@ -36,15 +36,7 @@ func applyNoPanic(t *testing.T, what string, fn func() Result) (res Result, pani
 // dereferences it.
 func TestAttack2ShareReportForAnApprovedKeygenCrashesEveryNode(t *testing.T) {
 	h := newSignedHarness(t, 3, 2)
-	b := h.newPerson("b", PermApprovalDecide)
-	h.policy(fmt.Sprintf(`{"name":"keygen needs b","activity":"keygen","rule":{"kind":"always"},"action":"require_approval",
-		"approval_groups":[{"name":"g","members":[%d],"quorum":1}],"delay":"1m"}`, b.id))
-	s := &Schedule{RequestID: "req_" + randHex(), KeyID: "key_" + randHex(), Committee: h.nodes, Nonce: randNonce(), ChainCode: randNonce()}
-	res := h.submit("n1", h.userReq("POST", "/v1/keys", `{"curve":"secp256k1","threshold":2}`, 0), s)
-	if !res.OK() || res.ApprovalID == "" {
-		t.Fatalf("keygen: %+v", res)
-	}
-	h.decide(b, res.ApprovalID, "approve")
+	res := approvedKeygen(t, h)
 	if r := h.f.Request(res.RequestID); r.Status != StatusScheduled || len(r.Nonce) != 0 || h.f.Key(r.KeyID) != nil {
 		t.Fatalf("approved keygen: %+v", r)
 	}
@@ -60,7 +52,7 @@ func TestAttack2ShareReportForAnApprovedKeygenCrashesEveryNode(t *testing.T) {
 	}
 	// The keygen still runs when released.
 	h.stamp += 60_001
-	if rel := h.release(res.RequestID, h.nodes); !rel.OK() || h.f.Key(s.KeyID) == nil {
+	if rel := h.release(res.RequestID, h.nodes); !rel.OK() || h.f.Key(res.KeyID) == nil {
 		t.Fatalf("release after the refused report: %+v", rel)
 	}
 }
