@@ -168,57 +168,69 @@ func (t *tx) Get(k []byte) ([]byte, error) {
 }
 
 // Scan is the batch's Scan with its cached objects in place of what the database holds
-// (see Get), in key order.
+// (see Get), in key order. A database error faults (as scanKV does).
 func (t *tx) Scan(lower, upper []byte, fn func(key, value []byte) error) error {
-	var cached []string
+	var ferr error
+	t.scanMerged(lower, upper, func(k []byte, o *object, raw []byte) bool {
+		if o != nil {
+			raw = encodeObject(k, o.v)
+		}
+		ferr = fn(k, raw)
+		return ferr == nil
+	})
+	if errors.Is(ferr, statedb.ErrStop) {
+		return nil
+	}
+	return ferr
+}
+
+// scanMerged walks [lower, upper) as this batch sees it, in key order: a record the
+// batch has cached as an object comes as that object (o; raw nil), one it deleted not at
+// all, any other as the database holds it (raw; o nil) — the database holds the batch's
+// objects only after flush, so a plain scan would see the batch's start, and what an
+// entry decides must not depend on where raft's batches begin. fn returns false to stop.
+func (t *tx) scanMerged(lower, upper []byte, fn func(k []byte, o *object, raw []byte) bool) {
+	var cached []string // every cached key in range, deleted ones too (to skip them)
 	for k := range t.objs {
 		if k >= string(lower) && k < string(upper) {
 			cached = append(cached, k)
 		}
 	}
-	if len(cached) == 0 {
-		return t.b.Scan(lower, upper, fn)
-	}
 	slices.Sort(cached)
 	next := 0
-	// emitBefore hands fn the batch's objects ordered before key k (all when k is nil).
-	emitBefore := func(k []byte) error {
+	// emitBefore hands fn the batch's objects ordered before key k (all when k is nil);
+	// it reports false when fn stopped.
+	emitBefore := func(k []byte) bool {
 		for ; next < len(cached) && (k == nil || cached[next] < string(k)); next++ {
-			if o := t.objs[cached[next]]; o.v != nil {
-				if err := fn([]byte(cached[next]), encodeObject([]byte(cached[next]), o.v)); err != nil {
-					return err
-				}
+			if o := t.objs[cached[next]]; o.v != nil && !fn([]byte(cached[next]), o, nil) {
+				return false
 			}
 		}
-		return nil
+		return true
 	}
 	stopped := false
-	err := t.b.Scan(lower, upper, func(k, v []byte) error {
-		if err := emitBefore(k); err != nil {
+	scanKV(t.b, lower, upper, func(k, raw []byte) bool {
+		if !emitBefore(k) {
 			stopped = true
-			return err
+			return false
 		}
 		if next < len(cached) && cached[next] == string(k) {
 			next++
-			o := t.objs[string(k)]
-			if o.v == nil {
-				return nil // deleted in this batch
+			if o := t.objs[string(k)]; o.v == nil || fn(k, o, nil) {
+				return true // deleted in this batch, or handed over
 			}
-			v = encodeObject(k, o.v)
-		}
-		if err := fn(k, v); err != nil {
 			stopped = true
-			return err
+			return false
 		}
-		return nil
+		if !fn(k, nil, raw) {
+			stopped = true
+			return false
+		}
+		return true
 	})
-	if err != nil || stopped {
-		return err
+	if !stopped {
+		emitBefore(nil)
 	}
-	if err := emitBefore(nil); err != nil && !errors.Is(err, statedb.ErrStop) {
-		return err
-	}
-	return nil
 }
 
 // encodeObject is a cached object's encoding, as flush writes it.
@@ -255,61 +267,19 @@ func get[T any](t *tx, k []byte) *T {
 }
 
 // eachObject calls fn with every object of type T whose key is in [lower, upper), as
-// this batch sees it — changed, added and deleted objects of the batch included (the
-// database holds them only after flush, so a plain scan would see the batch's start:
-// what an apply decides must not depend on where raft's batches begin) — in key order,
-// until fn returns false. Objects it only reads are not cached.
+// this batch sees it (scanMerged: changed, added and deleted objects of the batch
+// included), in key order, until fn returns false. Objects it only reads are not cached.
 func eachObject[T any](t *tx, lower, upper []byte, fn func(*T) bool) {
-	var cached []string
-	for k, o := range t.objs {
-		if k >= string(lower) && k < string(upper) && o.v != nil {
-			cached = append(cached, k)
-		}
-	}
-	slices.Sort(cached)
-	next := 0
-	// emitCachedBefore hands fn the batch's objects ordered before key k (all when k is
-	// nil); it reports false when fn stopped.
-	emitCachedBefore := func(k []byte) bool {
-		for ; next < len(cached) && (k == nil || cached[next] < string(k)); next++ {
-			if !fn(t.objs[cached[next]].v.(*T)) {
-				return false
-			}
-		}
-		return true
-	}
-	stopped := false
-	scanKV(t.b, lower, upper, func(k, raw []byte) bool {
-		if !emitCachedBefore(k) {
-			stopped = true
-			return false
-		}
-		if o, ok := t.objs[string(k)]; ok {
-			if next < len(cached) && cached[next] == string(k) {
-				next++
-			}
-			if o.v == nil {
-				return true // deleted in this batch
-			}
-			if !fn(o.v.(*T)) {
-				stopped = true
-				return false
-			}
-			return true
+	t.scanMerged(lower, upper, func(k []byte, o *object, raw []byte) bool {
+		if o != nil {
+			return fn(o.v.(*T))
 		}
 		v := new(T)
 		if err := json.Unmarshal(raw, v); err != nil {
 			fault("state: decode %q: %w", k, err)
 		}
-		if !fn(v) {
-			stopped = true
-			return false
-		}
-		return true
+		return fn(v)
 	})
-	if !stopped {
-		emitCachedBefore(nil)
-	}
 }
 
 // put stores v under k (a new object, or a replacement).
