@@ -23,12 +23,16 @@ import (
 // It is safe for concurrent use and holds one 32-byte key per signature that verified;
 // whoever keeps it bounds how many (the FSM drops it with its batch).
 type Memo struct {
+	keys *KeyCache // verifies what the memo does not hold
+
 	mu sync.Mutex
 	ok map[[sha256.Size]byte]struct{} // guarded by mu
 }
 
-// NewMemo returns an empty memo.
-func NewMemo() *Memo { return &Memo{ok: map[[sha256.Size]byte]struct{}{}} }
+// NewMemo returns an empty memo that verifies through keys (nil: without a cache).
+func NewMemo(keys *KeyCache) *Memo {
+	return &Memo{keys: keys, ok: map[[sha256.Size]byte]struct{}{}}
+}
 
 // memoKey is SHA-256 over the length-prefixed public key and message and the signature:
 // two different triples never share a key (short of a SHA-256 collision).
@@ -47,14 +51,14 @@ func memoKey(pub, msg, sig []byte) [sha256.Size]byte {
 	return k
 }
 
-// Verify is crypto/ed25519.Verify, answered from the memo when this exact triple
-// verified before; a public key of the wrong length fails (Verify would panic).
+// Verify is KeyCache.Verify (crypto/ed25519.Verify's verdicts), answered from the memo
+// when this exact triple verified before; a public key of the wrong length fails.
 func (m *Memo) Verify(pub ed25519.PublicKey, msg, sig []byte) bool {
 	if len(pub) != ed25519.PublicKeySize {
 		return false
 	}
 	if m == nil {
-		return ed25519.Verify(pub, msg, sig)
+		return (*KeyCache)(nil).Verify(pub, msg, sig)
 	}
 	k := memoKey(pub, msg, sig)
 	m.mu.Lock()
@@ -63,7 +67,7 @@ func (m *Memo) Verify(pub ed25519.PublicKey, msg, sig []byte) bool {
 	if hit {
 		return true
 	}
-	if !ed25519.Verify(pub, msg, sig) {
+	if !m.keys.Verify(pub, msg, sig) {
 		return false
 	}
 	m.mu.Lock()

@@ -37,7 +37,7 @@ func TestMemoAnswersAsVerify(t *testing.T) {
 		// Length prefixes keep key/message boundaries apart.
 		{"key and message run together differently", pub[:31], append(pub[31:], msg...), sig, false},
 	}
-	for _, m := range []*Memo{nil, NewMemo()} {
+	for _, m := range []*Memo{nil, NewMemo(nil), NewMemo(NewKeyCache())} {
 		for _, tc := range cases {
 			if got := m.Verify(tc.pub, tc.msg, tc.sig); got != tc.want {
 				t.Errorf("memo %v: %s: got %v, want %v", m != nil, tc.name, got, tc.want)
@@ -57,7 +57,7 @@ func TestMemoVerifyNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	forged, _ := SignNode(other, DomainReport, body)
-	m := NewMemo()
+	m := NewMemo(NewKeyCache())
 	for i := 0; i < 2; i++ {
 		if err := m.VerifyNode(pid.String(), DomainReport, body, sig); err != nil {
 			t.Fatalf("round %d: %v", i, err)

@@ -128,6 +128,9 @@ type FSM struct {
 	verifier Verifier
 	authn    *authn.Verifier
 	onEvent  func(Event)
+	// keys keeps the public keys entries are signed with expanded for verification
+	// (members' identities, callers' keys): each batch's memo verifies through it.
+	keys *authn.KeyCache
 
 	// applyMu serialises Apply, ApplyBatch and Restore (raft calls them from one
 	// goroutine; tests and tools may not).
@@ -209,7 +212,7 @@ func Open(cfg Config) (*FSM, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state: %w", err)
 	}
-	f := &FSM{db: db, log: cfg.Logger, verifier: cfg.Verifier, authn: cfg.Authn, onEvent: cfg.OnEvent, notify: make(chan struct{})}
+	f := &FSM{db: db, log: cfg.Logger, verifier: cfg.Verifier, authn: cfg.Authn, onEvent: cfg.OnEvent, keys: authn.NewKeyCache(), notify: make(chan struct{})}
 	if err := f.reload(); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -348,7 +351,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	f.applyMu.Lock()
 	defer f.applyMu.Unlock()
 	out := make([]any, len(logs))
-	memo := authn.NewMemo()
+	memo := authn.NewMemo(f.keys)
 	var an *authn.Verifier
 	if f.authn != nil {
 		an = f.authn.WithMemo(memo)
