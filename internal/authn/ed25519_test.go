@@ -6,10 +6,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
+
+	voi "github.com/oasisprotocol/curve25519-voi/primitives/ed25519"
 )
 
 // ed25519Case is one (public key, message, signature) triple of the edge-case vectors.
@@ -191,5 +194,102 @@ func TestKeyCacheBounded(t *testing.T) {
 	kc.mu.Unlock()
 	if n > maxCachedKeys {
 		t.Fatalf("cache holds %d keys, bound %d", n, maxCachedKeys)
+	}
+}
+
+// Two encodings of one point are two keys: crypto/ed25519 hashes A's bytes as given, so
+// a signature can verify under one encoding and not the other. The cache is keyed by
+// those bytes and hashes the bytes it was filled from: whichever encoding it expanded
+// first, the other gets crypto/ed25519's own verdict. Pairs: the order-4 point with y = 0
+// written as y = 0 and as y = p (non-canonical), and the order-2 point (x = 0) without
+// and with the sign bit set (non-canonical). R is the identity and S = 0, so the
+// signature verifies exactly when [k]A is the identity, k = H(R, A, M) mod L.
+func TestKeyCacheEncodingsOfOnePoint(t *testing.T) {
+	pairs := [][2]string{
+		{"0000000000000000000000000000000000000000000000000000000000000000", "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"},
+		{"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"},
+	}
+	sig := make([]byte, 64)
+	sig[0] = 1 // R = identity, S = 0
+	for _, p := range pairs {
+		a, b := unhex(t, p[0]), unhex(t, p[1])
+		// A message whose signature crypto/ed25519 accepts under a and refuses under b.
+		var msg []byte
+		for i := 0; ; i++ {
+			if i == 1000 {
+				t.Fatalf("%x / %x: no message tells the encodings apart", a, b)
+			}
+			msg = []byte("m" + strconv.Itoa(i))
+			if ed25519.Verify(a, msg, sig) && !ed25519.Verify(b, msg, sig) {
+				break
+			}
+		}
+		for _, order := range [][2][]byte{{a, b}, {b, a}} {
+			kc := NewKeyCache()
+			for round := range 2 {
+				for _, pub := range order {
+					want := ed25519.Verify(pub, msg, sig)
+					if got := kc.Verify(pub, msg, sig); got != want {
+						t.Errorf("round %d, %x after %x: got %v, crypto/ed25519 says %v", round, pub, order[0], got, want)
+					}
+				}
+			}
+		}
+	}
+}
+
+// One KeyCache shared by goroutines that verify with the same keys and evict each
+// other's (run under -race): every verdict is crypto/ed25519's.
+func TestKeyCacheConcurrent(t *testing.T) {
+	kc := NewKeyCache()
+	type triple struct{ pub, msg, sig []byte }
+	var ts []triple
+	for i := range 8 {
+		pub, sk, _ := ed25519.GenerateKey(rand.Reader)
+		msg := []byte("m" + strconv.Itoa(i))
+		sig := ed25519.Sign(sk, msg)
+		bad := append([]byte(nil), sig...)
+		bad[40] ^= 1
+		ts = append(ts, triple{pub, msg, sig}, triple{pub, msg, bad})
+	}
+	done := make(chan error, 4)
+	for g := range 4 {
+		go func() {
+			for i := range 200 {
+				tr := ts[(i+g)%len(ts)]
+				want := ed25519.Verify(tr.pub, tr.msg, tr.sig)
+				if got := kc.Verify(tr.pub, tr.msg, tr.sig); got != want {
+					done <- fmt.Errorf("goroutine %d, step %d: got %v, crypto/ed25519 says %v", g, i, got, want)
+					return
+				}
+				if g == 0 && i%4 == 0 { // churn: fresh keys evict the shared ones
+					for range maxCachedKeys / 32 {
+						pub, _, _ := ed25519.GenerateKey(rand.Reader)
+						kc.Verify(pub, tr.msg, tr.sig)
+					}
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// The zero KeyCache is an empty cache, and the options are voi's StdLib preset's.
+func TestKeyCacheZeroValueAndOptions(t *testing.T) {
+	var kc KeyCache
+	pub, sk, _ := ed25519.GenerateKey(rand.Reader)
+	msg := []byte("zero")
+	for range 2 {
+		if !kc.Verify(pub, msg, ed25519.Sign(sk, msg)) {
+			t.Fatal("the zero KeyCache refused a valid signature")
+		}
+	}
+	if *stdlibOptions.Verify != *voi.VerifyOptionsStdLib {
+		t.Fatalf("options %+v differ from voi's VerifyOptionsStdLib %+v", *stdlibOptions.Verify, *voi.VerifyOptionsStdLib)
 	}
 }
