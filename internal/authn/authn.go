@@ -135,7 +135,6 @@ type Verifier struct {
 	cfg  Config
 	hmac *auth.TokenVerifier // shared-key mode
 	memo *Memo               // nil: every Ed25519 request signature is verified afresh
-	keys *KeyCache           // verifies them when memo is nil
 }
 
 // WithMemo returns a verifier that answers Ed25519 request signatures through m (see
@@ -146,17 +145,9 @@ func (v *Verifier) WithMemo(m *Memo) *Verifier {
 	return &c
 }
 
-// verifyEd25519 is crypto/ed25519.Verify's verdict, through the memo when there is one.
-func (v *Verifier) verifyEd25519(pub ed25519.PublicKey, msg, sig []byte) bool {
-	if v.memo != nil {
-		return v.memo.Verify(pub, msg, sig)
-	}
-	return v.keys.Verify(pub, msg, sig)
-}
-
 // New checks cfg and returns a verifier.
 func New(cfg Config) (*Verifier, error) {
-	v := &Verifier{cfg: cfg, keys: NewKeyCache()}
+	v := &Verifier{cfg: cfg}
 	if cfg.HMACKey != nil {
 		tv, err := auth.NewTokenVerifier(v.tokenConfig(nil))
 		if err != nil {
@@ -317,7 +308,7 @@ func (v *Verifier) verifySignature(f *Form, keyID string, pub []byte, at time.Ti
 	if len(pub) == 0 {
 		return nil, fail(auth.CodeSignatureInvalid, "no public key to verify this signature with")
 	}
-	if err := auth.VerifyEd25519With(v.verifyEd25519, pub, sig, parts); err != nil {
+	if err := auth.VerifyEd25519With(v.memo.Verify, pub, sig, parts); err != nil {
 		return nil, err
 	}
 	return sig, nil
@@ -350,7 +341,7 @@ func (v *Verifier) verifyAccessKey(f *Form, at time.Time, dir Directory) (*Princ
 	if err := auth.CheckWindow(sig, at); err != nil {
 		return nil, err
 	}
-	if err := auth.VerifyEd25519With(v.verifyEd25519, ak.PublicKey, sig, parts); err != nil {
+	if err := auth.VerifyEd25519With(v.memo.Verify, ak.PublicKey, sig, parts); err != nil {
 		return nil, err
 	}
 	p := &Principal{Kind: KindAccessKey, AccessKeyID: ak.ID, Created: sig.Created, NonceKey: "sig|" + ak.ID + "|" + sig.Nonce}
