@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"regexp"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -46,8 +47,12 @@ func newMetrics() *metrics {
 		applied:         prometheus.NewGauge(prometheus.GaugeOpts{Name: "custos_raft_applied_index", Help: "Last applied raft index."}),
 	}
 	// Go runtime (go_goroutines, memory) and process (process_open_fds, RSS) figures, for
-	// leak and load monitoring.
-	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// leak and load monitoring. go_gc_heap_live_bytes is the heap the last collection
+	// kept: unlike go_memstats_heap_inuse_bytes, which saws up to twice it between
+	// collections (GOGC=100), it shows a node's memory growing, or not, with history.
+	m.reg.MustRegister(
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$`)})),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.reg.MustRegister(m.dropped, m.phases, m.poolSize, m.poolGenerated, m.inlinePreParams, m.raftState, m.peers, m.applied)
 	return m
 }

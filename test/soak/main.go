@@ -268,11 +268,14 @@ type NodeRSS struct {
 	EndMemory   *Memory `json:"end_memory,omitempty"`
 }
 
-// Memory is a node's memory by holder, in bytes: the Go heap in use and its two Pebble
-// databases' block caches and memtables (bounded by their options; on the Go heap in the
-// pure-Go build, so also counted in GoHeapInUse).
+// Memory is a node's memory by holder, in bytes: the Go heap in use and live, and its two
+// Pebble databases' block caches and memtables (bounded by their options; on the Go heap
+// in the pure-Go build, so also counted in the heap figures).
 type Memory struct {
-	GoHeapInUse      uint64 `json:"go_heap_inuse_bytes"`
+	GoHeapInUse uint64 `json:"go_heap_inuse_bytes"`
+	// GoHeapLive is what the last collection kept (go_gc_heap_live_bytes; 0 from a node
+	// that does not export it). The heap in use saws between it and twice it.
+	GoHeapLive       uint64 `json:"go_heap_live_bytes,omitempty"`
 	StateCache       uint64 `json:"state_block_cache_bytes"`
 	StateMemTables   uint64 `json:"state_memtables_bytes"`
 	KeystoreCache    uint64 `json:"keystore_block_cache_bytes"`
@@ -284,8 +287,39 @@ func (m *Memory) String() string {
 	if m == nil {
 		return "-"
 	}
-	return fmt.Sprintf("heap %.1f, state db cache %.1f + memtables %.1f, keystore cache %.1f + memtables %.1f MiB",
-		mib(m.GoHeapInUse), mib(m.StateCache), mib(m.StateMemTables), mib(m.KeystoreCache), mib(m.KeystoreMemTable))
+	live := ""
+	if m.GoHeapLive > 0 {
+		live = fmt.Sprintf(" (live %.1f, of it outside Pebble %.1f)", mib(m.GoHeapLive), mib(m.liveOutsidePebble()))
+	}
+	return fmt.Sprintf("heap %.1f%s, state db cache %.1f + memtables %.1f, keystore cache %.1f + memtables %.1f MiB",
+		mib(m.GoHeapInUse), live, mib(m.StateCache), mib(m.StateMemTables), mib(m.KeystoreCache), mib(m.KeystoreMemTable))
+}
+
+// pebble is what the two databases' block caches and memtables hold.
+func (m *Memory) pebble() uint64 {
+	return m.StateCache + m.StateMemTables + m.KeystoreCache + m.KeystoreMemTable
+}
+
+// liveOutsidePebble is the live heap less Pebble's bounded holders: the memory that would
+// grow if something kept history in memory. The live figure is from the last collection
+// and Pebble's from the scrape, so it is an estimate, never below 0.
+func (m *Memory) liveOutsidePebble() uint64 {
+	if p := m.pebble(); m.GoHeapLive > p {
+		return m.GoHeapLive - p
+	}
+	return 0
+}
+
+// memoryNote says, for the RSS targets, how a node's live heap moved between start and
+// end, outside Pebble's bounded holders and in them ("" without both figures): an RSS
+// change that the holders explain is their filling to their bounds, doubled by the
+// collector's headroom, not history kept in memory.
+func memoryNote(start, end *Memory) string {
+	if start == nil || end == nil || start.GoHeapLive == 0 || end.GoHeapLive == 0 {
+		return ""
+	}
+	return fmt.Sprintf("live heap outside Pebble %.1f → %.1f MiB; Pebble's caches and memtables (bounded by their options) %.1f → %.1f MiB",
+		mib(start.liveOutsidePebble()), mib(end.liveOutsidePebble()), mib(start.pebble()), mib(end.pebble()))
 }
 
 // nodeMemory reads node i's memory figures from its /metrics (nil when it cannot).
@@ -301,8 +335,8 @@ func nodeMemory(ctx context.Context, c *cluster.Cluster, i int) *Memory {
 		return uint64(m[`custos_db_memory_bytes{db="`+name+`",kind="`+kind+`"}`])
 	}
 	return &Memory{
-		GoHeapInUse: uint64(m["go_memstats_heap_inuse_bytes"]),
-		StateCache:  db("state", "block_cache"), StateMemTables: db("state", "memtables"),
+		GoHeapInUse: uint64(m["go_memstats_heap_inuse_bytes"]), GoHeapLive: uint64(m["go_gc_heap_live_bytes"]),
+		StateCache: db("state", "block_cache"), StateMemTables: db("state", "memtables"),
 		KeystoreCache: db("keystore", "block_cache"), KeystoreMemTable: db("keystore", "memtables"),
 	}
 }
@@ -972,7 +1006,7 @@ func judge(rep *Report) []Target {
 	// "at" a moment is the peak of its samples over the minute around it: the start
 	// sample and the first minute's windows, the last minute's windows and the end sample.
 	for i, r := range rep.RSS {
-		t := Target{Name: "RSS flat " + r.Node, Note: r.Note}
+		t := Target{Name: "RSS flat " + r.Node, Note: joinNote(r.Note, memoryNote(r.StartMemory, r.EndMemory))}
 		if r.Restarted && r.BeforeKill != 0 {
 			// A restarted process refills its bounded caches from nothing: it must not end
 			// above what it held before it was killed.
@@ -1334,8 +1368,11 @@ func firstLine(s string) string {
 }
 
 func joinNote(a, b string) string {
-	if a == "" {
+	switch {
+	case a == "":
 		return b
+	case b == "":
+		return a
 	}
 	return a + "; " + b
 }
