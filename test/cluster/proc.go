@@ -35,6 +35,19 @@ func ReadVmHWM(pid int) (int64, error) { return readStatusKB(pid, "VmHWM") }
 // ReadVmRSS returns the current resident set size of process pid in bytes.
 func ReadVmRSS(pid int) (int64, error) { return readStatusKB(pid, "VmRSS") }
 
+// ReadRSSParts returns what of process pid's resident set is anonymous memory (its heap,
+// stacks, runtime) and what is file-backed (mostly its binary's pages, touched as code
+// runs), in bytes (Linux 4.5+).
+func ReadRSSParts(pid int) (anon, file int64, err error) {
+	if anon, err = readStatusKB(pid, "RssAnon"); err != nil {
+		return 0, 0, err
+	}
+	if file, err = readStatusKB(pid, "RssFile"); err != nil {
+		return 0, 0, err
+	}
+	return anon, file, nil
+}
+
 // ResetPeakRSS resets the kernel's VmHWM of process pid to its current RSS (writes "5"
 // to /proc/PID/clear_refs, Linux 4.0+), so that a later ReadVmHWM reports the peak of
 // what ran in between.

@@ -275,7 +275,14 @@ type Memory struct {
 	GoHeapInUse uint64 `json:"go_heap_inuse_bytes"`
 	// GoHeapLive is what the last collection kept (go_gc_heap_live_bytes; 0 from a node
 	// that does not export it). The heap in use saws between it and twice it.
-	GoHeapLive       uint64 `json:"go_heap_live_bytes,omitempty"`
+	GoHeapLive uint64 `json:"go_heap_live_bytes,omitempty"`
+	// GoHeapFree is heap the runtime holds free and has not yet returned to the system
+	// (heap idle less released): resident, though nothing uses it.
+	GoHeapFree uint64 `json:"go_heap_free_bytes"`
+	// RSSAnon and RSSFile split the RSS (/proc/PID/status): anonymous memory, and
+	// file-backed pages, mostly the binary's code as it runs (0: not read).
+	RSSAnon          uint64 `json:"rss_anon_bytes,omitempty"`
+	RSSFile          uint64 `json:"rss_file_bytes,omitempty"`
 	StateCache       uint64 `json:"state_block_cache_bytes"`
 	StateMemTables   uint64 `json:"state_memtables_bytes"`
 	KeystoreCache    uint64 `json:"keystore_block_cache_bytes"`
@@ -291,8 +298,8 @@ func (m *Memory) String() string {
 	if m.GoHeapLive > 0 {
 		live = fmt.Sprintf(" (live %.1f, of it outside Pebble %.1f)", mib(m.GoHeapLive), mib(m.liveOutsidePebble()))
 	}
-	return fmt.Sprintf("heap %.1f%s, state db cache %.1f + memtables %.1f, keystore cache %.1f + memtables %.1f MiB",
-		mib(m.GoHeapInUse), live, mib(m.StateCache), mib(m.StateMemTables), mib(m.KeystoreCache), mib(m.KeystoreMemTable))
+	return fmt.Sprintf("RSS anonymous %.1f + file-backed %.1f; heap %.1f%s + free not returned %.1f; state db cache %.1f + memtables %.1f, keystore cache %.1f + memtables %.1f MiB",
+		mib(m.RSSAnon), mib(m.RSSFile), mib(m.GoHeapInUse), live, mib(m.GoHeapFree), mib(m.StateCache), mib(m.StateMemTables), mib(m.KeystoreCache), mib(m.KeystoreMemTable))
 }
 
 // pebble is what the two databases' block caches and memtables hold.
@@ -311,15 +318,20 @@ func (m *Memory) liveOutsidePebble() uint64 {
 }
 
 // memoryNote says, for the RSS targets, how a node's live heap moved between start and
-// end, outside Pebble's bounded holders and in them ("" without both figures): an RSS
-// change that the holders explain is their filling to their bounds, doubled by the
-// collector's headroom, not history kept in memory.
+// end, outside Pebble's bounded holders and in them ("" without both figures), and its
+// RSS's anonymous and file-backed parts: an RSS change that the holders explain is their
+// filling to their bounds, doubled by the collector's headroom, and one in file-backed
+// pages is code paged in; neither is history kept in memory.
 func memoryNote(start, end *Memory) string {
 	if start == nil || end == nil || start.GoHeapLive == 0 || end.GoHeapLive == 0 {
 		return ""
 	}
-	return fmt.Sprintf("live heap outside Pebble %.1f → %.1f MiB; Pebble's caches and memtables (bounded by their options) %.1f → %.1f MiB",
+	note := fmt.Sprintf("live heap outside Pebble %.1f → %.1f MiB; Pebble's caches and memtables (bounded by their options) %.1f → %.1f MiB",
 		mib(start.liveOutsidePebble()), mib(end.liveOutsidePebble()), mib(start.pebble()), mib(end.pebble()))
+	if start.RSSFile > 0 && end.RSSFile > 0 {
+		note += fmt.Sprintf("; RSS anonymous %.1f → %.1f, file-backed %.1f → %.1f MiB", mib(start.RSSAnon), mib(end.RSSAnon), mib(start.RSSFile), mib(end.RSSFile))
+	}
+	return note
 }
 
 // nodeMemory reads node i's memory figures from its /metrics (nil when it cannot).
@@ -334,11 +346,16 @@ func nodeMemory(ctx context.Context, c *cluster.Cluster, i int) *Memory {
 	db := func(name, kind string) uint64 {
 		return uint64(m[`custos_db_memory_bytes{db="`+name+`",kind="`+kind+`"}`])
 	}
-	return &Memory{
+	mem := &Memory{
 		GoHeapInUse: uint64(m["go_memstats_heap_inuse_bytes"]), GoHeapLive: uint64(m["go_gc_heap_live_bytes"]),
+		GoHeapFree: uint64(max(0, m["go_memstats_heap_idle_bytes"]-m["go_memstats_heap_released_bytes"])),
 		StateCache: db("state", "block_cache"), StateMemTables: db("state", "memtables"),
 		KeystoreCache: db("keystore", "block_cache"), KeystoreMemTable: db("keystore", "memtables"),
 	}
+	if anon, file, err := cluster.ReadRSSParts(c.PID(i)); err == nil {
+		mem.RSSAnon, mem.RSSFile = uint64(anon), uint64(file)
+	}
+	return mem
 }
 
 // saveHeapProfiles saves each running node's heap profile as DIR/NODE-when.pb.gz

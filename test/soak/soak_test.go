@@ -195,6 +195,15 @@ func TestMemoryNote(t *testing.T) {
 	if got := memoryNote(start, end); got != want {
 		t.Errorf("note %q, want %q", got, want)
 	}
+	withParts := func(m *Memory, anon, file uint64) *Memory {
+		c := *m
+		c.RSSAnon, c.RSSFile = anon*mb, file*mb
+		return &c
+	}
+	wantParts := want + "; RSS anonymous 60.0 → 70.0, file-backed 31.0 → 33.0 MiB"
+	if got := memoryNote(withParts(start, 60, 31), withParts(end, 70, 33)); got != wantParts {
+		t.Errorf("note %q, want %q", got, wantParts)
+	}
 	if got := (&Memory{GoHeapLive: 3 * mb, StateCache: 4 * mb}).liveOutsidePebble(); got != 0 {
 		t.Errorf("live below Pebble's figures (read at different instants): %d, want 0", got)
 	}
@@ -209,7 +218,7 @@ func TestMemoryNote(t *testing.T) {
 			t.Errorf("RSS target %+v: want NOT MET (+11 %%) with the note", tg)
 		}
 	}
-	if !strings.Contains(start.String(), "live 29.0, of it outside Pebble 10.0") {
+	if !strings.Contains(withParts(start, 60, 31).String(), "RSS anonymous 60.0 + file-backed 31.0; heap 51.0 (live 29.0, of it outside Pebble 10.0)") {
 		t.Errorf("String() = %q, want the live heap in it", start.String())
 	}
 }
