@@ -49,27 +49,38 @@ func (SignatureVerifier) VerifySignature(curve string, pub, chainCode []byte, pa
 		if s.IsOverHalfOrder() {
 			return errors.New("ecdsa signature is not low-S")
 		}
+		// The recovery id must recover the same key. A key recovered from (r, s, id)
+		// is the one solution of the verification equation for that R, so a signature
+		// that recovers pk verifies under pk: the common case costs one recovery, not a
+		// verification and a recovery (Apply runs this for every result, in order).
+		// Any other signature is verified too, so that each is refused for the same
+		// reason, checked in the same order, as when both ran always.
+		recovered := sig.RecoveryID >= 0 && sig.RecoveryID <= 1 && recovers(sig, msg, pk)
 		es := btcecdsa.NewSignature(&r, &s)
-		if !es.Verify(msg, pk) {
+		if !recovered && !es.Verify(msg, pk) {
 			return errors.New("ecdsa signature does not verify")
 		}
-		der := es.Serialize()
-		if string(der) != string(sig.DER) {
+		if string(es.Serialize()) != string(sig.DER) {
 			return errors.New("DER encoding does not match r and s")
 		}
-		// The recovery id must recover the same key.
-		compact := make([]byte, 65)
-		compact[0] = byte(27 + 4 + sig.RecoveryID)
-		copy(compact[1:33], sig.R)
-		copy(compact[33:], sig.S)
 		if sig.RecoveryID < 0 || sig.RecoveryID > 1 {
 			return errors.New("recovery id must be 0 or 1")
 		}
-		rec, _, err := btcecdsa.RecoverCompact(compact, msg)
-		if err != nil || !rec.IsEqual(pk) {
+		if !recovered {
 			return errors.New("recovery id does not recover the key")
 		}
 		return nil
 	}
 	return fmt.Errorf("unknown curve %q", curve)
+}
+
+// recovers reports whether sig's r, s and recovery id (0 or 1: R's x is r, never r+N)
+// recover pk from the digest msg.
+func recovers(sig *state.Signature, msg []byte, pk *btcec.PublicKey) bool {
+	var compact [65]byte
+	compact[0] = byte(27 + 4 + sig.RecoveryID) // 4: the key is compressed
+	copy(compact[1:33], sig.R)
+	copy(compact[33:], sig.S)
+	rec, _, err := btcecdsa.RecoverCompact(compact[:], msg)
+	return err == nil && rec.IsEqual(pk)
 }
