@@ -58,10 +58,10 @@ var commands = map[string]command{
 
 // reportBodies decodes a Report's body by its kind, strictly; the apply function gets
 // the report's signer (node id).
-var reportBodies = map[string]func([]byte) (func(a *applier, node string) Result, error){
+var reportBodies = map[string]func([]byte) (reportEntry, error){
 	TypeShareStored:       reportBody(func(c *ShareStored) string { return c.Node }, (*applier).shareStored),
 	TypeReshareStored:     reportBody(func(c *ReshareStored) string { return c.Node }, (*applier).reshareStored),
-	TypeCeremonyResult:    reportBody(func(c *CeremonyResult) string { return c.Node }, (*applier).ceremonyResult),
+	TypeCeremonyResult:    reportBodyChecked(func(c *CeremonyResult) string { return c.Node }, (*applier).ceremonyResult, (*checker).result),
 	TypeCeremonyFailed:    reportBody(func(c *CeremonyFailed) string { return c.Node }, (*applier).ceremonyFailed),
 	TypeCheckpoint:        reportBody(func(c *StateCheckpoint) string { return c.Node }, (*applier).checkpointVote),
 	TypeCheckpointRequest: reportBody(func(c *CheckpointRequest) string { return c.Node }, func(a *applier, _ *CheckpointRequest) Result { return a.checkpointRequest() }),
@@ -122,42 +122,63 @@ func decodeReport(b []byte) (entry, error) {
 	if !ok {
 		return entry{}, fmt.Errorf("unknown report kind %q", rp.Kind)
 	}
-	apply, err := dec(rp.Body)
+	body, err := dec(rp.Body)
 	if err != nil {
 		return entry{}, fmt.Errorf("report %s: %w", rp.Kind, err)
 	}
 	return entry{
-		apply: func(a *applier) Result { return a.report(&rp, apply) },
-		check: func(c *checker) { c.node(rp.Node, authn.DomainReport, ReportMessage(rp.Kind, rp.Body), rp.Sig) },
+		apply: func(a *applier) Result { return a.report(&rp, body.apply) },
+		check: func(c *checker) {
+			c.node(rp.Node, authn.DomainReport, ReportMessage(rp.Kind, rp.Body), rp.Sig)
+			if body.check != nil {
+				body.check(c)
+			}
+		},
 	}, nil
+}
+
+// reportEntry is a decoded report body: apply gets the report's signer (node id); check,
+// when set, makes ahead of time the checks of the body's own that apply will make.
+type reportEntry struct {
+	apply func(a *applier, node string) Result
+	check func(*checker)
 }
 
 // reportBody decodes a member's report about itself: the apply is refused unless the
 // report's signer is the node the body names.
-func reportBody[T any](node func(*T) string, apply func(*applier, *T) Result) func([]byte) (func(*applier, string) Result, error) {
-	return func(b []byte) (func(*applier, string) Result, error) {
+func reportBody[T any](node func(*T) string, apply func(*applier, *T) Result) func([]byte) (reportEntry, error) {
+	return reportBodyChecked(node, apply, nil)
+}
+
+// reportBodyChecked is reportBody with check (nil: none) run ahead on the decoded body.
+func reportBodyChecked[T any](node func(*T) string, apply func(*applier, *T) Result, check func(*checker, *T)) func([]byte) (reportEntry, error) {
+	return func(b []byte) (reportEntry, error) {
 		var c T
 		if err := decodeStrict(b, &c); err != nil {
-			return nil, err
+			return reportEntry{}, err
 		}
-		return func(a *applier, signer string) Result {
+		e := reportEntry{apply: func(a *applier, signer string) Result {
 			if n := node(&c); n != signer {
 				a.audit("node:"+signer, "report.refused", truncate("node:"+n, 80), "refused", "auth.signature_invalid")
 				return refuse("auth.signature_invalid", "a node reports only for itself")
 			}
 			return apply(a, &c)
-		}, nil
+		}}
+		if check != nil {
+			e.check = func(ck *checker) { check(ck, &c) }
+		}
+		return e, nil
 	}
 }
 
 // leaderReport decodes one of the leader's decisions, attributed to its signer.
-func leaderReport[T any](apply func(*applier, *T, string) Result) func([]byte) (func(*applier, string) Result, error) {
-	return func(b []byte) (func(*applier, string) Result, error) {
+func leaderReport[T any](apply func(*applier, *T, string) Result) func([]byte) (reportEntry, error) {
+	return func(b []byte) (reportEntry, error) {
 		var c T
 		if err := decodeStrict(b, &c); err != nil {
-			return nil, err
+			return reportEntry{}, err
 		}
-		return func(a *applier, signer string) Result { return apply(a, &c, "node:"+signer) }, nil
+		return reportEntry{apply: func(a *applier, signer string) Result { return apply(a, &c, "node:"+signer) }}, nil
 	}
 }
 

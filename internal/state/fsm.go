@@ -356,7 +356,11 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	if f.authn != nil {
 		an = f.authn.WithMemo(memo)
 	}
-	ready, wait := f.prepare(logs, f.applied.Load(), memo, an)
+	var sigs *sigMemo
+	if f.verifier != nil {
+		sigs = newSigMemo(f.verifier)
+	}
+	ready, wait := f.prepare(logs, f.applied.Load(), memo, an, sigs)
 	defer wait()
 	var cur *batchRun
 	defer func() {
@@ -376,7 +380,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 		}
 		if cur == nil {
 			var err error
-			if cur, err = f.beginRun(memo, an); err != nil {
+			if cur, err = f.beginRun(memo, an, sigs); err != nil {
 				f.halt(fmt.Sprintf("entry %d: state database: %v", l.Index, err))
 				out[i] = haltedResult
 				continue
@@ -437,17 +441,22 @@ type batchRun struct {
 	last   uint64 // the last index applied into it (0: none)
 	events []Event
 	// memo holds the batch's signatures verified ahead (ahead.go); authn is the FSM's
-	// verifier through it.
-	memo  *authn.Memo
-	authn *authn.Verifier
+	// verifier through it, verifier its threshold-signature verifier through sigMemo.
+	memo     *authn.Memo
+	authn    *authn.Verifier
+	verifier Verifier
 }
 
-func (f *FSM) beginRun(memo *authn.Memo, an *authn.Verifier) (*batchRun, error) {
+func (f *FSM) beginRun(memo *authn.Memo, an *authn.Verifier, sigs *sigMemo) (*batchRun, error) {
 	b, err := f.db.NewBatch()
 	if err != nil {
 		return nil, err
 	}
-	return &batchRun{f: f, b: b, t: newTx(b), m: f.meta().clone(), pols: f.policies.Load(), memo: memo, authn: an}, nil
+	r := &batchRun{f: f, b: b, t: newTx(b), m: f.meta().clone(), pols: f.policies.Load(), memo: memo, authn: an, verifier: f.verifier}
+	if sigs != nil {
+		r.verifier = sigs
+	}
+	return r, nil
 }
 
 func (r *batchRun) discard() { _ = r.b.Close() }
@@ -492,7 +501,7 @@ func (r *batchRun) applyEntry(env *Envelope, apply func(*applier) Result, index 
 	}
 	m.LastStamp = env.Stamp
 	events := len(r.events)
-	a := &applier{t: r.t, m: m, pols: &r.pols, stamp: env.Stamp, index: index, verifier: r.f.verifier, authn: r.authn, memo: r.memo, events: &r.events}
+	a := &applier{t: r.t, m: m, pols: &r.pols, stamp: env.Stamp, index: index, verifier: r.verifier, authn: r.authn, memo: r.memo, events: &r.events}
 	if env.Stamp-m.LastPrune >= pruneEveryMs || m.PruneBehind {
 		m.LastPrune = env.Stamp
 		m.PruneBehind = a.prune()
