@@ -7,9 +7,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math/big"
 	"net/http/httptest"
 	"time"
 
+	"github.com/btcsuite/btcd/btcec/v2"
+	btcecdsa "github.com/btcsuite/btcd/btcec/v2/ecdsa"
 	"github.com/hashicorp/raft"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -19,6 +22,7 @@ import (
 	"github.com/custos/custos/internal/authn"
 	"github.com/custos/custos/internal/ids"
 	"github.com/custos/custos/internal/state"
+	"github.com/custos/custos/protocol"
 )
 
 // clusterName is the benchmark cluster's name, also the tokens' audience.
@@ -33,27 +37,55 @@ const entryGapMs = 1
 // caller holding a one-hour token does.
 const tokenRefresh = 30 * time.Minute
 
-// fixedSig is the one threshold signature the stub verifier accepts: a secp256k1
-// signature of realistic size (r, s, recovery id, DER).
-var fixedSig = func() state.Signature {
-	r := bytes.Repeat([]byte{0x5a}, 32)
-	s := bytes.Repeat([]byte{0x3c}, 32)
-	der := append([]byte{0x30, 0x44, 0x02, 0x20}, r...)
-	der = append(der, 0x02, 0x20)
-	der = append(der, s...)
-	return state.Signature{R: r, S: s, RecoveryID: 1, DER: der}
-}()
+// thresholdKey is the secp256k1 key the benchmark's keygen "creates": a real key pair
+// and chain code, so that each lifecycle's ceremony.result carries a real signature,
+// under the key derived for its path, that the FSM verifies with the verifier custosd
+// uses (internal/ceremony): a threshold signature is an ordinary ECDSA signature, so
+// one made with the whole private key is what a committee's would be.
+type thresholdKey struct {
+	sk        *btcec.PrivateKey
+	pub       []byte // compressed
+	chainCode []byte
+	// children are the derived private keys by path (m/0/i, i < 1000), so that making
+	// entries derives each once; the FSM derives the public key anew for every result,
+	// as it must.
+	children map[string]*btcec.PrivateKey
+}
 
-// stubVerifier accepts fixedSig only: the threshold signature's own verification is not
-// what this benchmark measures (BenchmarkApplySignLifecycle stubs it too).
-type stubVerifier struct{}
-
-// VerifySignature implements state.Verifier.
-func (stubVerifier) VerifySignature(_ string, _, _ []byte, _ []uint32, _ []byte, sig *state.Signature) error {
-	if !bytes.Equal(sig.DER, fixedSig.DER) || !bytes.Equal(sig.R, fixedSig.R) || !bytes.Equal(sig.S, fixedSig.S) {
-		return fmt.Errorf("benchstate: not the fixed signature")
+func newThresholdKey() (*thresholdKey, error) {
+	sk, err := btcec.NewPrivateKey()
+	if err != nil {
+		return nil, fmt.Errorf("secp256k1 key: %w", err)
 	}
-	return nil
+	return &thresholdKey{sk: sk, pub: sk.PubKey().SerializeCompressed(), chainCode: randBytes(32), children: map[string]*btcec.PrivateKey{}}, nil
+}
+
+// sign signs digest with the key derived for path, as a committee would, in the form a
+// ceremony.result carries (r, s, recovery id, DER).
+func (k *thresholdKey) sign(path []uint32, digest []byte) (state.Signature, error) {
+	at := fmt.Sprint(path)
+	child, ok := k.children[at]
+	if !ok {
+		childPub, _, delta, err := protocol.DeriveECDSA(k.pub, k.chainCode, path)
+		if err != nil {
+			return state.Signature{}, fmt.Errorf("derive %v: %w", path, err)
+		}
+		var d btcec.ModNScalar
+		if d.SetByteSlice(new(big.Int).Mod(delta, btcec.S256().N).Bytes()) {
+			return state.Signature{}, fmt.Errorf("derive %v: delta out of range", path)
+		}
+		d.Add(&k.sk.Key)
+		child = btcec.PrivKeyFromScalar(&d)
+		if !bytes.Equal(child.PubKey().SerializeCompressed(), childPub) {
+			return state.Signature{}, fmt.Errorf("derive %v: private and public derivations disagree", path)
+		}
+		k.children[at] = child
+	}
+	compact := btcecdsa.SignCompact(child, digest, true) // RFC 6979, low S
+	var r, s btcec.ModNScalar
+	r.SetByteSlice(compact[1:33])
+	s.SetByteSlice(compact[33:])
+	return state.Signature{R: compact[1:33], S: compact[33:], RecoveryID: int(compact[0] - 27 - 4), DER: btcecdsa.NewSignature(&r, &s).Serialize()}, nil
 }
 
 // cluster holds the secrets a real cluster's nodes and caller hold, and writes the
@@ -71,6 +103,7 @@ type cluster struct {
 	token  string
 	tokAt  int64 // stamp the token was minted at
 	keyID  string
+	key    *thresholdKey
 }
 
 // newCluster makes three members with real libp2p Ed25519 identities and the shared
@@ -100,6 +133,9 @@ func newCluster(start time.Time) (*cluster, error) {
 	}
 	if _, c.userSK, err = ed25519.GenerateKey(rand.Reader); err != nil {
 		return nil, fmt.Errorf("user key: %w", err)
+	}
+	if c.key, err = newThresholdKey(); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
@@ -205,17 +241,16 @@ func (c *cluster) keygen() (entry []byte, sched *state.Schedule, err error) {
 		return nil, nil, err
 	}
 	sched = &state.Schedule{RequestID: "req_" + ids.At(time.UnixMilli(stamp)), KeyID: "key_" + ids.At(time.UnixMilli(stamp)), Committee: c.nodes,
-		Nonce: randBytes(32), ChainCode: randBytes(32)}
+		Nonce: randBytes(32), ChainCode: c.key.chainCode}
 	entry, err = c.submit("n1", stamp, f, sched)
 	return entry, sched, err
 }
 
 // sharesStored are every member's share.stored reports for the keygen sched.
 func (c *cluster) sharesStored(sched *state.Schedule) ([][]byte, error) {
-	pub := append([]byte{0x02}, bytes.Repeat([]byte{0x42}, 32)...) // a compressed point
 	var out [][]byte
 	for _, n := range c.nodes {
-		e, err := c.report(n, state.TypeShareStored, c.next(), &state.ShareStored{RequestID: sched.RequestID, Nonce: sched.Nonce, Node: n, PublicKey: pub})
+		e, err := c.report(n, state.TypeShareStored, c.next(), &state.ShareStored{RequestID: sched.RequestID, Nonce: sched.Nonce, Node: n, PublicKey: c.key.pub})
 		if err != nil {
 			return nil, err
 		}
@@ -224,27 +259,43 @@ func (c *cluster) sharesStored(sched *state.Schedule) ([][]byte, error) {
 	return out, nil
 }
 
+// pendingResult is a lifecycle's ceremony.result, made into an entry (signed and
+// stamped) when its turn in the log comes.
+type pendingResult struct {
+	node string
+	body *state.CeremonyResult
+}
+
 // lifecycle is sign lifecycle i: alice's signed sign request entering through one node
-// (round robin), scheduled on a 2-member committee, and one member's ceremony.result.
-func (c *cluster) lifecycle(i int) (submit, result []byte, err error) {
+// (round robin), scheduled on a 2-member committee, and one member's ceremony.result,
+// to be logged later (result).
+func (c *cluster) lifecycle(i int) (submit []byte, result pendingResult, err error) {
 	origin := c.nodes[i%len(c.nodes)]
 	other := c.nodes[(i+1)%len(c.nodes)]
 	stamp := c.next()
-	body, err := json.Marshal(&api.SignBody{Message: randHex(32), DerivationPath: fmt.Sprintf("m/0/%d", i%1000)})
+	digest, path := randBytes(32), []uint32{0, uint32(i % 1000)}
+	body, err := json.Marshal(&api.SignBody{Message: hex.EncodeToString(digest), DerivationPath: fmt.Sprintf("m/0/%d", path[1])})
 	if err != nil {
-		return nil, nil, fmt.Errorf("sign body: %w", err)
+		return nil, pendingResult{}, fmt.Errorf("sign body: %w", err)
 	}
 	f, err := c.userRequest("POST", "/v1/keys/"+c.keyID+"/sign", body, stamp)
 	if err != nil {
-		return nil, nil, err
+		return nil, pendingResult{}, err
 	}
 	sched := &state.Schedule{RequestID: "req_" + ids.At(time.UnixMilli(stamp)), Committee: []string{origin, other}, Nonce: randBytes(32)}
 	if submit, err = c.submit(origin, stamp, f, sched); err != nil {
-		return nil, nil, err
+		return nil, pendingResult{}, err
 	}
-	result, err = c.report(other, state.TypeCeremonyResult, c.next(),
-		&state.CeremonyResult{RequestID: sched.RequestID, Nonce: sched.Nonce, Node: other, Signature: fixedSig})
-	return submit, result, err
+	sig, err := c.key.sign(path, digest)
+	if err != nil {
+		return nil, pendingResult{}, err
+	}
+	return submit, pendingResult{node: other, body: &state.CeremonyResult{RequestID: sched.RequestID, Nonce: sched.Nonce, Node: other, Signature: sig}}, nil
+}
+
+// result is p's entry: the member's signed report, stamped now.
+func (c *cluster) result(p pendingResult) ([]byte, error) {
+	return c.report(p.node, state.TypeCeremonyResult, c.next(), p.body)
 }
 
 // setup applies the cluster's first entries to f through apply: the ClusterInit, the
@@ -332,5 +383,3 @@ func randBytes(n int) []byte {
 	_, _ = rand.Read(b)
 	return b
 }
-
-func randHex(n int) string { return hex.EncodeToString(randBytes(n)) }

@@ -18,10 +18,10 @@
 // and only the ApplyBatch calls are timed; the process's CPU time over those calls (all
 // its threads: Apply, its verifying workers, Pebble's flushes and compactions) gives
 // the "cores" busy and the "CPU/entry" columns, and with them the most entries a second
-// this machine's cores could apply at that cost. The threshold signature's
-// own verification is stubbed (a fixed signature is accepted), as in the package's
-// BenchmarkApplySignLifecycle; every other check (callers' RFC 9421 signatures and
-// tokens, nodes' identity signatures) is real.
+// this machine's cores could apply at that cost. Every check is the one custosd makes:
+// callers' RFC 9421 signatures and tokens, nodes' identity signatures, and the threshold
+// signature itself (internal/ceremony's verifier: the key derived for the request's path
+// m/0/i, the ECDSA signature, its recovery id), over a real secp256k1 key.
 //
 // Usage:
 //
@@ -49,6 +49,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/custos/custos/internal/authn"
+	"github.com/custos/custos/internal/ceremony"
 	"github.com/custos/custos/internal/raftnode"
 	"github.com/custos/custos/internal/state"
 	"github.com/custos/custos/test/report"
@@ -83,12 +84,14 @@ type config struct {
 	Step    int    `json:"step"`
 	Batch   int    `json:"batch"`
 	MaxHeap uint64 `json:"max_heap_bytes"`
+	// ResultLag is how many lifecycles after its submit a result is logged (see run).
+	ResultLag int `json:"result_lag"`
 }
 
 // Step is the figures at one step: the state as of Lifecycles sign lifecycles.
 type Step struct {
 	Lifecycles  int           `json:"lifecycles"`
-	Entries     uint64        `json:"entries"` // raft index: setup entries + 2 per lifecycle
+	Entries     uint64        `json:"entries"` // raft index: setup entries, a submit per lifecycle, a result per lifecycle but the last ResultLag
 	HeapInUse   uint64        `json:"heap_in_use_bytes"`
 	RSS         uint64        `json:"rss_bytes"`
 	ApplyTime   time.Duration `json:"apply_time_ns"` // sum of the step's Apply calls
@@ -138,10 +141,11 @@ type Report struct {
 }
 
 func main() {
-	n := flag.Int("n", 1000000, "total sign lifecycles (2 entries each)")
+	n := flag.Int("n", 1000000, "total sign lifecycles (2 entries each: a submit, a result)")
 	step := flag.Int("step", 100000, "lifecycles between measurements")
 	out := flag.String("out", "", "write the report as JSON to `FILE`")
 	batch := flag.Int("batch", 64, "entries per ApplyBatch (raft hands the FSM up to MaxAppendEntries, 64, at once)")
+	lag := flag.Int("result-lag", 256, "lifecycles between a request's submit and its result in the log (at most 1000: requests in flight are bounded by 1024)")
 	maxHeap := flag.String("max-heap", "3GiB", "stop early when the Go heap in use exceeds this (e.g. 512MiB, 3GiB)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the run to `FILE`")
 	flag.Parse()
@@ -162,7 +166,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "benchstate: -max-heap:", err)
 		os.Exit(2)
 	}
-	cfg := config{N: *n, Step: *step, Batch: *batch, MaxHeap: mh}
+	cfg := config{N: *n, Step: *step, Batch: *batch, MaxHeap: mh, ResultLag: *lag}
 	if err := cfg.check(); err != nil {
 		fmt.Fprintln(os.Stderr, "benchstate:", err)
 		os.Exit(2)
@@ -188,6 +192,9 @@ func (c config) check() error {
 	}
 	if c.MaxHeap == 0 {
 		return fmt.Errorf("-max-heap must be positive")
+	}
+	if c.ResultLag < 0 || c.ResultLag > 1000 {
+		return fmt.Errorf("-result-lag must be 0..1000 (requests in flight are bounded by %d)", state.MaxOpenRequests)
 	}
 	return nil
 }
@@ -244,7 +251,7 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*Report, error) {
 		return nil, err
 	}
 	var stalls writeStallCounter
-	f, err := newFSM(filepath.Join(dir, "state"), stubVerifier{}, c.an, nil, &stalls)
+	f, err := newFSM(filepath.Join(dir, "state"), ceremony.SignatureVerifier{}, c.an, nil, &stalls)
 	if err != nil {
 		return nil, fmt.Errorf("new fsm: %w", err)
 	}
@@ -268,13 +275,27 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*Report, error) {
 	// benchmark does not let their making (three Ed25519 signatures per lifecycle) take
 	// CPU from the apply it times. It does run while a snapshot persists, as raft's
 	// other work on a node does.
+	//
+	// A result is logged cfg.ResultLag lifecycles after its submit: on a node a ceremony
+	// takes tens of milliseconds at the least while other requests keep arriving, so a
+	// result never shares a raft batch with its request, and its threshold signature is
+	// checked ahead against the committed request (internal/state/ahead.go). The last
+	// cfg.ResultLag requests are left open when the run ends.
 	made := 0
+	var trailing []pendingResult
+	// next makes the next lifecycle's submit, and the result that is due (nil: none yet).
 	next := func() (submit, result []byte, err error) {
-		submit, result, err = c.lifecycle(made)
+		submit, res, err := c.lifecycle(made)
 		if err != nil {
 			return nil, nil, fmt.Errorf("lifecycle %d: %w", made, err)
 		}
 		made++
+		if trailing = append(trailing, res); len(trailing) > cfg.ResultLag {
+			if result, err = c.result(trailing[0]); err != nil {
+				return nil, nil, fmt.Errorf("result of lifecycle %d: %w", made-1-cfg.ResultLag, err)
+			}
+			trailing = trailing[1:]
+		}
 		return submit, result, nil
 	}
 
@@ -300,7 +321,9 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*Report, error) {
 			if err != nil {
 				return err
 			}
-			entries = append(entries, sub, res)
+			if entries = append(entries, sub); res != nil {
+				entries = append(entries, res)
+			}
 		}
 		for len(entries) > 0 {
 			b := entries[:min(cfg.Batch, len(entries))]
@@ -376,7 +399,7 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*Report, error) {
 			s.StreamApplies, s.StreamMax, s.StreamOver = ss.N, ss.Max, ss.Over
 		}
 		restores++
-		g, err := newFSM(filepath.Join(dir, fmt.Sprintf("restore-%d", restores)), stubVerifier{}, c.an, nil, slog.DiscardHandler)
+		g, err := newFSM(filepath.Join(dir, fmt.Sprintf("restore-%d", restores)), ceremony.SignatureVerifier{}, c.an, nil, slog.DiscardHandler)
 		if err != nil {
 			rc.Close()
 			return fmt.Errorf("new fsm: %w", err)
@@ -444,11 +467,11 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*Report, error) {
 				return err
 			}
 		}
-		prev := 0
+		prev := uint64(rep.SetupEntries)
 		if len(rep.Steps) > 0 {
-			prev = rep.Steps[len(rep.Steps)-1].Lifecycles
+			prev = rep.Steps[len(rep.Steps)-1].Entries
 		}
-		s.StepEntries = 2 * (applied - prev)
+		s.StepEntries = int(index - prev)
 		if stepApply > 0 {
 			s.ApplyPerSec = float64(s.StepEntries) / stepApply.Seconds()
 		}
