@@ -35,28 +35,17 @@ func (SignatureVerifier) VerifySignature(curve string, pub, chainCode []byte, pa
 			}
 			pub = child
 		}
-		pk, err := btcec.ParsePubKey(pub)
+		pk, es, err := parseECDSA(pub, msg, sig)
 		if err != nil {
-			return fmt.Errorf("public key: %w", err)
-		}
-		if len(sig.R) != 32 || len(sig.S) != 32 || len(msg) != 32 {
-			return errors.New("malformed ecdsa signature")
-		}
-		var r, s btcec.ModNScalar
-		if r.SetByteSlice(sig.R) || s.SetByteSlice(sig.S) || r.IsZero() || s.IsZero() {
-			return errors.New("ecdsa signature out of range")
-		}
-		if s.IsOverHalfOrder() {
-			return errors.New("ecdsa signature is not low-S")
+			return err
 		}
 		// The recovery id must recover the same key. A key recovered from (r, s, id)
 		// is the one solution of the verification equation for that R, so a signature
 		// that recovers pk verifies under pk: the common case costs one recovery, not a
-		// verification and a recovery (Apply runs this for every result, in order).
-		// Any other signature is verified too, so that each is refused for the same
-		// reason, checked in the same order, as when both ran always.
+		// verification and a recovery (every result's signature on a node's apply
+		// path). Any other signature is verified too, so that each is refused for the
+		// same reason, checked in the same order, as when both ran always.
 		recovered := sig.RecoveryID >= 0 && sig.RecoveryID <= 1 && recovers(sig, msg, pk)
-		es := btcecdsa.NewSignature(&r, &s)
 		if !recovered && !es.Verify(msg, pk) {
 			return errors.New("ecdsa signature does not verify")
 		}
@@ -72,6 +61,26 @@ func (SignatureVerifier) VerifySignature(curve string, pub, chainCode []byte, pa
 		return nil
 	}
 	return fmt.Errorf("unknown curve %q", curve)
+}
+
+// parseECDSA parses a secp256k1 public key and a signature of the digest msg, refusing
+// malformed fields, r or s out of [1, N), and a high S.
+func parseECDSA(pub, msg []byte, sig *state.Signature) (*btcec.PublicKey, *btcecdsa.Signature, error) {
+	pk, err := btcec.ParsePubKey(pub)
+	if err != nil {
+		return nil, nil, fmt.Errorf("public key: %w", err)
+	}
+	if len(sig.R) != 32 || len(sig.S) != 32 || len(msg) != 32 {
+		return nil, nil, errors.New("malformed ecdsa signature")
+	}
+	var r, s btcec.ModNScalar
+	if r.SetByteSlice(sig.R) || s.SetByteSlice(sig.S) || r.IsZero() || s.IsZero() {
+		return nil, nil, errors.New("ecdsa signature out of range")
+	}
+	if s.IsOverHalfOrder() {
+		return nil, nil, errors.New("ecdsa signature is not low-S")
+	}
+	return pk, btcecdsa.NewSignature(&r, &s), nil
 }
 
 // recovers reports whether sig's r, s and recovery id (0 or 1: R's x is r, never r+N)

@@ -62,39 +62,24 @@ func TestSigVerifier(t *testing.T) {
 }
 
 // verifyBothECDSA is the secp256k1 check as it was before VerifySignature skipped the
-// verification of a signature that recovers the key: verification, DER, recovery id, in
-// that order. TestRecoveryShortcutEquivalent holds the two to the same verdicts.
+// verification of a signature that recovers the key: after parsing, verification, DER,
+// recovery id, in that order. TestRecoveryShortcutEquivalent holds the two to the same
+// verdicts.
 func verifyBothECDSA(pub []byte, msg []byte, sig *state.Signature) error {
-	pk, err := btcec.ParsePubKey(pub)
+	pk, es, err := parseECDSA(pub, msg, sig)
 	if err != nil {
-		return fmt.Errorf("public key: %w", err)
+		return err
 	}
-	if len(sig.R) != 32 || len(sig.S) != 32 || len(msg) != 32 {
-		return errors.New("malformed ecdsa signature")
-	}
-	var r, s btcec.ModNScalar
-	if r.SetByteSlice(sig.R) || s.SetByteSlice(sig.S) || r.IsZero() || s.IsZero() {
-		return errors.New("ecdsa signature out of range")
-	}
-	if s.IsOverHalfOrder() {
-		return errors.New("ecdsa signature is not low-S")
-	}
-	es := btcecdsa.NewSignature(&r, &s)
 	if !es.Verify(msg, pk) {
 		return errors.New("ecdsa signature does not verify")
 	}
 	if string(es.Serialize()) != string(sig.DER) {
 		return errors.New("DER encoding does not match r and s")
 	}
-	compact := make([]byte, 65)
-	compact[0] = byte(27 + 4 + sig.RecoveryID)
-	copy(compact[1:33], sig.R)
-	copy(compact[33:], sig.S)
 	if sig.RecoveryID < 0 || sig.RecoveryID > 1 {
 		return errors.New("recovery id must be 0 or 1")
 	}
-	rec, _, err := btcecdsa.RecoverCompact(compact, msg)
-	if err != nil || !rec.IsEqual(pk) {
+	if !recovers(sig, msg, pk) {
 		return errors.New("recovery id does not recover the key")
 	}
 	return nil
