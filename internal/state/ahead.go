@@ -59,11 +59,12 @@ type checker struct {
 }
 
 // node verifies member id's signature of a statement of kind domain, if id is a member
-// of the committed state.
-func (c *checker) node(id, domain string, body, sig []byte) {
+// of the committed state, and reports whether it verified.
+func (c *checker) node(id, domain string, body, sig []byte) bool {
 	if m := c.m.member(id); m != nil {
-		_ = c.memo.VerifyNode(m.PeerID, domain, body, sig)
+		return c.memo.VerifyNode(m.PeerID, domain, body, sig) == nil
 	}
+	return false
 }
 
 // request authenticates a caller's signed request as Apply will, at the entry's stamp;

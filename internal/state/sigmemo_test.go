@@ -28,7 +28,8 @@ func (v *countingVerifier) VerifySignature(curve string, pub, cc []byte, path []
 // arguments that passed: within one raft batch a forged result is refused (verified
 // again by Apply, never answered from the memo) although a genuine one for the same
 // request passed just after it on another core, and each genuine signature reaches the
-// verifier once.
+// verifier once. A result whose report a member did not sign costs no threshold
+// verification at all, ahead or in Apply.
 func TestThresholdSignaturesCheckedAhead(t *testing.T) {
 	h := newSignedHarness(t, 3, 2)
 	cv := &countingVerifier{calls: map[string]int{}}
@@ -43,21 +44,22 @@ func TestThresholdSignaturesCheckedAhead(t *testing.T) {
 		reqs = append(reqs, h.f.Request(res.RequestID))
 	}
 	type step struct {
-		node, sig string
-		req       *Request
-		want      string
+		node, signer, sig string
+		req               *Request
+		want              string
 	}
 	steps := []step{
-		{"n1", "forged", reqs[0], "ceremony.failed"},
-		{"n2", "good", reqs[0], ""},
-		{"n1", "good", reqs[1], ""},
+		{"n3", "n2", "unsigned", reqs[1], "auth.signature_invalid"}, // n3's report, n2's signature
+		{"n1", "n1", "forged", reqs[0], "ceremony.failed"},
+		{"n2", "n2", "good", reqs[0], ""},
+		{"n1", "n1", "good", reqs[1], ""},
 	}
 	var logs []*raft.Log
 	for _, s := range steps {
 		body := &CeremonyResult{RequestID: s.req.ID, Nonce: s.req.Nonce, Node: s.node, Signature: Signature{Sig: []byte(s.sig)}}
 		h.index++
 		h.stamp++
-		logs = append(logs, &raft.Log{Index: h.index, Type: raft.LogCommand, Data: h.reportEntry(s.node, TypeCeremonyResult, body)})
+		logs = append(logs, &raft.Log{Index: h.index, Type: raft.LogCommand, Data: h.reportEntry(s.node, s.signer, TypeCeremonyResult, body)})
 	}
 	for i, r := range h.f.ApplyBatch(logs) {
 		res := r.(Result)
@@ -78,14 +80,17 @@ func TestThresholdSignaturesCheckedAhead(t *testing.T) {
 	if cv.calls["forged"] != 2 {
 		t.Errorf("forged signature verified %d times, want 2 (ahead and again by Apply)", cv.calls["forged"])
 	}
+	if cv.calls["unsigned"] != 0 {
+		t.Errorf("threshold signature of a report no member signed verified %d times, want 0", cv.calls["unsigned"])
+	}
 }
 
-// reportEntry is node's signed report of kind, encoded as an entry at the next stamp
-// (not applied).
-func (h *signedHarness) reportEntry(node, kind string, payload any) []byte {
+// reportEntry is node's report of kind signed by signer, encoded as an entry at the
+// current stamp (not applied).
+func (h *signedHarness) reportEntry(node, signer, kind string, payload any) []byte {
 	h.t.Helper()
 	body, _ := json.Marshal(payload)
-	sig, err := authn.SignNode(h.ids[node], authn.DomainReport, ReportMessage(kind, body))
+	sig, err := authn.SignNode(h.ids[signer], authn.DomainReport, ReportMessage(kind, body))
 	if err != nil {
 		h.t.Fatal(err)
 	}
