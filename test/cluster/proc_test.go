@@ -49,6 +49,22 @@ func TestReadVmHWMSelf(t *testing.T) {
 	}
 }
 
+// A process's RSS splits into its anonymous and file-backed parts (and shared memory,
+// which a test binary has little of).
+func TestReadRSSPartsSelf(t *testing.T) {
+	anon, file, err := ReadRSSParts(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rss, err := ReadVmRSS(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if anon <= 0 || file <= 0 || anon+file > rss+(1<<20) {
+		t.Fatalf("RssAnon %d + RssFile %d, VmRSS %d: want both positive, together at most the RSS", anon, file, rss)
+	}
+}
+
 const netTCP = `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1 0000000000000000 100 0 0 10 0
    1: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 222 1 0000000000000000 20 4 30 10 -1
