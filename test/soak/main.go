@@ -241,6 +241,9 @@ type Window struct {
 	RSS []uint64 `json:"rss_bytes"`
 	// Applied is each node's applied raft index at the window's end (0: not read).
 	Applied []uint64 `json:"applied_index"`
+	// Memory is each node's memory by holder at the window's end (nil: not read), to
+	// tell an RSS change's holder and moment apart in the report.
+	Memory []*Memory `json:"memory,omitempty"`
 }
 
 // ErrKind is one kind of signing error and how often it happened.
@@ -281,6 +284,11 @@ type Memory struct {
 	GoHeapFree uint64 `json:"go_heap_free_bytes"`
 	// RSSAnon and RSSFile split the RSS (/proc/PID/status): anonymous memory, and
 	// file-backed pages, mostly the binary's code as it runs (0: not read).
+	// Goroutines and GoStacks are the goroutines alive and the memory their stacks hold
+	// (beside the heap, and counted in the collector's goal): a goroutine that never ends
+	// grows both.
+	Goroutines       uint64 `json:"goroutines,omitempty"`
+	GoStacks         uint64 `json:"go_stacks_bytes,omitempty"`
 	RSSAnon          uint64 `json:"rss_anon_bytes,omitempty"`
 	RSSFile          uint64 `json:"rss_file_bytes,omitempty"`
 	StateCache       uint64 `json:"state_block_cache_bytes"`
@@ -298,8 +306,8 @@ func (m *Memory) String() string {
 	if m.GoHeapLive > 0 {
 		live = fmt.Sprintf(" (live %.1f, of it outside Pebble %.1f)", mib(m.GoHeapLive), mib(m.liveOutsidePebble()))
 	}
-	return fmt.Sprintf("RSS anonymous %.1f + file-backed %.1f; heap %.1f%s + free not returned %.1f; state db cache %.1f + memtables %.1f, keystore cache %.1f + memtables %.1f MiB",
-		mib(m.RSSAnon), mib(m.RSSFile), mib(m.GoHeapInUse), live, mib(m.GoHeapFree), mib(m.StateCache), mib(m.StateMemTables), mib(m.KeystoreCache), mib(m.KeystoreMemTable))
+	return fmt.Sprintf("RSS anonymous %.1f + file-backed %.1f; heap %.1f%s + free not returned %.1f; %d goroutines, stacks %.1f; state db cache %.1f + memtables %.1f, keystore cache %.1f + memtables %.1f MiB",
+		mib(m.RSSAnon), mib(m.RSSFile), mib(m.GoHeapInUse), live, mib(m.GoHeapFree), m.Goroutines, mib(m.GoStacks), mib(m.StateCache), mib(m.StateMemTables), mib(m.KeystoreCache), mib(m.KeystoreMemTable))
 }
 
 // pebble is what the two databases' block caches and memtables hold.
@@ -349,6 +357,7 @@ func nodeMemory(ctx context.Context, c *cluster.Cluster, i int) *Memory {
 	mem := &Memory{
 		GoHeapInUse: uint64(m["go_memstats_heap_inuse_bytes"]), GoHeapLive: uint64(m["go_gc_heap_live_bytes"]),
 		GoHeapFree: uint64(max(0, m["go_memstats_heap_idle_bytes"]-m["go_memstats_heap_released_bytes"])),
+		Goroutines: uint64(m["go_goroutines"]), GoStacks: uint64(m["go_memstats_stack_inuse_bytes"]),
 		StateCache: db("state", "block_cache"), StateMemTables: db("state", "memtables"),
 		KeystoreCache: db("keystore", "block_cache"), KeystoreMemTable: db("keystore", "memtables"),
 	}
@@ -376,6 +385,12 @@ func (s *soak) saveHeapProfiles(ctx context.Context, when string) {
 		b, err := s.c.Get(ctx, i, "/debug/pprof/heap")
 		if err == nil {
 			err = os.WriteFile(filepath.Join(s.o.heapDir, s.c.NodeID(i)+"-"+when+".pb.gz"), b, 0o644)
+		}
+		if err == nil {
+			b, err = s.c.Get(ctx, i, "/debug/pprof/goroutine?debug=1")
+		}
+		if err == nil {
+			err = os.WriteFile(filepath.Join(s.o.heapDir, s.c.NodeID(i)+"-"+when+"-goroutines.txt"), b, 0o644)
 		}
 		if err != nil {
 			fmt.Fprintf(s.out, "heap profile of %s (%s): %v\n", s.c.NodeID(i), when, err)
@@ -666,7 +681,7 @@ func (s *soak) fill(rep *Report, follower int) {
 	for i := range wins {
 		w := &wins[i]
 		if i < len(rep.Windows) {
-			w.RSS, w.Applied = rep.Windows[i].RSS, rep.Windows[i].Applied
+			w.RSS, w.Applied, w.Memory = rep.Windows[i].RSS, rep.Windows[i].Applied, rep.Windows[i].Memory
 		}
 		w.Phase = phaseOf(w.Start, w.End, k)
 		rep.Signatures += w.Sigs
@@ -799,9 +814,12 @@ func errKey(err error) string {
 // progress prints window i (which just ended) with each node's RSS and applied index.
 func (s *soak) progress(ctx context.Context, i int, rep *Report) {
 	sigs, errs := s.m.window(i)
-	w := Window{RSS: make([]uint64, nodes), Applied: make([]uint64, nodes)}
+	w := Window{RSS: make([]uint64, nodes), Applied: make([]uint64, nodes), Memory: make([]*Memory, nodes)}
 	var rss, applied []string
 	for n := range nodes {
+		mctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		w.Memory[n] = nodeMemory(mctx, s.c, n)
+		cancel()
 		if v, err := nodeRSS(s.c, n); err == nil {
 			w.RSS[n] = v
 			rss = append(rss, fmt.Sprintf("%7.1f", mib(v)))
@@ -821,7 +839,7 @@ func (s *soak) progress(ctx context.Context, i int, rep *Report) {
 	for len(rep.Windows) <= i {
 		rep.Windows = append(rep.Windows, Window{})
 	}
-	rep.Windows[i].RSS, rep.Windows[i].Applied = w.RSS, w.Applied
+	rep.Windows[i].RSS, rep.Windows[i].Applied, rep.Windows[i].Memory = w.RSS, w.Applied, w.Memory
 	elapsed := time.Since(s.t0)
 	from := time.Duration(i) * window
 	secs := min(elapsed, from+window) - from
