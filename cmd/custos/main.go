@@ -30,6 +30,7 @@ import (
 
 const usage = `custos — command-line tool for a custos threshold-signing cluster
 
+  custos COMMAND --help                          that command's lines of this text (custos keys --help)
   custos dev up                                  start the local 3-node dev cluster (make run)
   custos cluster                                 show the cluster (as the admin)
 
@@ -138,6 +139,9 @@ is given or there is no user token, else as the user.`
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return // the flag parser printed the command's flags: asked for, not an error
+		}
 		var ae *client.APIError
 		if errors.As(err, &ae) {
 			fmt.Fprintf(os.Stderr, "custos: %s (HTTP %d): %s [request %s]\n", ae.Code, ae.Status, ae.Detail, ae.RequestID)
@@ -152,6 +156,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, usage)
 		return errors.New("no command")
+	}
+	if words, ok := helpAsked(args); ok {
+		if u := commandUsage(words); u != "" {
+			fmt.Fprintln(stdout, u)
+			return nil
+		}
 	}
 	switch args[0] {
 	case "dev":
