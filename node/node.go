@@ -332,7 +332,11 @@ func (n *Node) Start(ctx context.Context) error {
 		return err
 	}
 	n.met.reg.MustRegister(newDBMemoryCollector(n.fsm, n.ks))
-	n.vouch = vouch.New(vouch.Config{NodeID: n.cfg.NodeID, Logger: n.log, State: n.fsm, Store: n.ks, Registerer: n.met.reg})
+	vc := vouch.Config{NodeID: n.cfg.NodeID, Logger: n.log, State: n.fsm, Store: n.ks, Registerer: n.met.reg, Threshold: n.cfg.Cluster.Threshold}
+	for _, m := range n.cfg.Cluster.Members {
+		vc.Members = append(vc.Members, state.Member{ID: m.ID, PeerID: m.PeerID})
+	}
+	n.vouch = vouch.New(vc)
 	n.fsm.OnSnapshot(n.vouch.OnSnapshot)
 	n.fsm.OnRestore(n.vouch.OnRestore)
 	n.fsm.OnRestoreStart(n.vouch.OnRestoreStart)
@@ -372,7 +376,7 @@ func (n *Node) Start(ctx context.Context) error {
 	if n.api, err = httpapi.New(httpapi.Config{
 		Config: n.cfg, Logger: n.log, State: n.fsm, Authn: n.authn, Proposer: submitter{n.raft},
 		Registry: n.met.reg, Phases: n.met.phases, Now: n.now, IsLeader: n.isLeader, Leader: n.raft.Leader, Live: n.live,
-		NotReady: n.readiness, SessionID: ceremony.SessionID, DebugState: n.debugState, AfterCommit: n.afterCommit(),
+		NotReady: n.readiness, Distrusted: n.vouch.Blocked, SessionID: ceremony.SessionID, DebugState: n.debugState, AfterCommit: n.afterCommit(),
 		OpenWebhookSecret: openWebhookSecret(kr),
 	}); err != nil {
 		return err

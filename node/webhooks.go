@@ -110,7 +110,9 @@ func (w webhookReporter) Delivered(ctx context.Context, rep webhook.Report) erro
 	return nil
 }
 
-// newDeliverer builds the webhook deliverer (it acts only while this node leads).
+// newDeliverer builds the webhook deliverer. It acts only while this node leads and
+// trusts its state: a leader whose state is a snapshot not yet vouched for (or that
+// diverged) would sign, with the cluster's webhook key, events the log never held.
 func (n *Node) newDeliverer(kr *webhook.Keyring) *webhook.Deliverer {
 	timeout := n.cfg.Webhooks.Timeout.Duration
 	if timeout <= 0 {
@@ -119,6 +121,6 @@ func (n *Node) newDeliverer(kr *webhook.Keyring) *webhook.Deliverer {
 	guard := webhook.Guard{AllowLoopback: n.cfg.Webhooks.AllowLoopback, AllowLinkLocal: n.cfg.Webhooks.AllowLinkLocal}
 	return webhook.New(webhook.Config{
 		State: webhookState{n.fsm}, Reporter: webhookReporter{n.raft}, Keyring: kr,
-		Client: webhook.NewHTTPClient(guard, timeout), IsLeader: n.isLeader, Now: n.now, Logger: n.log.With("component", "webhooks"),
+		Client: webhook.NewHTTPClient(guard, timeout), IsLeader: func() bool { return n.isLeader() && n.vouch.Blocked() == "" }, Now: n.now, Logger: n.log.With("component", "webhooks"),
 	})
 }

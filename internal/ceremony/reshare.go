@@ -159,6 +159,10 @@ func (n *Runner) currentShare(k *state.Key) (*protocol.Share, error) {
 // and reports whether it did. The new share must be of the key's generation and yield its
 // public key; the old share's data key is retired by PutShare (a fresh data key per write).
 func (n *Runner) promote(k *state.Key) bool {
+	if why := n.blocked(); why != "" {
+		n.log.Warn("not putting a reshared key's new share in place while this node's state is in doubt; the reconciler does it once the state is trusted", "key", k.ID, "why", why)
+		return false
+	}
 	id := pendingShareID(k.ID, k.Generation)
 	raw, err := n.ks.GetShare(id)
 	if err != nil {
@@ -239,8 +243,10 @@ func (n *Runner) settleShares(k *state.Key) bool {
 // dropStaleShares erases shares kept aside that no reshare will commit: of a
 // generation that is neither the key's (promoted by settleShares) nor its running
 // reshare's. Generations are never reused for a key (state gives every reshare attempt a
-// new one), so a share aside is either the running attempt's or dead.
-func (n *Runner) dropStaleShares(names []string) {
+// new one), so a share aside is either the running attempt's or dead. It reports whether
+// nothing was left to do.
+func (n *Runner) dropStaleShares(names []string) (done bool) {
+	done = true
 	for _, name := range names {
 		keyID, gen, ok := parsePendingShareID(name)
 		if !ok {
@@ -248,7 +254,7 @@ func (n *Runner) dropStaleShares(names []string) {
 		}
 		if k := n.fsm.Key(keyID); k != nil && k.Status != state.KeyDeleted && k.Status != state.KeyFailed {
 			if gen == k.Generation && slices.Contains(k.Members, n.self) {
-				n.promote(k)
+				done = n.promote(k) && done
 				continue
 			}
 			if k.Resharing != nil && k.Resharing.Generation == gen {
@@ -257,6 +263,9 @@ func (n *Runner) dropStaleShares(names []string) {
 		}
 		if n.eraseShare(name) {
 			n.log.Info("dropped a new share of a reshare that did not commit", "key", keyID, "generation", gen)
+		} else {
+			done = false
 		}
 	}
+	return done
 }

@@ -479,6 +479,10 @@ func (n *Runner) eraseShare(keyID string) bool {
 	if keyID == "" {
 		return true
 	}
+	if why := n.blocked(); why != "" {
+		n.log.Warn("not erasing a key's share while this node's state is in doubt; the reconciler does it once the state is trusted", "key", keyID, "why", why)
+		return false
+	}
 	if err := n.ks.DeleteShare(keyID); err != nil {
 		n.log.Error("could not erase a key's share; the reconciler tries again", "key", keyID, "err", err)
 		return false
@@ -539,13 +543,20 @@ func (n *Runner) reconcileLoop(ctx context.Context) {
 			pruned = time.Now()
 			n.pruneSessionMarkers()
 		}
-		if v := n.fsm.KeysVersion(); !keysDone || v != seen {
-			keysDone, seen = n.reconcileKeys(erased, settled), v
-		}
-		if !staleChecked {
-			if names, err := n.ks.ListShares(); err == nil {
-				n.dropStaleShares(names)
-				staleChecked = true
+		// Erasing or replacing a share is irreversible, so it waits while this node's
+		// state is in doubt (a snapshot not yet vouched for, which may call every key
+		// deleted; a diverged state; a backup's restore guard): a full pass follows once
+		// it is trusted.
+		if n.blocked() != "" {
+			keysDone, staleChecked = false, false
+		} else {
+			if v := n.fsm.KeysVersion(); !keysDone || v != seen {
+				keysDone, seen = n.reconcileKeys(erased, settled), v
+			}
+			if !staleChecked {
+				if names, err := n.ks.ListShares(); err == nil {
+					staleChecked = n.dropStaleShares(names)
+				}
 			}
 		}
 		for _, r := range n.fsm.OpenRequests() {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -111,4 +112,61 @@ func TestReconcileOnlyWhenKeysChange(t *testing.T) {
 	}
 	st.put(&state.Key{ID: "key_failed_later", Status: state.KeyFailed, Members: []string{"n1", "n2", "n3"}}, nil)
 	waitFor("the share of the key that failed later erased", func() bool { return erasedShare("key_failed_later") })
+}
+
+// TestSharesKeptWhileStateInDoubt mounts a compromised leader's forged snapshot that calls
+// this node's keys failed, deleted or reshared away: while the node's state is in doubt
+// (not yet vouched for, diverged, a backup's restore guard) it erases, replaces and drops
+// no share — neither on the events nor in the reconcile loop — and does all of it once
+// its state is trusted again.
+func TestSharesKeptWhileStateInDoubt(t *testing.T) {
+	st := &fakeState{}
+	ks := openStore(t)
+	st.put(&state.Key{ID: "key_deleted", Status: state.KeyDeleted, Members: []string{"n1", "n2", "n3"}}, nil)
+	st.put(&state.Key{ID: "key_failed", Status: state.KeyFailed, Members: []string{"n1", "n2", "n3"}}, nil)
+	st.put(&state.Key{ID: "key_away", Status: state.KeyActive, Generation: 1, Members: []string{"n2", "n3", "n4"}}, nil)
+	stale := pendingShareID("key_deleted", 3)
+	for _, id := range []string{"key_deleted", "key_failed", "key_away", stale} {
+		if err := ks.PutShare(id, []byte("share of "+id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := newTestRunner(t, st, ks)
+	var mu sync.Mutex
+	why := "state restored from a snapshot at index 200 is not yet vouched for"
+	r.blocked = func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return why
+	}
+	has := func(id string) bool {
+		ok, err := ks.HasShare(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	r.KeyDeleted("key_deleted")
+	r.KeyFailed("key_failed")
+	r.Reshared("key_away")
+	r.ReshareFailed("key_deleted")
+	r.Start()
+	time.Sleep(5 * time.Second) // two passes of the reconcile loop
+	for _, id := range []string{"key_deleted", "key_failed", "key_away", stale} {
+		if !has(id) {
+			t.Fatalf("the share %s was erased while the node's state was in doubt", id)
+		}
+	}
+	mu.Lock()
+	why = ""
+	mu.Unlock()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, id := range []string{"key_deleted", "key_failed", "key_away", stale} {
+		for has(id) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the share %s was not erased once the state was trusted", id)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 }

@@ -167,6 +167,9 @@ func (s *Server) stream(x *exchange, user uint64, all bool, after uint64) {
 // after its tokens were last revoked; the admin's key (key-pair mode) still the one the
 // stream began with.
 func (s *Server) streamAllowed(c authn.Principal, adminKey []byte) bool {
+	if s.distrusted() != "" {
+		return false // the state it would stream from is not vouched for (see Config.Distrusted)
+	}
 	if c.TokenExpires != 0 && c.TokenExpires <= s.now().Unix() {
 		return false
 	}

@@ -115,6 +115,13 @@ type Config struct {
 	Live func(nodeID string) bool
 	// NotReady lists why this node is not ready (GET /readyz), none when it is.
 	NotReady func() []string
+	// Distrusted says why this node's replicated state must not be served, or "": a
+	// snapshot the leader installed that k members have not yet vouched for, or a state
+	// that differs from what k members signed (vouch.Blocked). Such a state is the
+	// leader's word, not the log's: its users, keys, requests and audit may be forged,
+	// so every authenticated route answers 503 until it is vouched for. nil: always
+	// trusted (unit tests of other concerns).
+	Distrusted func() string
 	// SessionID is the ceremony session id of r's current attempt on key k, for
 	// correlating node logs (the request object's session_id); "" for none. It is called
 	// only for a request that has a session nonce.
@@ -143,9 +150,11 @@ type Server struct {
 	leader   func() string
 	live     func(string) bool
 	notReady func() []string
-	session  func(*state.Request, *state.Key) string
-	debug    func() any
-	after    func(*state.SubmitBody, state.Result)
+	// distrusted is Config.Distrusted, never nil.
+	distrusted func() string
+	session    func(*state.Request, *state.Key) string
+	debug      func() any
+	after      func(*state.SubmitBody, state.Result)
 
 	// limiter is the per-caller token bucket (nil when rate limiting is off).
 	limiter *rateLimiter
@@ -191,12 +200,17 @@ func New(cfg Config) (*Server, error) {
 	case cfg.Config.API.Debug && cfg.DebugState == nil:
 		return nil, errors.New("httpapi: api.debug needs DebugState")
 	}
+	distrusted := cfg.Distrusted
+	if distrusted == nil {
+		distrusted = func() string { return "" }
+	}
 	s := &Server{
 		c: cfg.Config, log: cfg.Logger, st: cfg.State, authn: cfg.Authn, prop: cfg.Proposer, reg: cfg.Registry,
 		phases: cfg.Phases, now: cfg.Now, isLeader: cfg.IsLeader, leader: cfg.Leader, live: cfg.Live,
 		notReady: cfg.NotReady, session: cfg.SessionID, debug: cfg.DebugState, after: cfg.AfterCommit,
 		limiter: newRateLimiter(cfg.Config.RateLimit()), akWaits: make(chan struct{}, maxAccessKeyWaits), waiters: newWaiters(),
 		events: cfg.State, streams: make(chan struct{}, maxStreams), openSecret: cfg.OpenWebhookSecret, streamsBy: map[string]int{},
+		distrusted: distrusted,
 	}
 	s.life, s.endLife = context.WithCancel(context.Background())
 	if s.log == nil {
@@ -338,6 +352,13 @@ func (s *Server) authenticated(route string, h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		x := &exchange{w: w, r: r, id: w.Header().Get(api.HeaderRequestID), route: route, start: time.Now(), status: 200}
 		defer s.logDecision(x)
+		// First of all: even the credential checks read the state (users, revocations,
+		// the admin key), so a state not vouched for cannot judge them either.
+		if why := s.distrusted(); why != "" {
+			x.fail(&apiError{Status: http.StatusServiceUnavailable, Code: api.CodeClusterUnavailable, RetryAfter: 5,
+				Detail: "this node cannot vouch for its replicated state (" + why + "); send the request to another node, or retry once GET /readyz on this one answers 200"})
+			return
+		}
 		if err := s.checkAuth(x); err != nil {
 			x.fail(err)
 			return

@@ -26,6 +26,8 @@ type applier struct {
 	events   *[]Event
 	// checkpointHere is set by a checkpoint request: the FSM checkpoints at this entry.
 	checkpointHere bool
+	// curReport is the signed report being applied (nil for other entries).
+	curReport *Report
 }
 
 func (a *applier) emit(kind, requestID, keyID string) {

@@ -90,7 +90,7 @@ func (a *applier) checkpointVote(c *StateCheckpoint) Result {
 		return Result{Existing: true}
 	}
 	votes[c.Node] = c.StateHash
-	a.emitCheckpoint(EventCheckpointVote, c.Index, "")
+	*a.events = append(*a.events, Event{Kind: EventCheckpointVote, Stamp: a.stamp, Index: c.Index, Vote: a.curReport})
 	return Result{}
 }
 
@@ -115,10 +115,6 @@ func (a *applier) checkpointRequest() Result {
 	}
 	a.checkpointHere = true
 	return Result{}
-}
-
-func (a *applier) emitCheckpoint(kind string, index uint64, hash string) {
-	*a.events = append(*a.events, Event{Kind: kind, Stamp: a.stamp, Index: index, Hash: hash})
 }
 
 // The state hash is a function of the state's content only: the SHA-256 of every record

@@ -81,6 +81,10 @@ type Event struct {
 	Index uint64
 	// Hash is this node's state hash at a checkpoint (EventCheckpoint).
 	Hash string
+	// Vote is the member's signed report that was recorded (EventCheckpointVote): a node
+	// that cannot trust the members its state lists (it restored a snapshot it did not
+	// take) verifies it against members it does trust (internal/vouch).
+	Vote *Report
 }
 
 // Event kinds.
@@ -799,6 +803,12 @@ func (f *FSM) restore(rc io.ReadCloser, legacy bool) error {
 	switch {
 	case first[0] == '{' && !legacy:
 		return errors.New("state: restore: the snapshot is in the format of an earlier binary (JSON): upgrade every member to this binary")
+	case first[0] == '{' && f.applied.Load() != 0:
+		// Only the first start of this binary on an earlier one's data directory (no
+		// state database yet) has a JSON snapshot of its own to convert. Past that, a
+		// JSON snapshot in the store can only be one a leader sent, which raft keeps on
+		// disk even though Restore refused it: it is not decoded (in memory) at start.
+		return errors.New("state: restore: the snapshot is in the format of an earlier binary (JSON) and this node's state database is not empty: a leader sent it (this binary refuses it); move this node's raft and state directories aside and restart it to resynchronise")
 	case first[0] == '{':
 		err = f.restoreLegacy(br)
 	default:

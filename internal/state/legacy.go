@@ -158,6 +158,11 @@ func (d *legacyState) records() (recs []statedb.Record, err error) {
 // node on a state it never told anyone it restored —, and its audit log link by link up
 // to the head its meta names (the state hash covers the audit only through that head).
 func verifyRestored(v *statedb.View) error {
+	// A state is as of an index: without one, the restored node would take the state for
+	// an empty one (nothing to vouch for, every entry to apply again on top of it).
+	if idx, _, err := v.AppliedIndex(); err != nil || idx == 0 {
+		return fmt.Errorf("snapshot names no applied index (%v)", err)
+	}
 	return catchFault(func() {
 		m, ok := load[meta](v, key(tMeta))
 		if !ok {

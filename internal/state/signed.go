@@ -94,6 +94,8 @@ func (a *applier) report(rp *Report, apply func(*applier, string) Result) Result
 	if r := a.verifyNode(rp.Node, authn.DomainReport, "report", ReportMessage(rp.Kind, rp.Body), rp.Sig); !r.OK() {
 		return r
 	}
+	a.curReport = rp
+	defer func() { a.curReport = nil }()
 	return apply(a, rp.Node)
 }
 

@@ -6,7 +6,10 @@
 // stops signing for good (until an operator resynchronises it). It signs and reports this
 // node's checkpoints and asks for one when it waits to be vouched for.
 //
-// It must never decide what the state is (the FSM does) nor take one member's word.
+// It must never decide what the state is (the FSM does) nor take one member's word. Nor
+// may it take the restored state's word for who the members are: the votes that vouch
+// for a restored state are verified here against the members (and k) of the last state
+// this node trusted, kept from before the restore (or, with none, its configuration).
 package vouch
 
 import (
@@ -15,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -24,6 +28,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/custos/custos/internal/authn"
 	"github.com/custos/custos/internal/state"
 	"github.com/custos/custos/keystore"
 )
@@ -54,6 +59,12 @@ type Config struct {
 	State      State
 	Store      Store
 	Registerer prometheus.Registerer
+	// Members and Threshold are this node's configured cluster (cluster.members with
+	// their peer ids, cluster.threshold): whom it trusts to vouch for a restored
+	// snapshot when it held no trusted state of its own to take the members from (a new
+	// node, a resynchronised one).
+	Members   []state.Member
+	Threshold int
 }
 
 // Vouch is this node's trust in its own state.
@@ -64,6 +75,8 @@ type Vouch struct {
 	store Store
 	ch    chan state.Event
 	v     vouching
+	// configured is Config's members and threshold.
+	configured anchor
 
 	stateUnverified prometheus.Gauge
 	stateDiverged   prometheus.Gauge
@@ -75,6 +88,7 @@ type Vouch struct {
 // New prepares vouching; Start runs its loop.
 func New(cfg Config) *Vouch {
 	v := &Vouch{self: cfg.NodeID, log: cfg.Logger, fsm: cfg.State, store: cfg.Store, ch: make(chan state.Event, 64),
+		configured:      anchor{Threshold: cfg.Threshold, Members: slices.Clone(cfg.Members)},
 		stateUnverified: prometheus.NewGauge(prometheus.GaugeOpts{Name: "custos_state_unverified", Help: "1 while this node's state, restored from a snapshot it did not take, waits for k members' signed checkpoints."}),
 		stateDiverged:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "custos_state_diverged", Help: "1 when this node's state differs from what k other members signed: it signs nothing."}),
 	}
@@ -123,6 +137,7 @@ func (n *Vouch) loadUnverified() {
 		return
 	}
 	n.v.unverified = idx
+	n.v.anchor = n.loadAnchor()
 	n.stateUnverified.Set(1)
 	n.log.Warn("the snapshot this node restored before it stopped is not yet vouched for: joining no ceremony until k other members vouch for the state", "index", idx)
 }
@@ -134,6 +149,56 @@ func (n *Vouch) setUnverifiedLocked(index uint64) {
 	if err := n.store.PutMeta(unverifiedKey, []byte(strconv.FormatUint(index, 10))); err != nil {
 		n.log.Warn("could not record whether this node's restored state waits to be vouched for", "err", err)
 	}
+}
+
+// anchorKey is the keystore record of the members (and k) trusted to vouch for the
+// restored state awaiting vouching (an anchor, JSON).
+const anchorKey = "vouch-anchor"
+
+// anchor is whom this node trusts to vouch for a restored state: the members, by id and
+// peer id (identity key), and k of the last state it trusted.
+type anchor struct {
+	Threshold int            `json:"threshold"`
+	Members   []state.Member `json:"members"`
+}
+
+// member returns the trusted member with id, or nil.
+func (a *anchor) member(id string) *state.Member {
+	for i := range a.Members {
+		if a.Members[i].ID == id {
+			return &a.Members[i]
+		}
+	}
+	return nil
+}
+
+// loadAnchor reads the recorded anchor; a missing or damaged record (a restore by an
+// earlier binary) falls back to the configured members.
+func (n *Vouch) loadAnchor() *anchor {
+	var a anchor
+	b, err := n.store.GetMeta(anchorKey)
+	if err == nil && json.Unmarshal(b, &a) == nil && a.Threshold >= 1 && len(a.Members) > 0 {
+		return &a
+	}
+	c := n.configured
+	return &c
+}
+
+// trustedAnchor is whom to trust for a restore starting now: the members and k of the
+// current state when this node trusts it (it is not waiting to be vouched for, nor
+// diverged) and it has a cluster, else the anchor already kept, else the configuration.
+// The caller holds n.v.mu.
+func (n *Vouch) trustedAnchorLocked() *anchor {
+	if n.v.unverified == 0 && n.v.diverged == "" {
+		if name, k, members := n.fsm.Cluster(); name != "" && k >= 1 && len(members) > 0 {
+			return &anchor{Threshold: k, Members: members}
+		}
+	}
+	if n.v.anchor != nil {
+		return n.v.anchor
+	}
+	c := n.configured
+	return &c
 }
 
 // Start runs the checkpoint loop, reporting through r, until Stop.
@@ -185,6 +250,14 @@ type vouching struct {
 	requested time.Time
 	// diverged says how this node's state differs from a quorum's ("" while it does not).
 	diverged string
+	// anchor is whom this node trusts to vouch for the restored state (set while
+	// unverified != 0): never the restored state's own members, which are the leader's
+	// word.
+	anchor *anchor
+	// votes are the checkpoint votes at indices after unverified whose signatures
+	// verified against anchor (by index, then member; at most
+	// state.MaxCheckpointIndices indices).
+	votes map[uint64]map[string]string
 }
 
 // blocked says why this node must not act on its state, or "".
@@ -259,11 +332,23 @@ func (n *Vouch) OnSnapshot(index uint64, sum [32]byte) {
 // vouched for from then on, durably, so that stopping between the switch and OnRestore
 // leaves it waiting too. An error (the record cannot be written) refuses the restore.
 func (n *Vouch) OnRestoreStart() error {
+	n.v.mu.Lock()
+	a := n.trustedAnchorLocked()
+	n.v.mu.Unlock()
+	b, err := json.Marshal(a)
+	if err != nil {
+		return fmt.Errorf("record whom to trust for the restored state: %w", err)
+	}
+	if err := n.store.PutMeta(anchorKey, b); err != nil {
+		return fmt.Errorf("record whom to trust for the restored state: %w", err)
+	}
 	if err := n.store.PutMeta(unverifiedKey, []byte(restorePending)); err != nil {
 		return fmt.Errorf("record that a snapshot is being restored: %w", err)
 	}
 	n.v.mu.Lock()
 	n.v.unverified = max(n.v.unverified, n.fsm.AppliedIndex(), 1)
+	n.v.anchor = a
+	n.v.votes = nil
 	n.v.mu.Unlock()
 	n.stateUnverified.Set(1)
 	return nil
@@ -282,12 +367,18 @@ func (n *Vouch) OnRestore(index uint64, sum [32]byte) {
 		// state is one it trusted.
 		n.v.mu.Lock()
 		n.setUnverifiedLocked(0)
+		n.v.anchor, n.v.votes = nil, nil
 		n.v.mu.Unlock()
 		n.stateUnverified.Set(0)
 		return
 	}
 	n.v.mu.Lock()
-	n.setUnverifiedLocked(index)
+	// Index 0 would read as "nothing to vouch for" (the FSM refuses such a snapshot).
+	n.setUnverifiedLocked(max(index, 1))
+	if n.v.anchor == nil {
+		n.v.anchor = n.trustedAnchorLocked()
+	}
+	n.v.votes = nil
 	n.v.requested = time.Time{}
 	n.v.mu.Unlock()
 	n.stateUnverified.Set(1)
@@ -325,19 +416,79 @@ func (n *Vouch) loop(ctx context.Context, r Reporter) {
 			}
 			cancel()
 		case state.EventCheckpointVote:
+			n.recordVote(e.Vote)
 			n.judgeCheckpoint(e.Index)
 		}
 		n.maybeRequestCheckpoint(ctx, r)
 	}
 }
 
-// judgeCheckpoint compares this node's state with the votes at a checkpoint index.
+// recordVote keeps a member's signed checkpoint vote while a restored state waits to be
+// vouched for, once its signature verified against the anchor's member of that id: the
+// FSM checked it against the members the restored state lists, which are the leader's
+// word (a forged state may re-key a member, add one or lower k). Votes at or before the
+// restored index, of non-members or not verifying are dropped.
+func (n *Vouch) recordVote(rp *state.Report) {
+	if rp == nil || rp.Kind != state.TypeCheckpoint {
+		return
+	}
+	var c state.StateCheckpoint
+	if err := json.Unmarshal(rp.Body, &c); err != nil || c.Node != rp.Node {
+		return
+	}
+	n.v.mu.Lock()
+	a, after := n.v.anchor, n.v.unverified
+	n.v.mu.Unlock()
+	if after == 0 || a == nil || c.Index <= after {
+		return
+	}
+	m := a.member(rp.Node)
+	if m == nil {
+		n.log.Warn("a checkpoint vote from a node this node does not trust to vouch for its restored state", "node", rp.Node, "index", c.Index)
+		return
+	}
+	if err := authn.VerifyNode(m.PeerID, authn.DomainReport, state.ReportMessage(rp.Kind, rp.Body), rp.Sig); err != nil {
+		n.log.Warn("a checkpoint vote whose signature does not verify against the member this node trusts: not counted", "node", rp.Node, "index", c.Index, "err", err)
+		return
+	}
+	n.v.mu.Lock()
+	defer n.v.mu.Unlock()
+	if n.v.unverified != after || n.v.anchor != a {
+		return // a restore started meanwhile
+	}
+	if n.v.votes == nil {
+		n.v.votes = map[uint64]map[string]string{}
+	}
+	votes := n.v.votes[c.Index]
+	if votes == nil {
+		votes = map[string]string{}
+		n.v.votes[c.Index] = votes
+		for len(n.v.votes) > state.MaxCheckpointIndices {
+			delete(n.v.votes, slices.Min(slices.Collect(maps.Keys(n.v.votes))))
+		}
+	}
+	if _, dup := votes[c.Node]; !dup {
+		votes[c.Node] = c.StateHash
+	}
+}
+
+// judgeCheckpoint compares this node's state with the votes at a checkpoint index: the
+// state's votes when it trusts its state, else those recordVote verified against the
+// anchor, with k the larger of the anchor's and the state's.
 func (n *Vouch) judgeCheckpoint(index uint64) {
 	view := n.fsm.CheckpointAt(index)
 	_, k, _ := n.fsm.Cluster()
-	vouched, diverged := checkpointVerdict(view.Own, view.Votes, n.self, k)
 	n.v.mu.Lock()
 	defer n.v.mu.Unlock()
+	votes := view.Votes
+	if n.v.unverified != 0 {
+		votes = maps.Clone(n.v.votes[index])
+		if n.v.anchor == nil {
+			return
+		}
+		k = max(k, n.v.anchor.Threshold)
+	}
+	vouched, diverged := checkpointVerdict(view.Own, votes, n.self, k)
 	switch {
 	case diverged && n.v.diverged == "":
 		n.v.diverged = fmt.Sprintf("this node's state at index %d differs from the state at least %d other members signed: it signs nothing; stop it, move its raft and state directories aside and restart it to resynchronise, and investigate the leader that sent its last snapshot", index, k)
@@ -346,6 +497,7 @@ func (n *Vouch) judgeCheckpoint(index uint64) {
 	case vouched && n.v.unverified != 0 && index > n.v.unverified:
 		n.log.Info("restored state vouched for by the members' signed checkpoints", "snapshot_index", n.v.unverified, "checkpoint_index", index)
 		n.setUnverifiedLocked(0)
+		n.v.anchor, n.v.votes = nil, nil
 		n.stateUnverified.Set(0)
 	}
 }

@@ -2,13 +2,16 @@ package vouch
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/custos/custos/internal/authn"
 	"github.com/custos/custos/internal/state"
 	"github.com/custos/custos/keystore"
 )
@@ -105,8 +108,9 @@ func (r reports) Report(_ context.Context, kind string, _ any) (state.Result, er
 func TestUnverifiedSurvivesRestart(t *testing.T) {
 	st := &views{at: map[uint64]state.CheckpointView{}, applied: 150}
 	store := &memStore{m: map[string][]byte{}}
+	c := newCluster(t)
 	restart := func() *Vouch {
-		return New(Config{NodeID: "n3", State: st, Store: store, Registerer: prometheus.NewRegistry()})
+		return New(Config{NodeID: "n3", State: st, Store: store, Registerer: prometheus.NewRegistry(), Members: c.init.Members, Threshold: 2})
 	}
 	v := restart()
 	if err := v.OnRestoreStart(); err != nil {
@@ -125,6 +129,11 @@ func TestUnverifiedSurvivesRestart(t *testing.T) {
 		t.Fatalf("after a restart: blocked %q, want waiting for the snapshot at 200", why)
 	}
 	st.at[300] = state.CheckpointView{Own: "A", Votes: map[string]string{"n1": "A", "n2": "A"}}
+	v.judgeCheckpoint(300)
+	if v.Blocked() == "" {
+		t.Fatal("vouched for by the votes the restored state holds, not by votes it verified")
+	}
+	c.votes(v, 300, "A")
 	v.judgeCheckpoint(300)
 	if why := v.Blocked(); why != "" {
 		t.Fatalf("still blocked after k members vouched: %s", why)
@@ -180,7 +189,8 @@ func (failStore) PutMeta(string, []byte) error   { return errors.New("disk gone"
 func TestRestoreNeedsVouching(t *testing.T) {
 	st := &views{at: map[uint64]state.CheckpointView{}}
 	store := &memStore{m: map[string][]byte{}}
-	v := New(Config{NodeID: "n3", State: st, Store: store, Registerer: prometheus.NewRegistry()})
+	c := newCluster(t)
+	v := New(Config{NodeID: "n3", State: st, Store: store, Registerer: prometheus.NewRegistry(), Members: c.init.Members, Threshold: 2})
 	rep := make(reports, 16)
 	v.Start(context.Background(), rep)
 	defer v.Stop()
@@ -211,10 +221,12 @@ func TestRestoreNeedsVouching(t *testing.T) {
 	st.at[200] = state.CheckpointView{Own: "A", Votes: map[string]string{"n1": "A", "n2": "A"}}
 	st.at[300] = state.CheckpointView{Own: "A", Votes: map[string]string{"n1": "A", "n2": "A"}}
 	st.mu.Unlock()
+	c.votes(v, 200, "A")
 	v.judgeCheckpoint(200)
 	if v.Blocked() == "" {
 		t.Fatal("vouched by a checkpoint at the snapshot's own index")
 	}
+	c.votes(v, 300, "A")
 	v.judgeCheckpoint(300)
 	if why := v.Blocked(); why != "" {
 		t.Fatalf("still blocked after k members vouched: %s", why)
@@ -238,5 +250,20 @@ func TestRestoreNeedsVouching(t *testing.T) {
 	}
 	if _, err := store.GetMeta("missing"); !errors.Is(err, keystore.ErrNotFound) {
 		t.Fatal(err)
+	}
+}
+
+// votes hands v the signed checkpoint votes of n1 and n2 for hash at index.
+func (c *cluster) votes(v *Vouch, index uint64, hash string) {
+	for _, m := range []struct {
+		id string
+		sk crypto.PrivKey
+	}{{"n1", c.sk1}, {"n2", c.sk2}} {
+		body, _ := json.Marshal(&state.StateCheckpoint{Node: m.id, Index: index, StateHash: hash})
+		sig, err := authn.SignNode(m.sk, authn.DomainReport, state.ReportMessage(state.TypeCheckpoint, body))
+		if err != nil {
+			panic(err)
+		}
+		v.recordVote(&state.Report{Node: m.id, Kind: state.TypeCheckpoint, Body: body, Sig: sig})
 	}
 }

@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/custos/custos/admin"
+	"github.com/custos/custos/node/client"
 	testcluster "github.com/custos/custos/test/cluster"
 )
 
@@ -102,6 +104,23 @@ func TestSnapshotVouching(t *testing.T) {
 				if v := metric(t, c.API(2), "custos_state_diverged"); v != 1 {
 					t.Fatalf("custos_state_diverged = %v", v)
 				}
+				// Nor does it serve anything from the forged state: not the keys, not the
+				// audit; a caller is told to ask another node.
+				unavailable := func(what string, err error) {
+					t.Helper()
+					var ae *client.APIError
+					if !errors.As(err, &ae) || ae.Status != http.StatusServiceUnavailable || ae.Code != "cluster.unavailable" || !strings.Contains(ae.Detail, "another node") {
+						t.Fatalf("%s through the diverged node: %v, want 503 cluster.unavailable", what, err)
+					}
+				}
+				_, err = u.Clients[2].GetKey(ctx, key.KeyID)
+				unavailable("a key read", err)
+				adm3, err := admin.New(c.adminKey(), c.API(2))
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, err = adm3.Audit(ctx, 0, 10)
+				unavailable("an audit read", err)
 				// The others keep signing (node 3 refuses to join; the leader picks others).
 				for i := 0; i < 3; i++ {
 					r, err := u.Clients[1].Sign(ctx, key.KeyID, []byte{byte(i)}, "", "")
