@@ -9,13 +9,15 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/custos/custos/admin"
 	"github.com/custos/custos/internal/durable"
 )
 
-const auditUsage = `usage: custos audit verify [--archive FILE ...] [--page-size N]
+const auditUsage = `usage: custos audit verify [--archive FILE ...] [--page-size N] [--confirm-with URL ...]
        custos audit export --before SEQ --out FILE [--page-size N]
        custos audit prune --archive FILE`
 
@@ -40,6 +42,31 @@ type auditReport struct {
 	BrokenLine int    `json:"broken_line,omitempty"`
 	Reason     string `json:"reason,omitempty"`
 	Node       string `json:"node"`
+	// Confirmations are the other nodes asked whether they hold the same entry at
+	// head_seq and the same pruned anchor (the cluster file's other nodes, or
+	// --confirm-with); Quorum is how many nodes, the verified one included, must agree:
+	// the cluster's k with a cluster file, else every node named. A node that serves a
+	// forged log verifies on its own (the chain is only SHA-256 links); it cannot make k
+	// nodes agree with it.
+	Confirmations []confirmation `json:"confirmations,omitempty"`
+	Quorum        int            `json:"quorum,omitempty"`
+	// Unconfirmed says that no other node was asked.
+	Unconfirmed string `json:"unconfirmed,omitempty"`
+}
+
+// confirmation is what another node said of the verified log's head.
+type confirmation struct {
+	Node string `json:"node"`
+	// Status is "agrees", "differs" (another entry at head_seq or another pruned
+	// anchor) or "unreachable" (no answer, or behind the head for 10 s).
+	Status string `json:"status"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// auditPeer is another node to confirm the verified log with.
+type auditPeer struct {
+	url string
+	a   *admin.Admin
 }
 
 // archiveReport describes one archive: what `custos audit export` wrote, or what
@@ -82,8 +109,9 @@ func cmdAudit(args []string, stdout io.Writer) error {
 	pageSize := fset.Int("page-size", 1000, "entries per page (at most 1000)")
 	before := fset.Uint64("before", 0, "export: the first seq not exported (entries 1..SEQ-1, or from the node's first kept entry)")
 	out := fset.String("out", "", "export: the archive file to create (never overwritten)")
-	var archives fileList
+	var archives, confirmWith fileList
 	fset.Var(&archives, "archive", "verify: an archive, from the oldest on (repeat the flag); prune: the archive whose range to prune")
+	fset.Var(&confirmWith, "confirm-with", "verify: another node's API URL that must hold the same log head (repeat the flag; default with a cluster file: its other nodes)")
 	pos, err := parse(fset, args[1:])
 	if err != nil {
 		return err
@@ -114,7 +142,89 @@ func cmdAudit(args []string, stdout io.Writer) error {
 	case "prune":
 		return auditPrune(cx, a, archives[0], stdout)
 	default:
-		return auditVerify(cx, a, u, *pageSize, archives, stdout)
+		peers, quorum, err := c.auditPeers(u, confirmWith)
+		if err != nil {
+			return err
+		}
+		return auditVerify(cx, a, u, *pageSize, archives, peers, quorum, stdout)
+	}
+}
+
+// auditPeers are the nodes other than self that verify asks to confirm the log's head,
+// and how many nodes must agree: with --url, the --confirm-with nodes, all of them; with
+// a cluster file, its other nodes (and any --confirm-with), k of the cluster.
+func (c *conn) auditPeers(self string, confirmWith []string) ([]auditPeer, int, error) {
+	urls := slices.Clone(confirmWith)
+	quorum := 1 + len(urls)
+	if c.url == "" {
+		cl, _, err := c.clusterFile()
+		if err != nil {
+			return nil, 0, err
+		}
+		for _, n := range cl.Nodes {
+			if n.API != self && !slices.Contains(urls, n.API) {
+				urls = append(urls, n.API)
+			}
+		}
+		quorum = max(cl.Threshold, 1)
+	}
+	peers := make([]auditPeer, 0, len(urls))
+	for _, u := range urls {
+		u = strings.TrimRight(u, "/")
+		a, err := c.adminFor(u)
+		if err != nil {
+			return nil, 0, err
+		}
+		peers = append(peers, auditPeer{url: u, a: a})
+	}
+	return peers, quorum, nil
+}
+
+// confirmHead asks peer whether it holds the entry seq with hash and the pruned anchor
+// (prunedSeq, prunedHash), waiting up to 10 s for a peer behind seq.
+func confirmHead(cx context.Context, p auditPeer, seq uint64, hash string, prunedSeq uint64, prunedHash string) confirmation {
+	cf := confirmation{Node: p.url}
+	anchor, err := p.a.AuditPruned(cx)
+	if err != nil {
+		cf.Status, cf.Detail = "unreachable", err.Error()
+		return cf
+	}
+	var aSeq uint64
+	var aHash string
+	if anchor != nil {
+		aSeq, aHash = anchor.Seq, anchor.HeadHash
+	}
+	if aSeq != prunedSeq || aHash != prunedHash {
+		cf.Status, cf.Detail = "differs", fmt.Sprintf("its pruned anchor is seq %d hash %q, the verified node's seq %d hash %q", aSeq, aHash, prunedSeq, prunedHash)
+		return cf
+	}
+	if seq == prunedSeq {
+		cf.Status = "agrees" // nothing kept past the anchor: the anchor is the head
+		return cf
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		es, err := p.a.Audit(cx, seq-1, 1)
+		switch {
+		case err != nil:
+			cf.Status, cf.Detail = "unreachable", err.Error()
+			return cf
+		case len(es) == 1 && es[0].Seq == seq && es[0].Hash == hash:
+			cf.Status = "agrees"
+			return cf
+		case len(es) == 1:
+			cf.Status, cf.Detail = "differs", fmt.Sprintf("its entry %d has hash %s, the verified node's %s", es[0].Seq, es[0].Hash, hash)
+			return cf
+		case time.Now().After(deadline):
+			cf.Status, cf.Detail = "unreachable", fmt.Sprintf("its log has not reached seq %d", seq)
+			return cf
+		}
+		select {
+		case <-cx.Done():
+			cf.Status, cf.Detail = "unreachable", cx.Err().Error()
+			return cf
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
 }
 
@@ -245,7 +355,7 @@ func auditPrune(cx context.Context, a *admin.Admin, path string, stdout io.Write
 
 // auditVerify verifies the archives in order, ties the last one to the node's log, and
 // verifies the node's log; it prints one report and fails at the first break.
-func auditVerify(cx context.Context, a *admin.Admin, node string, pageSize int, archives []string, stdout io.Writer) error {
+func auditVerify(cx context.Context, a *admin.Admin, node string, pageSize int, archives []string, peers []auditPeer, quorum int, stdout io.Writer) error {
 	rep := auditReport{Node: node}
 	fail := func(err error) error {
 		rep.Verified = false
@@ -317,6 +427,30 @@ func auditVerify(cx context.Context, a *admin.Admin, node string, pageSize int, 
 			rep.BrokenSeq = head.Seq
 			return fail(fmt.Errorf("the last archive's entry %d differs from the node's (head hash %s): these archives are not of this log", head.Seq, head.HeadHash))
 		}
+	}
+	if len(peers) == 0 {
+		rep.Unconfirmed = "checked against this node only, whose log could be forged as a whole: give --confirm-with URL for the other nodes (or use a cluster file) to have them confirm its head"
+		return printJSON(stdout, rep)
+	}
+	rep.Quorum = quorum
+	agree := 1
+	var differs []string
+	for _, p := range peers {
+		cf := confirmHead(cx, p, rep.HeadSeq, rep.HeadHash, rep.PrunedSeq, rep.PrunedHash)
+		rep.Confirmations = append(rep.Confirmations, cf)
+		switch cf.Status {
+		case "agrees":
+			agree++
+		case "differs":
+			differs = append(differs, p.url)
+		}
+	}
+	switch {
+	case len(differs) > 0:
+		return fail(fmt.Errorf("the nodes disagree on the audit log: %s %s at seq %d (see confirmations); verify each node on its own (--url) and investigate the one that differs from the others",
+			strings.Join(differs, ", "), map[bool]string{true: "differs", false: "differ"}[len(differs) == 1], rep.HeadSeq))
+	case agree < quorum:
+		return fail(fmt.Errorf("only %d node(s), this one included, confirmed the log's head at seq %d; %d are needed (see confirmations): try again once the others are reachable", agree, rep.HeadSeq, quorum))
 	}
 	return printJSON(stdout, rep)
 }

@@ -258,3 +258,109 @@ func TestAuditArchiveCLI(t *testing.T) {
 		t.Fatalf("%d prune calls, want 3 (a1, a2, other):\n%s", n, calls)
 	}
 }
+
+// forgedChain is auditChain(n) with entry at's object changed and the chain re-hashed
+// from there: a log that verifies on its own.
+func forgedChain(n int, at uint64) []state.AuditEntry {
+	out := auditChain(n)
+	prev := state.GenesisHash
+	for i := range out {
+		out[i].PrevHash = prev
+		if out[i].Seq == at {
+			out[i].Object = "user:999"
+		}
+		out[i].Hash = state.AuditHash(&out[i])
+		prev = out[i].Hash
+	}
+	return out
+}
+
+// TestAuditVerifyConfirmed mounts a compromised node that serves a forged audit log,
+// complete and re-hashed, so that it verifies on its own: custos audit verify asks the
+// other nodes for the entry at the verified head and the pruned anchor, and says
+// "verified" only when k nodes (every node named with --url) agree; a disagreement or
+// too few answers fail it with a reason.
+func TestAuditVerifyConfirmed(t *testing.T) {
+	adminKey := bytes.Repeat([]byte{3}, 32)
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "admin.key")
+	if err := os.WriteFile(keyFile, []byte(hex.EncodeToString(adminKey)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v, _ := auth.NewTokenVerifier(auth.VerifierConfig{HMACKey: adminKey})
+	honest, forged := auditChain(25), forgedChain(25, 5)
+	hidden := auditChain(25)[9:] // a prefix hidden behind a pruned anchor nobody set
+	serve := func(log []state.AuditEntry, pruned *api.AuditAnchor) string {
+		node := &fakeNode{t: t, verifier: v, audit: log, pruned: pruned}
+		srv := httptest.NewServer(node)
+		t.Cleanup(srv.Close)
+		return srv.URL
+	}
+	down := httptest.NewServer(http.NotFoundHandler())
+	down.Close()
+	tests := []struct {
+		name     string
+		verified string   // the node verified
+		others   []string // --confirm-with
+		want     []string // statuses, in order
+		fails    string   // "" when verified
+	}{
+		{"all agree", serve(honest, nil), []string{serve(honest, nil), serve(honest, nil)}, []string{"agrees", "agrees"}, ""},
+		{"the verified node forged its log", serve(forged, nil), []string{serve(honest, nil), serve(honest, nil)}, []string{"differs", "differs"}, "disagree"},
+		{"another node differs", serve(honest, nil), []string{serve(forged, nil), serve(honest, nil)}, []string{"differs", "agrees"}, "disagree"},
+		{"a prefix hidden behind a pruned anchor", serve(hidden, &api.AuditAnchor{Seq: 9, HeadHash: honest[8].Hash}), []string{serve(honest, nil)}, []string{"differs"}, "pruned anchor"},
+		{"a node unreachable", serve(honest, nil), []string{serve(honest, nil), down.URL}, []string{"agrees", "unreachable"}, "only 2 node(s)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := []string{"audit", "verify", "--url", tt.verified, "--admin-key-file", keyFile}
+			for _, o := range tt.others {
+				args = append(args, "--confirm-with", o)
+			}
+			out, err := runCLI(t, args...)
+			var rep auditReport
+			if jerr := json.Unmarshal([]byte(out), &rep); jerr != nil {
+				t.Fatalf("output %q: %v (%v)", out, jerr, err)
+			}
+			var got []string
+			for _, c := range rep.Confirmations {
+				got = append(got, c.Status)
+			}
+			if strings.Join(got, ",") != strings.Join(tt.want, ",") {
+				t.Fatalf("confirmations %v, want %v (%+v)", got, tt.want, rep.Confirmations)
+			}
+			if tt.fails == "" {
+				if err != nil || !rep.Verified || rep.Quorum != 1+len(tt.others) {
+					t.Fatalf("%v %+v", err, rep)
+				}
+				return
+			}
+			if err == nil || rep.Verified || !strings.Contains(err.Error()+rep.Reason+rep.Confirmations[0].Detail, tt.fails) {
+				t.Fatalf("want a failure naming %q: %v %+v", tt.fails, err, rep)
+			}
+		})
+	}
+
+	// With a cluster file: its other nodes are asked, and k of them (the verified one
+	// included) suffice; a single node alone is said to be unconfirmed.
+	cdir := filepath.Join(t.TempDir(), ".devcluster")
+	if err := os.MkdirAll(cdir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cl := map[string]any{"name": "t", "threshold": 2, "admin_key_file": keyFile, "nodes": []map[string]string{
+		{"id": "node1", "api": serve(honest, nil)}, {"id": "node2", "api": serve(honest, nil)}, {"id": "node3", "api": down.URL}}}
+	b, _ := json.Marshal(cl)
+	if err := os.WriteFile(filepath.Join(cdir, "cluster.json"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runCLI(t, "audit", "verify", "--cluster", filepath.Join(cdir, "cluster.json"))
+	var rep auditReport
+	if jerr := json.Unmarshal([]byte(out), &rep); jerr != nil || err != nil || !rep.Verified || rep.Quorum != 2 || len(rep.Confirmations) != 2 {
+		t.Fatalf("cluster file, one node down: %v %v %+v", jerr, err, rep)
+	}
+	out, err = runCLI(t, "audit", "verify", "--url", serve(honest, nil), "--admin-key-file", keyFile)
+	rep = auditReport{}
+	if jerr := json.Unmarshal([]byte(out), &rep); jerr != nil || err != nil || !rep.Verified || rep.Unconfirmed == "" {
+		t.Fatalf("one node alone: %v %v %+v", jerr, err, rep)
+	}
+}

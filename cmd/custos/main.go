@@ -49,11 +49,13 @@ const usage = `custos — command-line tool for a custos threshold-signing clust
                                                  show (no flags) or set how long the cluster keeps
                                                  finished requests, dead access keys and events, and
                                                  how long a deleted key waits before erasure (replicated)
-  custos audit verify [--archive FILE ...] [--page-size N]
+  custos audit verify [--archive FILE ...] [--page-size N] [--confirm-with URL ...]
                                                  read the whole audit log and recompute every hash and
                                                  link; on a pruned log, from the pruned anchor, and with
                                                  --archive (every archive, oldest first) the archives
-                                                 too, tied to the log; exits non-zero at the first break
+                                                 too, tied to the log; the other nodes (the cluster
+                                                 file's, or --confirm-with) must hold the same head;
+                                                 exits non-zero at the first break or disagreement
   custos audit export --before SEQ --out FILE [--page-size N]
                                                  write the entries before SEQ, verified, to a new archive
                                                  FILE (JSON Lines, mode 0600, never overwritten)
