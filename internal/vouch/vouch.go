@@ -373,8 +373,12 @@ func (n *Vouch) OnRestore(index uint64, sum [32]byte) {
 		return
 	}
 	n.v.mu.Lock()
-	// Index 0 would read as "nothing to vouch for" (the FSM refuses such a snapshot).
-	n.setUnverifiedLocked(max(index, 1))
+	// The index is the snapshot's word: never below where this node was before the
+	// restore (OnRestoreStart), so that no vote for an index this node's own, earlier
+	// state reached (an honest member's old vote, replayed; a hash the background hasher
+	// computed of the old state) can vouch for the new one; and never 0, which would read
+	// as "nothing to vouch for" (the FSM refuses such a snapshot).
+	n.setUnverifiedLocked(max(index, n.v.unverified, 1))
 	if n.v.anchor == nil {
 		n.v.anchor = n.trustedAnchorLocked()
 	}

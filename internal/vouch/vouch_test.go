@@ -267,3 +267,28 @@ func (c *cluster) votes(v *Vouch, index uint64, hash string) {
 		v.recordVote(&state.Report{Node: m.id, Kind: state.TypeCheckpoint, Body: body, Sig: sig})
 	}
 }
+
+// TestSnapshotIndexNotBelowOwnState mounts a forged snapshot that names an applied index
+// below the state this node held before the restore: an honest member's old vote for an
+// index the node's earlier state reached (replayed into the log), with the hash the
+// node's own earlier state had there, must not vouch for the new state.
+func TestSnapshotIndexNotBelowOwnState(t *testing.T) {
+	st := &views{at: map[uint64]state.CheckpointView{}, applied: 150}
+	c := newCluster(t)
+	v := New(Config{NodeID: "n3", State: st, Store: &memStore{m: map[string][]byte{}}, Registerer: prometheus.NewRegistry(), Members: c.init.Members, Threshold: 2})
+	if err := v.OnRestoreStart(); err != nil {
+		t.Fatal(err)
+	}
+	v.OnRestore(5, [32]byte{5})
+	if why := v.Blocked(); !strings.Contains(why, "index 150") {
+		t.Fatalf("blocked %q, want waiting after index 150, where this node was", why)
+	}
+	st.mu.Lock()
+	st.at[100] = state.CheckpointView{Own: "OLD"}
+	st.mu.Unlock()
+	c.votes(v, 100, "OLD")
+	v.judgeCheckpoint(100)
+	if v.Blocked() == "" {
+		t.Fatal("vouched for by old votes for an index the node's earlier state reached")
+	}
+}
