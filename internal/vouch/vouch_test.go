@@ -2,16 +2,13 @@ package vouch
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"strings"
 	"sync"
 	"testing"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/custos/custos/internal/authn"
 	"github.com/custos/custos/internal/state"
 	"github.com/custos/custos/keystore"
 )
@@ -133,7 +130,7 @@ func TestUnverifiedSurvivesRestart(t *testing.T) {
 	if v.Blocked() == "" {
 		t.Fatal("vouched for by the votes the restored state holds, not by votes it verified")
 	}
-	c.votes(v, 300, "A")
+	c.votes(t, v, 300, "A")
 	v.judgeCheckpoint(300)
 	if why := v.Blocked(); why != "" {
 		t.Fatalf("still blocked after k members vouched: %s", why)
@@ -221,12 +218,12 @@ func TestRestoreNeedsVouching(t *testing.T) {
 	st.at[200] = state.CheckpointView{Own: "A", Votes: map[string]string{"n1": "A", "n2": "A"}}
 	st.at[300] = state.CheckpointView{Own: "A", Votes: map[string]string{"n1": "A", "n2": "A"}}
 	st.mu.Unlock()
-	c.votes(v, 200, "A")
+	c.votes(t, v, 200, "A")
 	v.judgeCheckpoint(200)
 	if v.Blocked() == "" {
 		t.Fatal("vouched by a checkpoint at the snapshot's own index")
 	}
-	c.votes(v, 300, "A")
+	c.votes(t, v, 300, "A")
 	v.judgeCheckpoint(300)
 	if why := v.Blocked(); why != "" {
 		t.Fatalf("still blocked after k members vouched: %s", why)
@@ -254,18 +251,10 @@ func TestRestoreNeedsVouching(t *testing.T) {
 }
 
 // votes hands v the signed checkpoint votes of n1 and n2 for hash at index.
-func (c *cluster) votes(v *Vouch, index uint64, hash string) {
-	for _, m := range []struct {
-		id string
-		sk crypto.PrivKey
-	}{{"n1", c.sk1}, {"n2", c.sk2}} {
-		body, _ := json.Marshal(&state.StateCheckpoint{Node: m.id, Index: index, StateHash: hash})
-		sig, err := authn.SignNode(m.sk, authn.DomainReport, state.ReportMessage(state.TypeCheckpoint, body))
-		if err != nil {
-			panic(err)
-		}
-		v.recordVote(&state.Report{Node: m.id, Kind: state.TypeCheckpoint, Body: body, Sig: sig})
-	}
+func (c *cluster) votes(t *testing.T, v *Vouch, index uint64, hash string) {
+	t.Helper()
+	v.recordVote(signedReport(t, "n1", c.sk1, state.TypeCheckpoint, &state.StateCheckpoint{Node: "n1", Index: index, StateHash: hash}))
+	v.recordVote(signedReport(t, "n2", c.sk2, state.TypeCheckpoint, &state.StateCheckpoint{Node: "n2", Index: index, StateHash: hash}))
 }
 
 // TestSnapshotIndexNotBelowOwnState mounts a forged snapshot that names an applied index
@@ -286,7 +275,7 @@ func TestSnapshotIndexNotBelowOwnState(t *testing.T) {
 	st.mu.Lock()
 	st.at[100] = state.CheckpointView{Own: "OLD"}
 	st.mu.Unlock()
-	c.votes(v, 100, "OLD")
+	c.votes(t, v, 100, "OLD")
 	v.judgeCheckpoint(100)
 	if v.Blocked() == "" {
 		t.Fatal("vouched for by old votes for an index the node's earlier state reached")
