@@ -154,7 +154,17 @@ func cmdAudit(args []string, stdout io.Writer) error {
 // and how many nodes must agree: with --url, the --confirm-with nodes, all of them; with
 // a cluster file, its other nodes (and any --confirm-with), k of the cluster.
 func (c *conn) auditPeers(self string, confirmWith []string) ([]auditPeer, int, error) {
-	urls := slices.Clone(confirmWith)
+	self = strings.TrimRight(self, "/")
+	var urls []string
+	add := func(u string) {
+		// The verified node never confirms itself, nor does a node count twice.
+		if u = strings.TrimRight(u, "/"); u != self && !slices.Contains(urls, u) {
+			urls = append(urls, u)
+		}
+	}
+	for _, u := range confirmWith {
+		add(u)
+	}
 	quorum := 1 + len(urls)
 	if c.url == "" {
 		cl, _, err := c.clusterFile()
@@ -162,15 +172,12 @@ func (c *conn) auditPeers(self string, confirmWith []string) ([]auditPeer, int, 
 			return nil, 0, err
 		}
 		for _, n := range cl.Nodes {
-			if n.API != self && !slices.Contains(urls, n.API) {
-				urls = append(urls, n.API)
-			}
+			add(n.API)
 		}
 		quorum = max(cl.Threshold, 1)
 	}
 	peers := make([]auditPeer, 0, len(urls))
 	for _, u := range urls {
-		u = strings.TrimRight(u, "/")
 		a, err := c.adminFor(u)
 		if err != nil {
 			return nil, 0, err

@@ -76,8 +76,7 @@ func (s *Server) hAccessRevoke(x *exchange) *apiError {
 	if _, err := s.commit(x); err != nil {
 		return err
 	}
-	x.w.WriteHeader(http.StatusNoContent)
-	x.status = http.StatusNoContent
+	x.noContent()
 	return nil
 }
 

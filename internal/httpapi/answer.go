@@ -20,6 +20,15 @@ type apiError struct {
 	Request *api.Request
 	// RetryAfter is the Retry-After header in seconds for 429 and 503 (1 when 0).
 	RetryAfter int
+	// inDoubt marks the answer of a node whose state is in doubt (stateInDoubt).
+	inDoubt bool
+}
+
+// stateInDoubt is the answer of a node that cannot vouch for its replicated state
+// (Config.Distrusted says why).
+func stateInDoubt(why string) *apiError {
+	return &apiError{Status: http.StatusServiceUnavailable, Code: api.CodeClusterUnavailable, RetryAfter: 5, inDoubt: true,
+		Detail: "this node cannot vouch for its replicated state (" + why + "); send the request to another node, or retry once GET /readyz on this one answers 200"}
 }
 
 func (e *apiError) Error() string { return e.Code + ": " + e.Detail }
@@ -41,10 +50,33 @@ type exchange struct {
 	signed *state.SignedForm
 	code   string
 	status int
+	// distrusted is the server's Config.Distrusted on authenticated routes (nil on the
+	// open ones): every answer is judged by it once composed, after the last read of the
+	// state (see answer).
+	distrusted func() string
+}
+
+// answerable returns the 503 to give instead of an answer composed from the state, or
+// nil. The check at a route's start is not enough: a request waits for its entry to
+// apply, and the leader decides what happens meanwhile, such as installing a forged
+// snapshot on this node. Vouching marks the state in doubt before a restore switches it
+// in, so a check after the last read catches every answer composed from it.
+func (x *exchange) answerable() *apiError {
+	if x.distrusted == nil {
+		return nil
+	}
+	if why := x.distrusted(); why != "" {
+		return stateInDoubt(why)
+	}
+	return nil
 }
 
 // json answers v as the JSON body with status.
 func (x *exchange) json(status int, v any) {
+	if e := x.answerable(); e != nil {
+		x.fail(e)
+		return
+	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		x.fail(errf(api.CodeInternal, "encode response"))
@@ -56,8 +88,23 @@ func (x *exchange) json(status int, v any) {
 	x.status = status
 }
 
+// noContent answers 204.
+func (x *exchange) noContent() {
+	if e := x.answerable(); e != nil {
+		x.fail(e)
+		return
+	}
+	x.w.WriteHeader(http.StatusNoContent)
+	x.status = http.StatusNoContent
+}
+
 // fail answers e as a problem document, with Retry-After on 429 and 503.
 func (x *exchange) fail(e *apiError) {
+	if !e.inDoubt {
+		if d := x.answerable(); d != nil {
+			e = d // a refusal, too, may come from the state in doubt (a 404, a request object)
+		}
+	}
 	p := api.Problem{
 		Type: api.ProblemTypeBlank, Title: api.Title(e.Code), Status: e.Status, Code: e.Code,
 		Detail: e.Detail, RequestID: x.id, Request: e.Request,

@@ -350,13 +350,13 @@ func newRequestID() string {
 // values are judged by the FSM when the request's entry applies, in that order.
 func (s *Server) authenticated(route string, h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		x := &exchange{w: w, r: r, id: w.Header().Get(api.HeaderRequestID), route: route, start: time.Now(), status: 200}
+		x := &exchange{w: w, r: r, id: w.Header().Get(api.HeaderRequestID), route: route, start: time.Now(), status: 200, distrusted: s.distrusted}
 		defer s.logDecision(x)
 		// First of all: even the credential checks read the state (users, revocations,
-		// the admin key), so a state not vouched for cannot judge them either.
-		if why := s.distrusted(); why != "" {
-			x.fail(&apiError{Status: http.StatusServiceUnavailable, Code: api.CodeClusterUnavailable, RetryAfter: 5,
-				Detail: "this node cannot vouch for its replicated state (" + why + "); send the request to another node, or retry once GET /readyz on this one answers 200"})
+		// the admin key), so a state not vouched for cannot judge them either. Every
+		// answer is judged again once composed (exchange.answerable).
+		if e := x.answerable(); e != nil {
+			x.fail(e)
 			return
 		}
 		if err := s.checkAuth(x); err != nil {

@@ -21,6 +21,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -138,6 +139,7 @@ func (n *Vouch) loadUnverified() {
 	}
 	n.v.unverified = idx
 	n.v.anchor = n.loadAnchor()
+	n.v.hint = n.staleConfigHintLocked()
 	n.stateUnverified.Set(1)
 	n.log.Warn("the snapshot this node restored before it stopped is not yet vouched for: joining no ceremony until k other members vouch for the state", "index", idx)
 }
@@ -160,6 +162,19 @@ const anchorKey = "vouch-anchor"
 type anchor struct {
 	Threshold int            `json:"threshold"`
 	Members   []state.Member `json:"members"`
+	// Configured says the members are this node's configuration's (it held no trusted
+	// state): only as current as the operator kept cluster.members.
+	Configured bool `json:"configured,omitempty"`
+}
+
+// ids lists the anchor's members as "id=peer id", sorted.
+func (a *anchor) ids() []string {
+	out := make([]string, 0, len(a.Members))
+	for _, m := range a.Members {
+		out = append(out, m.ID+"="+m.PeerID)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // member returns the trusted member with id, or nil.
@@ -181,6 +196,7 @@ func (n *Vouch) loadAnchor() *anchor {
 		return &a
 	}
 	c := n.configured
+	c.Configured = true
 	return &c
 }
 
@@ -198,7 +214,28 @@ func (n *Vouch) trustedAnchorLocked() *anchor {
 		return n.v.anchor
 	}
 	c := n.configured
+	c.Configured = true
 	return &c
+}
+
+// staleConfigHint says, when the anchor is the configuration's and the restored state
+// names other members, what the operator should check: a configuration not updated after
+// a membership change leaves the node never vouched for (the new members' votes do not
+// count) and trusts a removed member's key; or the leader forged the member list. "" when
+// they agree or the anchor is a trusted state's. The caller holds n.v.mu.
+func (n *Vouch) staleConfigHintLocked() string {
+	a := n.v.anchor
+	if a == nil || !a.Configured {
+		return ""
+	}
+	_, _, members := n.fsm.Cluster()
+	restored := (&anchor{Members: members}).ids()
+	configured := a.ids()
+	if slices.Equal(restored, configured) {
+		return ""
+	}
+	return fmt.Sprintf("; the restored state's members (%s) are not the ones this node's configuration names (%s), whose votes alone it counts: if the cluster's members changed, set cluster.members to the current ones (custos admin members list, on a healthy node) and restart this node; if they did not, the leader that sent the snapshot forged them",
+		strings.Join(restored, ", "), strings.Join(configured, ", "))
 }
 
 // Start runs the checkpoint loop, reporting through r, until Stop.
@@ -254,6 +291,8 @@ type vouching struct {
 	// unverified != 0): never the restored state's own members, which are the leader's
 	// word.
 	anchor *anchor
+	// hint is staleConfigHintLocked's, said with the reason while unverified.
+	hint string
 	// votes are the checkpoint votes at indices after unverified whose signatures
 	// verified against anchor (by index, then member; at most
 	// state.MaxCheckpointIndices indices).
@@ -268,7 +307,7 @@ func (v *vouching) blocked() string {
 	case v.diverged != "":
 		return v.diverged
 	case v.unverified != 0:
-		return fmt.Sprintf("state restored from a snapshot at index %d is not yet vouched for by the signed checkpoints of %s", v.unverified, "k other members")
+		return fmt.Sprintf("state restored from a snapshot at index %d is not yet vouched for by the signed checkpoints of %s%s", v.unverified, "k other members", v.hint)
 	}
 	return ""
 }
@@ -367,7 +406,7 @@ func (n *Vouch) OnRestore(index uint64, sum [32]byte) {
 		// state is one it trusted.
 		n.v.mu.Lock()
 		n.setUnverifiedLocked(0)
-		n.v.anchor, n.v.votes = nil, nil
+		n.v.anchor, n.v.votes, n.v.hint = nil, nil, ""
 		n.v.mu.Unlock()
 		n.stateUnverified.Set(0)
 		return
@@ -382,6 +421,7 @@ func (n *Vouch) OnRestore(index uint64, sum [32]byte) {
 	if n.v.anchor == nil {
 		n.v.anchor = n.trustedAnchorLocked()
 	}
+	n.v.hint = n.staleConfigHintLocked()
 	n.v.votes = nil
 	n.v.requested = time.Time{}
 	n.v.mu.Unlock()
@@ -495,13 +535,13 @@ func (n *Vouch) judgeCheckpoint(index uint64) {
 	vouched, diverged := checkpointVerdict(view.Own, votes, n.self, k)
 	switch {
 	case diverged && n.v.diverged == "":
-		n.v.diverged = fmt.Sprintf("this node's state at index %d differs from the state at least %d other members signed: it signs nothing; stop it, move its raft and state directories aside and restart it to resynchronise, and investigate the leader that sent its last snapshot", index, k)
+		n.v.diverged = fmt.Sprintf("this node's state at index %d differs from the state at least %d other members signed: it signs nothing; stop it, move its raft and state directories aside, check that cluster.members in its configuration lists the current members (custos admin members list, on a healthy node) and restart it to resynchronise, and investigate the leader that sent its last snapshot", index, k)
 		n.stateDiverged.Set(1)
 		n.log.Error("STATE DIVERGED from a quorum of members: refusing to sign", "index", index)
 	case vouched && n.v.unverified != 0 && index > n.v.unverified:
 		n.log.Info("restored state vouched for by the members' signed checkpoints", "snapshot_index", n.v.unverified, "checkpoint_index", index)
 		n.setUnverifiedLocked(0)
-		n.v.anchor, n.v.votes = nil, nil
+		n.v.anchor, n.v.votes, n.v.hint = nil, nil, ""
 		n.stateUnverified.Set(0)
 	}
 }
