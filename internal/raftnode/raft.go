@@ -97,8 +97,16 @@ func (n *Node) open() error {
 	if err := checkStateNotAhead(w, snaps, n.fsm.AppliedIndex()); err != nil {
 		return err
 	}
-	if err := restoreIfBehind(snaps, n.raftFSM, n.fsm.AppliedIndex(), n.log); err != nil {
+	if err := restoreIfBehind(snaps, w, n.raftFSM, n.fsm.AppliedIndex(), n.log); err != nil {
 		return err
+	}
+	// Again: a snapshot restoreIfBehind set aside no longer covers the state.
+	if err := checkStateNotAhead(w, snaps, n.fsm.AppliedIndex()); err != nil {
+		return err
+	}
+	fsm := n.raftFSM
+	if b, ok := fsm.(raft.BatchingFSM); ok {
+		fsm = refusalGuard{BatchingFSM: b, snaps: snaps}
 	}
 
 	has, err := raft.HasExistingState(w, w, snaps)
@@ -107,7 +115,7 @@ func (n *Node) open() error {
 	}
 	// The log raft appends to goes through the followers' check on stamps (stampgate.go).
 	logs := &stampGate{LogStore: w, now: n.now, log: n.log, refused: n.stampRefusals}
-	r, err := raft.NewRaft(rc, n.raftFSM, logs, w, snaps, trans)
+	r, err := raft.NewRaft(rc, fsm, logs, w, snaps, trans)
 	if err != nil {
 		return fmt.Errorf("raft: %w", err)
 	}
@@ -174,31 +182,99 @@ type localRestorer interface {
 	RestoreLocal(rc io.ReadCloser) error
 }
 
+// refusalGuard is the FSM raft drives: it tells the snapshot store whether the FSM
+// restored the snapshot a leader sent (snapshotStore.restoreRefused).
+type refusalGuard struct {
+	raft.BatchingFSM
+	snaps *snapshotStore
+}
+
+func (g refusalGuard) Restore(rc io.ReadCloser) error {
+	if err := g.BatchingFSM.Restore(rc); err != nil {
+		g.snaps.restoreRefused(err)
+		return err
+	}
+	g.snaps.restored()
+	return nil
+}
+
+// asideSetter is a snapshot store that can set aside a stream its FSM refused
+// (snapshotStore).
+type asideSetter interface {
+	setAside(id string) (bool, error)
+}
+
 // restoreIfBehind restores the newest raft snapshot into the FSM when the state database
 // is behind it: a database that does not exist yet (the first start of this binary on a
 // data directory an earlier one wrote: its JSON snapshot is converted, then the log after
 // it replays) or one that lost its unsynced tail in a power failure after raft had
 // compacted the log past it.
-func restoreIfBehind(snaps raft.SnapshotStore, fsm raft.FSM, applied uint64, log *slog.Logger) error {
-	list, err := snaps.List()
+//
+// A stream the FSM refuses is one a leader sent that this node stopped before refusing
+// (or an earlier binary's that cannot be converted): it is set aside, and the next one
+// tried, so long as the log still holds what follows the newest snapshot left (raft
+// replays it from there). Only a refused checkpoint, this node's own, stops the start.
+func restoreIfBehind(snaps raft.SnapshotStore, logs raft.LogStore, fsm raft.FSM, applied uint64, log *slog.Logger) error {
+	setAside := false
+	for {
+		list, err := snaps.List()
+		if err != nil {
+			return fmt.Errorf("raft snapshots: %w", err)
+		}
+		if len(list) == 0 || list[0].Index <= applied {
+			if setAside {
+				var base uint64
+				if len(list) > 0 {
+					base = list[0].Index
+				}
+				return logFollows(logs, base)
+			}
+			return nil
+		}
+		newest := list[0]
+		log.Info("state database is behind the newest raft snapshot: restoring it", "applied_index", applied, "snapshot_index", newest.Index, "snapshot_bytes", newest.Size)
+		_, rc, err := snaps.Open(newest.ID)
+		if err != nil {
+			return fmt.Errorf("raft snapshot %s: %w", newest.ID, err)
+		}
+		restore := fsm.Restore
+		if l, ok := fsm.(localRestorer); ok {
+			restore = l.RestoreLocal
+		}
+		err = restore(rc)
+		if err == nil {
+			return nil
+		}
+		err = fmt.Errorf("restore raft snapshot %s (index %d): %w", newest.ID, newest.Index, err)
+		a, ok := snaps.(asideSetter)
+		if !ok {
+			return err
+		}
+		moved, aerr := a.setAside(newest.ID)
+		if aerr != nil {
+			return errors.Join(err, aerr)
+		}
+		if !moved {
+			return err
+		}
+		log.Warn("a raft snapshot this node holds was refused: set aside; starting from the state database and the log", "id", newest.ID, "index", newest.Index, "err", err)
+		setAside = true
+	}
+}
+
+// logFollows checks that raft, which replays the log from the snapshot at base (0: no
+// snapshot), finds its next entry there.
+func logFollows(logs raft.LogStore, base uint64) error {
+	first, err := logs.FirstIndex()
 	if err != nil {
-		return fmt.Errorf("raft snapshots: %w", err)
+		return fmt.Errorf("raft log: %w", err)
 	}
-	if len(list) == 0 || list[0].Index <= applied {
-		return nil
-	}
-	newest := list[0]
-	log.Info("state database is behind the newest raft snapshot: restoring it", "applied_index", applied, "snapshot_index", newest.Index, "snapshot_bytes", newest.Size)
-	_, rc, err := snaps.Open(newest.ID)
+	last, err := logs.LastIndex()
 	if err != nil {
-		return fmt.Errorf("raft snapshot %s: %w", newest.ID, err)
+		return fmt.Errorf("raft log: %w", err)
 	}
-	restore := fsm.Restore
-	if l, ok := fsm.(localRestorer); ok {
-		restore = l.RestoreLocal
-	}
-	if err := restore(rc); err != nil {
-		return fmt.Errorf("restore raft snapshot %s (index %d): %w", newest.ID, newest.Index, err)
+	if last != 0 && first > base+1 {
+		return fmt.Errorf("the raft log starts at index %d, past the newest snapshot this node can restore (index %d): this node cannot catch up from what it holds; to resynchronise it from the cluster, move both %s and %s aside", first, base, "raft/", "state/")
 	}
 	return nil
 }

@@ -78,7 +78,7 @@ func TestStartWithStateDatabase(t *testing.T) {
 				return
 			}
 			f := &restoreFSM{}
-			if err := restoreIfBehind(snaps, f, tc.applied, log); err != nil {
+			if err := restoreIfBehind(snaps, logs, f, tc.applied, log); err != nil {
 				t.Fatal(err)
 			}
 			if got := len(f.restored) == 1; got != tc.restore {

@@ -47,6 +47,9 @@ const (
 	checkpointDB   = "state"
 	checkpointFile = "stream"
 	tmpSuffix      = ".tmp"
+	// refusedDir, under the raft directory, holds the last snapshot a leader sent that
+	// the FSM refused (setAside), for the operator to look at; each refusal replaces it.
+	refusedDir = "refused-snapshot"
 )
 
 // CheckpointStreamer makes the stream of a checkpoint the FSM wrote (state.FSM).
@@ -68,8 +71,11 @@ type snapshotStore struct {
 	// produce serialises making streams (each reads a whole checkpoint).
 	produce sync.Mutex
 
-	mu   sync.Mutex      // guards busy
+	mu   sync.Mutex      // guards busy and received
 	busy map[string]bool // checkpoints whose stream is being made: not reaped meanwhile
+	// received is the stream a leader sent that raft has the FSM restore next (its
+	// installSnapshot closes the sink, then restores it), until restored or set aside.
+	received string
 }
 
 // NewSnapshotStore opens the snapshot store a node keeps in its raft directory dir
@@ -331,6 +337,62 @@ func (s *snapshotStore) reap() {
 	}
 }
 
+// restoreRefused is told that the FSM refused the snapshot raft restored: the stream a
+// leader sent last is set aside. raft leaves it in the store when the restore fails, as
+// the newest snapshot (a leader chooses its term and index): this node would send it on
+// as a leader, and restore it again at every start (restoreIfBehind), where a snapshot
+// that cannot be restored stops the node. A compromised leader could so have bricked
+// every follower it sent one to, and kept them down after it was removed.
+func (s *snapshotStore) restoreRefused(cause error) {
+	s.mu.Lock()
+	id := s.received
+	s.received = ""
+	s.mu.Unlock()
+	if id == "" {
+		return
+	}
+	if _, err := s.setAside(id); err != nil {
+		s.log.Warn("raft snapshots: cannot set aside a snapshot the state refused", "id", id, "err", err)
+		return
+	}
+	s.log.Warn("a snapshot the leader sent was refused and set aside; the leader sends another one", "id", id, "kept_at", filepath.Join(s.base, refusedDir), "err", cause)
+}
+
+// restored is told that the FSM restored the snapshot raft restored.
+func (s *snapshotStore) restored() {
+	s.mu.Lock()
+	s.received = ""
+	s.mu.Unlock()
+}
+
+// setAside moves the stream id out of the store, to refusedDir (replacing what was
+// there: a leader that keeps sending refused snapshots does not fill the disk). It
+// reports false, and moves nothing, for a checkpoint: this node's own state, which is
+// not a leader's to spoil.
+func (s *snapshotStore) setAside(id string) (bool, error) {
+	if !validID(id) {
+		return false, fmt.Errorf("raft snapshots: bad id %q", id)
+	}
+	if _, err := os.Stat(filepath.Join(s.cps, id)); err == nil {
+		return false, nil
+	}
+	snaps := filepath.Join(s.base, "snapshots")
+	dst := filepath.Join(s.base, refusedDir)
+	if err := os.RemoveAll(dst); err != nil {
+		return false, fmt.Errorf("raft snapshots: %w", err)
+	}
+	if err := os.Rename(filepath.Join(snaps, id), dst); err != nil {
+		return false, fmt.Errorf("raft snapshots: set aside %s: %w", id, err)
+	}
+	if err := durable.SyncDir(snaps); err != nil {
+		return false, fmt.Errorf("raft snapshots: %w", err)
+	}
+	if err := durable.SyncDir(s.base); err != nil {
+		return false, fmt.Errorf("raft snapshots: %w", err)
+	}
+	return true, nil
+}
+
 // validID reports whether id has the form of the ids raft's file store gives snapshots
 // ("term-index-milliseconds"), the only ones this store makes or opens: no path
 // separators, dots or anything else a path could be made of.
@@ -410,7 +472,15 @@ func (k *snapshotSink) Close() error {
 	k.done = true
 	defer k.s.reap()
 	if k.tmp == "" {
-		return k.file.Close()
+		// A stream: this node's own snapshots are checkpoints (state.FSM asks for
+		// one), so a stream is one a leader sent, which raft restores next.
+		if err := k.file.Close(); err != nil {
+			return err
+		}
+		k.s.mu.Lock()
+		k.s.received = k.meta.ID
+		k.s.mu.Unlock()
+		return nil
 	}
 	size, err := dirBytes(filepath.Join(k.tmp, checkpointDB))
 	if err != nil {
