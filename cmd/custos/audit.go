@@ -58,7 +58,9 @@ type auditReport struct {
 type confirmation struct {
 	Node string `json:"node"`
 	// Status is "agrees", "differs" (another entry at head_seq or another pruned
-	// anchor) or "unreachable" (no answer, or behind the head for 10 s).
+	// anchor), "ahead" (it holds entries after head_seq that the verified node does not
+	// serve within 10 s: that node is behind or hides its newest entries) or
+	// "unreachable" (no answer, or behind the head for 10 s).
 	Status string `json:"status"`
 	Detail string `json:"detail,omitempty"`
 }
@@ -230,6 +232,44 @@ func confirmHead(cx context.Context, p auditPeer, seq uint64, hash string, prune
 		case <-cx.Done():
 			cf.Status, cf.Detail = "unreachable", cx.Err().Error()
 			return cf
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// confirmTail checks that the verified log (read from a) does not end before peer's,
+// which agreed on its head at seq: a node that serves a prefix of its log, every entry
+// genuine, verifies and has its head confirmed, while hiding what follows. peer is asked
+// for the entries after seq (up to a page), then a for the last of them, waiting until
+// deadline for a node a little behind: the status becomes "ahead" when a does not serve
+// it, "differs" when a serves another entry there. The error is a's failure to answer.
+func confirmTail(cx context.Context, a *admin.Admin, p auditPeer, seq uint64, deadline time.Time, cf confirmation) (confirmation, error) {
+	tail, err := p.a.Audit(cx, seq, admin.MaxAuditPage)
+	if err != nil {
+		cf.Status, cf.Detail = "unreachable", err.Error()
+		return cf, nil
+	}
+	if len(tail) == 0 {
+		return cf, nil
+	}
+	last := tail[len(tail)-1]
+	for {
+		es, err := a.Audit(cx, last.Seq-1, 1)
+		switch {
+		case err != nil:
+			return cf, fmt.Errorf("ask the verified node for entry %d: %w", last.Seq, err)
+		case len(es) == 1 && es[0].Seq == last.Seq && es[0].Hash == last.Hash:
+			return cf, nil
+		case len(es) == 1 && es[0].Seq == last.Seq:
+			cf.Status, cf.Detail = "differs", fmt.Sprintf("its entry %d, after the verified head, has hash %s, the verified node's %s", last.Seq, last.Hash, es[0].Hash)
+			return cf, nil
+		case time.Now().After(deadline):
+			cf.Status, cf.Detail = "ahead", fmt.Sprintf("it holds entries %d..%d after the verified head; the verified node does not serve entry %d", seq+1, last.Seq, last.Seq)
+			return cf, nil
+		}
+		select {
+		case <-cx.Done():
+			return cf, cx.Err()
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
@@ -442,17 +482,29 @@ func auditVerify(cx context.Context, a *admin.Admin, node string, pageSize int, 
 	rep.Quorum = quorum
 	agree := 1
 	var differs []string
+	var ahead []string
+	tailDeadline := time.Now().Add(10 * time.Second) // one wait for all the peers
 	for _, p := range peers {
 		cf := confirmHead(cx, p, rep.HeadSeq, rep.HeadHash, rep.PrunedSeq, rep.PrunedHash)
+		if cf.Status == "agrees" {
+			if cf, err = confirmTail(cx, a, p, rep.HeadSeq, tailDeadline, cf); err != nil {
+				return err
+			}
+		}
 		rep.Confirmations = append(rep.Confirmations, cf)
 		switch cf.Status {
 		case "agrees":
 			agree++
 		case "differs":
 			differs = append(differs, p.url)
+		case "ahead":
+			ahead = append(ahead, p.url)
 		}
 	}
 	switch {
+	case len(ahead) > 0:
+		return fail(fmt.Errorf("the verified node's log ends at seq %d, but %s %s entries after it that the verified node does not serve (see confirmations): it is behind the cluster or hides its newest entries; verify it again, and if this persists investigate it",
+			rep.HeadSeq, strings.Join(ahead, ", "), map[bool]string{true: "holds", false: "hold"}[len(ahead) == 1]))
 	case len(differs) > 0:
 		return fail(fmt.Errorf("the nodes disagree on the audit log: %s %s at seq %d (see confirmations); verify each node on its own (--url) and investigate the one that differs from the others",
 			strings.Join(differs, ", "), map[bool]string{true: "differs", false: "differ"}[len(differs) == 1], rep.HeadSeq))

@@ -279,7 +279,9 @@ func forgedChain(n int, at uint64) []state.AuditEntry {
 // complete and re-hashed, so that it verifies on its own: custos audit verify asks the
 // other nodes for the entry at the verified head and the pruned anchor, and says
 // "verified" only when k nodes (every node named with --url) agree; a disagreement or
-// too few answers fail it with a reason.
+// too few answers fail it with a reason. A node that serves only a prefix of its log
+// (every entry genuine, its newest hidden) fails too: the others hold entries after its
+// head that it does not serve.
 func TestAuditVerifyConfirmed(t *testing.T) {
 	adminKey := bytes.Repeat([]byte{3}, 32)
 	dir := t.TempDir()
@@ -290,11 +292,14 @@ func TestAuditVerifyConfirmed(t *testing.T) {
 	v, _ := auth.NewTokenVerifier(auth.VerifierConfig{HMACKey: adminKey})
 	honest, forged := auditChain(25), forgedChain(25, 5)
 	hidden := auditChain(25)[9:] // a prefix hidden behind a pruned anchor nobody set
-	serve := func(log []state.AuditEntry, pruned *api.AuditAnchor) string {
-		node := &fakeNode{t: t, verifier: v, audit: log, pruned: pruned}
+	serveNode := func(node *fakeNode) string {
+		node.t, node.verifier = t, v
 		srv := httptest.NewServer(node)
 		t.Cleanup(srv.Close)
 		return srv.URL
+	}
+	serve := func(log []state.AuditEntry, pruned *api.AuditAnchor) string {
+		return serveNode(&fakeNode{audit: log, pruned: pruned})
 	}
 	down := httptest.NewServer(http.NotFoundHandler())
 	down.Close()
@@ -310,6 +315,9 @@ func TestAuditVerifyConfirmed(t *testing.T) {
 		{"the verified node forged its log", serve(forged, nil), []string{serve(honest, nil), serve(honest, nil)}, []string{"differs", "differs"}, "disagree"},
 		{"another node differs", serve(honest, nil), []string{serve(forged, nil), serve(honest, nil)}, []string{"differs", "agrees"}, "disagree"},
 		{"a prefix hidden behind a pruned anchor", serve(hidden, &api.AuditAnchor{Seq: 9, HeadHash: honest[8].Hash}), []string{serve(honest, nil)}, []string{"differs"}, "pruned anchor"},
+		{"the verified node hides its newest entries", serve(honest[:20], nil), []string{serve(honest, nil), serve(honest, nil)}, []string{"ahead", "ahead"}, "hides its newest entries"},
+		{"the verified node a little behind", serveNode(&fakeNode{audit: honest[:20], catchUp: honest[20:]}), []string{serve(honest, nil), serve(honest, nil)}, []string{"agrees", "agrees"}, ""},
+		{"the verified node's newer entries forged", serveNode(&fakeNode{audit: honest[:20], catchUp: forgedChain(25, 23)[20:]}), []string{serve(honest, nil)}, []string{"differs"}, "disagree"},
 		{"a node unreachable", serve(honest, nil), []string{serve(honest, nil), down.URL}, []string{"agrees", "unreachable"}, "only 2 node(s)"},
 		{"the verified node named again", forgedURL, []string{forgedURL + "/", forgedURL}, nil, ""},
 	}

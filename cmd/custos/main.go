@@ -54,7 +54,8 @@ const usage = `custos — command-line tool for a custos threshold-signing clust
                                                  link; on a pruned log, from the pruned anchor, and with
                                                  --archive (every archive, oldest first) the archives
                                                  too, tied to the log; the other nodes (the cluster
-                                                 file's, or --confirm-with) must hold the same head;
+                                                 file's, or --confirm-with) must hold the same head
+                                                 and nothing past it that it does not serve;
                                                  exits non-zero at the first break or disagreement
   custos audit export --before SEQ --out FILE [--page-size N]
                                                  write the entries before SEQ, verified, to a new archive

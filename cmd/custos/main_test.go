@@ -36,6 +36,9 @@ type fakeNode struct {
 	// pruned is the audit log's pruned anchor, set by POST /v1/admin/audit/prune (nil
 	// before any prune).
 	pruned *api.AuditAnchor
+	// catchUp, when set, is appended to audit at the first GET /v1/audit that asks for
+	// entries past the end of audit: a node a little behind the others.
+	catchUp []state.AuditEntry
 }
 
 func (f *fakeNode) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -89,6 +92,9 @@ func (f *fakeNode) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.Method == "GET" && r.URL.Path == "/v1/audit":
 		after, _ := strconv.ParseUint(r.URL.Query().Get("after"), 10, 64)
 		limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+		if f.catchUp != nil && len(f.audit) > 0 && after >= f.audit[len(f.audit)-1].Seq {
+			f.audit, f.catchUp = append(f.audit, f.catchUp...), nil
+		}
 		var page []state.AuditEntry
 		for _, e := range f.audit {
 			if e.Seq > after && len(page) < limit {
