@@ -98,7 +98,36 @@ func New(cfg Config) *Vouch {
 	}
 	cfg.Registerer.MustRegister(v.stateUnverified, v.stateDiverged)
 	v.loadUnverified()
+	v.loadDiverged()
 	return v
+}
+
+// divergedKey is the keystore record of why this node's state differs from a quorum's
+// (absent, or empty once cleared), so that a restart does not make it sign again from
+// the same state: the state database is what diverged, and a restart keeps it.
+const divergedKey = "state-diverged"
+
+// loadDiverged reads the record at start: a state that diverged stays so until the
+// operator resynchronises the node (its state database moved aside: found empty here,
+// which clears the record). A record that cannot be read counts as none: divergence is
+// found again at the next checkpoint.
+func (n *Vouch) loadDiverged() {
+	b, err := n.store.GetMeta(divergedKey)
+	switch {
+	case errors.Is(err, keystore.ErrNotFound) || len(b) == 0:
+		return
+	case err != nil:
+		n.log.Warn("could not read whether this node's state diverged from the other members'", "err", err)
+		return
+	case n.fsm.AppliedIndex() == 0:
+		if err := n.store.PutMeta(divergedKey, nil); err != nil {
+			n.log.Warn("could not clear the record of this node's diverged state", "err", err)
+		}
+		return
+	}
+	n.v.diverged = string(b)
+	n.stateDiverged.Set(1)
+	n.log.Error("STATE DIVERGED from a quorum of members before this node stopped: refusing to sign until it is resynchronised", "why", n.v.diverged)
 }
 
 // unverifiedKey is the keystore record of the index of a restored snapshot not yet
@@ -538,6 +567,9 @@ func (n *Vouch) judgeCheckpoint(index uint64) {
 		n.v.diverged = fmt.Sprintf("this node's state at index %d differs from the state at least %d other members signed: it signs nothing; stop it, move its raft and state directories aside, check that cluster.members in its configuration lists the current members (custos admin members list, on a healthy node) and restart it to resynchronise, and investigate the leader that sent its last snapshot", index, k)
 		n.stateDiverged.Set(1)
 		n.log.Error("STATE DIVERGED from a quorum of members: refusing to sign", "index", index)
+		if err := n.store.PutMeta(divergedKey, []byte(n.v.diverged)); err != nil {
+			n.log.Warn("could not record that this node's state diverged: a restart would let it sign until the next checkpoint finds it again", "err", err)
+		}
 	case vouched && n.v.unverified != 0 && index > n.v.unverified:
 		n.log.Info("restored state vouched for by the members' signed checkpoints", "snapshot_index", n.v.unverified, "checkpoint_index", index)
 		n.setUnverifiedLocked(0)

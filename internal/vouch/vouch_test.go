@@ -248,6 +248,30 @@ func TestRestoreNeedsVouching(t *testing.T) {
 	if _, err := store.GetMeta("missing"); !errors.Is(err, keystore.ErrNotFound) {
 		t.Fatal(err)
 	}
+
+	// A restart keeps the state that diverged, so it keeps the node from signing: until
+	// the operator resynchronises it (an empty state database), which clears the record.
+	restart := func() *Vouch {
+		return New(Config{NodeID: "n3", State: st, Store: store, Registerer: prometheus.NewRegistry()})
+	}
+	st.mu.Lock()
+	st.applied = 500
+	st.mu.Unlock()
+	if why := restart().Blocked(); !strings.Contains(why, "index 500 differs from the state") {
+		t.Fatalf("a diverged node signs again after a restart: blocked %q", why)
+	}
+	st.mu.Lock()
+	st.applied = 0
+	st.mu.Unlock()
+	if why := restart().Blocked(); why != "" {
+		t.Fatalf("a resynchronised node is blocked: %q", why)
+	}
+	st.mu.Lock()
+	st.applied = 600
+	st.mu.Unlock()
+	if why := restart().Blocked(); why != "" {
+		t.Fatalf("the cleared record came back: %q", why)
+	}
 }
 
 // votes hands v the signed checkpoint votes of n1 and n2 for hash at index.

@@ -128,6 +128,25 @@ func TestSnapshotVouching(t *testing.T) {
 						t.Fatalf("sign %d with a diverged member: %v", i, err)
 					}
 				}
+				// A restart keeps the state that diverged: the node must not take part
+				// again until the next checkpoint finds it out (no ready answer at all).
+				c.stop(2)
+				c.start(2)
+				wctx, wcancel = context.WithTimeout(ctx, 60*time.Second)
+				err = testcluster.Until(wctx, func() bool {
+					code, rs := readyz(c.API(2))
+					if code == http.StatusOK {
+						t.Fatal("the diverged node is ready again after a restart")
+					}
+					reasons = rs
+					return strings.Contains(strings.Join(rs, " "), "differs from the state")
+				})
+				wcancel()
+				if err != nil {
+					t.Fatalf("the diverged node, restarted, does not say so: %v; last readyz reasons %q", err, reasons)
+				}
+				_, err = u.Clients[2].GetKey(ctx, key.KeyID)
+				unavailable("a key read after a restart", err)
 				return
 			}
 			c.waitReady(2)
