@@ -215,19 +215,22 @@ type asideSetter interface {
 // tried, so long as the log still holds what follows the newest snapshot left (raft
 // replays it from there). Only a refused checkpoint, this node's own, stops the start.
 func restoreIfBehind(snaps raft.SnapshotStore, logs raft.LogStore, fsm raft.FSM, applied uint64, log *slog.Logger) error {
-	setAside := false
+	var refused error // the last snapshot refused and set aside
 	for {
 		list, err := snaps.List()
 		if err != nil {
 			return fmt.Errorf("raft snapshots: %w", err)
 		}
 		if len(list) == 0 || list[0].Index <= applied {
-			if setAside {
-				var base uint64
-				if len(list) > 0 {
-					base = list[0].Index
-				}
-				return logFollows(logs, base)
+			if refused == nil {
+				return nil
+			}
+			var base uint64
+			if len(list) > 0 {
+				base = list[0].Index
+			}
+			if err := logFollows(logs, base); err != nil {
+				return fmt.Errorf("%w (a snapshot it could not restore was set aside: %w)", err, refused)
 			}
 			return nil
 		}
@@ -258,7 +261,7 @@ func restoreIfBehind(snaps raft.SnapshotStore, logs raft.LogStore, fsm raft.FSM,
 			return err
 		}
 		log.Warn("a raft snapshot this node holds was refused: set aside; starting from the state database and the log", "id", newest.ID, "index", newest.Index, "err", err)
-		setAside = true
+		refused = err
 	}
 }
 

@@ -92,8 +92,8 @@ func TestLeaderSnapshotRefusedAtRestart(t *testing.T) {
 				t.Fatalf("restore at start logged %q, want a refusal naming %q", logged.String(), tt.refusal)
 			}
 			if tt.stops != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.stops) {
-					t.Fatalf("restore at start: %v, want a refusal naming %q", err, tt.stops)
+				if err == nil || !strings.Contains(err.Error(), tt.stops) || !strings.Contains(err.Error(), "set aside") {
+					t.Fatalf("restore at start: %v, want a refusal naming %q and the snapshot set aside", err, tt.stops)
 				}
 			} else if err != nil {
 				t.Fatalf("the leader's snapshot stopped the start: %v", err)
