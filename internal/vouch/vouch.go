@@ -53,13 +53,6 @@ type Reporter interface {
 	Report(ctx context.Context, kind string, payload any) (state.Result, error)
 }
 
-// leader is a Reporter that is this node's raft member (raftnode.Node): a node that must
-// not act on its state does not lead either (stepDown).
-type leader interface {
-	IsLeader() bool
-	TransferLeadership(ctx context.Context) error
-}
-
 // Config is what vouching needs.
 type Config struct {
 	NodeID     string
@@ -321,8 +314,6 @@ type vouching struct {
 	unverified uint64
 	// requested is when this node last asked for a checkpoint.
 	requested time.Time
-	// steppedDown is when this node, leading while blocked, last handed leadership over.
-	steppedDown time.Time
 	// diverged says how this node's state differs from a quorum's ("" while it does not).
 	diverged string
 	// anchor is whom this node trusts to vouch for the restored state (set while
@@ -502,34 +493,6 @@ func (n *Vouch) loop(ctx context.Context, r Reporter) {
 			n.judgeCheckpoint(e.Index)
 		}
 		n.maybeRequestCheckpoint(ctx, r)
-		n.stepDown(ctx, r)
-	}
-}
-
-// stepDown hands leadership to another member while this node must not act on its state
-// (at most every 10 s): a leader chooses committees, ids and stamps from its own state,
-// which the others' FSMs bound but a diverged state would keep failing requests with,
-// and it should not be the first member every committee takes.
-func (n *Vouch) stepDown(ctx context.Context, r Reporter) {
-	l, ok := r.(leader)
-	if !ok || !l.IsLeader() {
-		return
-	}
-	why := n.Blocked()
-	n.v.mu.Lock()
-	due := why != "" && time.Since(n.v.steppedDown) > 10*time.Second
-	if due {
-		n.v.steppedDown = time.Now()
-	}
-	n.v.mu.Unlock()
-	if !due {
-		return
-	}
-	n.log.Warn("this node leads but must not act on its state: handing leadership over", "why", why)
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := l.TransferLeadership(cctx); err != nil {
-		n.log.Warn("could not hand leadership over", "err", err)
 	}
 }
 
