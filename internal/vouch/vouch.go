@@ -483,6 +483,16 @@ func (n *Vouch) loop(ctx context.Context, r Reporter) {
 		}
 		switch e.Kind {
 		case state.EventCheckpoint:
+			// A node must not vote for a state it does not trust (restored and not yet
+			// vouched for, or diverged): votes are counted by member, whoever cast them,
+			// so the vote of an honest node fed a forged snapshot would join the
+			// compromised leader's — k votes for the forged state, vouching for it on
+			// another node fed the same, or making an honest node that trusts its own
+			// state look diverged. Its vote comes once it trusts its state again.
+			if why := n.Blocked(); why != "" {
+				n.log.Info("not voting on a state checkpoint: this node does not trust its state", "index", e.Index, "why", why)
+				break
+			}
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			if _, err := r.Report(cctx, state.TypeCheckpoint, &state.StateCheckpoint{Node: n.self, Index: e.Index, StateHash: e.Hash}); err != nil {
 				n.log.Warn("could not report a state checkpoint", "index", e.Index, "err", err)

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -303,5 +304,66 @@ func TestSnapshotIndexNotBelowOwnState(t *testing.T) {
 	v.judgeCheckpoint(100)
 	if v.Blocked() == "" {
 		t.Fatal("vouched for by old votes for an index the node's earlier state reached")
+	}
+}
+
+// TestNoVoteForAStateNotTrusted mounts a compromised leader (n=3, k=2) that sends a
+// forged snapshot to one honest follower. Votes are counted by member, whoever cast
+// them: had that follower voted for the state it restored, its vote and the leader's
+// would be k votes for the forged state — vouching for it on another follower fed the
+// same snapshot, and making the honest member that trusts its own state look diverged
+// (for good: the verdict is recorded). A node votes only on a state it trusts: not
+// while a restored snapshot waits to be vouched for, not once it diverged.
+func TestNoVoteForAStateNotTrusted(t *testing.T) {
+	st := &views{at: map[uint64]state.CheckpointView{}, applied: 100}
+	v := New(Config{NodeID: "n3", State: st, Store: &memStore{m: map[string][]byte{}}, Registerer: prometheus.NewRegistry()})
+	rep := make(reports, 64)
+	v.Start(context.Background(), rep)
+	defer v.Stop()
+	// votes waits briefly and returns the checkpoint votes reported meanwhile.
+	votes := func() int {
+		n := 0
+		deadline := time.After(500 * time.Millisecond)
+		for {
+			select {
+			case kind := <-rep:
+				if kind == state.TypeCheckpoint {
+					n++
+				}
+			case <-deadline:
+				return n
+			}
+		}
+	}
+	v.Notify(state.Event{Kind: state.EventCheckpoint, Index: 100, Hash: "A"})
+	if n := votes(); n != 1 {
+		t.Fatalf("a node that trusts its state cast %d votes, want 1", n)
+	}
+
+	if err := v.OnRestoreStart(); err != nil {
+		t.Fatal(err)
+	}
+	v.OnRestore(200, [32]byte{9}) // a snapshot from the leader: not yet vouched for
+	st.mu.Lock()
+	st.applied = 200
+	st.mu.Unlock()
+	v.Notify(state.Event{Kind: state.EventCheckpoint, Index: 300, Hash: "F"})
+	if n := votes(); n != 0 {
+		t.Fatalf("a node whose restored state is not vouched for voted for it (%d votes)", n)
+	}
+
+	// Diverged (trusting its state until k others signed another hash): no vote either.
+	st2 := &views{at: map[uint64]state.CheckpointView{}, applied: 400}
+	d := New(Config{NodeID: "n3", State: st2, Store: &memStore{m: map[string][]byte{}}, Registerer: prometheus.NewRegistry()})
+	rep = make(reports, 64)
+	d.Start(context.Background(), rep)
+	defer d.Stop()
+	st2.mu.Lock()
+	st2.at[400] = state.CheckpointView{Own: "F", Votes: map[string]string{"n1": "A", "n2": "A"}}
+	st2.mu.Unlock()
+	d.Notify(state.Event{Kind: state.EventCheckpointVote, Index: 400})
+	d.Notify(state.Event{Kind: state.EventCheckpoint, Index: 500, Hash: "F"})
+	if n := votes(); n != 0 || d.Blocked() == "" {
+		t.Fatalf("a diverged node voted (%d votes; blocked %q)", n, d.Blocked())
 	}
 }
