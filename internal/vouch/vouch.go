@@ -102,32 +102,56 @@ func New(cfg Config) *Vouch {
 	return v
 }
 
-// divergedKey is the keystore record of why this node's state differs from a quorum's
-// (absent, or empty once cleared), so that a restart does not make it sign again from
-// the same state: the state database is what diverged, and a restart keeps it.
+// divergedKey is the keystore record of the checkpoint index at which this node's state
+// was found to differ from a quorum's, and why ("INDEX\nWHY"; absent, or empty once
+// cleared), so that a restart does not make it sign again from the same state: the state
+// database is what diverged, and a restart keeps it.
 const divergedKey = "state-diverged"
 
-// loadDiverged reads the record at start: a state that diverged stays so until the
-// operator resynchronises the node (its state database moved aside: found empty here,
-// which clears the record). A record that cannot be read counts as none: divergence is
-// found again at the next checkpoint.
+// loadDiverged reads the record at start: a state that diverged stays so until k other
+// members sign this node's own state hash at a later checkpoint (judgeCheckpoint: what
+// ends a divergence that was not the state's, such as members hashing differently
+// during an upgrade) or the operator resynchronises the node (its state database moved
+// aside: found empty here, which clears the record). A record that cannot be read counts
+// as none: divergence is found again at the next checkpoint.
 func (n *Vouch) loadDiverged() {
 	b, err := n.store.GetMeta(divergedKey)
+	applied := n.fsm.AppliedIndex()
 	switch {
 	case errors.Is(err, keystore.ErrNotFound) || len(b) == 0:
 		return
 	case err != nil:
 		n.log.Warn("could not read whether this node's state diverged from the other members'", "err", err)
 		return
-	case n.fsm.AppliedIndex() == 0:
-		if err := n.store.PutMeta(divergedKey, nil); err != nil {
-			n.log.Warn("could not clear the record of this node's diverged state", "err", err)
-		}
+	case applied == 0:
+		n.setDivergedLocked(0, "")
 		return
 	}
-	n.v.diverged = string(b)
+	at, why, ok := strings.Cut(string(b), "\n")
+	idx, err := strconv.ParseUint(at, 10, 64)
+	if !ok || err != nil {
+		idx, why = applied, string(b) // damaged: only a checkpoint after this state lifts it
+	}
+	n.v.diverged, n.v.divergedAt = why, idx
 	n.stateDiverged.Set(1)
-	n.log.Error("STATE DIVERGED from a quorum of members before this node stopped: refusing to sign until it is resynchronised", "why", n.v.diverged)
+	n.log.Error("STATE DIVERGED from a quorum of members before this node stopped: refusing to sign until k other members sign its state at a later checkpoint, or it is resynchronised", "index", idx)
+}
+
+// setDivergedLocked records (why "": clears) that this node's state differs from what k
+// others signed at checkpoint index. The caller holds n.v.mu (or, in New, nothing else
+// can see the Vouch yet).
+func (n *Vouch) setDivergedLocked(index uint64, why string) {
+	n.v.diverged, n.v.divergedAt = why, index
+	rec := []byte(nil)
+	if why != "" {
+		rec = []byte(strconv.FormatUint(index, 10) + "\n" + why)
+		n.stateDiverged.Set(1)
+	} else {
+		n.stateDiverged.Set(0)
+	}
+	if err := n.store.PutMeta(divergedKey, rec); err != nil {
+		n.log.Warn("could not record whether this node's state diverged: a restart may let it sign until the next checkpoint finds it again", "err", err)
+	}
 }
 
 // unverifiedKey is the keystore record of the index of a restored snapshot not yet
@@ -314,8 +338,10 @@ type vouching struct {
 	unverified uint64
 	// requested is when this node last asked for a checkpoint.
 	requested time.Time
-	// diverged says how this node's state differs from a quorum's ("" while it does not).
-	diverged string
+	// diverged says how this node's state differs from a quorum's ("" while it does not),
+	// found at checkpoint divergedAt.
+	diverged   string
+	divergedAt uint64
 	// anchor is whom this node trusts to vouch for the restored state (set while
 	// unverified != 0): never the restored state's own members, which are the leader's
 	// word.
@@ -574,12 +600,13 @@ func (n *Vouch) judgeCheckpoint(index uint64) {
 	vouched, diverged := checkpointVerdict(view.Own, votes, n.self, k)
 	switch {
 	case diverged && n.v.diverged == "":
-		n.v.diverged = fmt.Sprintf("this node's state at index %d differs from the state at least %d other members signed: it signs nothing; stop it, move its raft and state directories aside, check that cluster.members in its configuration lists the current members (custos admin members list, on a healthy node) and restart it to resynchronise, and investigate the leader that sent its last snapshot", index, k)
-		n.stateDiverged.Set(1)
+		n.setDivergedLocked(index, fmt.Sprintf("this node's state at index %d differs from the state at least %d other members signed: it signs nothing; stop it, move its raft and state directories aside, check that cluster.members in its configuration lists the current members (custos admin members list, on a healthy node) and restart it to resynchronise, and investigate the leader that sent its last snapshot", index, k))
 		n.log.Error("STATE DIVERGED from a quorum of members: refusing to sign", "index", index)
-		if err := n.store.PutMeta(divergedKey, []byte(n.v.diverged)); err != nil {
-			n.log.Warn("could not record that this node's state diverged: a restart would let it sign until the next checkpoint finds it again", "err", err)
-		}
+	case vouched && n.v.diverged != "" && index > n.v.divergedAt:
+		// k others signed this node's own state hash after the divergence: with at most
+		// k-1 members compromised, an honest one among them holds this very state.
+		n.log.Warn("this node's state agrees again with what k other members signed: signing again", "diverged_at", n.v.divergedAt, "checkpoint_index", index)
+		n.setDivergedLocked(0, "")
 	case vouched && n.v.unverified != 0 && index > n.v.unverified:
 		n.log.Info("restored state vouched for by the members' signed checkpoints", "snapshot_index", n.v.unverified, "checkpoint_index", index)
 		n.setUnverifiedLocked(0)

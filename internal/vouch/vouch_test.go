@@ -258,8 +258,34 @@ func TestRestoreNeedsVouching(t *testing.T) {
 	st.mu.Lock()
 	st.applied = 500
 	st.mu.Unlock()
-	if why := restart().Blocked(); !strings.Contains(why, "index 500 differs from the state") {
+	r := restart()
+	if why := r.Blocked(); !strings.Contains(why, "index 500 differs from the state") {
 		t.Fatalf("a diverged node signs again after a restart: blocked %q", why)
+	}
+	// k others signing its state at a checkpoint before the divergence (late votes) lift
+	// nothing; at a later one (say, every member now hashes the same way after an
+	// upgrade) they do, for good.
+	st.mu.Lock()
+	st.at[450] = state.CheckpointView{Own: "A", Votes: map[string]string{"n1": "A", "n2": "A"}}
+	st.at[700] = state.CheckpointView{Own: "G", Votes: map[string]string{"n1": "G", "n2": "G"}}
+	st.mu.Unlock()
+	r.judgeCheckpoint(450)
+	if r.Blocked() == "" {
+		t.Fatal("votes at a checkpoint before the divergence lifted it")
+	}
+	r.judgeCheckpoint(700)
+	if why := r.Blocked(); why != "" {
+		t.Fatalf("k others signed its state after the divergence, still blocked: %q", why)
+	}
+	if why := restart().Blocked(); why != "" {
+		t.Fatalf("the lifted divergence came back after a restart: %q", why)
+	}
+	st.mu.Lock()
+	st.at[800] = state.CheckpointView{Own: "F", Votes: map[string]string{"n1": "A", "n2": "A"}}
+	st.mu.Unlock()
+	r.judgeCheckpoint(800)
+	if why := restart().Blocked(); !strings.Contains(why, "index 800 differs") {
+		t.Fatalf("diverged again: blocked %q after a restart", why)
 	}
 	st.mu.Lock()
 	st.applied = 0
