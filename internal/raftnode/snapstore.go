@@ -141,7 +141,7 @@ type stored struct {
 	checkpoint bool
 }
 
-// all lists the snapshots of both kinds, newest first (raft's order: term, index, id).
+// all lists the snapshots of both kinds, newest first (index, term, id).
 func (s *snapshotStore) all() ([]stored, error) {
 	streams, err := s.files.List()
 	if err != nil {
@@ -173,13 +173,18 @@ func (s *snapshotStore) all() ([]stored, error) {
 		meta := m.SnapshotMeta
 		out = append(out, stored{meta: &meta, checkpoint: true})
 	}
+	// Newest is the highest index (then term, then id). raft's file store puts the term
+	// first, which agrees on an honest log (terms never decrease along it), but a leader
+	// chooses the term it sends with a snapshot: one sent at a small index with a huge
+	// term would stay newest for good — what raft takes at every start, sends on as
+	// leader and keeps while it reaps this node's own newer checkpoints.
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i].meta, out[j].meta
-		if a.Term != b.Term {
-			return a.Term > b.Term
-		}
 		if a.Index != b.Index {
 			return a.Index > b.Index
+		}
+		if a.Term != b.Term {
+			return a.Term > b.Term
 		}
 		return a.ID > b.ID
 	})

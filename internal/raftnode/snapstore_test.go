@@ -305,3 +305,24 @@ func TestMemberSnapshotIsACheckpoint(t *testing.T) {
 		t.Fatal("the stream is not a statedb stream")
 	}
 }
+
+// TestLeaderTermDoesNotOutrankNewerSnapshots mounts a compromised leader that sends a
+// snapshot at a small index with a huge term: ordered by term first (raft's file
+// store), it would stay this node's newest snapshot for good — taken by raft at every
+// start, sent on as leader — while reaping pushed out the node's own newer checkpoints.
+func TestLeaderTermDoesNotOutrankNewerSnapshots(t *testing.T) {
+	s := openStore(t, t.TempDir(), &fakeStreamer{})
+	sink, err := s.Create(raft.SnapshotVersionMax, 50, 1<<40, raft.Configuration{}, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sink.Write([]byte("state at 50")); err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkpointAt(t, s, 100, 100)
+	checkpointAt(t, s, 200, 200)
+	wantListed(t, s, "[200 100]")
+}
