@@ -198,6 +198,45 @@ func (a *Admin) VerifyAudit(ctx context.Context, pageSize int) (*AuditVerificati
 	return a.readAudit(ctx, pageSize, 0, nil)
 }
 
+// VerifyAuditAfter reads the node's audit entries after seq, whose entry has hash hash
+// (seq 0: from genesis), up to seq last at most, pageSize a page, and verifies that they
+// chain from it: the result's HeadSeq and HeadHash are how far they do (seq and hash when
+// the node serves nothing after seq), and Broken the first link that does not. custos
+// audit verify checks with it that a node's log goes on after a head other nodes
+// confirmed, as theirs do.
+func (a *Admin) VerifyAuditAfter(ctx context.Context, seq uint64, hash string, last uint64, pageSize int) (*AuditVerification, error) {
+	if pageSize <= 0 || pageSize > MaxAuditPage {
+		pageSize = MaxAuditPage
+	}
+	var chain AuditChain
+	if seq > 0 {
+		if err := chain.StartAfter(seq, hash); err != nil {
+			return nil, err
+		}
+	}
+	for after := seq; after < last; {
+		limit := min(uint64(pageSize), last-after)
+		q := url.Values{}
+		q.Set("after", strconv.FormatUint(after, 10))
+		q.Set("limit", strconv.FormatUint(limit, 10))
+		var page auditPage
+		if err := a.c.Do(ctx, http.MethodGet, "/v1/audit?"+q.Encode(), nil, &page); err != nil {
+			return nil, err
+		}
+		for _, raw := range page.Entries {
+			if chain.Add(raw) != nil || chain.Result().HeadSeq >= last {
+				return chain.Result(), nil
+			}
+		}
+		res := chain.Result()
+		if len(page.Entries) == 0 || res.HeadSeq == after {
+			return res, nil
+		}
+		after = res.HeadSeq
+	}
+	return chain.Result(), nil
+}
+
 // auditPage is one answer of GET /v1/audit, with each entry exactly as the node sent it.
 type auditPage struct {
 	Entries []json.RawMessage `json:"entries"`

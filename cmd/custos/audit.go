@@ -238,33 +238,40 @@ func confirmHead(cx context.Context, p auditPeer, seq uint64, hash string, prune
 }
 
 // confirmTail checks that the verified log (read from a) does not end before peer's,
-// which agreed on its head at seq: a node that serves a prefix of its log, every entry
-// genuine, verifies and has its head confirmed, while hiding what follows. peer is asked
-// for the entries after seq (up to a page), then a for the last of them, waiting until
-// deadline for a node a little behind: the status becomes "ahead" when a does not serve
-// it, "differs" when a serves another entry there. The error is a's failure to answer.
-func confirmTail(cx context.Context, a *admin.Admin, p auditPeer, seq uint64, deadline time.Time, cf confirmation) (confirmation, error) {
-	tail, err := p.a.Audit(cx, seq, admin.MaxAuditPage)
+// which agreed on its head (seq, hash): a node that serves a prefix of its log, every
+// entry genuine, verifies and has its head confirmed, while hiding what follows. The
+// peer's entries after the head (up to a page) must chain from it — else it "differs" —
+// and a must serve the same entries, chained from the head, up to the peer's last one,
+// waiting until deadline for a node a little behind: else "ahead" (a serves less) or
+// "differs" (another entry). The error is a's failure to answer.
+func confirmTail(cx context.Context, a *admin.Admin, p auditPeer, seq uint64, hash string, deadline time.Time, cf confirmation) (confirmation, error) {
+	tail, err := p.a.VerifyAuditAfter(cx, seq, hash, seq+admin.MaxAuditPage, admin.MaxAuditPage)
 	if err != nil {
 		cf.Status, cf.Detail = "unreachable", err.Error()
 		return cf, nil
 	}
-	if len(tail) == 0 {
+	if b := tail.Broken; b != nil {
+		cf.Status, cf.Detail = "differs", fmt.Sprintf("its entries after the verified head do not chain from it: %v", b)
 		return cf, nil
 	}
-	last := tail[len(tail)-1]
+	if tail.HeadSeq == seq {
+		return cf, nil
+	}
 	for {
-		es, err := a.Audit(cx, last.Seq-1, 1)
+		got, err := a.VerifyAuditAfter(cx, seq, hash, tail.HeadSeq, admin.MaxAuditPage)
 		switch {
 		case err != nil:
-			return cf, fmt.Errorf("ask the verified node for entry %d: %w", last.Seq, err)
-		case len(es) == 1 && es[0].Seq == last.Seq && es[0].Hash == last.Hash:
+			return cf, fmt.Errorf("read the verified node's entries %d..%d: %w", seq+1, tail.HeadSeq, err)
+		case got.Broken != nil:
+			cf.Status, cf.Detail = "differs", fmt.Sprintf("its entries %d..%d chain from the verified head; the verified node's do not: %v", seq+1, tail.HeadSeq, got.Broken)
 			return cf, nil
-		case len(es) == 1 && es[0].Seq == last.Seq:
-			cf.Status, cf.Detail = "differs", fmt.Sprintf("its entry %d, after the verified head, has hash %s, the verified node's %s", last.Seq, last.Hash, es[0].Hash)
+		case got.HeadSeq == tail.HeadSeq && got.HeadHash == tail.HeadHash:
+			return cf, nil
+		case got.HeadSeq == tail.HeadSeq:
+			cf.Status, cf.Detail = "differs", fmt.Sprintf("its entry %d, after the verified head, has hash %s, the verified node's %s", tail.HeadSeq, tail.HeadHash, got.HeadHash)
 			return cf, nil
 		case time.Now().After(deadline):
-			cf.Status, cf.Detail = "ahead", fmt.Sprintf("it holds entries %d..%d after the verified head; the verified node does not serve entry %d", seq+1, last.Seq, last.Seq)
+			cf.Status, cf.Detail = "ahead", fmt.Sprintf("it holds entries %d..%d after the verified head, chained from it; the verified node serves them up to %d", seq+1, tail.HeadSeq, got.HeadSeq)
 			return cf, nil
 		}
 		select {
@@ -483,15 +490,19 @@ func auditVerify(cx context.Context, a *admin.Admin, node string, pageSize int, 
 	agree := 1
 	var differs []string
 	var ahead []string
-	tailDeadline := time.Now().Add(10 * time.Second) // one wait for all the peers
 	for _, p := range peers {
-		cf := confirmHead(cx, p, rep.HeadSeq, rep.HeadHash, rep.PrunedSeq, rep.PrunedHash)
+		rep.Confirmations = append(rep.Confirmations, confirmHead(cx, p, rep.HeadSeq, rep.HeadHash, rep.PrunedSeq, rep.PrunedHash))
+	}
+	// Then the tails: one wait for all the peers, which the heads' waits do not use up.
+	tailDeadline := time.Now().Add(10 * time.Second)
+	for i, p := range peers {
+		cf := rep.Confirmations[i]
 		if cf.Status == "agrees" {
-			if cf, err = confirmTail(cx, a, p, rep.HeadSeq, tailDeadline, cf); err != nil {
+			if cf, err = confirmTail(cx, a, p, rep.HeadSeq, rep.HeadHash, tailDeadline, cf); err != nil {
 				return err
 			}
+			rep.Confirmations[i] = cf
 		}
-		rep.Confirmations = append(rep.Confirmations, cf)
 		switch cf.Status {
 		case "agrees":
 			agree++
@@ -503,7 +514,7 @@ func auditVerify(cx context.Context, a *admin.Admin, node string, pageSize int, 
 	}
 	switch {
 	case len(ahead) > 0:
-		return fail(fmt.Errorf("the verified node's log ends at seq %d, but %s %s entries after it that the verified node does not serve (see confirmations): it is behind the cluster or hides its newest entries; verify it again, and if this persists investigate it",
+		return fail(fmt.Errorf("the verified node's log ends at seq %d, but %s %s entries after it that the verified node does not serve (see confirmations): the verified node is behind the cluster or hides its newest entries, or the other serves entries the cluster does not hold; verify again, then each node on its own (--url), and investigate the one that differs from the others",
 			rep.HeadSeq, strings.Join(ahead, ", "), map[bool]string{true: "holds", false: "hold"}[len(ahead) == 1]))
 	case len(differs) > 0:
 		return fail(fmt.Errorf("the nodes disagree on the audit log: %s %s at seq %d (see confirmations); verify each node on its own (--url) and investigate the one that differs from the others",

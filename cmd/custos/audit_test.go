@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -318,6 +319,8 @@ func TestAuditVerifyConfirmed(t *testing.T) {
 		{"the verified node hides its newest entries", serve(honest[:20], nil), []string{serve(honest, nil), serve(honest, nil)}, []string{"ahead", "ahead"}, "hides its newest entries"},
 		{"the verified node a little behind", serveNode(&fakeNode{audit: honest[:20], catchUp: honest[20:]}), []string{serve(honest, nil), serve(honest, nil)}, []string{"agrees", "agrees"}, ""},
 		{"the verified node's newer entries forged", serveNode(&fakeNode{audit: honest[:20], catchUp: forgedChain(25, 23)[20:]}), []string{serve(honest, nil)}, []string{"differs"}, "disagree"},
+		{"the verified node rewrote entries after its head", serveNode(&fakeNode{audit: honest[:20], catchUp: honest[20:], tamper: 22}), []string{serve(honest, nil)}, []string{"differs"}, "disagree"},
+		{"another node's entries after the head do not chain", serve(honest[:20], nil), []string{serve(append(slices.Clone(honest[:20]), forgedChain(25, 5)[20:]...), nil)}, []string{"differs"}, "do not chain"},
 		{"a node unreachable", serve(honest, nil), []string{serve(honest, nil), down.URL}, []string{"agrees", "unreachable"}, "only 2 node(s)"},
 		{"the verified node named again", forgedURL, []string{forgedURL + "/", forgedURL}, nil, ""},
 	}
