@@ -517,13 +517,17 @@ func (n *Vouch) loop(ctx context.Context, r Reporter) {
 			// state look diverged. Its vote comes once it trusts its state again.
 			if why := n.Blocked(); why != "" {
 				n.log.Info("not voting on a state checkpoint: this node does not trust its state", "index", e.Index, "why", why)
-				break
+			} else {
+				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				if _, err := r.Report(cctx, state.TypeCheckpoint, &state.StateCheckpoint{Node: n.self, Index: e.Index, StateHash: e.Hash}); err != nil {
+					n.log.Warn("could not report a state checkpoint", "index", e.Index, "err", err)
+				}
+				cancel()
 			}
-			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			if _, err := r.Report(cctx, state.TypeCheckpoint, &state.StateCheckpoint{Node: n.self, Index: e.Index, StateHash: e.Hash}); err != nil {
-				n.log.Warn("could not report a state checkpoint", "index", e.Index, "err", err)
-			}
-			cancel()
+			// The others' votes may have come before this node's own hash was ready
+			// (judged then without it); its own vote, the next event of this index, no
+			// longer comes while it does not trust its state.
+			n.judgeCheckpoint(e.Index)
 		case state.EventCheckpointVote:
 			n.recordVote(e.Vote)
 			n.judgeCheckpoint(e.Index)

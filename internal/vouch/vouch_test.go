@@ -393,3 +393,40 @@ func TestNoVoteForAStateNotTrusted(t *testing.T) {
 		t.Fatalf("a diverged node voted (%d votes; blocked %q)", n, d.Blocked())
 	}
 }
+
+// TestVerdictWhenOwnHashComesLast: the others' votes at a checkpoint can be applied
+// before this node has hashed its own state there (it hashes in the background); the
+// verdict then comes with its own hash, also when it casts no vote itself.
+func TestVerdictWhenOwnHashComesLast(t *testing.T) {
+	c := newCluster(t)
+	st := &views{at: map[uint64]state.CheckpointView{}, applied: 100}
+	v := New(Config{NodeID: "n3", State: st, Store: &memStore{m: map[string][]byte{}}, Registerer: prometheus.NewRegistry(), Members: c.init.Members, Threshold: 2})
+	rep := make(reports, 64)
+	v.Start(context.Background(), rep)
+	defer v.Stop()
+	if err := v.OnRestoreStart(); err != nil {
+		t.Fatal(err)
+	}
+	v.OnRestore(200, [32]byte{9}) // not yet vouched for: it will not vote
+	st.mu.Lock()
+	st.applied = 260
+	st.at[261] = state.CheckpointView{} // its own hash not yet computed
+	st.mu.Unlock()
+	c.votes(t, v, 261, "A")
+	v.Notify(state.Event{Kind: state.EventCheckpointVote, Index: 261})
+	time.Sleep(200 * time.Millisecond)
+	if why := v.Blocked(); strings.Contains(why, "differs") {
+		t.Fatalf("a verdict without its own hash: %q", why)
+	}
+	st.mu.Lock()
+	st.at[261] = state.CheckpointView{Own: "F"}
+	st.mu.Unlock()
+	v.Notify(state.Event{Kind: state.EventCheckpoint, Index: 261, Hash: "F"})
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(v.Blocked(), "differs") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no verdict once its own hash came: %q", v.Blocked())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
