@@ -229,7 +229,10 @@ func (a *Admin) VerifyAuditAfter(ctx context.Context, seq uint64, hash string, l
 			}
 		}
 		res := chain.Result()
-		if len(page.Entries) == 0 || res.HeadSeq == after {
+		// The end, as in readAudit: an empty page, or a short one without "next". (Every
+		// read is audited: asking again would always find the entry of the last read.)
+		next := string(bytes.TrimSpace(page.Next))
+		if len(page.Entries) == 0 || res.HeadSeq == after || (uint64(len(page.Entries)) < limit && (next == "" || next == "null")) {
 			return res, nil
 		}
 		after = res.HeadSeq

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/custos/custos/internal/api"
@@ -226,6 +227,37 @@ func (n *tamperingNode) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", api.ContentTypeJSON)
 	_ = json.NewEncoder(w).Encode(page)
+}
+
+// TestVerifyAuditAfterEnds: a node appends an entry for every read, so a reader that
+// asks again after a short page always finds one more: VerifyAuditAfter stops at a short
+// page (custos audit verify read a live node's tail a thousand times, then was rate
+// limited), and verifies what it read from the head given.
+func TestVerifyAuditAfterEnds(t *testing.T) {
+	node := &tamperingNode{es: chainOf(20)}
+	var reads atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reads.Add(1)
+		node.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	a, err := New(make([]byte, 32), srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := node.es[9]
+	res, err := a.VerifyAuditAfter(context.Background(), head.Seq, head.Hash, head.Seq+MaxAuditPage, MaxAuditPage)
+	if err != nil || res.Broken != nil || res.HeadSeq < 20 {
+		t.Fatalf("%+v %v", res, err)
+	}
+	if n := reads.Load(); n != 1 {
+		t.Fatalf("%d reads for one short page", n)
+	}
+	// From another head than the node's entry at that seq: the first entry does not chain.
+	res, err = a.VerifyAuditAfter(context.Background(), head.Seq, node.es[8].Hash, head.Seq+MaxAuditPage, MaxAuditPage)
+	if err != nil || res.Broken == nil || res.Broken.Seq != head.Seq+1 {
+		t.Fatalf("from a head the node does not hold: %+v %v", res, err)
+	}
 }
 
 // TestVerifyAuditFindsTampering checks what no honest node serves: an entry altered after
