@@ -216,11 +216,8 @@ func (a *Admin) VerifyAuditAfter(ctx context.Context, seq uint64, hash string, l
 	}
 	for after := seq; after < last; {
 		limit := min(uint64(pageSize), last-after)
-		q := url.Values{}
-		q.Set("after", strconv.FormatUint(after, 10))
-		q.Set("limit", strconv.FormatUint(limit, 10))
-		var page auditPage
-		if err := a.c.Do(ctx, http.MethodGet, "/v1/audit?"+q.Encode(), nil, &page); err != nil {
+		page, err := a.auditPage(ctx, after, int(limit))
+		if err != nil {
 			return nil, err
 		}
 		for _, raw := range page.Entries {
@@ -229,10 +226,7 @@ func (a *Admin) VerifyAuditAfter(ctx context.Context, seq uint64, hash string, l
 			}
 		}
 		res := chain.Result()
-		// The end, as in readAudit: an empty page, or a short one without "next". (Every
-		// read is audited: asking again would always find the entry of the last read.)
-		next := string(bytes.TrimSpace(page.Next))
-		if len(page.Entries) == 0 || res.HeadSeq == after || (uint64(len(page.Entries)) < limit && (next == "" || next == "null")) {
+		if page.last(int(limit)) || res.HeadSeq == after {
 			return res, nil
 		}
 		after = res.HeadSeq
@@ -245,6 +239,27 @@ type auditPage struct {
 	Entries []json.RawMessage `json:"entries"`
 	Next    json.RawMessage   `json:"next"`
 	Pruned  *AuditAnchor      `json:"pruned"`
+}
+
+// auditPage reads the entries after seq after, at most limit.
+func (a *Admin) auditPage(ctx context.Context, after uint64, limit int) (*auditPage, error) {
+	q := url.Values{}
+	q.Set("after", strconv.FormatUint(after, 10))
+	q.Set("limit", strconv.Itoa(limit))
+	var page auditPage
+	if err := a.c.Do(ctx, http.MethodGet, "/v1/audit?"+q.Encode(), nil, &page); err != nil {
+		return nil, err
+	}
+	return &page, nil
+}
+
+// last reports whether the page, asked with limit, ends the log as the node served it: an
+// empty page, or a short one without "next" (a full page, or one with "next", may have
+// more after it). Every read is itself audited, so asking again after the last page
+// always finds the entry of that read: a reader stops here.
+func (p *auditPage) last(limit int) bool {
+	next := string(bytes.TrimSpace(p.Next))
+	return len(p.Entries) == 0 || (len(p.Entries) < limit && (next == "" || next == "null"))
 }
 
 // readAudit reads the node's audit log from the first entry it serves, pageSize entries
@@ -264,11 +279,8 @@ func (a *Admin) readAudit(ctx context.Context, pageSize int, last uint64, emit f
 		if last > 0 && last-after < uint64(limit) {
 			limit = int(last - after)
 		}
-		q := url.Values{}
-		q.Set("after", strconv.FormatUint(after, 10))
-		q.Set("limit", strconv.Itoa(limit))
-		var page auditPage
-		if err := a.c.Do(ctx, http.MethodGet, "/v1/audit?"+q.Encode(), nil, &page); err != nil {
+		page, err := a.auditPage(ctx, after, limit)
+		if err != nil {
 			return nil, err
 		}
 		if p := page.Pruned; p != nil {
@@ -300,10 +312,7 @@ func (a *Admin) readAudit(ctx context.Context, pageSize int, last uint64, emit f
 			}
 		}
 		res := chain.Result()
-		// The end: an empty page, or a short one without "next". (A full page, or one
-		// with "next", may have more after it.)
-		next := string(bytes.TrimSpace(page.Next))
-		if (last > 0 && res.HeadSeq >= last) || len(page.Entries) == 0 || (len(page.Entries) < limit && (next == "" || next == "null")) {
+		if (last > 0 && res.HeadSeq >= last) || page.last(limit) {
 			return res, nil
 		}
 		after = res.HeadSeq
