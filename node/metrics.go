@@ -109,6 +109,21 @@ func (c *dbMemoryCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// PebbleMemory is what the node's two Pebble databases hold in block caches and
+// memtables: bounded buffers on the Go heap in custosd's pure-Go build, which the
+// process's collector tuning (internal/memtune) keeps from counting as garbage to be.
+// A database that cannot answer counts as 0.
+func (n *Node) PebbleMemory() int64 {
+	var total int64
+	if m, err := n.fsm.DBMemory(); err == nil {
+		total += m.BlockCache + m.MemTables
+	}
+	if cache, mem, err := n.ks.Memory(); err == nil {
+		total += cache + mem
+	}
+	return total
+}
+
 // p2pCollector exports the p2p host's own counters (p2p.Stats) at scrape time: what the
 // transport refused or cut before a frame ever reached the ceremony engine.
 type p2pCollector struct {

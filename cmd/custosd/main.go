@@ -34,6 +34,7 @@ import (
 
 	"github.com/custos/custos/internal/config"
 	"github.com/custos/custos/internal/durable"
+	"github.com/custos/custos/internal/memtune"
 	"github.com/custos/custos/keystore"
 	"github.com/custos/custos/node"
 )
@@ -194,6 +195,12 @@ func cmdRun(args []string, stderr io.Writer) error {
 	if err := n.Start(ctx); err != nil {
 		_ = n.Stop(context.Background())
 		return err
+	}
+	// Collector headroom (internal/memtune), unless the operator set GOGC: this is the
+	// process's setting, so the binary owns it, not the node.
+	if os.Getenv("GOGC") == "" {
+		tu := &memtune.Tuner{Held: n.PebbleMemory, Logger: log}
+		go tu.Run(ctx)
 	}
 	var fatal error
 	select {
