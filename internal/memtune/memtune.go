@@ -34,7 +34,8 @@ const (
 	// MaxPercent is Go's default, kept when Pebble holds nothing.
 	MaxPercent = 100
 	// hysteresis: a new percent is set only when it differs by at least this much from
-	// the one in force (setting it briefly stops the world).
+	// the one in force (setting it takes the heap lock and recomputes the collector's
+	// pacing, which allocations wait behind).
 	hysteresis = 5
 )
 
